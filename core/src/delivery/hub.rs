@@ -1,0 +1,756 @@
+//! The delivery hub: one task that owns the [`Sender`] and performs its
+//! actions. It multiplexes the processor session, the backlog reader, the
+//! result writer, retransmit timers, operator commands and the admin
+//! snapshot ticker.
+//!
+//! Architecture invariant: only this task mutates delivery state, so there
+//! are no locks on the hot path; everything else talks to it by message.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ackflow_proto::v1 as pb;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::results::Resolution;
+use super::sender::{AckOutcome, Action, Entry, Link, Offer, Sender, SenderConfig};
+use crate::ingest::Ingest;
+use crate::model::{DeadRow, DeadView, ResultRow, ResultStatus, Seq, SharedEvent, now_us};
+use crate::store::SharedStore;
+use crate::tail::Tail;
+
+/// Most events in one `EventBatch` message.
+const MAX_EVENTS_PER_MESSAGE: usize = 256;
+/// How often the admin snapshot is refreshed.
+pub const SNAPSHOT_EVERY: Duration = Duration::from_millis(200);
+/// How often an idle stream gets a heartbeat.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// A processor that does not take a message within this time is cut off.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Feed events buffered per watcher before it is told it lagged.
+pub const FEED_CAPACITY: usize = 4096;
+
+/// Outbound half of a processor stream.
+pub type SessionTx = mpsc::Sender<Result<pb::CoreMessage, tonic::Status>>;
+
+/// What the stream reader forwards to the hub.
+#[derive(Debug)]
+pub enum Inbound {
+    Message(pb::ProcessorMessage),
+    /// The stream ended; the reason is logged and shown on the monitor.
+    Closed(String),
+}
+
+/// A processor that said hello.
+pub struct NewSession {
+    pub hello: pb::Hello,
+    pub out_tx: SessionTx,
+    pub in_rx: mpsc::Receiver<Inbound>,
+}
+
+/// Operator commands, from the admin service.
+#[derive(Debug)]
+pub enum Command {
+    Pause(oneshot::Sender<bool>),
+    Resume(oneshot::Sender<bool>),
+    SetFaults(pb::Faults, oneshot::Sender<bool>),
+    /// Dead event `seq` was published again as `new_seq`.
+    Requeued { seq: Seq, new_seq: Seq },
+}
+
+/// Handle to the hub, cloned into the gRPC services.
+#[derive(Clone)]
+pub struct Hub {
+    pub sessions_tx: mpsc::Sender<NewSession>,
+    pub commands_tx: mpsc::Sender<Command>,
+    pub snapshot_rx: watch::Receiver<Arc<pb::Snapshot>>,
+    pub feed_tx: broadcast::Sender<pb::FeedEvent>,
+}
+
+/// Everything the hub needs to start.
+pub struct HubParts {
+    pub config: SenderConfig,
+    pub store: SharedStore,
+    pub tail: Arc<Tail>,
+    pub ingest: Ingest,
+    pub cancel: CancellationToken,
+}
+
+/// Loads the cursor, starts the hub, the backlog reader and the result
+/// writer on `tracker`.
+pub async fn start(parts: HubParts, tracker: &TaskTracker) -> Result<Hub, crate::store::StoreError> {
+    let cursor = parts.store.delivery_cursor().await?;
+    let sender = Sender::new(parts.config, cursor, fastrand::u64(..));
+    let dead = parts.store.dead_events(50).await?;
+    tracing::info!(
+        acked_floor = sender.acked_floor(),
+        head = *parts.ingest.head().borrow(),
+        "delivery resumes"
+    );
+
+    let (sessions_tx, sessions_rx) = mpsc::channel(4);
+    let (commands_tx, commands_rx) = mpsc::channel(64);
+    let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(pb::Snapshot::default()));
+    let (feed_tx, _) = broadcast::channel(FEED_CAPACITY);
+    let (events_tx, events_rx) = mpsc::channel(2 * super::backlog::PAGE as usize);
+    let (rows_tx, rows_rx) = mpsc::unbounded_channel();
+    let (stored_tx, stored_rx) = mpsc::unbounded_channel();
+    let floor = Arc::new(AtomicU64::new(sender.acked_floor()));
+
+    // The reader and writer stop with their channels, after the hub, so a
+    // shutdown stores every ack the hub has accepted.
+    let inner_cancel = CancellationToken::new();
+    tracker.spawn(super::backlog::run(
+        sender.next_to_send(),
+        parts.store.clone(),
+        parts.tail.clone(),
+        parts.ingest.head(),
+        events_tx,
+        inner_cancel.clone(),
+    ));
+    tracker.spawn(super::results::run(
+        parts.store.clone(),
+        rows_rx,
+        stored_tx,
+        floor.clone(),
+        parts.cancel.clone(),
+    ));
+
+    let state = State {
+        sender,
+        ingest: parts.ingest,
+        store: parts.store,
+        session: None,
+        session_counter: 0,
+        payloads: BTreeMap::new(),
+        acked: BTreeMap::new(),
+        rows_tx,
+        floor,
+        snapshot_tx,
+        feed_tx: feed_tx.clone(),
+        paused: false,
+        faults: pb::Faults::default(),
+        status: pb::ProcessorStatus::default(),
+        totals: pb::Totals::default(),
+        history: VecDeque::new(),
+        dead,
+        dead_dirty: false,
+        last_sent: Instant::now(),
+        last_floor_sent: 0,
+    };
+    tracker.spawn(state.run(
+        sessions_rx,
+        commands_rx,
+        events_rx,
+        stored_rx,
+        parts.cancel,
+        inner_cancel,
+    ));
+    Ok(Hub {
+        sessions_tx,
+        commands_tx,
+        snapshot_rx,
+        feed_tx,
+    })
+}
+
+struct Session {
+    id: u64,
+    processor_id: String,
+    out_tx: SessionTx,
+    in_rx: mpsc::Receiver<Inbound>,
+}
+
+struct State {
+    sender: Sender,
+    ingest: Ingest,
+    store: SharedStore,
+    session: Option<Session>,
+    session_counter: u64,
+    /// Events of the window (sent, not yet resolved), for retransmits and
+    /// for the result feed. Bounded by the window.
+    payloads: BTreeMap<Seq, SharedEvent>,
+    /// What the ack said, kept until the result is stored, for the result
+    /// counters and feed. Bounded by the window.
+    acked: BTreeMap<Seq, AckedInfo>,
+    rows_tx: mpsc::UnboundedSender<Resolution>,
+    /// The floor as last computed, read by the result writer.
+    floor: Arc<AtomicU64>,
+    snapshot_tx: watch::Sender<Arc<pb::Snapshot>>,
+    feed_tx: broadcast::Sender<pb::FeedEvent>,
+    /// Operator's choice, applied to every processor that connects.
+    paused: bool,
+    faults: pb::Faults,
+    /// Latest status report of the processor.
+    status: pb::ProcessorStatus,
+    totals: pb::Totals,
+    /// (time, totals) samples of the last second, for rates.
+    history: VecDeque<(Instant, pb::Totals)>,
+    dead: Vec<DeadView>,
+    dead_dirty: bool,
+    last_sent: Instant,
+    last_floor_sent: Seq,
+}
+
+impl State {
+    async fn run(
+        mut self,
+        mut sessions_rx: mpsc::Receiver<NewSession>,
+        mut commands_rx: mpsc::Receiver<Command>,
+        mut events_rx: mpsc::Receiver<SharedEvent>,
+        mut stored_rx: mpsc::UnboundedReceiver<Vec<Seq>>,
+        cancel: CancellationToken,
+        inner_cancel: CancellationToken,
+    ) {
+        let mut snapshot_tick = tokio::time::interval(SNAPSHOT_EVERY);
+        snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            let deadline = self
+                .sender
+                .next_deadline()
+                .map(tokio::time::Instant::from_std);
+            let can_send = self.sender.can_send();
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                Some(session) = sessions_rx.recv() => self.on_session(session).await,
+                inbound = recv_session(&mut self.session) => self.on_inbound(inbound).await,
+                Some(event) = events_rx.recv(), if can_send => {
+                    self.on_events(event, &mut events_rx).await;
+                }
+                Some(seqs) = stored_rx.recv() => self.on_stored(seqs),
+                _ = sleep_until(deadline) => self.on_tick().await,
+                Some(command) = commands_rx.recv() => self.on_command(command).await,
+                _ = snapshot_tick.tick() => self.on_snapshot_tick().await,
+            }
+        }
+        // Ending the session ends the processor's stream, so the server's
+        // graceful shutdown is not held up by it.
+        if let Some(session) = self.session.take() {
+            tracing::info!(session = session.id, "closing processor stream for shutdown");
+        }
+        inner_cancel.cancel();
+        // Dropping rows_tx lets the result writer drain and stop.
+    }
+
+    async fn on_session(&mut self, new: NewSession) {
+        if let Some(old) = self.session.take() {
+            tracing::warn!(session = old.id, processor = %old.processor_id, "replaced by a new processor connection");
+            self.feed_connection(false, &old.processor_id, old.id, "replaced by a new connection");
+            self.sender.on_disconnect();
+        }
+        self.session_counter += 1;
+        let id = self.session_counter;
+        let now = Instant::now();
+        let processor_window = if new.hello.window == 0 {
+            u32::MAX
+        } else {
+            new.hello.window
+        };
+        let resend = self.sender.on_connect(now, processor_window, self.paused);
+        tracing::info!(
+            session = id,
+            processor = %new.hello.processor_id,
+            acked_floor = self.sender.acked_floor(),
+            window = self.sender.window(),
+            resend = resend.len(),
+            "processor connected"
+        );
+        self.status = pb::ProcessorStatus::default();
+        self.session = Some(Session {
+            id,
+            processor_id: new.hello.processor_id.clone(),
+            out_tx: new.out_tx,
+            in_rx: new.in_rx,
+        });
+        self.feed_connection(true, &new.hello.processor_id, id, "");
+        let welcome = pb::core_message::Body::Welcome(pb::Welcome {
+            session: id,
+            acked_floor: self.sender.acked_floor(),
+            window: self.sender.window() as u32,
+        });
+        if !self.send(welcome).await {
+            return;
+        }
+        if self.paused {
+            self.send(control(pb::control::Command::Pause(true))).await;
+        }
+        if self.faults != pb::Faults::default() {
+            self.send(control(pb::control::Command::Faults(self.faults)))
+                .await;
+        }
+        self.perform(resend).await;
+    }
+
+    async fn on_inbound(&mut self, inbound: Inbound) {
+        match inbound {
+            Inbound::Closed(reason) => self.disconnect(&reason),
+            Inbound::Message(msg) => match msg.body {
+                Some(pb::processor_message::Body::Acks(batch)) => self.on_acks(batch),
+                Some(pb::processor_message::Body::Status(status)) => self.on_status(status),
+                Some(pb::processor_message::Body::Hello(_)) | None => {
+                    tracing::warn!("unexpected message from processor ignored");
+                }
+            },
+        }
+    }
+
+    fn on_acks(&mut self, batch: pb::AckBatch) {
+        let now = Instant::now();
+        let stored_at_us = now_us();
+        let mut resolution = Resolution::default();
+        for ack in batch.acks {
+            if ack.reject {
+                if let Some(Action::Park {
+                    seq,
+                    attempts,
+                    reason,
+                }) = self.sender.on_reject(ack.seq, &ack.output)
+                {
+                    resolution.dead.push(self.park(seq, attempts, reason));
+                }
+                continue;
+            }
+            match self.sender.on_ack(ack.seq, ack.attempt, now) {
+                AckOutcome::Accepted { attempts } => {
+                    self.totals.acked += 1;
+                    let status = if ack.status == pb::ResultStatus::Ok as i32 {
+                        ResultStatus::Ok
+                    } else {
+                        ResultStatus::Failed
+                    };
+                    self.acked.insert(
+                        ack.seq,
+                        AckedInfo {
+                            status,
+                            output: short(&ack.output, 80),
+                            attempt: attempts,
+                        },
+                    );
+                    resolution.results.push(ResultRow {
+                        seq: ack.seq,
+                        status,
+                        output: ack.output,
+                        attempt: attempts,
+                        processing_us: ack.processing_us,
+                        stored_at_us,
+                    });
+                }
+                AckOutcome::Duplicate => self.totals.duplicate_acks += 1,
+                AckOutcome::Unknown => {
+                    tracing::debug!(seq = ack.seq, "ack for a seq never sent ignored");
+                }
+            }
+        }
+        if !resolution.results.is_empty() || !resolution.dead.is_empty() {
+            // The writer outlives the hub, so this only fails after a crash
+            // of the writer, in which case the events are delivered again.
+            let _ = self.rows_tx.send(resolution);
+        }
+    }
+
+    fn on_status(&mut self, status: pb::ProcessorStatus) {
+        let more = status
+            .duplicate_drops
+            .saturating_sub(self.status.duplicate_drops);
+        if more > 0 {
+            self.totals.duplicate_drops += more;
+            self.feed(pb::feed_event::Kind::Duplicate(pb::DuplicateFeed {
+                count: more,
+                total: self.totals.duplicate_drops,
+            }));
+        }
+        self.status = status;
+    }
+
+    fn park(&mut self, seq: Seq, attempts: u32, reason: String) -> DeadRow {
+        tracing::warn!(seq, attempts, %reason, "event parked as dead");
+        self.totals.dead += 1;
+        self.dead_dirty = true;
+        self.feed(pb::feed_event::Kind::Dead(pb::DeadFeed {
+            seq,
+            reason: reason.clone(),
+            attempts,
+        }));
+        DeadRow {
+            seq,
+            reason,
+            attempts,
+            parked_at_us: now_us(),
+        }
+    }
+
+    async fn on_events(&mut self, first: SharedEvent, events_rx: &mut mpsc::Receiver<SharedEvent>) {
+        let now = Instant::now();
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        while let Some(event) = next.take() {
+            match self.sender.on_offer(event.seq, now) {
+                Offer::Send => {
+                    batch.push(to_pb(&event, 1));
+                    self.payloads.insert(event.seq, event);
+                    self.totals.delivered += 1;
+                }
+                Offer::Skip | Offer::OutOfOrder => {}
+            }
+            if batch.len() >= MAX_EVENTS_PER_MESSAGE || !self.sender.can_send() {
+                break;
+            }
+            next = events_rx.try_recv().ok();
+        }
+        if !batch.is_empty() {
+            self.send_events(batch).await;
+        }
+    }
+
+    fn on_stored(&mut self, seqs: Vec<Seq>) {
+        let feed = self.feed_tx.receiver_count() > 0;
+        let now = now_us();
+        for seq in &seqs {
+            let event = self.payloads.remove(seq);
+            let Some(acked) = self.acked.remove(seq) else {
+                continue; // a dead entry
+            };
+            match acked.status {
+                ResultStatus::Ok => self.totals.results_ok += 1,
+                ResultStatus::Failed => self.totals.results_failed += 1,
+            }
+            if let (true, Some(event)) = (feed, event) {
+                let status = match acked.status {
+                    ResultStatus::Ok => pb::ResultStatus::Ok,
+                    ResultStatus::Failed => pb::ResultStatus::Failed,
+                };
+                self.feed(pb::feed_event::Kind::Result(pb::ResultFeed {
+                    seq: *seq,
+                    kind: event.kind.clone(),
+                    status: status as i32,
+                    latency_us: (now - event.published_at_us).max(0) as u64,
+                    output: acked.output,
+                    attempt: acked.attempt,
+                }));
+            }
+        }
+        if self.sender.on_stored(seqs) {
+            self.floor
+                .store(self.sender.acked_floor(), Ordering::Release);
+        }
+    }
+
+    async fn on_tick(&mut self) {
+        let actions = self.sender.on_tick(Instant::now());
+        self.perform(actions).await;
+    }
+
+    /// Carries out sender actions: sends, retransmits (batched into one
+    /// message) and parks.
+    async fn perform(&mut self, actions: Vec<Action>) {
+        let mut batch = Vec::new();
+        let mut resolution = Resolution::default();
+        for action in actions {
+            match action {
+                Action::Send { seq, attempt } => {
+                    if let Some(event) = self.payloads.get(&seq) {
+                        batch.push(to_pb(event, attempt));
+                    }
+                }
+                Action::Retransmit {
+                    seq,
+                    attempt,
+                    backoff,
+                } => {
+                    self.totals.retransmits += 1;
+                    if let Some(event) = self.payloads.get(&seq) {
+                        batch.push(to_pb(event, attempt));
+                    }
+                    self.feed(pb::feed_event::Kind::Retransmit(pb::RetransmitFeed {
+                        seq,
+                        attempt,
+                        backoff_us: backoff.as_micros() as u64,
+                    }));
+                }
+                Action::Park {
+                    seq,
+                    attempts,
+                    reason,
+                } => resolution.dead.push(self.park(seq, attempts, reason)),
+            }
+        }
+        if !resolution.dead.is_empty() {
+            let _ = self.rows_tx.send(resolution);
+        }
+        for chunk in batch.chunks(MAX_EVENTS_PER_MESSAGE) {
+            if !self.send_events(chunk.to_vec()).await {
+                break;
+            }
+        }
+    }
+
+    async fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Pause(reply) => {
+                let relayed = self.set_paused(true).await;
+                let _ = reply.send(relayed);
+            }
+            Command::Resume(reply) => {
+                let relayed = self.set_paused(false).await;
+                let _ = reply.send(relayed);
+            }
+            Command::SetFaults(faults, reply) => {
+                tracing::info!(?faults, "fault settings changed");
+                self.faults = faults;
+                let relayed = self.send(control(pb::control::Command::Faults(faults))).await;
+                let _ = reply.send(relayed);
+            }
+            Command::Requeued { seq, new_seq } => {
+                tracing::info!(seq, new_seq, "dead event requeued");
+                self.totals.requeued += 1;
+                self.dead_dirty = true;
+                self.feed(pb::feed_event::Kind::Requeued(pb::RequeuedFeed { seq, new_seq }));
+            }
+        }
+    }
+
+    async fn set_paused(&mut self, paused: bool) -> bool {
+        if self.paused != paused {
+            tracing::info!(paused, "processor {}", if paused { "paused" } else { "resumed" });
+            self.feed(pb::feed_event::Kind::Pause(pb::PauseFeed { paused }));
+        }
+        self.paused = paused;
+        self.sender.set_paused(paused);
+        let command = if paused {
+            pb::control::Command::Pause(true)
+        } else {
+            pb::control::Command::Resume(true)
+        };
+        self.send(control(command)).await
+    }
+
+    async fn on_snapshot_tick(&mut self) {
+        if self.dead_dirty {
+            match self.store.dead_events(50).await {
+                Ok(dead) => {
+                    self.dead = dead;
+                    self.dead_dirty = false;
+                }
+                Err(e) => tracing::warn!(error = %e, "reading dead events failed"),
+            }
+        }
+        let now = Instant::now();
+        if self.session.is_some()
+            && (now.duration_since(self.last_sent) >= HEARTBEAT_EVERY
+                || self.last_floor_sent != self.sender.acked_floor())
+            && now.duration_since(self.last_sent) >= SNAPSHOT_EVERY
+        {
+            let floor = self.sender.acked_floor();
+            self.send(pb::core_message::Body::Heartbeat(pb::Heartbeat {
+                acked_floor: floor,
+            }))
+            .await;
+        }
+        self.publish_snapshot(now);
+    }
+
+    fn publish_snapshot(&mut self, now: Instant) {
+        self.totals.published = self.ingest.published();
+        self.history.push_back((now, self.totals));
+        while self.history.len() > 2
+            && now.duration_since(self.history[0].0) > Duration::from_secs(1)
+        {
+            self.history.pop_front();
+        }
+        let rates = match self.history.front() {
+            Some((then, old)) if now > *then => {
+                let secs = now.duration_since(*then).as_secs_f64();
+                let rate = |new: u64, old: u64| new.saturating_sub(old) as f64 / secs;
+                pb::Rates {
+                    publish: rate(self.totals.published, old.published),
+                    deliver: rate(self.totals.delivered, old.delivered),
+                    ack: rate(self.totals.acked, old.acked),
+                    retransmit: rate(self.totals.retransmits, old.retransmits),
+                    duplicate_drop: rate(self.totals.duplicate_drops, old.duplicate_drops),
+                }
+            }
+            _ => pb::Rates::default(),
+        };
+        let in_flight = self
+            .sender
+            .entries()
+            .filter_map(|(seq, entry)| match entry {
+                Entry::InFlight(f) => Some(pb::InFlightEntry {
+                    seq,
+                    attempt: f.attempt,
+                    age_us: now.saturating_duration_since(f.first_sent).as_micros() as u64,
+                    next_retransmit_us: f.deadline.saturating_duration_since(now).as_micros()
+                        as u64,
+                    backoff_us: f.backoff.as_micros() as u64,
+                    acked: false,
+                }),
+                Entry::Acked => Some(pb::InFlightEntry {
+                    seq,
+                    acked: true,
+                    ..Default::default()
+                }),
+                Entry::Resolved => None,
+            })
+            .collect();
+        let connection = match (self.session.is_some(), self.sender.link()) {
+            (false, _) | (_, Link::Absent) => pb::ProcessorConnection::Disconnected,
+            (true, Link::Paused) => pb::ProcessorConnection::Paused,
+            (true, Link::Running) => pb::ProcessorConnection::Running,
+        };
+        let snapshot = pb::Snapshot {
+            taken_at_us: now_us(),
+            head: *self.ingest.head().borrow(),
+            next_to_send: self.sender.next_to_send(),
+            acked_floor: self.sender.acked_floor(),
+            next_expected: self.status.next_expected,
+            window: self.sender.window() as u32,
+            window_used: self.sender.window_used() as u32,
+            in_flight,
+            rates: Some(rates),
+            totals: Some(self.totals),
+            processor: Some(pb::ProcessorState {
+                connection: connection as i32,
+                processor_id: self
+                    .session
+                    .as_ref()
+                    .map(|s| s.processor_id.clone())
+                    .unwrap_or_default(),
+                session: self.session.as_ref().map(|s| s.id).unwrap_or_default(),
+                buffered: self.status.buffered,
+            }),
+            faults: Some(self.faults),
+            srtt_us: self
+                .sender
+                .rto()
+                .srtt()
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or_default(),
+            rto_us: self.sender.rto().rto().as_micros() as u64,
+            dead: self
+                .dead
+                .iter()
+                .map(|d| pb::DeadEntry {
+                    seq: d.seq,
+                    kind: d.kind.clone(),
+                    reason: d.reason.clone(),
+                    attempts: d.attempts,
+                })
+                .collect(),
+        };
+        self.snapshot_tx.send_replace(Arc::new(snapshot));
+    }
+
+    async fn send_events(&mut self, events: Vec<pb::Event>) -> bool {
+        let floor = self.sender.acked_floor();
+        self.last_floor_sent = floor;
+        self.send(pb::core_message::Body::Events(pb::EventBatch {
+            events,
+            acked_floor: floor,
+        }))
+        .await
+    }
+
+    /// Sends one message to the processor; a failure ends the session.
+    async fn send(&mut self, body: pb::core_message::Body) -> bool {
+        let Some(session) = &self.session else {
+            return false;
+        };
+        let msg = pb::CoreMessage { body: Some(body) };
+        match tokio::time::timeout(SEND_TIMEOUT, session.out_tx.send(Ok(msg))).await {
+            Ok(Ok(())) => {
+                self.last_sent = Instant::now();
+                true
+            }
+            Ok(Err(_)) => {
+                self.disconnect("stream closed");
+                false
+            }
+            Err(_) => {
+                self.disconnect("processor stopped reading");
+                false
+            }
+        }
+    }
+
+    fn disconnect(&mut self, reason: &str) {
+        if let Some(session) = self.session.take() {
+            tracing::info!(session = session.id, processor = %session.processor_id, %reason, "processor disconnected");
+            self.sender.on_disconnect();
+            self.feed_connection(false, &session.processor_id, session.id, reason);
+        }
+    }
+
+    fn feed(&self, kind: pb::feed_event::Kind) {
+        if self.feed_tx.receiver_count() > 0 {
+            let _ = self.feed_tx.send(pb::FeedEvent {
+                at_us: now_us(),
+                kind: Some(kind),
+            });
+        }
+    }
+
+    fn feed_connection(&self, connected: bool, processor_id: &str, session: u64, reason: &str) {
+        self.feed(pb::feed_event::Kind::Connection(pb::ConnectionFeed {
+            connected,
+            processor_id: processor_id.to_string(),
+            session,
+            reason: reason.to_string(),
+        }));
+    }
+
+}
+
+struct AckedInfo {
+    status: ResultStatus,
+    /// The output cut for the feed.
+    output: String,
+    attempt: u32,
+}
+
+/// `text` cut to at most `max` characters.
+fn short(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
+fn control(command: pb::control::Command) -> pb::core_message::Body {
+    pb::core_message::Body::Control(pb::Control {
+        command: Some(command),
+    })
+}
+
+fn to_pb(event: &SharedEvent, attempt: u32) -> pb::Event {
+    pb::Event {
+        seq: event.seq,
+        id: event.id.clone(),
+        kind: event.kind.clone(),
+        key: event.key.clone().unwrap_or_default(),
+        payload: event.payload.clone(),
+        published_at_us: event.published_at_us,
+        attempt,
+    }
+}
+
+async fn recv_session(session: &mut Option<Session>) -> Inbound {
+    match session {
+        Some(s) => s
+            .in_rx
+            .recv()
+            .await
+            .unwrap_or_else(|| Inbound::Closed("stream reader ended".into())),
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

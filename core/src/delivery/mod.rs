@@ -1,0 +1,52 @@
+//! The delivery protocol, core's side.
+//!
+//! # Guarantees
+//!
+//! * **At-least-once.** An event is acknowledged only when its result row is
+//!   stored; until then core keeps sending it: on a timeout, and again on
+//!   every reconnection. Nothing that was committed is ever skipped.
+//! * **Exactly one stored result.** The processor drops duplicates and
+//!   re-sends the cached ack; core stores results with
+//!   `ON CONFLICT DO NOTHING`, so even a processor restart that reprocesses
+//!   an event cannot produce a second result.
+//! * **Order.** Seqs are commit order (see `ingest.rs`); the sender sends
+//!   them in increasing order and resends in increasing order; the processor
+//!   reorders and hands them to an algorithm strictly in seq order.
+//! * **Progress.** A poison event (the one blocking the floor, timing out
+//!   `max_deliver` times while the processor runs, or rejected by it) is
+//!   parked as dead; the floor moves past it; `Admin.Requeue` publishes it
+//!   again as a new event. A paused or absent processor never causes a park.
+//!
+//! # The window
+//!
+//! The window is a span of seqs, as in TCP: core sends seq `s` only if
+//! `s < acked_floor + window`. Acks are selective (any order) but the span
+//! bounds everything downstream: the processor's reorder buffer and its cache
+//! of recent results both stay below the window size, and core's memory is
+//! the window plus the tail, whatever the backlog.
+//!
+//! # Time
+//!
+//! Each in-flight event has a deadline. At the deadline it is retransmitted
+//! and the next deadline is armed with exponential backoff from the RTO
+//! (RFC 6298: `srtt + 4·rttvar`, a floor, Karn's rule), capped, with jitter.
+//!
+//! # Failures
+//!
+//! * *Lost event or ack*: the deadline fires; the event is sent again; the
+//!   processor either processes it or drops it as a duplicate and re-acks.
+//! * *Processor disconnects or restarts*: timers stop; on the next hello core
+//!   answers with the floor and resends everything in flight, in order.
+//! * *Core restarts*: the floor and the results above it are read back from
+//!   the store; unresolved events are sent again.
+//! * *The store fails*: results are retried until stored; the floor does not
+//!   move meanwhile, so nothing is considered acknowledged that is not.
+//!
+//! The state machine ([`sender::Sender`]) does no I/O; [`hub`] runs it.
+
+pub mod backlog;
+pub mod hub;
+pub mod results;
+pub mod rto;
+pub mod sender;
+pub mod service;

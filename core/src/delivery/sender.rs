@@ -1,0 +1,531 @@
+//! The sender half of the delivery protocol, without I/O.
+//!
+//! [`Sender`] decides what to send, when to retransmit, when an event is
+//! acknowledged and how far the acked floor moves. It is driven by the hub
+//! (`hub.rs`) with calls that carry the current time; it never reads a
+//! clock, a socket or the store, so tests drive it through any schedule.
+//!
+//! Every seq in `[acked_floor, next_to_send)` has an entry in one of three
+//! states:
+//!
+//! ```text
+//!   on_send ──▶ InFlight ──on_ack / on_reject / max_deliver──▶ Acked ──on_stored──▶ Resolved
+//!                 ▲   │ deadline: retransmit, attempt+1, backoff doubles
+//!                 └───┘
+//! ```
+//!
+//! The floor moves over leading `Resolved` entries only: a seq is below the
+//! floor only once its result (or its dead entry) is durable.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use super::rto::RtoEstimator;
+use crate::model::{DeliveryCursor, Seq};
+
+/// Tunables of the sender.
+#[derive(Debug, Clone, Copy)]
+pub struct SenderConfig {
+    /// Most seqs in `[acked_floor, next_to_send)`: the in-flight window.
+    pub window: u32,
+    /// Ack timeouts (counted only while the processor runs and the event
+    /// blocks the floor) after which an event is parked as dead. 0: never.
+    pub max_deliver: u32,
+    /// Retransmission timeout before the first round-trip sample.
+    pub rto_initial: Duration,
+    /// Lowest retransmission timeout.
+    pub rto_min: Duration,
+    /// Longest wait between two sends of one event (backoff cap).
+    pub max_backoff: Duration,
+}
+
+impl Default for SenderConfig {
+    fn default() -> Self {
+        Self {
+            window: 256,
+            max_deliver: 20,
+            rto_initial: Duration::from_secs(1),
+            rto_min: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// State of the processor link as the sender sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// No processor connected: nothing is sent and no timer runs.
+    Absent,
+    /// Connected and processing.
+    Running,
+    /// Connected but paused: retransmits continue (backoff grows), but they
+    /// do not count towards `max_deliver`.
+    Paused,
+}
+
+/// One sent-but-unacknowledged event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InFlight {
+    /// 1 for the first send, +1 per retransmission.
+    pub attempt: u32,
+    /// When attempt 1 was sent (for RTT samples and the monitor).
+    pub first_sent: Instant,
+    /// When the latest attempt was sent.
+    pub last_sent: Instant,
+    /// When to retransmit if no ack arrived.
+    pub deadline: Instant,
+    /// The wait armed at the latest send.
+    pub backoff: Duration,
+    /// Timeouts that count towards `max_deliver`.
+    pub timeouts: u32,
+}
+
+/// Delivery state of one seq in the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    InFlight(InFlight),
+    /// The ack (or a park decision) arrived; the store write is pending.
+    Acked,
+    /// Result or dead entry is durable.
+    Resolved,
+}
+
+/// What the hub must do after a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send (or send again) `seq` as attempt `attempt`.
+    Send { seq: Seq, attempt: u32 },
+    /// Retransmit after a timeout; `backoff` is the next wait armed.
+    Retransmit {
+        seq: Seq,
+        attempt: u32,
+        backoff: Duration,
+    },
+    /// Park `seq` as dead and store it as such.
+    Park {
+        seq: Seq,
+        attempts: u32,
+        reason: String,
+    },
+}
+
+/// Result of [`Sender::on_ack`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// First ack for an in-flight event: store the result.
+    Accepted { attempts: u32 },
+    /// The event was already acknowledged: ignore (counted).
+    Duplicate,
+    /// The seq was never sent: ignore.
+    Unknown,
+}
+
+/// Result of [`Sender::on_offer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// Send it as attempt 1.
+    Send,
+    /// Already resolved (stored before a restart): do not send.
+    Skip,
+    /// Not the next seq to send (stale): ignore.
+    OutOfOrder,
+}
+
+/// The sender state machine. See the module docs.
+#[derive(Debug)]
+pub struct Sender {
+    config: SenderConfig,
+    /// Window for the current session: min(ours, the processor's).
+    window: u64,
+    /// Every seq below it is resolved.
+    acked_floor: Seq,
+    /// The next seq to send for the first time.
+    next_to_send: Seq,
+    /// Entries for `[acked_floor, next_to_send)`.
+    entries: BTreeMap<Seq, Entry>,
+    /// Seqs at or above `next_to_send` found resolved at start-up (results
+    /// stored out of order before a restart); skipped when reached.
+    resolved_ahead: BTreeSet<Seq>,
+    rto: RtoEstimator,
+    link: Link,
+    /// Source of backoff jitter; seeded so that tests are reproducible.
+    rng: fastrand::Rng,
+}
+
+impl Sender {
+    /// A sender resuming from the persisted cursor.
+    pub fn new(config: SenderConfig, cursor: DeliveryCursor, seed: u64) -> Self {
+        let mut sender = Self {
+            config,
+            window: u64::from(config.window.max(1)),
+            acked_floor: cursor.acked_floor.max(1),
+            next_to_send: cursor.acked_floor.max(1),
+            entries: BTreeMap::new(),
+            resolved_ahead: cursor.resolved_above.into_iter().collect(),
+            rto: RtoEstimator::new(config.rto_initial, config.rto_min, config.max_backoff),
+            link: Link::Absent,
+            rng: fastrand::Rng::with_seed(seed),
+        };
+        sender.skip_resolved();
+        sender
+    }
+
+    /// Every seq below it is resolved.
+    pub fn acked_floor(&self) -> Seq {
+        self.acked_floor
+    }
+
+    /// The next seq to send for the first time.
+    pub fn next_to_send(&self) -> Seq {
+        self.next_to_send
+    }
+
+    /// Window in force.
+    pub fn window(&self) -> u64 {
+        self.window
+    }
+
+    /// Seqs of the window in use (`next_to_send − acked_floor`).
+    pub fn window_used(&self) -> u64 {
+        self.next_to_send - self.acked_floor
+    }
+
+    pub fn link(&self) -> Link {
+        self.link
+    }
+
+    pub fn rto(&self) -> &RtoEstimator {
+        &self.rto
+    }
+
+    /// Entries of the window, in seq order.
+    pub fn entries(&self) -> impl Iterator<Item = (Seq, &Entry)> {
+        self.entries.iter().map(|(s, e)| (*s, e))
+    }
+
+    /// True when a new event may be sent now.
+    pub fn can_send(&self) -> bool {
+        self.link != Link::Absent && self.next_to_send < self.acked_floor + self.window
+    }
+
+    /// A processor connected. Everything in flight is sent again now, in seq
+    /// order (the processor drops what it already has and re-acks it).
+    pub fn on_connect(&mut self, now: Instant, processor_window: u32, paused: bool) -> Vec<Action> {
+        self.link = if paused { Link::Paused } else { Link::Running };
+        self.window = u64::from(self.config.window.min(processor_window).max(1));
+        let rto = self.rto.rto();
+        let mut actions = Vec::new();
+        for (seq, entry) in self.entries.iter_mut() {
+            if let Entry::InFlight(f) = entry {
+                f.attempt += 1;
+                f.last_sent = now;
+                f.backoff = rto;
+                f.deadline = now + rto;
+                actions.push(Action::Send {
+                    seq: *seq,
+                    attempt: f.attempt,
+                });
+            }
+        }
+        actions
+    }
+
+    /// The processor's stream ended. In-flight entries wait for the next
+    /// connection; no timer runs meanwhile.
+    pub fn on_disconnect(&mut self) {
+        self.link = Link::Absent;
+    }
+
+    /// The processor was paused or resumed.
+    pub fn set_paused(&mut self, paused: bool) {
+        if self.link != Link::Absent {
+            self.link = if paused { Link::Paused } else { Link::Running };
+        }
+    }
+
+    /// The next committed event, `seq`, is available. Call only when
+    /// [`can_send`](Self::can_send).
+    pub fn on_offer(&mut self, seq: Seq, now: Instant) -> Offer {
+        if seq != self.next_to_send {
+            return Offer::OutOfOrder;
+        }
+        self.next_to_send += 1;
+        if self.resolved_ahead.remove(&seq) {
+            self.entries.insert(seq, Entry::Resolved);
+            self.advance_floor();
+            return Offer::Skip;
+        }
+        let rto = self.rto.rto();
+        self.entries.insert(
+            seq,
+            Entry::InFlight(InFlight {
+                attempt: 1,
+                first_sent: now,
+                last_sent: now,
+                deadline: now + rto,
+                backoff: rto,
+                timeouts: 0,
+            }),
+        );
+        Offer::Send
+    }
+
+    /// An ack for `seq`, sent by the processor for the copy `attempt`.
+    pub fn on_ack(&mut self, seq: Seq, attempt: u32, now: Instant) -> AckOutcome {
+        if seq < self.acked_floor || self.resolved_ahead.contains(&seq) {
+            return AckOutcome::Duplicate;
+        }
+        match self.entries.get_mut(&seq) {
+            None => AckOutcome::Unknown,
+            Some(Entry::Acked | Entry::Resolved) => AckOutcome::Duplicate,
+            Some(entry @ Entry::InFlight(_)) => {
+                let Entry::InFlight(f) = *entry else {
+                    return AckOutcome::Unknown;
+                };
+                // Karn's rule: only an event sent exactly once gives a sample.
+                if f.attempt == 1 && attempt == 1 {
+                    self.rto.sample(now.saturating_duration_since(f.first_sent));
+                }
+                *entry = Entry::Acked;
+                AckOutcome::Accepted {
+                    attempts: f.attempt,
+                }
+            }
+        }
+    }
+
+    /// The processor cannot produce a result for `seq`: park it.
+    pub fn on_reject(&mut self, seq: Seq, reason: &str) -> Option<Action> {
+        match self.entries.get_mut(&seq) {
+            Some(entry @ Entry::InFlight(_)) => {
+                let attempts = match entry {
+                    Entry::InFlight(f) => f.attempt,
+                    _ => 0,
+                };
+                *entry = Entry::Acked;
+                Some(Action::Park {
+                    seq,
+                    attempts,
+                    reason: format!("rejected by the processor: {reason}"),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Results (or dead entries) for `seqs` are durable. Returns true when
+    /// the floor moved.
+    pub fn on_stored(&mut self, seqs: impl IntoIterator<Item = Seq>) -> bool {
+        for seq in seqs {
+            if let Some(entry) = self.entries.get_mut(&seq) {
+                if *entry == Entry::Acked {
+                    *entry = Entry::Resolved;
+                }
+            }
+        }
+        self.advance_floor()
+    }
+
+    /// Earliest retransmit deadline, if a timer should run.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if self.link == Link::Absent {
+            return None;
+        }
+        self.entries
+            .values()
+            .filter_map(|e| match e {
+                Entry::InFlight(f) => Some(f.deadline),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Fires due timers: retransmits, and parks an event that blocks the
+    /// floor and timed out `max_deliver` times while the processor ran.
+    pub fn on_tick(&mut self, now: Instant) -> Vec<Action> {
+        if self.link == Link::Absent {
+            return Vec::new();
+        }
+        let lowest_in_flight = self
+            .entries
+            .iter()
+            .find(|(_, e)| matches!(e, Entry::InFlight(_)))
+            .map(|(s, _)| *s);
+        let mut actions = Vec::new();
+        for (seq, entry) in self.entries.iter_mut() {
+            let Entry::InFlight(f) = entry else { continue };
+            if f.deadline > now {
+                continue;
+            }
+            // Only the lowest in-flight event can be what the processor is
+            // stuck on: the others wait behind it in its reorder buffer.
+            if self.link == Link::Running && Some(*seq) == lowest_in_flight {
+                f.timeouts += 1;
+            }
+            if self.config.max_deliver > 0 && f.timeouts >= self.config.max_deliver {
+                actions.push(Action::Park {
+                    seq: *seq,
+                    attempts: f.attempt,
+                    reason: format!("no ack after {} timeouts", f.timeouts),
+                });
+                *entry = Entry::Acked;
+                continue;
+            }
+            f.attempt += 1;
+            f.backoff = self
+                .rto
+                .backoff(f.attempt, self.config.max_backoff, &mut self.rng);
+            f.last_sent = now;
+            f.deadline = now + f.backoff;
+            actions.push(Action::Retransmit {
+                seq: *seq,
+                attempt: f.attempt,
+                backoff: f.backoff,
+            });
+        }
+        actions
+    }
+
+    fn advance_floor(&mut self) -> bool {
+        let before = self.acked_floor;
+        while let Some(entry) = self.entries.first_entry() {
+            if *entry.get() != Entry::Resolved {
+                break;
+            }
+            entry.remove();
+            self.acked_floor += 1;
+        }
+        if self.entries.is_empty() {
+            self.skip_resolved();
+        }
+        self.acked_floor != before
+    }
+
+    /// With nothing in flight, moves floor and `next_to_send` over seqs
+    /// already resolved.
+    fn skip_resolved(&mut self) {
+        while self.entries.is_empty() && self.resolved_ahead.remove(&self.acked_floor) {
+            self.acked_floor += 1;
+            self.next_to_send = self.acked_floor;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> SenderConfig {
+        SenderConfig {
+            window: 4,
+            max_deliver: 3,
+            rto_initial: Duration::from_millis(100),
+            rto_min: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+
+    fn sender() -> Sender {
+        Sender::new(cfg(), DeliveryCursor::default(), 1)
+    }
+
+    #[test]
+    fn window_bounds_sends_and_floor_moves_on_store_only() {
+        let t0 = Instant::now();
+        let mut s = sender();
+        assert!(!s.can_send(), "absent processor");
+        s.on_connect(t0, 256, false);
+        for seq in 1..=4 {
+            assert!(s.can_send());
+            assert_eq!(s.on_offer(seq, t0), Offer::Send);
+        }
+        assert!(!s.can_send());
+        assert_eq!(s.on_ack(2, 1, t0), AckOutcome::Accepted { attempts: 1 });
+        assert_eq!(s.on_ack(2, 1, t0), AckOutcome::Duplicate);
+        assert!(!s.on_stored([2]), "seq 1 still blocks the floor");
+        assert_eq!(s.on_ack(1, 1, t0), AckOutcome::Accepted { attempts: 1 });
+        assert_eq!(s.acked_floor(), 1, "acked but not stored");
+        assert!(s.on_stored([1]));
+        assert_eq!(s.acked_floor(), 3);
+        assert!(s.can_send());
+    }
+
+    #[test]
+    fn retransmits_with_growing_backoff_and_parks_the_blocker() {
+        let t0 = Instant::now();
+        let mut s = sender();
+        s.on_connect(t0, 256, false);
+        s.on_offer(1, t0);
+        s.on_offer(2, t0);
+        let mut now = t0;
+        let mut waits = Vec::new();
+        let mut parked = None;
+        for _ in 0..10 {
+            now = s.next_deadline().unwrap();
+            for action in s.on_tick(now) {
+                match action {
+                    Action::Retransmit { seq: 1, backoff, .. } => waits.push(backoff),
+                    Action::Park { seq, .. } => parked = Some(seq),
+                    _ => {}
+                }
+            }
+            if parked.is_some() {
+                break;
+            }
+        }
+        assert_eq!(parked, Some(1));
+        assert!(waits.windows(2).all(|w| w[1] > w[0]), "{waits:?}");
+        // Seq 2 was not the blocker: it never counted a timeout.
+        assert!(matches!(s.entries.get(&2), Some(Entry::InFlight(f)) if f.timeouts == 0));
+        let _ = now;
+    }
+
+    #[test]
+    fn paused_processor_is_never_given_up() {
+        let t0 = Instant::now();
+        let mut s = sender();
+        s.on_connect(t0, 256, true);
+        s.on_offer(1, t0);
+        for _ in 0..50 {
+            let now = s.next_deadline().unwrap();
+            let actions = s.on_tick(now);
+            assert!(actions.iter().all(|a| matches!(a, Action::Retransmit { .. })));
+        }
+        let Some(Entry::InFlight(f)) = s.entries.get(&1) else {
+            panic!("still in flight")
+        };
+        assert!(f.backoff <= cfg().max_backoff);
+    }
+
+    #[test]
+    fn reconnect_resends_in_flight_in_order_and_restart_skips_resolved() {
+        let t0 = Instant::now();
+        let mut s = Sender::new(
+            cfg(),
+            DeliveryCursor {
+                acked_floor: 3,
+                resolved_above: vec![3, 5],
+            },
+            1,
+        );
+        assert_eq!(s.acked_floor(), 4);
+        s.on_connect(t0, 256, false);
+        assert_eq!(s.on_offer(4, t0), Offer::Send);
+        assert_eq!(s.on_offer(5, t0), Offer::Skip);
+        assert_eq!(s.on_offer(6, t0), Offer::Send);
+        s.on_disconnect();
+        assert!(s.next_deadline().is_none());
+        let resent = s.on_connect(t0, 256, false);
+        assert_eq!(
+            resent,
+            vec![
+                Action::Send { seq: 4, attempt: 2 },
+                Action::Send { seq: 6, attempt: 2 }
+            ]
+        );
+        s.on_ack(4, 2, t0);
+        s.on_ack(6, 2, t0);
+        s.on_stored([4, 6]);
+        assert_eq!(s.acked_floor(), 7);
+    }
+}

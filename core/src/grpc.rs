@@ -1,0 +1,147 @@
+//! The `Ingest` gRPC service: unary `Publish` and bidi `PublishStream`, with
+//! the same validation and limits as REST.
+
+use std::pin::Pin;
+
+use ackflow_proto::v1 as pb;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::ingest::{Ingest, IngestError, PendingReply, outcome};
+use crate::model::NewEvent;
+use crate::validate::{self, Invalid, Limits};
+
+/// Publishes a stream may have waiting for their commit.
+const STREAM_PENDING: usize = 4096;
+
+/// Implements `ackflow.v1.Ingest`.
+pub struct IngestService {
+    pub ingest: Ingest,
+    pub limits: Limits,
+    pub cancel: CancellationToken,
+}
+
+impl From<IngestError> for Status {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::Full => Status::resource_exhausted(format!("{e} (retry in 1 s)")),
+            IngestError::Unavailable(_) | IngestError::ShuttingDown => {
+                Status::unavailable(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<Invalid> for Status {
+    fn from(e: Invalid) -> Self {
+        Status::invalid_argument(e.to_string())
+    }
+}
+
+/// Converts and validates a request.
+fn to_event(req: pb::PublishRequest, limits: &Limits) -> Result<NewEvent, Invalid> {
+    let event = NewEvent {
+        kind: req.kind,
+        key: (!req.key.is_empty()).then_some(req.key),
+        payload: req.payload,
+        idempotency_key: (!req.idempotency_key.is_empty()).then_some(req.idempotency_key),
+    };
+    validate::check(&event, limits)?;
+    validate::check_json(&event.payload)?;
+    Ok(event)
+}
+
+fn reply(appended: &crate::model::Appended, request_id: u64) -> pb::PublishReply {
+    pb::PublishReply {
+        seq: appended.seq,
+        id: appended.id.clone(),
+        replayed: appended.replayed,
+        request_id,
+    }
+}
+
+type ReplyStream = Pin<Box<dyn Stream<Item = Result<pb::PublishReply, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::ingest_server::Ingest for IngestService {
+    type PublishStreamStream = ReplyStream;
+
+    async fn publish(
+        &self,
+        request: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::PublishReply>, Status> {
+        let req = request.into_inner();
+        let request_id = req.request_id;
+        let event = to_event(req, &self.limits)?;
+        let appended = self.ingest.publish(vec![event]).await?;
+        let first = appended
+            .first()
+            .ok_or_else(|| Status::internal("commit returned no outcome"))?;
+        Ok(Response::new(reply(first, request_id)))
+    }
+
+    async fn publish_stream(
+        &self,
+        request: Request<Streaming<pb::PublishRequest>>,
+    ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (out_tx, out_rx) = mpsc::channel::<Result<pb::PublishReply, Status>>(256);
+        // Commit receipts in request order; bounded, so a client that
+        // publishes faster than commits complete is pushed back.
+        let (pending_tx, mut pending_rx) =
+            mpsc::channel::<Result<(u64, PendingReply), Status>>(STREAM_PENDING);
+        let ingest = self.ingest.clone();
+        let limits = self.limits;
+        let cancel = self.cancel.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    next = inbound.message() => next,
+                    _ = cancel.cancelled() => break,
+                };
+                let req = match next {
+                    Ok(Some(req)) => req,
+                    Ok(None) | Err(_) => break,
+                };
+                let request_id = req.request_id;
+                let submitted = match to_event(req, &limits) {
+                    Ok(event) => ingest.submit(vec![event]).await.map_err(Status::from),
+                    Err(invalid) => Err(Status::from(invalid)),
+                };
+                // An error goes through the same queue, so the replies
+                // already owed are sent first; then the stream ends with it.
+                let failed = submitted.is_err();
+                let item = submitted.map(|rx| (request_id, rx));
+                if pending_tx.send(item).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(item) = pending_rx.recv().await {
+                let (request_id, rx) = match item {
+                    Ok(receipt) => receipt,
+                    Err(status) => {
+                        let _ = out_tx.send(Err(status)).await;
+                        return;
+                    }
+                };
+                let msg = match outcome(rx).await {
+                    Ok(appended) => match appended.first() {
+                        Some(a) => Ok(reply(a, request_id)),
+                        None => Err(Status::internal("commit returned no outcome")),
+                    },
+                    Err(e) => Err(Status::from(e)),
+                };
+                let failed = msg.is_err();
+                if out_tx.send(msg).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+}

@@ -1,0 +1,406 @@
+//! The REST API (axum). `app(state)` builds the router, so tests call it
+//! with `oneshot` and no socket.
+//!
+//! Errors are `application/problem+json` (RFC 9457): 400 malformed JSON,
+//! 404 unknown event, 413 over the size limit, 415 wrong content type,
+//! 422 an invalid field, 503 store unavailable or queue full. A request that
+//! fails stores nothing.
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::ingest::{Ingest, IngestError};
+use crate::model::{Appended, EventView, NewEvent, Seq, StatusFilter};
+use crate::store::SharedStore;
+use crate::validate::{self, Invalid, Limits};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct RestState {
+    pub ingest: Ingest,
+    pub store: SharedStore,
+    pub limits: Limits,
+    /// Largest request body, in bytes.
+    pub max_request_bytes: usize,
+}
+
+/// The router.
+pub fn app(state: RestState) -> Router {
+    Router::new()
+        .route("/v1/events", post(publish).get(list))
+        .route("/v1/events/batch", post(publish_batch))
+        .route("/v1/events/{seq}", get(get_event))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(state)
+}
+
+/// An RFC 9457 problem.
+#[derive(Debug)]
+pub struct Problem {
+    status: StatusCode,
+    title: &'static str,
+    detail: String,
+    retry_after: Option<u32>,
+}
+
+impl Problem {
+    fn new(status: StatusCode, title: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            title,
+            detail: detail.into(),
+            retry_after: None,
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "type": "about:blank",
+            "title": self.title,
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        let mut response = (self.status, body.to_string()).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+impl From<Invalid> for Problem {
+    fn from(e: Invalid) -> Self {
+        match e {
+            Invalid::TooLarge { .. } => {
+                Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large", e.to_string())
+            }
+            Invalid::Field { .. } => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid field",
+                e.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<IngestError> for Problem {
+    fn from(e: IngestError) -> Self {
+        let mut p = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service unavailable",
+            e.to_string(),
+        );
+        p.retry_after = Some(1);
+        p
+    }
+}
+
+impl From<crate::store::StoreError> for Problem {
+    fn from(e: crate::store::StoreError) -> Self {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Store unavailable",
+            e.to_string(),
+        )
+    }
+}
+
+/// One event in a publish body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventBody {
+    kind: String,
+    #[serde(default)]
+    key: Option<String>,
+    payload: Box<RawValue>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    events: Vec<EventBody>,
+}
+
+#[derive(Serialize)]
+struct Accepted {
+    id: String,
+    seq: Seq,
+    replayed: bool,
+}
+
+impl From<Appended> for Accepted {
+    fn from(a: Appended) -> Self {
+        Self {
+            id: a.id,
+            seq: a.seq,
+            replayed: a.replayed,
+        }
+    }
+}
+
+/// Reads and parses a JSON body with the size, type and depth checks.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    state: &RestState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<T, Problem> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/json") {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported media type",
+            format!("expected Content-Type: application/json, got {content_type:?}"),
+        ));
+    }
+    let too_large = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request too large",
+            format!("the body is over the limit of {} bytes", state.max_request_bytes),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > state.max_request_bytes) {
+        return Err(too_large());
+    }
+    let bytes: Bytes = axum::body::to_bytes(body, state.max_request_bytes)
+        .await
+        .map_err(|_| too_large())?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "Malformed JSON",
+            "the body is not valid UTF-8",
+        )
+    })?;
+    if validate::json_depth(text) > validate::MAX_JSON_DEPTH + 2 {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "Malformed JSON",
+            format!("nested deeper than {} levels", validate::MAX_JSON_DEPTH),
+        ));
+    }
+    serde_json::from_str(text).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid field",
+            e.to_string(),
+        ),
+        _ => Problem::new(StatusCode::BAD_REQUEST, "Malformed JSON", e.to_string()),
+    })
+}
+
+fn to_event(body: EventBody, limits: &Limits) -> Result<NewEvent, Invalid> {
+    let event = NewEvent {
+        kind: body.kind,
+        key: body.key,
+        payload: body.payload.get().as_bytes().to_vec(),
+        idempotency_key: body.idempotency_key,
+    };
+    validate::check(&event, limits)?;
+    Ok(event)
+}
+
+async fn publish(
+    State(state): State<RestState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    let parsed: EventBody = read_json(&state, &headers, body).await?;
+    let mut event = to_event(parsed, &state.limits)?;
+    if let Some(key) = headers.get("idempotency-key") {
+        let key = key.to_str().map_err(|_| {
+            Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid field",
+                "Idempotency-Key header is not visible ASCII",
+            )
+        })?;
+        event.idempotency_key = Some(key.to_string());
+        validate::check(&event, &state.limits)?;
+    }
+    let mut appended = state.ingest.publish(vec![event]).await?;
+    let first = appended.pop().ok_or_else(|| {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal error",
+            "commit returned no outcome",
+        )
+    })?;
+    Ok((StatusCode::ACCEPTED, axum::Json(Accepted::from(first))).into_response())
+}
+
+async fn publish_batch(
+    State(state): State<RestState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    let parsed: BatchBody = read_json(&state, &headers, body).await?;
+    if parsed.events.is_empty() || parsed.events.len() > state.limits.max_batch_events {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid field",
+            format!(
+                "events: must hold 1 to {} events, got {}",
+                state.limits.max_batch_events,
+                parsed.events.len()
+            ),
+        ));
+    }
+    let mut events = Vec::with_capacity(parsed.events.len());
+    for (i, body) in parsed.events.into_iter().enumerate() {
+        let event = to_event(body, &state.limits).map_err(|e| {
+            let mut p = Problem::from(e);
+            p.detail = format!("events[{i}].{}", p.detail);
+            p
+        })?;
+        events.push(event);
+    }
+    let appended = state.ingest.publish(events).await?;
+    let accepted: Vec<Accepted> = appended.into_iter().map(Accepted::from).collect();
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({ "events": accepted })),
+    )
+        .into_response())
+}
+
+/// The JSON form of an event with its delivery state.
+fn view_json(view: &EventView) -> serde_json::Value {
+    let event = &view.event;
+    let payload = std::str::from_utf8(&event.payload)
+        .ok()
+        .and_then(|t| serde_json::from_str::<&RawValue>(t).ok())
+        .map(|raw| serde_json::to_value(raw).unwrap_or_default())
+        .unwrap_or(serde_json::Value::Null);
+    let mut json = serde_json::json!({
+        "seq": event.seq,
+        "id": event.id,
+        "kind": event.kind,
+        "key": event.key,
+        "payload": payload,
+        "published_at": rfc3339(event.published_at_us),
+        "state": view.state.as_str(),
+    });
+    if let Some(r) = &view.result {
+        json["result"] = serde_json::json!({
+            "status": r.status.as_str(),
+            "output": r.output,
+            "attempt": r.attempt,
+            "processing_us": r.processing_us,
+            "stored_at": rfc3339(r.stored_at_us),
+        });
+    }
+    if let Some(d) = &view.dead {
+        json["dead"] = serde_json::json!({
+            "reason": d.reason,
+            "attempts": d.attempts,
+            "parked_at": rfc3339(d.parked_at_us),
+            "requeued_as": d.requeued_as,
+        });
+    }
+    json
+}
+
+fn rfc3339(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .unwrap_or_default()
+}
+
+async fn get_event(
+    State(state): State<RestState>,
+    Path(seq): Path<String>,
+) -> Result<Response, Problem> {
+    let seq: Seq = seq.parse().map_err(|_| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "Invalid seq",
+            format!("{seq:?} is not a sequence number"),
+        )
+    })?;
+    match state.store.event(seq).await? {
+        Some(view) => Ok(axum::Json(view_json(&view)).into_response()),
+        None => Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            format!("no event with seq {seq}"),
+        )),
+    }
+}
+
+async fn list(
+    State(state): State<RestState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, Problem> {
+    let bad = |detail: String| Problem::new(StatusCode::BAD_REQUEST, "Invalid query", detail);
+    let mut after: Seq = 0;
+    let mut limit: u32 = 100;
+    let mut status = None;
+    for (name, value) in &params {
+        match name.as_str() {
+            "after" => {
+                after = value
+                    .parse()
+                    .map_err(|_| bad(format!("after: {value:?} is not a sequence number")))?
+            }
+            "limit" => {
+                limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| bad(format!("limit: {value:?} is not between 1 and 1000")))?
+            }
+            "status" => {
+                status = Some(
+                    value
+                        .parse::<StatusFilter>()
+                        .map_err(|e| bad(format!("status: {e}")))?,
+                )
+            }
+            other => return Err(bad(format!("unknown parameter {other:?}"))),
+        }
+    }
+    let views = state.store.list_events(after, limit, status).await?;
+    let next_after = views.last().map(|v| v.event.seq);
+    let events: Vec<serde_json::Value> = views.iter().map(view_json).collect();
+    Ok(axum::Json(serde_json::json!({ "events": events, "next_after": next_after })).into_response())
+}
+
+async fn ready(State(state): State<RestState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Store unavailable",
+            e.to_string(),
+        )
+        .into_response(),
+    }
+}

@@ -1,0 +1,256 @@
+//! Starting and stopping core: store, ingest writer, delivery hub, REST and
+//! gRPC servers, all on one cancellation token and one task tracker.
+//!
+//! Shutdown is signal → cancel → wait: the servers stop accepting, the ingest
+//! writer commits (or fails) every queued publish, the hub closes the
+//! processor stream, the result writer stores every ack it has, and the
+//! whole thing is bounded by `--shutdown-timeout-s`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ackflow_proto::v1 as pb;
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::AdminService;
+use crate::auth::bearer;
+use crate::config::Config;
+use crate::delivery::hub::{self, Hub, HubParts};
+use crate::delivery::service::DeliveryService;
+use crate::grpc::IngestService;
+use crate::ingest::Ingest;
+use crate::rest::{RestState, app};
+use crate::store::{self, SharedStore};
+use crate::tail::Tail;
+
+/// A started core.
+pub struct Running {
+    /// Where the REST API listens (the real port when configured with 0).
+    pub http_addr: SocketAddr,
+    /// Where the gRPC services listen.
+    pub grpc_addr: SocketAddr,
+    pub store: SharedStore,
+    pub ingest: Ingest,
+    pub hub: Hub,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    shutdown_timeout: Duration,
+}
+
+impl Running {
+    /// Stops core gracefully and waits (bounded) for every task.
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(self.shutdown_timeout, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                timeout_s = self.shutdown_timeout.as_secs(),
+                "shutdown timed out; exiting anyway"
+            );
+        } else {
+            tracing::info!("core stopped");
+        }
+    }
+}
+
+/// Starts core and returns once it listens.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    config.check().map_err(anyhow::Error::msg)?;
+    let database_url = config.effective_database_url();
+    if config.database_url.as_deref().unwrap_or("").is_empty() {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("creating data directory {}", config.data_dir.display())
+        })?;
+        tracing::info!(path = %config.data_dir.join("ackflow.db").display(), "using the embedded SQLite store (set DATABASE_URL for PostgreSQL)");
+    }
+    let store = store::open(&database_url)
+        .await
+        .with_context(|| format!("opening the store ({})", redact(&database_url)))?;
+    let next_seq = store.next_seq().await.context("reading the highest seq")?;
+    tracing::info!(backend = store.backend(), head = next_seq - 1, "store ready");
+
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let tail = Arc::new(Tail::new(config.tail_events, config.tail_bytes));
+    let ingest = Ingest::start(
+        store.clone(),
+        tail.clone(),
+        config.ingest(),
+        next_seq,
+        cancel.clone(),
+        &tracker,
+    );
+    let hub = hub::start(
+        HubParts {
+            config: config.sender(),
+            store: store.clone(),
+            tail,
+            ingest: ingest.clone(),
+            cancel: cancel.clone(),
+        },
+        &tracker,
+    )
+    .await
+    .context("loading the delivery cursor")?;
+
+    let http_listener = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding --http-addr {}", config.http_addr))?;
+    let grpc_listener = TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("binding --grpc-addr {}", config.grpc_addr))?;
+    let http_addr = http_listener.local_addr()?;
+    let grpc_addr = grpc_listener.local_addr()?;
+
+    let rest = app(RestState {
+        ingest: ingest.clone(),
+        store: store.clone(),
+        limits: config.limits(),
+        max_request_bytes: config.max_request_bytes as usize,
+    });
+    let http_cancel = cancel.clone();
+    tracker.spawn(async move {
+        let served = axum::serve(http_listener, rest)
+            .with_graceful_shutdown(async move { http_cancel.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "REST server failed");
+        }
+    });
+
+    let max_message = config.max_request_bytes as usize + 64 * 1024;
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<pb::ingest_server::IngestServer<IngestService>>()
+        .await;
+    health_reporter
+        .set_serving::<pb::delivery_server::DeliveryServer<DeliveryService>>()
+        .await;
+    health_reporter
+        .set_serving::<pb::admin_server::AdminServer<AdminService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ackflow_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building the reflection service")?;
+    let ingest_service = pb::ingest_server::IngestServer::new(IngestService {
+        ingest: ingest.clone(),
+        limits: config.limits(),
+        cancel: cancel.clone(),
+    })
+    .max_decoding_message_size(max_message);
+    let delivery_service = pb::delivery_server::DeliveryServer::with_interceptor(
+        DeliveryService {
+            hub: hub.clone(),
+            cancel: cancel.clone(),
+        },
+        bearer(config.processor_token.clone()),
+    );
+    let admin_service = pb::admin_server::AdminServer::with_interceptor(
+        AdminService {
+            hub: hub.clone(),
+            store: store.clone(),
+            ingest: ingest.clone(),
+            cancel: cancel.clone(),
+        },
+        bearer(config.admin_token.clone()),
+    );
+    let grpc_cancel = cancel.clone();
+    tracker.spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(5)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(ingest_service)
+            .add_service(delivery_service)
+            .add_service(admin_service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+                grpc_cancel.cancelled().await;
+                health_reporter
+                    .set_not_serving::<pb::ingest_server::IngestServer<IngestService>>()
+                    .await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
+    });
+    tracing::info!(%http_addr, %grpc_addr, window = config.window, "core listening");
+    Ok(Running {
+        http_addr,
+        grpc_addr,
+        store,
+        ingest,
+        hub,
+        cancel,
+        tracker,
+        shutdown_timeout: Duration::from_secs(config.shutdown_timeout_s),
+    })
+}
+
+/// Runs core until `shutdown` resolves, then stops it gracefully.
+pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let running = start(config).await?;
+    shutdown.await;
+    tracing::info!("shutting down");
+    running.stop().await;
+    Ok(())
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &creds[..colon], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            super::redact("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(super::redact("sqlite:x.db"), "sqlite:x.db");
+    }
+}

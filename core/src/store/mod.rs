@@ -1,0 +1,257 @@
+//! Durable storage of events, results, dead events and the acked floor.
+//!
+//! One trait, two implementations: [`postgres::PgStore`] for production and
+//! [`sqlite::SqliteStore`] as the zero-setup default. Both run the same test
+//! suite (`core/tests/store.rs`).
+//!
+//! Architecture invariant: only this module touches sqlx.
+//!
+//! Architecture invariant: the store never assigns seqs itself. The ingest
+//! writer hands [`Store::append`] the first seq of each batch, so seq order
+//! is commit order whatever the database does with concurrent transactions.
+
+pub mod postgres;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use crate::model::{
+    Appended, DeadRow, DeadView, DeliveryCursor, EventView, NewEvent, ResultRow, Seq,
+    StatusFilter, StoredEvent,
+};
+
+/// A store failure. Every variant means "the operation did not happen"
+/// except where a commit's outcome is unknown, which callers treat alike:
+/// the client is told the store is unavailable and may retry (with an
+/// idempotency key to stay exactly-once).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("invalid stored data: {0}")]
+    Corrupt(String),
+}
+
+/// The storage operations core needs. Every write is one transaction.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Name of the backend, for logs (`postgres` or `sqlite`).
+    fn backend(&self) -> &'static str;
+
+    /// Applies pending migrations.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Checks that the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The seq the next committed event gets: highest stored seq + 1.
+    async fn next_seq(&self) -> Result<Seq, StoreError>;
+
+    /// Commits a batch in one transaction. Events whose idempotency key is
+    /// already stored (or repeated earlier in the batch) are replays: they
+    /// get the original seq and store nothing. The others get consecutive
+    /// seqs from `first_seq`, in batch order. Returns one outcome per input.
+    async fn append(
+        &self,
+        first_seq: Seq,
+        published_at_us: i64,
+        ids: &[String],
+        events: &[NewEvent],
+    ) -> Result<Vec<Appended>, StoreError>;
+
+    /// Up to `limit` events with seq >= `from`, in seq order.
+    async fn events_from(&self, from: Seq, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// One event with its delivery state.
+    async fn event(&self, seq: Seq) -> Result<Option<EventView>, StoreError>;
+
+    /// Events with seq > `after`, optionally filtered by delivery state.
+    async fn list_events(
+        &self,
+        after: Seq,
+        limit: u32,
+        status: Option<StatusFilter>,
+    ) -> Result<Vec<EventView>, StoreError>;
+
+    /// Stores results and dead events (idempotently: an existing row wins)
+    /// and the acked floor, in one transaction. The floor never moves back.
+    async fn resolve(
+        &self,
+        results: &[ResultRow],
+        dead: &[DeadRow],
+        acked_floor: Seq,
+    ) -> Result<(), StoreError>;
+
+    /// The persisted floor and the resolved seqs at or above it.
+    async fn delivery_cursor(&self) -> Result<DeliveryCursor, StoreError>;
+
+    /// Dead events not requeued yet, newest first.
+    async fn dead_events(&self, limit: u32) -> Result<Vec<DeadView>, StoreError>;
+
+    /// Records that dead event `seq` was published again as `new_seq`.
+    /// Returns false when `seq` is not a dead event awaiting requeue.
+    async fn mark_requeued(&self, seq: Seq, new_seq: Seq) -> Result<bool, StoreError>;
+}
+
+/// The store as shared by every task.
+pub type SharedStore = Arc<dyn Store>;
+
+/// Opens the store for `database_url` (`postgres://…` or `sqlite:…`) and runs
+/// the migrations.
+pub async fn open(database_url: &str) -> Result<SharedStore, StoreError> {
+    let store: SharedStore = if database_url.starts_with("postgres:")
+        || database_url.starts_with("postgresql:")
+    {
+        Arc::new(postgres::PgStore::connect(database_url).await?)
+    } else if database_url.starts_with("sqlite:") {
+        Arc::new(sqlite::SqliteStore::open(database_url).await?)
+    } else {
+        return Err(StoreError::Corrupt(format!(
+            "unsupported database URL {database_url:?}: use postgres://… or sqlite:…"
+        )));
+    };
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// Helper for both backends: converts a stored i64 to a seq.
+pub(crate) fn seq_from_db(value: i64) -> Result<Seq, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative seq {value}")))
+}
+
+/// Helper for both backends: converts a seq to its stored i64.
+pub(crate) fn seq_to_db(seq: Seq) -> i64 {
+    // Seqs are assigned from 1 upwards; 2^63 events are out of reach.
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+/// Row shapes shared by both backends (same column names and types).
+pub(crate) mod rows {
+    use super::{StoreError, seq_from_db};
+    use crate::model::{
+        DeadView, DeliveryState, EventView, ResultRow, ResultStatus, StoredEvent,
+    };
+
+    /// The columns of an event joined with its result and dead entry.
+    pub const VIEW_COLUMNS: &str = "e.seq, e.id, e.kind, e.key, e.payload, e.published_at_us, \
+         r.status, r.output, r.attempt, r.processing_us, r.stored_at_us, \
+         d.reason, d.attempts, d.parked_at_us, d.requeued_as";
+
+    /// The joins that go with [`VIEW_COLUMNS`].
+    pub const VIEW_FROM: &str =
+        "events e LEFT JOIN results r ON r.seq = e.seq LEFT JOIN dead d ON d.seq = e.seq";
+
+    #[derive(sqlx::FromRow)]
+    pub struct EventRow {
+        pub seq: i64,
+        pub id: String,
+        pub kind: String,
+        pub key: Option<String>,
+        pub payload: Vec<u8>,
+        pub published_at_us: i64,
+    }
+
+    impl EventRow {
+        pub fn into_event(self) -> Result<StoredEvent, StoreError> {
+            Ok(StoredEvent {
+                seq: seq_from_db(self.seq)?,
+                id: self.id,
+                kind: self.kind,
+                key: self.key,
+                payload: self.payload,
+                published_at_us: self.published_at_us,
+            })
+        }
+    }
+
+    #[derive(sqlx::FromRow)]
+    pub struct ViewRow {
+        #[sqlx(flatten)]
+        pub event: EventRow,
+        pub status: Option<i16>,
+        pub output: Option<String>,
+        pub attempt: Option<i32>,
+        pub processing_us: Option<i64>,
+        pub stored_at_us: Option<i64>,
+        pub reason: Option<String>,
+        pub attempts: Option<i32>,
+        pub parked_at_us: Option<i64>,
+        pub requeued_as: Option<i64>,
+    }
+
+    impl ViewRow {
+        pub fn into_view(self) -> Result<EventView, StoreError> {
+            let event = self.event.into_event()?;
+            let result = match (self.status, self.output) {
+                (Some(status), Some(output)) => Some(ResultRow {
+                    seq: event.seq,
+                    status: ResultStatus::from_db(status),
+                    output,
+                    attempt: self.attempt.unwrap_or(0).max(0) as u32,
+                    processing_us: self.processing_us.unwrap_or(0).max(0) as u64,
+                    stored_at_us: self.stored_at_us.unwrap_or(0),
+                }),
+                _ => None,
+            };
+            let dead = match self.reason {
+                Some(reason) => Some(DeadView {
+                    seq: event.seq,
+                    kind: event.kind.clone(),
+                    reason,
+                    attempts: self.attempts.unwrap_or(0).max(0) as u32,
+                    parked_at_us: self.parked_at_us.unwrap_or(0),
+                    requeued_as: self.requeued_as.map(seq_from_db).transpose()?,
+                }),
+                None => None,
+            };
+            let state = match (&result, &dead) {
+                (Some(r), _) => DeliveryState::Done(r.status),
+                (None, Some(_)) => DeliveryState::Dead,
+                (None, None) => DeliveryState::Pending,
+            };
+            Ok(EventView {
+                event,
+                state,
+                result,
+                dead,
+            })
+        }
+    }
+
+    #[derive(sqlx::FromRow)]
+    pub struct DeadRowDb {
+        pub seq: i64,
+        pub kind: String,
+        pub reason: String,
+        pub attempts: i32,
+        pub parked_at_us: i64,
+        pub requeued_as: Option<i64>,
+    }
+
+    impl DeadRowDb {
+        pub fn into_view(self) -> Result<DeadView, StoreError> {
+            Ok(DeadView {
+                seq: seq_from_db(self.seq)?,
+                kind: self.kind,
+                reason: self.reason,
+                attempts: self.attempts.max(0) as u32,
+                parked_at_us: self.parked_at_us,
+                requeued_as: self.requeued_as.map(seq_from_db).transpose()?,
+            })
+        }
+    }
+
+    /// SQL condition for a status filter, over the aliases of [`VIEW_FROM`].
+    pub fn status_condition(status: Option<crate::model::StatusFilter>) -> &'static str {
+        use crate::model::StatusFilter;
+        match status {
+            None => "TRUE",
+            Some(StatusFilter::Pending) => "r.seq IS NULL AND d.seq IS NULL",
+            Some(StatusFilter::Ok) => "r.status = 1",
+            Some(StatusFilter::Failed) => "r.status = 2",
+            Some(StatusFilter::Dead) => "r.seq IS NULL AND d.seq IS NOT NULL",
+        }
+    }
+}

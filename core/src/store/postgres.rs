@@ -1,0 +1,280 @@
+//! PostgreSQL store: batched writes with array binds (`UNNEST`), one round
+//! trip per batch and statement, never per event.
+
+use std::collections::HashMap;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use super::rows::{DeadRowDb, EventRow, VIEW_COLUMNS, VIEW_FROM, ViewRow, status_condition};
+use super::{Store, StoreError, seq_from_db, seq_to_db};
+use crate::model::{
+    Appended, DeadRow, DeadView, DeliveryCursor, EventView, NewEvent, ResultRow, Seq,
+    StatusFilter, StoredEvent,
+};
+
+/// The production store.
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to `url`. A connection is established eagerly so that a wrong
+    /// URL fails at start-up, not at the first publish.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options: PgConnectOptions = url.parse()?;
+        Self::connect_with(options).await
+    }
+
+    /// Connects with explicit options (tests use a private `search_path`).
+    pub async fn connect_with(options: PgConnectOptions) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("../migrations/postgres").run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn next_seq(&self) -> Result<Seq, StoreError> {
+        let (max,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(seq_from_db(max)? + 1)
+    }
+
+    async fn append(
+        &self,
+        first_seq: Seq,
+        published_at_us: i64,
+        ids: &[String],
+        events: &[NewEvent],
+    ) -> Result<Vec<Appended>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let keys: Vec<&str> = events
+            .iter()
+            .filter_map(|e| e.idempotency_key.as_deref())
+            .collect();
+        let mut known: HashMap<String, (Seq, String)> = HashMap::new();
+        if !keys.is_empty() {
+            let rows: Vec<(String, i64, String)> = sqlx::query_as(
+                "SELECT idempotency_key, seq, id FROM events WHERE idempotency_key = ANY($1)",
+            )
+            .bind(&keys)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (key, seq, id) in rows {
+                known.insert(key, (seq_from_db(seq)?, id));
+            }
+        }
+
+        let mut outcomes = Vec::with_capacity(events.len());
+        let mut seqs = Vec::with_capacity(events.len());
+        let mut new_ids = Vec::with_capacity(events.len());
+        let mut kinds = Vec::with_capacity(events.len());
+        let mut event_keys: Vec<Option<&str>> = Vec::with_capacity(events.len());
+        let mut payloads: Vec<&[u8]> = Vec::with_capacity(events.len());
+        let mut idem: Vec<Option<&str>> = Vec::with_capacity(events.len());
+        let mut next = first_seq;
+        for (event, id) in events.iter().zip(ids) {
+            if let Some((seq, id)) = event.idempotency_key.as_ref().and_then(|k| known.get(k)) {
+                outcomes.push(Appended {
+                    seq: *seq,
+                    id: id.clone(),
+                    replayed: true,
+                });
+                continue;
+            }
+            if let Some(key) = &event.idempotency_key {
+                known.insert(key.clone(), (next, id.clone()));
+            }
+            outcomes.push(Appended {
+                seq: next,
+                id: id.clone(),
+                replayed: false,
+            });
+            seqs.push(seq_to_db(next));
+            new_ids.push(id.as_str());
+            kinds.push(event.kind.as_str());
+            event_keys.push(event.key.as_deref());
+            payloads.push(&event.payload);
+            idem.push(event.idempotency_key.as_deref());
+            next += 1;
+        }
+        if !seqs.is_empty() {
+            sqlx::query(
+                "INSERT INTO events (seq, id, kind, key, payload, idempotency_key, published_at_us) \
+                 SELECT s, i, k, ky, p, ik, $7 \
+                 FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[]) \
+                      AS t(s, i, k, ky, p, ik)",
+            )
+            .bind(&seqs)
+            .bind(&new_ids)
+            .bind(&kinds)
+            .bind(&event_keys)
+            .bind(&payloads)
+            .bind(&idem)
+            .bind(published_at_us)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn events_from(&self, from: Seq, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows: Vec<EventRow> = sqlx::query_as(
+            "SELECT seq, id, kind, key, payload, published_at_us FROM events \
+             WHERE seq >= $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(seq_to_db(from))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(EventRow::into_event).collect()
+    }
+
+    async fn event(&self, seq: Seq) -> Result<Option<EventView>, StoreError> {
+        let row: Option<ViewRow> = sqlx::query_as(&format!(
+            "SELECT {VIEW_COLUMNS} FROM {VIEW_FROM} WHERE e.seq = $1"
+        ))
+        .bind(seq_to_db(seq))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(ViewRow::into_view).transpose()
+    }
+
+    async fn list_events(
+        &self,
+        after: Seq,
+        limit: u32,
+        status: Option<StatusFilter>,
+    ) -> Result<Vec<EventView>, StoreError> {
+        let rows: Vec<ViewRow> = sqlx::query_as(&format!(
+            "SELECT {VIEW_COLUMNS} FROM {VIEW_FROM} WHERE e.seq > $1 AND {} \
+             ORDER BY e.seq LIMIT $2",
+            status_condition(status)
+        ))
+        .bind(seq_to_db(after))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(ViewRow::into_view).collect()
+    }
+
+    async fn resolve(
+        &self,
+        results: &[ResultRow],
+        dead: &[DeadRow],
+        acked_floor: Seq,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if !results.is_empty() {
+            let seqs: Vec<i64> = results.iter().map(|r| seq_to_db(r.seq)).collect();
+            let statuses: Vec<i16> = results.iter().map(|r| r.status.to_db()).collect();
+            let outputs: Vec<&str> = results.iter().map(|r| r.output.as_str()).collect();
+            let attempts: Vec<i32> = results
+                .iter()
+                .map(|r| i32::try_from(r.attempt).unwrap_or(i32::MAX))
+                .collect();
+            let processing: Vec<i64> = results
+                .iter()
+                .map(|r| i64::try_from(r.processing_us).unwrap_or(i64::MAX))
+                .collect();
+            let stored_at: Vec<i64> = results.iter().map(|r| r.stored_at_us).collect();
+            sqlx::query(
+                "INSERT INTO results (seq, status, output, attempt, processing_us, stored_at_us) \
+                 SELECT * FROM UNNEST($1::int8[], $2::int2[], $3::text[], $4::int4[], $5::int8[], $6::int8[]) \
+                 ON CONFLICT (seq) DO NOTHING",
+            )
+            .bind(&seqs)
+            .bind(&statuses)
+            .bind(&outputs)
+            .bind(&attempts)
+            .bind(&processing)
+            .bind(&stored_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for row in dead {
+            sqlx::query(
+                "INSERT INTO dead (seq, reason, attempts, parked_at_us) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (seq) DO NOTHING",
+            )
+            .bind(seq_to_db(row.seq))
+            .bind(&row.reason)
+            .bind(i32::try_from(row.attempts).unwrap_or(i32::MAX))
+            .bind(row.parked_at_us)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "UPDATE delivery_cursor SET acked_floor = GREATEST(acked_floor, $1) WHERE id = 1",
+        )
+        .bind(seq_to_db(acked_floor))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delivery_cursor(&self) -> Result<DeliveryCursor, StoreError> {
+        let (floor,): (i64,) =
+            sqlx::query_as("SELECT acked_floor FROM delivery_cursor WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?;
+        let rows: Vec<(i64,)> = sqlx::query_as(
+            "SELECT seq FROM results WHERE seq >= $1 UNION SELECT seq FROM dead WHERE seq >= $1 \
+             ORDER BY seq",
+        )
+        .bind(floor)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(DeliveryCursor {
+            acked_floor: seq_from_db(floor)?,
+            resolved_above: rows
+                .into_iter()
+                .map(|(s,)| seq_from_db(s))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    async fn dead_events(&self, limit: u32) -> Result<Vec<DeadView>, StoreError> {
+        let rows: Vec<DeadRowDb> = sqlx::query_as(
+            "SELECT d.seq, e.kind, d.reason, d.attempts, d.parked_at_us, d.requeued_as \
+             FROM dead d JOIN events e ON e.seq = d.seq WHERE d.requeued_as IS NULL \
+             ORDER BY d.seq DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(DeadRowDb::into_view).collect()
+    }
+
+    async fn mark_requeued(&self, seq: Seq, new_seq: Seq) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE dead SET requeued_as = $2 WHERE seq = $1 AND requeued_as IS NULL",
+        )
+        .bind(seq_to_db(seq))
+        .bind(seq_to_db(new_seq))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

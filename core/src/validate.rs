@@ -1,0 +1,162 @@
+//! Validation of published events, shared by REST and gRPC so that both
+//! reject the same input with the same message.
+
+use crate::model::NewEvent;
+
+/// Size limits applied to every publish.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest accepted payload, in bytes.
+    pub max_payload_bytes: usize,
+    /// Largest number of events in one batch request.
+    pub max_batch_events: usize,
+}
+
+/// Longest `kind`.
+pub const MAX_KIND_LEN: usize = 64;
+/// Longest `key` and `idempotency_key`, in bytes.
+pub const MAX_KEY_LEN: usize = 256;
+/// Deepest JSON nesting accepted in a payload.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// A publish that cannot be accepted; the message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("{field}: {reason}")]
+    Field { field: &'static str, reason: String },
+    #[error("payload is {size} bytes, more than the limit of {limit}")]
+    TooLarge { size: usize, limit: usize },
+}
+
+fn field(field: &'static str, reason: impl Into<String>) -> Invalid {
+    Invalid::Field {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// Checks the fields of one event. The payload must already be JSON text.
+pub fn check(event: &NewEvent, limits: &Limits) -> Result<(), Invalid> {
+    if event.kind.is_empty() {
+        return Err(field("kind", "must not be empty"));
+    }
+    if event.kind.len() > MAX_KIND_LEN {
+        return Err(field("kind", format!("longer than {MAX_KIND_LEN} characters")));
+    }
+    if !event
+        .kind
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+    {
+        return Err(field("kind", "only letters, digits, '_', '-' and '.' are allowed"));
+    }
+    if let Some(key) = &event.key {
+        if key.len() > MAX_KEY_LEN {
+            return Err(field("key", format!("longer than {MAX_KEY_LEN} bytes")));
+        }
+    }
+    if let Some(key) = &event.idempotency_key {
+        if key.is_empty() || key.len() > MAX_KEY_LEN {
+            return Err(field(
+                "idempotency_key",
+                format!("must be 1 to {MAX_KEY_LEN} bytes"),
+            ));
+        }
+    }
+    if event.payload.len() > limits.max_payload_bytes {
+        return Err(Invalid::TooLarge {
+            size: event.payload.len(),
+            limit: limits.max_payload_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// Checks that `payload` is a JSON document no deeper than
+/// [`MAX_JSON_DEPTH`]. Used for gRPC, where the payload arrives as bytes.
+pub fn check_json(payload: &[u8]) -> Result<(), Invalid> {
+    let text = std::str::from_utf8(payload).map_err(|_| field("payload", "is not valid UTF-8"))?;
+    if json_depth(text) > MAX_JSON_DEPTH {
+        return Err(field(
+            "payload",
+            format!("nested deeper than {MAX_JSON_DEPTH} levels"),
+        ));
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map_err(|e| field("payload", format!("is not valid JSON: {e}")))?;
+    Ok(())
+}
+
+/// Deepest nesting of `[` and `{` outside strings. Cheap, and run before the
+/// parser so that deep input never reaches recursion.
+pub fn json_depth(text: &str) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: &str) -> NewEvent {
+        NewEvent {
+            kind: kind.into(),
+            key: None,
+            payload: b"{}".to_vec(),
+            idempotency_key: None,
+        }
+    }
+
+    const LIMITS: Limits = Limits {
+        max_payload_bytes: 16,
+        max_batch_events: 10,
+    };
+
+    #[test]
+    fn kind_rules() {
+        assert!(check(&event("sha256"), &LIMITS).is_ok());
+        assert!(check(&event(""), &LIMITS).is_err());
+        assert!(check(&event("a b"), &LIMITS).is_err());
+        assert!(check(&event(&"k".repeat(65)), &LIMITS).is_err());
+    }
+
+    #[test]
+    fn payload_limit() {
+        let mut e = event("sum");
+        e.payload = vec![b'1'; 17];
+        assert_eq!(
+            check(&e, &LIMITS),
+            Err(Invalid::TooLarge { size: 17, limit: 16 })
+        );
+    }
+
+    #[test]
+    fn json_checks() {
+        assert!(check_json(b"[1,2]").is_ok());
+        assert!(check_json(b"[1,").is_err());
+        assert!(check_json(&[0xff, 0xfe]).is_err());
+        let deep = "[".repeat(65) + &"]".repeat(65);
+        assert!(check_json(deep.as_bytes()).is_err());
+        assert_eq!(json_depth(r#"{"a":"[[[["}"#), 1);
+    }
+}
