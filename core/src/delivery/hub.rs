@@ -271,12 +271,10 @@ impl State {
             session: id,
             acked_floor: self.sender.acked_floor(),
             window: self.sender.window() as u32,
+            paused: self.paused,
         });
         if !self.send(welcome).await {
             return;
-        }
-        if self.paused {
-            self.send(control(pb::control::Command::Pause(true))).await;
         }
         if self.faults != pb::Faults::default() {
             self.send(control(pb::control::Command::Faults(self.faults)))
