@@ -1,1 +1,4 @@
-fn main() {}
+//! `ackflow-processor`, built inside the test package so the tests can run it.
+fn main() -> std::process::ExitCode {
+    ackflow_processor::cli::main()
+}

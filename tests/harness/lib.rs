@@ -1,1 +1,329 @@
+//! Helpers for the end-to-end tests: PostgreSQL databases per test, the real
+//! binaries as child processes, clients, and waiting for conditions (never
+//! for fixed sleeps).
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use ackflow_proto::v1 as pb;
+use anyhow::{Context, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+
+/// PostgreSQL server used by the tests. `ACKFLOW_TEST_PG` overrides it.
+/// There is no fallback: when PostgreSQL is unreachable the tests fail.
+pub fn pg_server_url() -> String {
+    std::env::var("ACKFLOW_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+/// A throw-away PostgreSQL database.
+pub struct PgDb {
+    pub url: String,
+    pub name: String,
+}
+
+impl PgDb {
+    /// Creates a database with a unique name.
+    pub async fn create(prefix: &str) -> anyhow::Result<Self> {
+        use sqlx::Connection;
+        let server = pg_server_url();
+        let mut conn = sqlx::PgConnection::connect(&server)
+            .await
+            .with_context(|| format!("PostgreSQL at {server} is unreachable (start it, or set ACKFLOW_TEST_PG)"))?;
+        let name = format!("ackflow_{prefix}_{:012x}", fastrand::u64(..) & 0xffff_ffff_ffff);
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await?;
+        let base = server.rsplit_once('/').map(|(b, _)| b).unwrap_or(&server);
+        Ok(Self {
+            url: format!("{base}/{name}"),
+            name,
+        })
+    }
+
+    /// Drops the database (after the processes using it stopped).
+    pub async fn drop_db(self) -> anyhow::Result<()> {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&pg_server_url()).await?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .execute(&mut conn)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Path of a binary built by this package (`e2e-core`, `e2e-processor`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join(name))
+        .expect("target directory")
+}
+
+/// An unused loopback port (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Polls `check` every 25 ms until it returns `Some`, or fails after
+/// `timeout` with `what` in the message.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A child process whose output goes to a log file.
+pub struct Proc {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(program: &Path, args: &[String], env: &[(&str, &str)], log: PathBuf) -> anyhow::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .env_remove("DATABASE_URL")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {}", program.display()))?;
+        Ok(Self { child, log })
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// SIGTERM and wait for exit; returns the exit code.
+    pub async fn terminate(&mut self) -> anyhow::Result<Option<i32>> {
+        self.signal("-TERM")?;
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .context("process did not exit within 30 s of SIGTERM")??;
+        Ok(status.code())
+    }
+
+    /// Sends a signal by name (`-STOP`, `-CONT`, `-TERM`).
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self.child.id().context("process already exited")?;
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill {signal} {pid} failed");
+        Ok(())
+    }
+
+    /// The last `lines` lines of the log, for failure messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+/// A core process with fixed ports, so it can be restarted at the same
+/// address.
+pub struct Core {
+    pub proc: Proc,
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+    args: Vec<String>,
+}
+
+impl Core {
+    /// Starts core with `database_url` (or SQLite in `dir`) and `extra`
+    /// flags, and waits until it is ready.
+    pub async fn start(dir: &Path, database_url: Option<&str>, extra: &[&str]) -> anyhow::Result<Self> {
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let mut args = vec![
+            "--http-addr".to_string(),
+            http.to_string(),
+            "--grpc-addr".to_string(),
+            grpc.to_string(),
+            "--data-dir".to_string(),
+            dir.join("data").display().to_string(),
+        ];
+        if let Some(url) = database_url {
+            args.push("--database-url".into());
+            args.push(url.into());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let proc = Proc::spawn(&bin("e2e-core"), &args, &[], dir.join("core.log"))?;
+        let core = Self {
+            proc,
+            http,
+            grpc,
+            args,
+        };
+        core.wait_ready().await?;
+        Ok(core)
+    }
+
+    /// A handle for clients only (no process), for tasks that publish to a
+    /// core owned elsewhere.
+    pub fn attach(grpc: SocketAddr, http: SocketAddr) -> Client {
+        Client { grpc, http }
+    }
+
+    /// Starts a new process with the same flags (after a kill).
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let log = self.proc.log.clone();
+        self.proc = Proc::spawn(&bin("e2e-core"), &self.args, &[], log)?;
+        self.wait_ready().await
+    }
+
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        let http = self.http;
+        wait_for("core to be ready", Duration::from_secs(60), || async move {
+            matches!(http_request(http, "GET", "/readyz", None).await, Ok((200, _))).then_some(())
+        })
+        .await
+        .with_context(|| format!("core log:\n{}", self.proc.log_tail(30)))
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    pub async fn ingest(&self) -> anyhow::Result<pb::ingest_client::IngestClient<Channel>> {
+        Ok(pb::ingest_client::IngestClient::new(channel(self.grpc).await?))
+    }
+
+    pub async fn admin(&self) -> anyhow::Result<pb::admin_client::AdminClient<Channel>> {
+        Ok(pb::admin_client::AdminClient::new(channel(self.grpc).await?))
+    }
+
+    /// The latest admin snapshot.
+    pub async fn snapshot(&self) -> anyhow::Result<pb::Snapshot> {
+        let mut stream = self.admin().await?.watch(pb::WatchRequest {}).await?.into_inner();
+        while let Some(update) = stream.message().await? {
+            if let Some(pb::watch_update::Update::Snapshot(s)) = update.update {
+                return Ok(s);
+            }
+        }
+        bail!("watch ended without a snapshot")
+    }
+}
+
+/// Addresses of a core, for client tasks.
+#[derive(Clone, Copy)]
+pub struct Client {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+}
+
+impl Client {
+    pub async fn ingest(&self) -> anyhow::Result<pb::ingest_client::IngestClient<Channel>> {
+        Ok(pb::ingest_client::IngestClient::new(channel(self.grpc).await?))
+    }
+
+    pub async fn admin(&self) -> anyhow::Result<pb::admin_client::AdminClient<Channel>> {
+        Ok(pb::admin_client::AdminClient::new(channel(self.grpc).await?))
+    }
+}
+
+/// Starts a processor against `core_url` with extra flags.
+pub fn start_processor(dir: &Path, core_url: &str, extra: &[&str]) -> anyhow::Result<Proc> {
+    let mut args = vec!["--core".to_string(), core_url.to_string()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Proc::spawn(&bin("e2e-processor"), &args, &[], dir.join("processor.log"))
+}
+
+/// A gRPC channel to `addr`.
+pub async fn channel(addr: SocketAddr) -> anyhow::Result<Channel> {
+    Ok(tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await?)
+}
+
+/// A minimal HTTP/1.1 client (one request per connection) so the tests
+/// need no HTTP client library. Returns status and body.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<(&str, &[u8])>,
+) -> anyhow::Result<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some((content_type, bytes)) = body {
+        request.push_str(&format!(
+            "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
+            bytes.len()
+        ));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    if let Some((_, bytes)) = body {
+        stream.write_all(bytes).await?;
+    }
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let text = String::from_utf8_lossy(&response);
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no status line")?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// POST JSON to core's REST API.
+pub async fn post_json(addr: SocketAddr, path: &str, json: &str) -> anyhow::Result<(u16, String)> {
+    http_request(addr, "POST", path, Some(("application/json", json.as_bytes()))).await
+}
+
+/// Reads every event with its state from a store, in seq order.
+pub async fn all_events(
+    database_url: &str,
+) -> anyhow::Result<Vec<ackflow_core::model::EventView>> {
+    let store = ackflow_core::store::open(database_url).await?;
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.list_events(after, 1000, None).await?;
+        let Some(last) = page.last() else { break };
+        after = last.event.seq;
+        out.extend(page);
+    }
+    Ok(out)
+}
