@@ -91,10 +91,14 @@ fn check_processing_order(log: &Path) -> anyhow::Result<usize> {
 }
 
 async fn wait_acked(acked: &Arc<AtomicU64>, at_least: u64) -> anyhow::Result<()> {
-    wait_for(&format!("{at_least} acknowledged publishes"), Duration::from_secs(120), || {
-        let acked = acked.clone();
-        async move { (acked.load(Ordering::Relaxed) >= at_least).then_some(()) }
-    })
+    wait_for(
+        &format!("{at_least} acknowledged publishes"),
+        Duration::from_secs(120),
+        || {
+            let acked = acked.clone();
+            async move { (acked.load(Ordering::Relaxed) >= at_least).then_some(()) }
+        },
+    )
     .await
 }
 
@@ -119,7 +123,12 @@ async fn crashes_lose_nothing() -> anyhow::Result<()> {
     ));
 
     let mut processor_kills = 0;
-    for (at, kill_core) in [(3_000, false), (7_000, false), (10_000, true), (14_000, false)] {
+    for (at, kill_core) in [
+        (3_000, false),
+        (7_000, false),
+        (10_000, true),
+        (14_000, false),
+    ] {
         wait_acked(&acked, at).await?;
         if kill_core {
             core.proc.kill().await;
@@ -145,16 +154,26 @@ async fn crashes_lose_nothing() -> anyhow::Result<()> {
     let mut states: BTreeMap<&str, u64> = BTreeMap::new();
     for view in &events {
         *states.entry(view.state.as_str()).or_default() += 1;
-        assert!(view.result.is_some(), "seq {} has no result", view.event.seq);
+        assert!(
+            view.result.is_some(),
+            "seq {} has no result",
+            view.event.seq
+        );
     }
     assert_eq!(states.get("ok"), Some(&EVENTS), "{states:?}");
 
     processor.terminate().await?;
     let lives = check_processing_order(&log)?;
-    assert!(lives >= 4, "expected at least 4 processor lives, saw {lives}");
+    assert!(
+        lives >= 4,
+        "expected at least 4 processor lives, saw {lives}"
+    );
     let totals = snapshot.totals.unwrap_or_default();
     println!("after the last core restart: {totals:?}");
-    assert!(totals.retransmits > 0, "no retransmit: the ack loss was not exercised");
+    assert!(
+        totals.retransmits > 0,
+        "no retransmit: the ack loss was not exercised"
+    );
     assert!(totals.duplicate_drops > 0, "no duplicate drop was counted");
     core.proc.terminate().await?;
     db.drop_db().await
@@ -168,10 +187,20 @@ async fn pause_retransmits_then_drains() -> anyhow::Result<()> {
     let core = Core::start(
         dir.path(),
         None,
-        &["--rto-min-ms", "100", "--rto-initial-ms", "100", "--max-backoff-ms", "3000", "--window", "16"],
+        &[
+            "--rto-min-ms",
+            "100",
+            "--rto-initial-ms",
+            "100",
+            "--max-backoff-ms",
+            "3000",
+            "--window",
+            "16",
+        ],
     )
     .await?;
-    let mut processor = start_processor(dir.path(), &core.grpc_url(), &["--processed-log", &log_arg])?;
+    let mut processor =
+        start_processor(dir.path(), &core.grpc_url(), &["--processed-log", &log_arg])?;
     let mut ingest = core.ingest().await?;
     let mut admin = core.admin().await?;
     let publish = |n: u64| pb::PublishRequest {
@@ -198,7 +227,9 @@ async fn pause_retransmits_then_drains() -> anyhow::Result<()> {
     let mut paused_seen = false;
     let deadline = Instant::now() + Duration::from_secs(60);
     while retransmits.len() < 4 && Instant::now() < deadline {
-        let Some(update) = feed.message().await? else { break };
+        let Some(update) = feed.message().await? else {
+            break;
+        };
         match update.update {
             Some(pb::watch_update::Update::Feed(pb::FeedEvent {
                 kind: Some(pb::feed_event::Kind::Retransmit(r)),
@@ -211,21 +242,35 @@ async fn pause_retransmits_then_drains() -> anyhow::Result<()> {
             _ => {}
         }
     }
-    assert!(paused_seen, "the snapshot never showed the processor paused");
-    assert!(retransmits.len() >= 4, "only {} retransmits of seq 11", retransmits.len());
+    assert!(
+        paused_seen,
+        "the snapshot never showed the processor paused"
+    );
+    assert!(
+        retransmits.len() >= 4,
+        "only {} retransmits of seq 11",
+        retransmits.len()
+    );
     for pair in retransmits.windows(2) {
         assert_eq!(pair[1].1, pair[0].1 + 1, "attempts go up by one");
         assert!(pair[1].2 > pair[0].2, "backoff grows: {retransmits:?}");
     }
     let gaps: Vec<Duration> = retransmits.windows(2).map(|p| p[1].0 - p[0].0).collect();
-    assert!(gaps.windows(2).all(|g| g[1] > g[0]), "intervals grow: {gaps:?}");
+    assert!(
+        gaps.windows(2).all(|g| g[1] > g[0]),
+        "intervals grow: {gaps:?}"
+    );
 
     let before = core.snapshot().await?;
     assert_eq!(before.acked_floor, 11, "nothing is acked while paused");
-    wait_for("duplicate drops while paused", Duration::from_secs(30), || async {
-        let s = core.snapshot().await.ok()?;
-        (s.totals?.duplicate_drops > 0).then_some(())
-    })
+    wait_for(
+        "duplicate drops while paused",
+        Duration::from_secs(30),
+        || async {
+            let s = core.snapshot().await.ok()?;
+            (s.totals?.duplicate_drops > 0).then_some(())
+        },
+    )
     .await?;
 
     admin.resume(pb::ResumeRequest {}).await?;
@@ -240,6 +285,10 @@ async fn pause_retransmits_then_drains() -> anyhow::Result<()> {
         .lines()
         .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
         .collect();
-    assert_eq!(seqs, (1..=40).collect::<Vec<u64>>(), "processed once each, in order");
+    assert_eq!(
+        seqs,
+        (1..=40).collect::<Vec<u64>>(),
+        "processed once each, in order"
+    );
     Ok(())
 }

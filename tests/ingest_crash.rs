@@ -17,7 +17,9 @@ fn payload(tag: &str) -> Vec<u8> {
 }
 
 async fn unary_publisher(core: &Client, id: usize, acked: Acked) {
-    let Ok(mut client) = core.ingest().await else { return };
+    let Ok(mut client) = core.ingest().await else {
+        return;
+    };
     for n in 0.. {
         let tag = format!("unary{id}-{n}");
         let request = pb::PublishRequest {
@@ -38,7 +40,8 @@ async fn rest_publisher(core: &Client, id: usize, acked: Acked) {
         let body = format!(r#"{{"kind":"sha256","payload":{{"tag":"{tag}"}}}}"#);
         match post_json(core.http, "/v1/events", &body).await {
             Ok((202, text)) => {
-                let json: serde_json::Value = serde_json::from_str(&text).expect("202 body is JSON");
+                let json: serde_json::Value =
+                    serde_json::from_str(&text).expect("202 body is JSON");
                 let seq = json["seq"].as_u64().expect("202 body has a seq");
                 acked.lock().unwrap().push((seq, tag));
             }
@@ -48,14 +51,18 @@ async fn rest_publisher(core: &Client, id: usize, acked: Acked) {
 }
 
 async fn stream_publisher(core: &Client, acked: Acked) {
-    let Ok(mut client) = core.ingest().await else { return };
+    let Ok(mut client) = core.ingest().await else {
+        return;
+    };
     let requests = tokio_stream::iter((0u64..).map(|n| pb::PublishRequest {
         kind: "sha256".into(),
         payload: payload(&format!("stream-{n}")),
         request_id: n,
         ..Default::default()
     }));
-    let Ok(response) = client.publish_stream(requests).await else { return };
+    let Ok(response) = client.publish_stream(requests).await else {
+        return;
+    };
     let mut replies = response.into_inner();
     while let Ok(Some(reply)) = replies.message().await {
         acked
@@ -99,10 +106,14 @@ async fn crash_and_check(database_url: Option<String>) -> anyhow::Result<()> {
         });
     }
 
-    wait_for("2000 acknowledged publishes", Duration::from_secs(120), || {
-        let acked = acked.clone();
-        async move { (acked.lock().unwrap().len() >= 2000).then_some(()) }
-    })
+    wait_for(
+        "2000 acknowledged publishes",
+        Duration::from_secs(120),
+        || {
+            let acked = acked.clone();
+            async move { (acked.lock().unwrap().len() >= 2000).then_some(()) }
+        },
+    )
     .await?;
     core.proc.kill().await;
     tokio::time::timeout(Duration::from_secs(30), async {
@@ -129,7 +140,11 @@ async fn crash_and_check(database_url: Option<String>) -> anyhow::Result<()> {
     assert!(count.values().all(|c| *c == 1), "an event was stored twice");
     // Every acknowledged publish is stored, at the seq it was told.
     for (seq, tag) in &acked {
-        assert_eq!(by_seq.get(seq), Some(tag), "acknowledged {tag} lost or moved");
+        assert_eq!(
+            by_seq.get(seq),
+            Some(tag),
+            "acknowledged {tag} lost or moved"
+        );
     }
     assert!(events.len() >= acked.len());
 

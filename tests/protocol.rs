@@ -219,10 +219,10 @@ impl Sim {
                 status: pb::ResultStatus::Ok as i32,
                 ..Default::default()
             };
-            if let receiver::Action::Ack(ack) = self.receiver.on_processed(ack) {
-                if self.connected {
-                    self.to_core.push_back(ack);
-                }
+            if let receiver::Action::Ack(ack) = self.receiver.on_processed(ack)
+                && self.connected
+            {
+                self.to_core.push_back(ack);
             }
         }
     }
@@ -353,7 +353,8 @@ impl Sim {
                 self.deliver_ack(ack);
             }
             self.store();
-            if self.to_processor.is_empty() && self.sender.can_send() == (self.offered > self.head) {
+            if self.to_processor.is_empty() && self.sender.can_send() == (self.offered > self.head)
+            {
                 // Nothing moving: let the retransmit timers fire.
                 self.apply(Op::Tick(5000));
             }

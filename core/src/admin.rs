@@ -26,7 +26,10 @@ pub struct AdminService {
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchUpdate, Status>> + Send>>;
 
 impl AdminService {
-    async fn command(&self, make: impl FnOnce(oneshot::Sender<bool>) -> Command) -> Result<Response<pb::ControlReply>, Status> {
+    async fn command(
+        &self,
+        make: impl FnOnce(oneshot::Sender<bool>) -> Command,
+    ) -> Result<Response<pb::ControlReply>, Status> {
         let (tx, rx) = oneshot::channel();
         self.hub
             .commands_tx

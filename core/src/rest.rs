@@ -88,9 +88,11 @@ impl IntoResponse for Problem {
 impl From<Invalid> for Problem {
     fn from(e: Invalid) -> Self {
         match e {
-            Invalid::TooLarge { .. } => {
-                Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large", e.to_string())
-            }
+            Invalid::TooLarge { .. } => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Payload too large",
+                e.to_string(),
+            ),
             Invalid::Field { .. } => Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "Invalid field",
@@ -179,7 +181,10 @@ async fn read_json<T: serde::de::DeserializeOwned>(
         Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "Request too large",
-            format!("the body is over the limit of {} bytes", state.max_request_bytes),
+            format!(
+                "the body is over the limit of {} bytes",
+                state.max_request_bytes
+            ),
         )
     };
     let declared = headers
@@ -390,7 +395,10 @@ async fn list(
     let views = state.store.list_events(after, limit, status).await?;
     let next_after = views.last().map(|v| v.event.seq);
     let events: Vec<serde_json::Value> = views.iter().map(view_json).collect();
-    Ok(axum::Json(serde_json::json!({ "events": events, "next_after": next_after })).into_response())
+    Ok(
+        axum::Json(serde_json::json!({ "events": events, "next_after": next_after }))
+            .into_response(),
+    )
 }
 
 async fn ready(State(state): State<RestState>) -> Response {

@@ -66,16 +66,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     config.check().map_err(anyhow::Error::msg)?;
     let database_url = config.effective_database_url();
     if config.database_url.as_deref().unwrap_or("").is_empty() {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!("creating data directory {}", config.data_dir.display())
-        })?;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
         tracing::info!(path = %config.data_dir.join("ackflow.db").display(), "using the embedded SQLite store (set DATABASE_URL for PostgreSQL)");
     }
     let store = store::open(&database_url)
         .await
         .with_context(|| format!("opening the store ({})", redact(&database_url)))?;
     let next_seq = store.next_seq().await.context("reading the highest seq")?;
-    tracing::info!(backend = store.backend(), head = next_seq - 1, "store ready");
+    tracing::info!(
+        backend = store.backend(),
+        head = next_seq - 1,
+        "store ready"
+    );
 
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -199,7 +202,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 }
 
 /// Runs core until `shutdown` resolves, then stops it gracefully.
-pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let running = start(config).await?;
     shutdown.await;
     tracing::info!("shutting down");
@@ -213,7 +219,12 @@ fn redact(url: &str) -> String {
         (Some(scheme), Some(at)) if at > scheme => {
             let creds = &url[scheme + 3..at];
             match creds.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &creds[..colon], &url[at..]),
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
                 None => url.to_string(),
             }
         }

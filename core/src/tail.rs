@@ -41,11 +41,11 @@ impl Tail {
     pub fn push(&self, batch: impl IntoIterator<Item = SharedEvent>) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         for event in batch {
-            if let Some(last) = inner.events.back() {
-                if last.seq + 1 != event.seq {
-                    inner.events.clear();
-                    inner.bytes = 0;
-                }
+            if let Some(last) = inner.events.back()
+                && last.seq + 1 != event.seq
+            {
+                inner.events.clear();
+                inner.bytes = 0;
             }
             inner.bytes += event.payload.len();
             inner.events.push_back(event);
@@ -77,7 +77,11 @@ impl Tail {
 
     /// Number of events held.
     pub fn len(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).events.len()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .events
+            .len()
     }
 
     /// True when the tail holds nothing.

@@ -41,27 +41,33 @@ pub fn check(event: &NewEvent, limits: &Limits) -> Result<(), Invalid> {
         return Err(field("kind", "must not be empty"));
     }
     if event.kind.len() > MAX_KIND_LEN {
-        return Err(field("kind", format!("longer than {MAX_KIND_LEN} characters")));
+        return Err(field(
+            "kind",
+            format!("longer than {MAX_KIND_LEN} characters"),
+        ));
     }
     if !event
         .kind
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
     {
-        return Err(field("kind", "only letters, digits, '_', '-' and '.' are allowed"));
+        return Err(field(
+            "kind",
+            "only letters, digits, '_', '-' and '.' are allowed",
+        ));
     }
-    if let Some(key) = &event.key {
-        if key.len() > MAX_KEY_LEN {
-            return Err(field("key", format!("longer than {MAX_KEY_LEN} bytes")));
-        }
+    if event.key.as_ref().is_some_and(|k| k.len() > MAX_KEY_LEN) {
+        return Err(field("key", format!("longer than {MAX_KEY_LEN} bytes")));
     }
-    if let Some(key) = &event.idempotency_key {
-        if key.is_empty() || key.len() > MAX_KEY_LEN {
-            return Err(field(
-                "idempotency_key",
-                format!("must be 1 to {MAX_KEY_LEN} bytes"),
-            ));
-        }
+    if event
+        .idempotency_key
+        .as_ref()
+        .is_some_and(|k| k.is_empty() || k.len() > MAX_KEY_LEN)
+    {
+        return Err(field(
+            "idempotency_key",
+            format!("must be 1 to {MAX_KEY_LEN} bytes"),
+        ));
     }
     if event.payload.len() > limits.max_payload_bytes {
         return Err(Invalid::TooLarge {
@@ -146,7 +152,10 @@ mod tests {
         e.payload = vec![b'1'; 17];
         assert_eq!(
             check(&e, &LIMITS),
-            Err(Invalid::TooLarge { size: 17, limit: 16 })
+            Err(Invalid::TooLarge {
+                size: 17,
+                limit: 16
+            })
         );
     }
 

@@ -72,9 +72,8 @@ const MAX_SLEEP_MS: u64 = 60_000;
 
 impl Algorithm for Sleep {
     fn process(&self, payload: &[u8]) -> Result<String, AlgorithmError> {
-        let ms: u64 = serde_json::from_slice(payload).map_err(|_| {
-            AlgorithmError("sleep expects a JSON number of milliseconds".into())
-        })?;
+        let ms: u64 = serde_json::from_slice(payload)
+            .map_err(|_| AlgorithmError("sleep expects a JSON number of milliseconds".into()))?;
         if ms > MAX_SLEEP_MS {
             return Err(AlgorithmError(format!(
                 "sleep is limited to {MAX_SLEEP_MS} ms"

@@ -274,7 +274,9 @@ impl Life {
             return true;
         }
         let msg = pb::ProcessorMessage {
-            body: Some(pb::processor_message::Body::Acks(pb::AckBatch { acks: batch })),
+            body: Some(pb::processor_message::Body::Acks(pb::AckBatch {
+                acks: batch,
+            })),
         };
         out_tx.send(msg).await.is_ok()
     }

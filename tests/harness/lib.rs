@@ -33,8 +33,13 @@ impl PgDb {
         let server = pg_server_url();
         let mut conn = sqlx::PgConnection::connect(&server)
             .await
-            .with_context(|| format!("PostgreSQL at {server} is unreachable (start it, or set ACKFLOW_TEST_PG)"))?;
-        let name = format!("ackflow_{prefix}_{:012x}", fastrand::u64(..) & 0xffff_ffff_ffff);
+            .with_context(|| {
+                format!("PostgreSQL at {server} is unreachable (start it, or set ACKFLOW_TEST_PG)")
+            })?;
+        let name = format!(
+            "ackflow_{prefix}_{:012x}",
+            fastrand::u64(..) & 0xffff_ffff_ffff
+        );
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut conn)
             .await?;
@@ -49,9 +54,12 @@ impl PgDb {
     pub async fn drop_db(self) -> anyhow::Result<()> {
         use sqlx::Connection;
         let mut conn = sqlx::PgConnection::connect(&pg_server_url()).await?;
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
-            .execute(&mut conn)
-            .await?;
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut conn)
+        .await?;
         Ok(())
     }
 }
@@ -100,7 +108,12 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(program: &Path, args: &[String], env: &[(&str, &str)], log: PathBuf) -> anyhow::Result<Self> {
+    fn spawn(
+        program: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+        log: PathBuf,
+    ) -> anyhow::Result<Self> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -166,7 +179,11 @@ pub struct Core {
 impl Core {
     /// Starts core with `database_url` (or SQLite in `dir`) and `extra`
     /// flags, and waits until it is ready.
-    pub async fn start(dir: &Path, database_url: Option<&str>, extra: &[&str]) -> anyhow::Result<Self> {
+    pub async fn start(
+        dir: &Path,
+        database_url: Option<&str>,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let mut args = vec![
@@ -209,7 +226,11 @@ impl Core {
     async fn wait_ready(&self) -> anyhow::Result<()> {
         let http = self.http;
         wait_for("core to be ready", Duration::from_secs(60), || async move {
-            matches!(http_request(http, "GET", "/readyz", None).await, Ok((200, _))).then_some(())
+            matches!(
+                http_request(http, "GET", "/readyz", None).await,
+                Ok((200, _))
+            )
+            .then_some(())
         })
         .await
         .with_context(|| format!("core log:\n{}", self.proc.log_tail(30)))
@@ -220,16 +241,25 @@ impl Core {
     }
 
     pub async fn ingest(&self) -> anyhow::Result<pb::ingest_client::IngestClient<Channel>> {
-        Ok(pb::ingest_client::IngestClient::new(channel(self.grpc).await?))
+        Ok(pb::ingest_client::IngestClient::new(
+            channel(self.grpc).await?,
+        ))
     }
 
     pub async fn admin(&self) -> anyhow::Result<pb::admin_client::AdminClient<Channel>> {
-        Ok(pb::admin_client::AdminClient::new(channel(self.grpc).await?))
+        Ok(pb::admin_client::AdminClient::new(
+            channel(self.grpc).await?,
+        ))
     }
 
     /// The latest admin snapshot.
     pub async fn snapshot(&self) -> anyhow::Result<pb::Snapshot> {
-        let mut stream = self.admin().await?.watch(pb::WatchRequest {}).await?.into_inner();
+        let mut stream = self
+            .admin()
+            .await?
+            .watch(pb::WatchRequest {})
+            .await?
+            .into_inner();
         while let Some(update) = stream.message().await? {
             if let Some(pb::watch_update::Update::Snapshot(s)) = update.update {
                 return Ok(s);
@@ -248,11 +278,15 @@ pub struct Client {
 
 impl Client {
     pub async fn ingest(&self) -> anyhow::Result<pb::ingest_client::IngestClient<Channel>> {
-        Ok(pb::ingest_client::IngestClient::new(channel(self.grpc).await?))
+        Ok(pb::ingest_client::IngestClient::new(
+            channel(self.grpc).await?,
+        ))
     }
 
     pub async fn admin(&self) -> anyhow::Result<pb::admin_client::AdminClient<Channel>> {
-        Ok(pb::admin_client::AdminClient::new(channel(self.grpc).await?))
+        Ok(pb::admin_client::AdminClient::new(
+            channel(self.grpc).await?,
+        ))
     }
 }
 
@@ -265,10 +299,12 @@ pub fn start_processor(dir: &Path, core_url: &str, extra: &[&str]) -> anyhow::Re
 
 /// A gRPC channel to `addr`.
 pub async fn channel(addr: SocketAddr) -> anyhow::Result<Channel> {
-    Ok(tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await?)
+    Ok(
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await?,
+    )
 }
 
 /// A minimal HTTP/1.1 client (one request per connection) so the tests
@@ -309,13 +345,17 @@ pub async fn http_request(
 
 /// POST JSON to core's REST API.
 pub async fn post_json(addr: SocketAddr, path: &str, json: &str) -> anyhow::Result<(u16, String)> {
-    http_request(addr, "POST", path, Some(("application/json", json.as_bytes()))).await
+    http_request(
+        addr,
+        "POST",
+        path,
+        Some(("application/json", json.as_bytes())),
+    )
+    .await
 }
 
 /// Reads every event with its state from a store, in seq order.
-pub async fn all_events(
-    database_url: &str,
-) -> anyhow::Result<Vec<ackflow_core::model::EventView>> {
+pub async fn all_events(database_url: &str) -> anyhow::Result<Vec<ackflow_core::model::EventView>> {
     let store = ackflow_core::store::open(database_url).await?;
     let mut out = Vec::new();
     let mut after = 0;

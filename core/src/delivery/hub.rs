@@ -59,7 +59,10 @@ pub enum Command {
     Resume(oneshot::Sender<bool>),
     SetFaults(pb::Faults, oneshot::Sender<bool>),
     /// Dead event `seq` was published again as `new_seq`.
-    Requeued { seq: Seq, new_seq: Seq },
+    Requeued {
+        seq: Seq,
+        new_seq: Seq,
+    },
 }
 
 /// Handle to the hub, cloned into the gRPC services.
@@ -82,7 +85,10 @@ pub struct HubParts {
 
 /// Loads the cursor, starts the hub, the backlog reader and the result
 /// writer on `tracker`.
-pub async fn start(parts: HubParts, tracker: &TaskTracker) -> Result<Hub, crate::store::StoreError> {
+pub async fn start(
+    parts: HubParts,
+    tracker: &TaskTracker,
+) -> Result<Hub, crate::store::StoreError> {
     let cursor = parts.store.delivery_cursor().await?;
     let sender = Sender::new(parts.config, cursor, fastrand::u64(..));
     let dead = parts.store.dead_events(50).await?;
@@ -230,7 +236,10 @@ impl State {
         // Ending the session ends the processor's stream, so the server's
         // graceful shutdown is not held up by it.
         if let Some(session) = self.session.take() {
-            tracing::info!(session = session.id, "closing processor stream for shutdown");
+            tracing::info!(
+                session = session.id,
+                "closing processor stream for shutdown"
+            );
         }
         inner_cancel.cancel();
         // Dropping rows_tx lets the result writer drain and stop.
@@ -239,7 +248,12 @@ impl State {
     async fn on_session(&mut self, new: NewSession) {
         if let Some(old) = self.session.take() {
             tracing::warn!(session = old.id, processor = %old.processor_id, "replaced by a new processor connection");
-            self.feed_connection(false, &old.processor_id, old.id, "replaced by a new connection");
+            self.feed_connection(
+                false,
+                &old.processor_id,
+                old.id,
+                "replaced by a new connection",
+            );
             self.sender.on_disconnect();
         }
         self.session_counter += 1;
@@ -499,21 +513,30 @@ impl State {
             Command::SetFaults(faults, reply) => {
                 tracing::info!(?faults, "fault settings changed");
                 self.faults = faults;
-                let relayed = self.send(control(pb::control::Command::Faults(faults))).await;
+                let relayed = self
+                    .send(control(pb::control::Command::Faults(faults)))
+                    .await;
                 let _ = reply.send(relayed);
             }
             Command::Requeued { seq, new_seq } => {
                 tracing::info!(seq, new_seq, "dead event requeued");
                 self.totals.requeued += 1;
                 self.dead_dirty = true;
-                self.feed(pb::feed_event::Kind::Requeued(pb::RequeuedFeed { seq, new_seq }));
+                self.feed(pb::feed_event::Kind::Requeued(pb::RequeuedFeed {
+                    seq,
+                    new_seq,
+                }));
             }
         }
     }
 
     async fn set_paused(&mut self, paused: bool) -> bool {
         if self.paused != paused {
-            tracing::info!(paused, "processor {}", if paused { "paused" } else { "resumed" });
+            tracing::info!(
+                paused,
+                "processor {}",
+                if paused { "paused" } else { "resumed" }
+            );
             self.feed(pb::feed_event::Kind::Pause(pb::PauseFeed { paused }));
         }
         self.paused = paused;
@@ -699,7 +722,6 @@ impl State {
             reason: reason.to_string(),
         }));
     }
-
 }
 
 struct AckedInfo {

@@ -317,10 +317,10 @@ impl Sender {
     /// the floor moved.
     pub fn on_stored(&mut self, seqs: impl IntoIterator<Item = Seq>) -> bool {
         for seq in seqs {
-            if let Some(entry) = self.entries.get_mut(&seq) {
-                if *entry == Entry::Acked {
-                    *entry = Entry::Resolved;
-                }
+            if let Some(entry) = self.entries.get_mut(&seq)
+                && *entry == Entry::Acked
+            {
+                *entry = Entry::Resolved;
             }
         }
         self.advance_floor()
@@ -464,7 +464,9 @@ mod tests {
             now = s.next_deadline().unwrap();
             for action in s.on_tick(now) {
                 match action {
-                    Action::Retransmit { seq: 1, backoff, .. } => waits.push(backoff),
+                    Action::Retransmit {
+                        seq: 1, backoff, ..
+                    } => waits.push(backoff),
                     Action::Park { seq, .. } => parked = Some(seq),
                     _ => {}
                 }
@@ -489,7 +491,11 @@ mod tests {
         for _ in 0..50 {
             let now = s.next_deadline().unwrap();
             let actions = s.on_tick(now);
-            assert!(actions.iter().all(|a| matches!(a, Action::Retransmit { .. })));
+            assert!(
+                actions
+                    .iter()
+                    .all(|a| matches!(a, Action::Retransmit { .. }))
+            );
         }
         let Some(Entry::InFlight(f)) = s.entries.get(&1) else {
             panic!("still in flight")

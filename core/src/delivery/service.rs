@@ -38,7 +38,11 @@ impl pb::delivery_server::Delivery for DeliveryService {
             .map_err(|_| Status::deadline_exceeded("no hello within 10 s"))??;
         let hello = match first.and_then(|m| m.body) {
             Some(pb::processor_message::Body::Hello(hello)) => hello,
-            _ => return Err(Status::invalid_argument("the first message must be a hello")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be a hello",
+                ));
+            }
         };
         if hello.processor_id.is_empty() || hello.processor_id.len() > 128 {
             return Err(Status::invalid_argument(

@@ -16,8 +16,8 @@ pub mod sqlite;
 use std::sync::Arc;
 
 use crate::model::{
-    Appended, DeadRow, DeadView, DeliveryCursor, EventView, NewEvent, ResultRow, Seq,
-    StatusFilter, StoredEvent,
+    Appended, DeadRow, DeadView, DeliveryCursor, EventView, NewEvent, ResultRow, Seq, StatusFilter,
+    StoredEvent,
 };
 
 /// A store failure. Every variant means "the operation did not happen"
@@ -101,17 +101,16 @@ pub type SharedStore = Arc<dyn Store>;
 /// Opens the store for `database_url` (`postgres://…` or `sqlite:…`) and runs
 /// the migrations.
 pub async fn open(database_url: &str) -> Result<SharedStore, StoreError> {
-    let store: SharedStore = if database_url.starts_with("postgres:")
-        || database_url.starts_with("postgresql:")
-    {
-        Arc::new(postgres::PgStore::connect(database_url).await?)
-    } else if database_url.starts_with("sqlite:") {
-        Arc::new(sqlite::SqliteStore::open(database_url).await?)
-    } else {
-        return Err(StoreError::Corrupt(format!(
-            "unsupported database URL {database_url:?}: use postgres://… or sqlite:…"
-        )));
-    };
+    let store: SharedStore =
+        if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
+            Arc::new(postgres::PgStore::connect(database_url).await?)
+        } else if database_url.starts_with("sqlite:") {
+            Arc::new(sqlite::SqliteStore::open(database_url).await?)
+        } else {
+            return Err(StoreError::Corrupt(format!(
+                "unsupported database URL {database_url:?}: use postgres://… or sqlite:…"
+            )));
+        };
     store.migrate().await?;
     Ok(store)
 }
@@ -130,9 +129,7 @@ pub(crate) fn seq_to_db(seq: Seq) -> i64 {
 /// Row shapes shared by both backends (same column names and types).
 pub(crate) mod rows {
     use super::{StoreError, seq_from_db};
-    use crate::model::{
-        DeadView, DeliveryState, EventView, ResultRow, ResultStatus, StoredEvent,
-    };
+    use crate::model::{DeadView, DeliveryState, EventView, ResultRow, ResultStatus, StoredEvent};
 
     /// The columns of an event joined with its result and dead entry.
     pub const VIEW_COLUMNS: &str = "e.seq, e.id, e.kind, e.key, e.payload, e.published_at_us, \

@@ -8,8 +8,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use super::rows::{DeadRowDb, EventRow, VIEW_COLUMNS, VIEW_FROM, ViewRow, status_condition};
 use super::{Store, StoreError, seq_from_db, seq_to_db};
 use crate::model::{
-    Appended, DeadRow, DeadView, DeliveryCursor, EventView, NewEvent, ResultRow, Seq,
-    StatusFilter, StoredEvent,
+    Appended, DeadRow, DeadView, DeliveryCursor, EventView, NewEvent, ResultRow, Seq, StatusFilter,
+    StoredEvent,
 };
 
 /// The production store.
@@ -43,7 +43,9 @@ impl Store for PgStore {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("../migrations/postgres").run(&self.pool).await?;
+        sqlx::migrate!("../migrations/postgres")
+            .run(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -268,13 +270,12 @@ impl Store for PgStore {
     }
 
     async fn mark_requeued(&self, seq: Seq, new_seq: Seq) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE dead SET requeued_as = $2 WHERE seq = $1 AND requeued_as IS NULL",
-        )
-        .bind(seq_to_db(seq))
-        .bind(seq_to_db(new_seq))
-        .execute(&self.pool)
-        .await?;
+        let done =
+            sqlx::query("UPDATE dead SET requeued_as = $2 WHERE seq = $1 AND requeued_as IS NULL")
+                .bind(seq_to_db(seq))
+                .bind(seq_to_db(new_seq))
+                .execute(&self.pool)
+                .await?;
         Ok(done.rows_affected() == 1)
     }
 }

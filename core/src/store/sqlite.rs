@@ -13,8 +13,8 @@ use sqlx::sqlite::{
 use super::rows::{DeadRowDb, EventRow, VIEW_COLUMNS, VIEW_FROM, ViewRow, status_condition};
 use super::{Store, StoreError, seq_from_db, seq_to_db};
 use crate::model::{
-    Appended, DeadRow, DeadView, DeliveryCursor, EventView, NewEvent, ResultRow, Seq,
-    StatusFilter, StoredEvent,
+    Appended, DeadRow, DeadView, DeliveryCursor, EventView, NewEvent, ResultRow, Seq, StatusFilter,
+    StoredEvent,
 };
 
 /// The embedded store.
@@ -57,7 +57,9 @@ impl Store for SqliteStore {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("../migrations/sqlite").run(&self.writer).await?;
+        sqlx::migrate!("../migrations/sqlite")
+            .run(&self.writer)
+            .await?;
         Ok(())
     }
 
@@ -89,12 +91,11 @@ impl Store for SqliteStore {
                 let seen = match known.get(key) {
                     Some(found) => Some(found.clone()),
                     None => {
-                        let row: Option<(i64, String)> = sqlx::query_as(
-                            "SELECT seq, id FROM events WHERE idempotency_key = ?",
-                        )
-                        .bind(key)
-                        .fetch_optional(&mut *tx)
-                        .await?;
+                        let row: Option<(i64, String)> =
+                            sqlx::query_as("SELECT seq, id FROM events WHERE idempotency_key = ?")
+                                .bind(key)
+                                .fetch_optional(&mut *tx)
+                                .await?;
                         match row {
                             Some((s, id)) => Some((seq_from_db(s)?, id)),
                             None => None,

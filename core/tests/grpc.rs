@@ -1,0 +1,188 @@
+//! The gRPC services of an in-process core: ingest validation and limits,
+//! idempotent replay, token checks, health and reflection.
+
+use ackflow_core::config::Config;
+use ackflow_core::server::{Running, start};
+use ackflow_proto::v1 as pb;
+use tonic::Code;
+use tonic::transport::Channel;
+
+async fn core(tokens: bool) -> (Running, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::for_tests(None, dir.path().to_path_buf());
+    config.max_request_bytes = 4096;
+    if tokens {
+        config.processor_token = Some("processor-token-0123456789".into());
+        config.admin_token = Some("admin-token-0123456789".into());
+    }
+    (start(config).await.unwrap(), dir)
+}
+
+async fn channel(running: &Running) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{}", running.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn request(kind: &str, payload: &[u8]) -> pb::PublishRequest {
+    pb::PublishRequest {
+        kind: kind.into(),
+        payload: payload.to_vec(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn publish_validates_and_replays() {
+    let (running, _dir) = core(false).await;
+    let mut client = pb::ingest_client::IngestClient::new(channel(&running).await);
+    for (kind, payload) in [
+        ("", &b"1"[..]),
+        ("bad kind", b"1"),
+        ("sum", b"[1,"),
+        ("sum", &[0xff, 0xfe]),
+    ] {
+        let err = client.publish(request(kind, payload)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{kind:?}: {err}");
+    }
+    let huge = format!("\"{}\"", "x".repeat(10_000));
+    let err = client
+        .publish(request("sum", huge.as_bytes()))
+        .await
+        .unwrap_err();
+    assert_ne!(err.code(), Code::Ok);
+    assert_eq!(running.store.next_seq().await.unwrap(), 1, "nothing stored");
+
+    let mut keyed = request("sum", b"[1]");
+    keyed.idempotency_key = "k-1".into();
+    let a = client.publish(keyed.clone()).await.unwrap().into_inner();
+    let b = client.publish(keyed).await.unwrap().into_inner();
+    assert_eq!((a.seq, a.replayed, b.seq, b.replayed), (1, false, 1, true));
+
+    // A stream: replies in order with their request ids, then the error for
+    // the invalid request ends it.
+    let requests: Vec<pb::PublishRequest> = (0..5)
+        .map(|n| {
+            let mut r = request(if n == 3 { "" } else { "sum" }, b"[2]");
+            r.request_id = 100 + n;
+            r
+        })
+        .collect();
+    let mut replies = client
+        .publish_stream(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = Vec::new();
+    let err = loop {
+        match replies.message().await {
+            Ok(Some(reply)) => seen.push((reply.request_id, reply.seq)),
+            Ok(None) => panic!("stream ended without the error"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(seen, vec![(100, 2), (101, 3), (102, 4)]);
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(running.store.next_seq().await.unwrap(), 5);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_are_required_when_configured() {
+    let (running, _dir) = core(true).await;
+    let channel = channel(&running).await;
+    let mut admin = pb::admin_client::AdminClient::new(channel.clone());
+    let unauthenticated = [
+        admin.pause(pb::PauseRequest {}).await.map(|_| ()),
+        admin.resume(pb::ResumeRequest {}).await.map(|_| ()),
+        admin.set_faults(pb::Faults::default()).await.map(|_| ()),
+        admin
+            .requeue(pb::RequeueRequest { seq: 1 })
+            .await
+            .map(|_| ()),
+        admin.watch(pb::WatchRequest {}).await.map(|_| ()),
+    ];
+    for result in unauthenticated {
+        assert_eq!(result.unwrap_err().code(), Code::Unauthenticated);
+    }
+    let mut delivery = pb::delivery_client::DeliveryClient::new(channel.clone());
+    let hello = pb::ProcessorMessage {
+        body: Some(pb::processor_message::Body::Hello(pb::Hello {
+            processor_id: "p".into(),
+            window: 16,
+            algorithms: vec![],
+        })),
+    };
+    let err = delivery
+        .subscribe(tokio_stream::iter(vec![hello]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    // The admin token opens the admin service (and only it).
+    let mut request = tonic::Request::new(pb::PauseRequest {});
+    request.metadata_mut().insert(
+        "authorization",
+        "Bearer admin-token-0123456789".parse().unwrap(),
+    );
+    assert!(admin.pause(request).await.is_ok());
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn health_and_reflection() {
+    let (running, _dir) = core(false).await;
+    let channel = channel(&running).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    for service in [
+        "ackflow.v1.Ingest",
+        "ackflow.v1.Delivery",
+        "ackflow.v1.Admin",
+    ] {
+        let reply = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            reply.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service}"
+        );
+    }
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let mut reflection = ServerReflectionClient::new(channel);
+    let list = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = reflection
+        .server_reflection_info(tokio_stream::iter(vec![list]))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = replies.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(services)) = reply.message_response else {
+        panic!("not a service list");
+    };
+    let names: Vec<String> = services.service.into_iter().map(|s| s.name).collect();
+    for expected in [
+        "ackflow.v1.Ingest",
+        "ackflow.v1.Delivery",
+        "ackflow.v1.Admin",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    running.stop().await;
+}

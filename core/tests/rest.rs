@@ -1,0 +1,439 @@
+//! The REST API through `app(state)` with `oneshot`: every documented error
+//! status, each time checking that nothing was stored, and idempotent replay.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ackflow_core::ingest::{Ingest, IngestConfig};
+use ackflow_core::model::{
+    Appended, DeadRow, DeadView, DeliveryCursor, EventView, NewEvent, ResultRow, Seq, StatusFilter,
+    StoredEvent,
+};
+use ackflow_core::rest::{RestState, app};
+use ackflow_core::store::sqlite::SqliteStore;
+use ackflow_core::store::{SharedStore, Store, StoreError};
+use ackflow_core::tail::Tail;
+use ackflow_core::validate::Limits;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+/// A store whose writes can be made to fail or to hang, to provoke 503s.
+struct Faulty {
+    inner: SqliteStore,
+    fail: AtomicBool,
+    hang: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Store for Faulty {
+    fn backend(&self) -> &'static str {
+        "faulty"
+    }
+    async fn migrate(&self) -> Result<(), StoreError> {
+        self.inner.migrate().await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StoreError::Corrupt("store is down".into()));
+        }
+        self.inner.ping().await
+    }
+    async fn next_seq(&self) -> Result<Seq, StoreError> {
+        self.inner.next_seq().await
+    }
+    async fn append(
+        &self,
+        first_seq: Seq,
+        at: i64,
+        ids: &[String],
+        events: &[NewEvent],
+    ) -> Result<Vec<Appended>, StoreError> {
+        if self.hang.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StoreError::Corrupt("store is down".into()));
+        }
+        self.inner.append(first_seq, at, ids, events).await
+    }
+    async fn events_from(&self, from: Seq, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        self.inner.events_from(from, limit).await
+    }
+    async fn event(&self, seq: Seq) -> Result<Option<EventView>, StoreError> {
+        self.inner.event(seq).await
+    }
+    async fn list_events(
+        &self,
+        after: Seq,
+        limit: u32,
+        status: Option<StatusFilter>,
+    ) -> Result<Vec<EventView>, StoreError> {
+        self.inner.list_events(after, limit, status).await
+    }
+    async fn resolve(&self, r: &[ResultRow], d: &[DeadRow], f: Seq) -> Result<(), StoreError> {
+        self.inner.resolve(r, d, f).await
+    }
+    async fn delivery_cursor(&self) -> Result<DeliveryCursor, StoreError> {
+        self.inner.delivery_cursor().await
+    }
+    async fn dead_events(&self, limit: u32) -> Result<Vec<DeadView>, StoreError> {
+        self.inner.dead_events(limit).await
+    }
+    async fn mark_requeued(&self, seq: Seq, new_seq: Seq) -> Result<bool, StoreError> {
+        self.inner.mark_requeued(seq, new_seq).await
+    }
+}
+
+struct Fixture {
+    router: axum::Router,
+    store: Arc<Faulty>,
+    _dir: tempfile::TempDir,
+    _cancel: tokio_util::sync::DropGuard,
+}
+
+async fn fixture(queue: usize) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("rest.db").display());
+    let inner = SqliteStore::open(&url).await.unwrap();
+    inner.migrate().await.unwrap();
+    let store = Arc::new(Faulty {
+        inner,
+        fail: AtomicBool::new(false),
+        hang: AtomicBool::new(false),
+    });
+    let shared: SharedStore = store.clone();
+    let cancel = CancellationToken::new();
+    let ingest = Ingest::start(
+        shared.clone(),
+        Arc::new(Tail::new(100, 1 << 20)),
+        IngestConfig {
+            max_batch: 100,
+            linger: std::time::Duration::ZERO,
+            queue,
+        },
+        1,
+        cancel.clone(),
+        &TaskTracker::new(),
+    );
+    let router = app(RestState {
+        ingest,
+        store: shared,
+        limits: Limits {
+            max_payload_bytes: 1024,
+            max_batch_events: 3,
+        },
+        max_request_bytes: 1024,
+    });
+    Fixture {
+        router,
+        store,
+        _dir: dir,
+        _cancel: cancel.drop_guard(),
+    }
+}
+
+async fn send(
+    f: &Fixture,
+    method: &str,
+    uri: &str,
+    content_type: Option<&str>,
+    body: impl Into<Body>,
+    headers: &[(&str, &str)],
+) -> (StatusCode, String, String) {
+    let mut builder = Request::builder().method(method).uri(uri);
+    if let Some(ct) = content_type {
+        builder = builder.header("content-type", ct);
+    }
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let response = f
+        .router
+        .clone()
+        .oneshot(builder.body(body.into()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let ct = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, ct, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+async fn post(f: &Fixture, uri: &str, body: &str) -> (StatusCode, String, String) {
+    send(
+        f,
+        "POST",
+        uri,
+        Some("application/json"),
+        body.to_string(),
+        &[],
+    )
+    .await
+}
+
+async fn stored(f: &Fixture) -> u64 {
+    f.store.next_seq().await.unwrap() - 1
+}
+
+/// Asserts a problem+json error with `status` and that nothing was stored.
+async fn assert_problem(f: &Fixture, got: (StatusCode, String, String), status: StatusCode) {
+    assert_eq!(got.0, status, "body: {}", got.2);
+    assert_eq!(got.1, "application/problem+json");
+    let json: serde_json::Value = serde_json::from_str(&got.2).unwrap();
+    assert_eq!(json["status"], status.as_u16());
+    assert!(json["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    assert_eq!(stored(f).await, 0, "a failed request stored something");
+}
+
+#[tokio::test]
+async fn publish_then_read_back() {
+    let f = fixture(10).await;
+    let (status, _, body) = post(&f, "/v1/events", r#"{"kind":"sum","payload":[1,2]}"#).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["seq"], 1);
+    assert!(json["id"].as_str().is_some_and(|id| id.len() == 32));
+    let (status, _, body) = send(&f, "GET", "/v1/events/1", None, Body::empty(), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["payload"], serde_json::json!([1, 2]));
+    assert_eq!(json["state"], "pending");
+    let (status, _, body) = post(
+        &f,
+        "/v1/events/batch",
+        r#"{"events":[{"kind":"a","payload":1},{"kind":"b","payload":"x","key":"k"}]}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (_, _, body) = send(
+        &f,
+        "GET",
+        "/v1/events?after=1&limit=5&status=pending",
+        None,
+        Body::empty(),
+        &[],
+    )
+    .await;
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["events"].as_array().unwrap().len(), 2);
+    assert_eq!(json["next_after"], 3);
+}
+
+#[tokio::test]
+async fn idempotent_replay_returns_the_original_seq() {
+    let f = fixture(10).await;
+    let body = r#"{"kind":"sum","payload":[1]}"#;
+    let key = [("idempotency-key", "order-17")];
+    let first = send(
+        &f,
+        "POST",
+        "/v1/events",
+        Some("application/json"),
+        body,
+        &key,
+    )
+    .await;
+    let second = send(
+        &f,
+        "POST",
+        "/v1/events",
+        Some("application/json"),
+        body,
+        &key,
+    )
+    .await;
+    assert_eq!(first.0, StatusCode::ACCEPTED);
+    assert_eq!(second.0, StatusCode::ACCEPTED);
+    let a: serde_json::Value = serde_json::from_str(&first.2).unwrap();
+    let b: serde_json::Value = serde_json::from_str(&second.2).unwrap();
+    assert_eq!(a["seq"], b["seq"]);
+    assert_eq!(a["id"], b["id"]);
+    assert_eq!(b["replayed"], true);
+    assert_eq!(stored(&f).await, 1, "the replay stored nothing");
+}
+
+#[tokio::test]
+async fn malformed_json_is_400() {
+    let f = fixture(10).await;
+    assert_problem(
+        &f,
+        post(&f, "/v1/events", r#"{"kind":"a","#).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let bad_utf8 = send(
+        &f,
+        "POST",
+        "/v1/events",
+        Some("application/json"),
+        vec![b'{', 0xff, b'}'],
+        &[],
+    )
+    .await;
+    assert_problem(&f, bad_utf8, StatusCode::BAD_REQUEST).await;
+    let deep = format!(
+        r#"{{"kind":"a","payload":{}{}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    assert_problem(
+        &f,
+        post(&f, "/v1/events", &deep).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn wrong_content_type_is_415() {
+    let f = fixture(10).await;
+    let got = send(
+        &f,
+        "POST",
+        "/v1/events",
+        Some("text/plain"),
+        r#"{"kind":"a","payload":1}"#,
+        &[],
+    )
+    .await;
+    assert_problem(&f, got, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    let none = send(
+        &f,
+        "POST",
+        "/v1/events",
+        None,
+        r#"{"kind":"a","payload":1}"#,
+        &[],
+    )
+    .await;
+    assert_problem(&f, none, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+}
+
+#[tokio::test]
+async fn over_the_size_limit_is_413() {
+    let f = fixture(10).await;
+    let big = format!(r#"{{"kind":"a","payload":"{}"}}"#, "x".repeat(2000));
+    assert_problem(
+        &f,
+        post(&f, "/v1/events", &big).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn invalid_fields_are_422() {
+    let f = fixture(10).await;
+    for body in [
+        r#"{"kind":"","payload":1}"#,
+        r#"{"kind":"has space","payload":1}"#,
+        r#"{"kind":5,"payload":1}"#,
+        r#"{"kind":"a"}"#,
+        r#"{"kind":"a","payload":1,"extra":true}"#,
+        r#"[1,2]"#,
+    ] {
+        assert_problem(
+            &f,
+            post(&f, "/v1/events", body).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    }
+    // One bad event fails the whole batch.
+    let batch = r#"{"events":[{"kind":"ok","payload":1},{"kind":"","payload":2}]}"#;
+    assert_problem(
+        &f,
+        post(&f, "/v1/events/batch", batch).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    let empty = r#"{"events":[]}"#;
+    assert_problem(
+        &f,
+        post(&f, "/v1/events/batch", empty).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    let too_many = r#"{"events":[{"kind":"a","payload":1},{"kind":"a","payload":1},{"kind":"a","payload":1},{"kind":"a","payload":1}]}"#;
+    assert_problem(
+        &f,
+        post(&f, "/v1/events/batch", too_many).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn unknown_event_is_404_and_bad_queries_are_400() {
+    let f = fixture(10).await;
+    let got = send(&f, "GET", "/v1/events/7", None, Body::empty(), &[]).await;
+    assert_problem(&f, got, StatusCode::NOT_FOUND).await;
+    for uri in [
+        "/v1/events/abc",
+        "/v1/events?limit=0",
+        "/v1/events?status=weird",
+        "/v1/events?after=-1",
+        "/v1/events?what=1",
+    ] {
+        let got = send(&f, "GET", uri, None, Body::empty(), &[]).await;
+        assert_problem(&f, got, StatusCode::BAD_REQUEST).await;
+    }
+}
+
+#[tokio::test]
+async fn store_unavailable_is_503() {
+    let f = fixture(10).await;
+    f.store.fail.store(true, Ordering::SeqCst);
+    let got = post(&f, "/v1/events", r#"{"kind":"a","payload":1}"#).await;
+    f.store.fail.store(false, Ordering::SeqCst);
+    assert_problem(&f, got, StatusCode::SERVICE_UNAVAILABLE).await;
+    f.store.fail.store(true, Ordering::SeqCst);
+    let got = send(&f, "GET", "/readyz", None, Body::empty(), &[]).await;
+    assert_eq!(got.0, StatusCode::SERVICE_UNAVAILABLE);
+    f.store.fail.store(false, Ordering::SeqCst);
+    // The writer recovers: the next publish gets seq 1 (no gap).
+    let (status, _, body) = post(&f, "/v1/events", r#"{"kind":"a","payload":1}"#).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert!(body.contains(r#""seq":1"#), "{body}");
+}
+
+#[tokio::test]
+async fn full_queue_is_503() {
+    let f = fixture(1).await;
+    f.store.hang.store(true, Ordering::SeqCst);
+    // The first request occupies the writer, the second the queue.
+    let a = tokio::spawn({
+        let router = f.router.clone();
+        async move {
+            let req = Request::post("/v1/events")
+                .header("content-type", "application/json")
+                .body(Body::from(r#"{"kind":"a","payload":1}"#))
+                .unwrap();
+            router.oneshot(req).await.map(|r| r.status())
+        }
+    });
+    let mut full = None;
+    for _ in 0..100 {
+        let got = post(&f, "/v1/events", r#"{"kind":"a","payload":1}"#);
+        match tokio::time::timeout(std::time::Duration::from_millis(200), got).await {
+            Ok(got) if got.0 == StatusCode::SERVICE_UNAVAILABLE => {
+                full = Some(got);
+                break;
+            }
+            _ => continue,
+        }
+    }
+    let full = full.expect("a full queue answers 503");
+    assert!(full.2.contains("queue is full"), "{}", full.2);
+    assert_eq!(stored(&f).await, 0);
+    a.abort();
+}

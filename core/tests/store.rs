@@ -1,0 +1,290 @@
+//! One store suite, run against SQLite and PostgreSQL.
+//!
+//! The PostgreSQL half uses a private schema per test on the server named by
+//! `ACKFLOW_TEST_PG` (default `postgres://postgres@127.0.0.1:5432/postgres`).
+//! It fails, never skips, when PostgreSQL is unreachable.
+
+use std::sync::Arc;
+
+use ackflow_core::model::{
+    DeadRow, DeliveryState, NewEvent, ResultRow, ResultStatus, StatusFilter,
+};
+use ackflow_core::store::postgres::PgStore;
+use ackflow_core::store::sqlite::SqliteStore;
+use ackflow_core::store::{SharedStore, Store};
+use sqlx::Connection;
+
+/// Keeps a test's database alive for the test's duration.
+enum Guard {
+    Dir(#[allow(dead_code)] tempfile::TempDir),
+    None,
+}
+
+async fn sqlite() -> (SharedStore, Guard) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite:{}", dir.path().join("test.db").display());
+    let store = SqliteStore::open(&url).await.expect("open sqlite");
+    store.migrate().await.expect("migrate sqlite");
+    (Arc::new(store), Guard::Dir(dir))
+}
+
+async fn postgres() -> (SharedStore, Guard) {
+    let server = std::env::var("ACKFLOW_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
+    let schema = format!("store_test_{:012x}", fastrand::u64(..) & 0xffff_ffff_ffff);
+    let mut conn = sqlx::PgConnection::connect(&server)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {server} is unreachable: {e}"));
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut conn)
+        .await
+        .expect("create schema");
+    let options: sqlx::postgres::PgConnectOptions = server.parse().expect("url");
+    let options = options.options([("search_path", schema.as_str())]);
+    let store = PgStore::connect_with(options).await.expect("connect");
+    store.migrate().await.expect("migrate postgres");
+    (Arc::new(store), Guard::None)
+}
+
+fn event(kind: &str, payload: &str, key: Option<&str>) -> NewEvent {
+    NewEvent {
+        kind: kind.into(),
+        key: Some("k".into()),
+        payload: payload.as_bytes().to_vec(),
+        idempotency_key: key.map(str::to_string),
+    }
+}
+
+fn ids(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("id{i:04}-{:x}", fastrand::u32(..)))
+        .collect()
+}
+
+fn result(seq: u64, status: ResultStatus, output: &str) -> ResultRow {
+    ResultRow {
+        seq,
+        status,
+        output: output.into(),
+        attempt: 1,
+        processing_us: 5,
+        stored_at_us: 1_000,
+    }
+}
+
+async fn append_assigns_consecutive_seqs_and_replays_keys(store: SharedStore) {
+    assert_eq!(store.next_seq().await.unwrap(), 1);
+    let batch = vec![
+        event("sha256", "1", None),
+        event("sha256", "2", Some("a")),
+        event("sha256", "3", Some("a")),
+        event("sum", "[4]", None),
+    ];
+    let ids = ids(batch.len());
+    let out = store.append(1, 42, &ids, &batch).await.unwrap();
+    let seqs: Vec<(u64, bool)> = out.iter().map(|a| (a.seq, a.replayed)).collect();
+    assert_eq!(seqs, vec![(1, false), (2, false), (2, true), (3, false)]);
+    assert_eq!(out[2].id, ids[1], "a replay returns the original id");
+    assert_eq!(store.next_seq().await.unwrap(), 4);
+
+    let again = store
+        .append(
+            4,
+            43,
+            &self::ids(2),
+            &[event("x", "5", Some("a")), event("x", "6", Some("b"))],
+        )
+        .await
+        .unwrap();
+    assert_eq!((again[0].seq, again[0].replayed), (2, true));
+    assert_eq!((again[1].seq, again[1].replayed), (4, false));
+
+    let events = store.events_from(2, 10).await.unwrap();
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![2, 3, 4]);
+    assert_eq!(events[0].payload, b"2");
+    assert_eq!(events[0].published_at_us, 42);
+    assert_eq!(store.events_from(1, 2).await.unwrap().len(), 2);
+}
+
+async fn a_failed_batch_stores_nothing(store: SharedStore) {
+    store
+        .append(1, 1, &ids(1), &[event("k", "1", None)])
+        .await
+        .unwrap();
+    // Seq 1 is taken: the whole batch must fail and leave nothing behind.
+    let err = store
+        .append(
+            0,
+            1,
+            &ids(3),
+            &[
+                event("k", "a", None),
+                event("k", "b", None),
+                event("k", "c", None),
+            ],
+        )
+        .await;
+    assert!(err.is_err());
+    assert_eq!(store.next_seq().await.unwrap(), 2);
+    assert_eq!(store.events_from(0, 10).await.unwrap().len(), 1);
+}
+
+async fn results_are_stored_once_and_the_floor_only_moves_forward(store: SharedStore) {
+    let batch: Vec<NewEvent> = (0..5).map(|i| event("k", &i.to_string(), None)).collect();
+    store.append(1, 1, &ids(5), &batch).await.unwrap();
+    store
+        .resolve(
+            &[
+                result(1, ResultStatus::Ok, "first"),
+                result(3, ResultStatus::Failed, "boom"),
+            ],
+            &[],
+            2,
+        )
+        .await
+        .unwrap();
+    store
+        .resolve(&[result(1, ResultStatus::Ok, "second")], &[], 1)
+        .await
+        .unwrap();
+    let view = store.event(1).await.unwrap().unwrap();
+    assert_eq!(
+        view.result.unwrap().output,
+        "first",
+        "an existing result wins"
+    );
+    let cursor = store.delivery_cursor().await.unwrap();
+    assert_eq!(cursor.acked_floor, 2, "the floor never moves back");
+    assert_eq!(cursor.resolved_above, vec![3]);
+
+    store
+        .resolve(
+            &[],
+            &[DeadRow {
+                seq: 4,
+                reason: "poison".into(),
+                attempts: 9,
+                parked_at_us: 7,
+            }],
+            2,
+        )
+        .await
+        .unwrap();
+    let states: Vec<DeliveryState> = {
+        let mut v = Vec::new();
+        for seq in 1..=5 {
+            v.push(store.event(seq).await.unwrap().unwrap().state);
+        }
+        v
+    };
+    assert_eq!(
+        states,
+        vec![
+            DeliveryState::Done(ResultStatus::Ok),
+            DeliveryState::Pending,
+            DeliveryState::Done(ResultStatus::Failed),
+            DeliveryState::Dead,
+            DeliveryState::Pending
+        ]
+    );
+    assert_eq!(
+        store.delivery_cursor().await.unwrap().resolved_above,
+        vec![3, 4]
+    );
+    let pending: Vec<u64> = store
+        .list_events(0, 10, Some(StatusFilter::Pending))
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.event.seq)
+        .collect();
+    assert_eq!(pending, vec![2, 5]);
+    let failed = store
+        .list_events(0, 10, Some(StatusFilter::Failed))
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 1);
+    let all = store.list_events(2, 2, None).await.unwrap();
+    assert_eq!(
+        all.iter().map(|v| v.event.seq).collect::<Vec<_>>(),
+        vec![3, 4]
+    );
+    assert!(store.event(99).await.unwrap().is_none());
+}
+
+async fn dead_events_are_listed_and_requeued_once(store: SharedStore) {
+    store
+        .append(
+            1,
+            1,
+            &ids(2),
+            &[event("fail", "1", None), event("fail", "2", None)],
+        )
+        .await
+        .unwrap();
+    store
+        .resolve(
+            &[],
+            &[
+                DeadRow {
+                    seq: 1,
+                    reason: "r1".into(),
+                    attempts: 3,
+                    parked_at_us: 1,
+                },
+                DeadRow {
+                    seq: 2,
+                    reason: "r2".into(),
+                    attempts: 4,
+                    parked_at_us: 2,
+                },
+            ],
+            3,
+        )
+        .await
+        .unwrap();
+    let dead = store.dead_events(10).await.unwrap();
+    assert_eq!(
+        dead.iter().map(|d| d.seq).collect::<Vec<_>>(),
+        vec![2, 1],
+        "newest first"
+    );
+    assert_eq!(dead[0].kind, "fail");
+    assert!(store.mark_requeued(2, 3).await.unwrap());
+    assert!(!store.mark_requeued(2, 4).await.unwrap(), "only once");
+    assert!(!store.mark_requeued(9, 4).await.unwrap(), "not dead");
+    assert_eq!(store.dead_events(10).await.unwrap().len(), 1);
+    let view = store.event(2).await.unwrap().unwrap();
+    assert_eq!(view.dead.unwrap().requeued_as, Some(3));
+}
+
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (store, _guard) = super::sqlite().await;
+                    super::$name(store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (store, _guard) = super::postgres().await;
+                    super::$name(store).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    append_assigns_consecutive_seqs_and_replays_keys,
+    a_failed_batch_stores_nothing,
+    results_are_stored_once_and_the_floor_only_moves_forward,
+    dead_events_are_listed_and_requeued_once,
+);
