@@ -43,7 +43,12 @@ async fn publish_all(client: Client, per_second: u64, acked: Arc<AtomicU64>) {
                 tick.tick().await;
                 for _ in 0..per_tick.min(EVENTS - n) {
                     let request = pb::PublishRequest {
-                        kind: if n % 10 == 0 { "wordcount" } else { "sha256" }.into(),
+                        kind: if n.is_multiple_of(10) {
+                            "wordcount"
+                        } else {
+                            "sha256"
+                        }
+                        .into(),
                         payload: format!(r#""event number {n}""#).into_bytes(),
                         idempotency_key: format!("e2e-{n}"),
                         request_id: n,
