@@ -1,7 +1,8 @@
 //! One store suite, run against SQLite and PostgreSQL.
 //!
 //! The PostgreSQL half uses a private schema per test on the server named by
-//! `ACKFLOW_TEST_PG` (default `postgres://postgres@127.0.0.1:5432/postgres`).
+//! `ACKFLOW_TEST_PG` or `DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`).
 //! It fails, never skips, when PostgreSQL is unreachable.
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ async fn sqlite() -> (SharedStore, Guard) {
 
 async fn postgres() -> (SharedStore, Guard) {
     let server = std::env::var("ACKFLOW_TEST_PG")
+        .or_else(|_| std::env::var("DATABASE_URL"))
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
     let schema = format!("store_test_{:012x}", fastrand::u64(..) & 0xffff_ffff_ffff);
     let mut conn = sqlx::PgConnection::connect(&server)

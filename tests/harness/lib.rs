@@ -13,10 +13,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
-/// PostgreSQL server used by the tests. `ACKFLOW_TEST_PG` overrides it.
-/// There is no fallback: when PostgreSQL is unreachable the tests fail.
+/// PostgreSQL server the tests create their databases on:
+/// `ACKFLOW_TEST_PG`, else `DATABASE_URL`, else the local default. There is
+/// no fallback to SQLite: when PostgreSQL is unreachable the tests fail.
 pub fn pg_server_url() -> String {
     std::env::var("ACKFLOW_TEST_PG")
+        .or_else(|_| std::env::var("DATABASE_URL"))
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
 }
 
@@ -66,12 +68,15 @@ impl PgDb {
 
 /// Path of a binary built by this package (`e2e-core`, `e2e-processor`).
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    exe.parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join(name))
-        .expect("target directory")
+    let exe = std::env::current_exe().expect("executable path");
+    let dir = exe.parent().expect("executable directory");
+    // A binary of this package sits beside the benchmark, and one level up
+    // from a test (target/<profile>/deps/<test>).
+    let beside = dir.join(name);
+    if beside.exists() {
+        return beside;
+    }
+    dir.parent().map(|d| d.join(name)).unwrap_or(beside)
 }
 
 /// An unused loopback port (bound, read, released).

@@ -45,6 +45,12 @@ pub async fn run(
                 Err(_) => break,
             }
         }
+        // stored_at is the commit's start, so publish→result latency includes
+        // the time the ack waited for this batch.
+        let now = crate::model::now_us();
+        for row in &mut batch.results {
+            row.stored_at_us = now;
+        }
         let mut failures = 0u32;
         loop {
             let floor = acked_floor.load(Ordering::Acquire);

@@ -1,0 +1,188 @@
+//! The `ackflow-monitor` command line: parsing, logging to a file, the
+//! runtime, and exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::client::Core;
+use crate::demo::{self, DemoArgs};
+use crate::run::{self, Dashboard};
+use crate::terminal;
+
+/// Exit code when stdout is not a terminal.
+const EXIT_NOT_A_TERMINAL: u8 = 2;
+
+/// ackflow monitor: a live terminal dashboard of the delivery protocol
+/// (sequence numbers, in-flight window, retransmits, duplicate drops,
+/// results), with keys to pause the processor and inject faults.
+#[derive(Debug, Parser)]
+#[command(name = "ackflow-monitor", version, about, long_about = None)]
+pub struct Cli {
+    /// Core's gRPC address (its Admin service).
+    #[arg(long, env = "ACKFLOW_CORE", default_value = "http://127.0.0.1:50051")]
+    pub core: String,
+
+    /// Bearer token for core's Admin service (core's --admin-token).
+    #[arg(long, env = "ACKFLOW_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// File the monitor's logs are appended to (they never go to the screen); RUST_LOG sets the level.
+    #[arg(long, env = "ACKFLOW_MONITOR_LOG_FILE", global = true, default_value_os_t = default_log_file())]
+    pub log_file: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Option<Mode>,
+}
+
+/// What to watch.
+#[derive(Debug, Subcommand)]
+pub enum Mode {
+    /// Run core (SQLite in a temporary directory), a processor and a traffic
+    /// generator in this process, and watch them.
+    Demo(DemoArgs),
+}
+
+/// `ackflow-monitor.log` in the system's temporary directory.
+fn default_log_file() -> PathBuf {
+    std::env::temp_dir().join("ackflow-monitor.log")
+}
+
+/// Parses the command line and runs the dashboard (or the demo) until the
+/// user quits. Exit codes: 0 after quitting, 1 on an error, 2 when stdout
+/// is not a terminal.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = terminal::ensure_terminal() {
+        eprintln!("{e}");
+        return ExitCode::from(EXIT_NOT_A_TERMINAL);
+    }
+    if let Err(e) = init_logging(&cli.log_file) {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let on_signal = shutdown.clone();
+        tokio::spawn(async move {
+            run::shutdown_signal().await;
+            tracing::info!("signal received; quitting");
+            on_signal.cancel();
+        });
+        match cli.command {
+            Some(Mode::Demo(args)) => demo::run(args, shutdown).await,
+            None => watch_core(&cli.core, cli.token.as_deref(), shutdown).await,
+        }
+    });
+    // Commands still in flight must not hold the exit up.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "monitor failed");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The dashboard against a core that runs elsewhere.
+async fn watch_core(
+    url: &str,
+    token: Option<&str>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let core = Core::new(url, token)?;
+    let mut app = App::new(core.url.clone(), None);
+    app.utc_offset_s = run::local_utc_offset_s();
+    run::in_terminal(
+        Dashboard {
+            app,
+            core,
+            rate_tx: None,
+        },
+        shutdown,
+    )
+    .await
+}
+
+/// Sends `tracing` output (level from `RUST_LOG`, default `info`) to the
+/// end of `path`, and records panics there too: anything written to the
+/// screen would tear the dashboard.
+fn init_logging(path: &Path) -> anyhow::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening the log file {}", path.display()))?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(Mutex::new(file))
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("setting up logging: {e}"))?;
+    // Installed before the terminal's hook (which wraps it), so a panic
+    // first restores the terminal, then lands in the log and on stderr.
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::error!(panic = %info, "panic");
+        previous(info);
+    }));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_and_subcommands_parse() {
+        let cli = Cli::try_parse_from([
+            "ackflow-monitor",
+            "--core",
+            "http://10.0.0.1:50051",
+            "--log-file",
+            "/tmp/m.log",
+        ])
+        .expect("valid flags");
+        assert_eq!(cli.core, "http://10.0.0.1:50051");
+        assert_eq!(cli.log_file, PathBuf::from("/tmp/m.log"));
+        assert!(cli.command.is_none());
+
+        let cli =
+            Cli::try_parse_from(["ackflow-monitor", "demo", "--rate", "100", "--window", "64"])
+                .expect("valid demo flags");
+        match cli.command {
+            Some(Mode::Demo(args)) => {
+                assert_eq!(args.rate, 100);
+                assert_eq!(args.window, 64);
+            }
+            None => panic!("expected the demo"),
+        }
+        assert!(Cli::try_parse_from(["ackflow-monitor", "demo", "--rate", "0"]).is_err());
+        assert!(Cli::try_parse_from(["ackflow-monitor", "demo", "--rate", "5001"]).is_err());
+    }
+}

@@ -1,0 +1,270 @@
+//! `ackflow-monitor demo`: core, a processor, a traffic generator and the
+//! dashboard in one process, with nothing to install.
+//!
+//! Core stores into SQLite in a temporary directory (or into `DATABASE_URL`
+//! when set) and uses short retransmission timeouts so that pausing the
+//! processor or injecting faults shows retransmits within a second. The
+//! traffic generator publishes a mix of kinds through core's ingest writer,
+//! including a few that always fail and a few with no algorithm, so the
+//! results table shows both outcomes.
+
+use std::time::Duration;
+
+use ackflow_core::ingest::{Ingest, IngestError};
+use ackflow_core::model::NewEvent;
+use anyhow::Context;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{App, MAX_DEMO_RATE, MIN_DEMO_RATE};
+use crate::client::Core;
+use crate::run::{self, Dashboard};
+
+/// How often the traffic generator publishes a batch.
+const TRAFFIC_TICK: Duration = Duration::from_millis(50);
+/// Longest wait for the processor to stop after it is cancelled.
+const PROCESSOR_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Lowest retransmission timeout in the demo, in milliseconds: low so that
+/// retransmits show up quickly.
+const DEMO_RTO_MIN_MS: u64 = 200;
+/// Backoff cap in the demo, in milliseconds: a paused processor sees each
+/// unacked event again at least this often.
+const DEMO_MAX_BACKOFF_MS: u64 = 5000;
+
+/// Settings of the demo.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Events published per second at the start (`+` / `-` double or halve it).
+    #[arg(long, env = "ACKFLOW_DEMO_RATE", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(i64::from(MIN_DEMO_RATE)..=i64::from(MAX_DEMO_RATE)))]
+    pub rate: u32,
+
+    /// Core's in-flight window: most seqs sent but not yet acknowledged.
+    #[arg(long, env = "ACKFLOW_WINDOW", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub window: u32,
+}
+
+/// Runs the demo until the user quits or `shutdown` fires, then stops the
+/// processor, the traffic and core, in that order.
+pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let data_dir = tempfile::Builder::new()
+        .prefix("ackflow-demo-")
+        .tempdir()
+        .context("creating a temporary data directory")?;
+    let database_url = std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|url| !url.is_empty());
+    let mut config =
+        ackflow_core::config::Config::for_tests(database_url, data_dir.path().to_path_buf());
+    config.rto_min_ms = DEMO_RTO_MIN_MS;
+    config.max_backoff_ms = DEMO_MAX_BACKOFF_MS;
+    config.window = args.window;
+    let running = ackflow_core::server::start(config)
+        .await
+        .context("starting core")?;
+    let core_url = format!("http://{}", running.grpc_addr);
+    tracing::info!(core = %core_url, rate = args.rate, window = args.window, "demo started");
+
+    let stop = CancellationToken::new();
+    let processor = tokio::spawn(ackflow_processor::client::run(
+        ackflow_processor::config::Config::for_core(core_url.clone()),
+        stop.clone(),
+    ));
+    let (rate_tx, rate_rx) = watch::channel(args.rate);
+    let traffic = tokio::spawn(traffic(running.ingest.clone(), rate_rx, stop.clone()));
+
+    let dashboard = match Core::new(&core_url, None) {
+        Ok(core) => {
+            let mut app = App::new(core.url.clone(), Some(args.rate));
+            app.utc_offset_s = run::local_utc_offset_s();
+            run::in_terminal(
+                Dashboard {
+                    app,
+                    core,
+                    rate_tx: Some(rate_tx),
+                },
+                shutdown,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+
+    // The terminal is already restored here, so a slow shutdown leaves the
+    // user at a normal prompt rather than a frozen dashboard.
+    stop.cancel();
+    match tokio::time::timeout(PROCESSOR_STOP_TIMEOUT, processor).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::error!(error = %format!("{e:#}"), "the demo processor failed"),
+        Ok(Err(e)) => tracing::error!(error = %e, "the demo processor task failed"),
+        Err(_) => tracing::warn!("the demo processor did not stop in time"),
+    }
+    if let Err(e) = traffic.await {
+        tracing::error!(error = %e, "the traffic task failed");
+    }
+    running.stop().await;
+    if let Err(e) = data_dir.close() {
+        tracing::warn!(error = %e, "removing the demo's data directory failed");
+    }
+    dashboard
+}
+
+/// Publishes about `rate` events per second until `stop`, batching what
+/// is due every [`TRAFFIC_TICK`].
+async fn traffic(ingest: Ingest, mut rate_rx: watch::Receiver<u32>, stop: CancellationToken) {
+    let mut interval = tokio::time::interval(TRAFFIC_TICK);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut rng = fastrand::Rng::new();
+    let mut due = 0.0_f64;
+    let mut last = Instant::now();
+    let mut n = 0_u64;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let now = Instant::now();
+        let rate = f64::from(*rate_rx.borrow_and_update());
+        // At most a second's worth piles up, so a slow commit is followed
+        // by a catch-up batch, not by a flood.
+        due = (due + rate * now.duration_since(last).as_secs_f64()).min(rate.max(1.0));
+        last = now;
+        let count = due.floor();
+        if count < 1.0 {
+            continue;
+        }
+        due -= count;
+        let events = (0..count as usize)
+            .map(|_| {
+                n += 1;
+                random_event(&mut rng, n)
+            })
+            .collect();
+        let published = tokio::select! {
+            _ = stop.cancelled() => return,
+            published = ingest.publish(events) => published,
+        };
+        match published {
+            Ok(_) => {}
+            Err(IngestError::ShuttingDown) => return,
+            Err(e) => tracing::warn!(error = %e, "demo publish failed"),
+        }
+    }
+}
+
+const WORDS: &[&str] = &[
+    "ack",
+    "seq",
+    "window",
+    "retransmit",
+    "floor",
+    "event",
+    "stream",
+    "order",
+    "duplicate",
+    "backoff",
+    "processor",
+    "core",
+    "monitor",
+    "result",
+    "once",
+];
+
+/// The `n`th demo event: mostly `sha256`, `wordcount`, `sum` and `sleep`,
+/// about 3% `fail` (always a failed result) and 1% `unknown-kind` (no
+/// algorithm: also a failed result).
+fn random_event(rng: &mut fastrand::Rng, n: u64) -> NewEvent {
+    let roll = rng.u32(0..100);
+    let (kind, payload): (&str, Value) = match roll {
+        0 => ("unknown-kind", json!({ "n": n })),
+        1..=3 => ("fail", json!({ "n": n })),
+        _ => match roll % 4 {
+            0 => (
+                "sha256",
+                json!(format!("demo event {n} {:08x}", rng.u32(..))),
+            ),
+            1 => {
+                let words: Vec<&str> = (0..rng.usize(1..12))
+                    .map(|_| WORDS[rng.usize(..WORDS.len())])
+                    .collect();
+                ("wordcount", json!(words.join(" ")))
+            }
+            2 => {
+                let numbers: Vec<i64> = (0..rng.usize(1..8)).map(|_| rng.i64(-100..1000)).collect();
+                ("sum", json!(numbers))
+            }
+            _ => ("sleep", json!(rng.u32(5..=50))),
+        },
+    };
+    NewEvent {
+        kind: kind.to_string(),
+        key: Some(format!("user-{}", rng.u8(0..16))),
+        // `Value`'s Display is compact JSON text.
+        payload: payload.to_string().into_bytes(),
+        idempotency_key: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_events_are_valid_json_with_the_expected_mix() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut kinds = std::collections::BTreeMap::<String, u32>::new();
+        for n in 0..10_000 {
+            let event = random_event(&mut rng, n);
+            let payload: Value = serde_json::from_slice(&event.payload).expect("JSON payload");
+            match event.kind.as_str() {
+                "sha256" | "wordcount" => assert!(payload.is_string()),
+                "sum" => assert!(payload.is_array()),
+                "sleep" => assert!((5..=50).contains(&payload.as_u64().unwrap_or(0))),
+                "fail" | "unknown-kind" => {}
+                other => panic!("unexpected kind {other}"),
+            }
+            *kinds.entry(event.kind).or_default() += 1;
+        }
+        let share = |kind: &str| f64::from(kinds.get(kind).copied().unwrap_or(0)) / 10_000.0;
+        assert!((0.02..0.04).contains(&share("fail")), "{kinds:?}");
+        assert!((0.005..0.015).contains(&share("unknown-kind")), "{kinds:?}");
+        for kind in ["sha256", "wordcount", "sum", "sleep"] {
+            assert!((0.2..0.28).contains(&share(kind)), "{kinds:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn traffic_publishes_at_about_the_rate_and_follows_changes() {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let running = ackflow_core::server::start(ackflow_core::config::Config::for_tests(
+            None,
+            data_dir.path().to_path_buf(),
+        ))
+        .await
+        .expect("core starts");
+        let head = running.ingest.head();
+        let (rate_tx, rate_rx) = watch::channel(200);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(traffic(running.ingest.clone(), rate_rx, stop.clone()));
+        let wait_for = |target: u64| {
+            let mut head = head.clone();
+            async move {
+                tokio::time::timeout(Duration::from_secs(10), head.wait_for(|h| *h >= target))
+                    .await
+                    .expect("traffic reaches the target")
+                    .map(|_| ())
+                    .expect("ingest alive");
+            }
+        };
+        wait_for(50).await;
+        rate_tx.send_replace(2000);
+        let at = *head.borrow();
+        wait_for(at + 500).await;
+        stop.cancel();
+        task.await.expect("traffic task");
+        running.stop().await;
+    }
+}

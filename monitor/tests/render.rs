@@ -1,0 +1,392 @@
+//! Snapshot tests of the rendered dashboard.
+//!
+//! Each screen is built the way the running monitor builds it: by feeding
+//! `AppEvent`s through `App::handle`. All times come from the events, so
+//! the screens are the same on every run. Review changes with
+//! `INSTA_UPDATE=always cargo test -p ackflow-monitor` and read the `.snap`
+//! files under `tests/snapshots`.
+
+use std::time::Duration;
+
+use ackflow_monitor::app::{App, AppEvent, CommandOutcome, ConnState};
+use ackflow_monitor::ui;
+use ackflow_proto::v1 as pb;
+use pb::feed_event::Kind;
+use pb::watch_update::Update;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+/// 2024-01-01 12:34:56 UTC, in microseconds since the Unix epoch.
+const T0: i64 = 1_704_112_496_000_000;
+const CORE: &str = "http://127.0.0.1:50051";
+
+fn draw(app: &App, width: u16, height: u16) -> TestBackend {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("test terminal");
+    terminal
+        .draw(|frame| ui::render(app, frame))
+        .expect("render");
+    terminal.backend().clone()
+}
+
+fn key(app: &mut App, code: KeyCode) {
+    app.handle(AppEvent::Key(KeyEvent::new(code, KeyModifiers::NONE)));
+}
+
+fn feed(app: &mut App, at_ms: i64, kind: Kind) {
+    app.handle(AppEvent::Admin(Update::Feed(pb::FeedEvent {
+        at_us: T0 + at_ms * 1000,
+        kind: Some(kind),
+    })));
+}
+
+fn result(seq: u64, kind: &str, ok: bool, latency_us: u64, output: &str) -> Kind {
+    Kind::Result(pb::ResultFeed {
+        seq,
+        kind: kind.into(),
+        status: if ok {
+            pb::ResultStatus::Ok
+        } else {
+            pb::ResultStatus::Failed
+        } as i32,
+        latency_us,
+        output: output.into(),
+        attempt: 1,
+    })
+}
+
+fn entry(seq: u64, attempt: u32, age_ms: u64, left_ms: u64, backoff_ms: u64) -> pb::InFlightEntry {
+    pb::InFlightEntry {
+        seq,
+        attempt,
+        age_us: age_ms * 1000,
+        next_retransmit_us: left_ms * 1000,
+        backoff_us: backoff_ms * 1000,
+        acked: false,
+    }
+}
+
+/// The fields of a snapshot that differ between the scenarios.
+struct Shape {
+    head: u64,
+    next_to_send: u64,
+    acked_floor: u64,
+    next_expected: u64,
+    in_flight: Vec<pb::InFlightEntry>,
+    connection: pb::ProcessorConnection,
+    faults: pb::Faults,
+    dead: Vec<pb::DeadEntry>,
+}
+
+/// Feeds 40 snapshots, 200 ms apart, whose retransmit and duplicate drop
+/// totals grow in a fixed pattern; the last one has `shape`.
+fn snapshots(app: &mut App, shape: &Shape, retransmit_every: u64, rates: pb::Rates) {
+    let mut totals = pb::Totals::default();
+    for i in 0..40_u64 {
+        totals.published = shape.head;
+        totals.delivered = shape.next_to_send - 1 + totals.retransmits;
+        totals.acked = shape.acked_floor - 1;
+        totals.retransmits += (i % retransmit_every == 0) as u64 * (1 + i % 3);
+        totals.duplicate_drops += (i % 7 == 3) as u64 * 2;
+        totals.duplicate_acks = totals.duplicate_drops / 2;
+        totals.results_ok = shape.acked_floor - 40;
+        totals.results_failed = 39 - shape.dead.len() as u64;
+        totals.dead = shape.dead.len() as u64;
+        let snapshot = pb::Snapshot {
+            taken_at_us: T0 + i as i64 * 200_000,
+            head: shape.head,
+            next_to_send: shape.next_to_send,
+            acked_floor: shape.acked_floor,
+            next_expected: shape.next_expected,
+            window: 256,
+            window_used: (shape.next_to_send - shape.acked_floor) as u32,
+            in_flight: shape.in_flight.clone(),
+            rates: Some(rates),
+            totals: Some(totals),
+            processor: Some(pb::ProcessorState {
+                connection: shape.connection as i32,
+                processor_id: "p-5eed".into(),
+                session: 3,
+                buffered: 2,
+            }),
+            faults: Some(shape.faults),
+            srtt_us: 1_800,
+            rto_us: 200_000,
+            dead: shape.dead.clone(),
+        };
+        app.handle(AppEvent::Admin(Update::Snapshot(snapshot)));
+        app.handle(AppEvent::Tick);
+    }
+}
+
+fn running_app() -> App {
+    let mut app = App::new(CORE, None);
+    app.handle(AppEvent::Connection(ConnState::Connecting {
+        attempt: 1,
+        next_retry: Duration::ZERO,
+    }));
+    app.handle(AppEvent::Connection(ConnState::Connected));
+    let shape = Shape {
+        head: 1234,
+        next_to_send: 1229,
+        acked_floor: 1223,
+        next_expected: 1226,
+        in_flight: vec![
+            entry(1223, 2, 640, 150, 400),
+            pb::InFlightEntry {
+                seq: 1224,
+                acked: true,
+                ..Default::default()
+            },
+            entry(1225, 1, 210, 0, 200),
+            entry(1226, 1, 120, 80, 200),
+            entry(1227, 1, 60, 140, 200),
+            entry(1228, 1, 10, 190, 200),
+        ],
+        connection: pb::ProcessorConnection::Running,
+        faults: pb::Faults {
+            drop_acks: 0.3,
+            ..Default::default()
+        },
+        dead: vec![],
+    };
+    feed(
+        &mut app,
+        0,
+        Kind::Connection(pb::ConnectionFeed {
+            connected: true,
+            processor_id: "p-5eed".into(),
+            session: 3,
+            reason: String::new(),
+        }),
+    );
+    key(&mut app, KeyCode::Char('f'));
+    snapshots(
+        &mut app,
+        &shape,
+        4,
+        pb::Rates {
+            publish: 20.0,
+            deliver: 21.4,
+            ack: 19.8,
+            retransmit: 1.4,
+            duplicate_drop: 0.0,
+        },
+    );
+    let outputs = [
+        (
+            "sha256",
+            true,
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        ),
+        ("wordcount", true, "7"),
+        ("sum", true, "1042"),
+        ("sleep", true, "slept 23 ms"),
+        ("fail", false, "this algorithm always fails"),
+        (
+            "sha256",
+            true,
+            "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae",
+        ),
+        (
+            "unknown-kind",
+            false,
+            "no algorithm for kind \"unknown-kind\"",
+        ),
+        ("sum", true, "-3.5"),
+        ("wordcount", true, "11"),
+        ("sleep", true, "slept 5 ms"),
+    ];
+    for (i, (kind, ok, output)) in outputs.into_iter().enumerate() {
+        let seq = 1213 + i as u64;
+        feed(
+            &mut app,
+            8000 + i as i64 * 50,
+            result(seq, kind, ok, 3_000 + i as u64 * 1_700, output),
+        );
+    }
+    feed(
+        &mut app,
+        8100,
+        Kind::Retransmit(pb::RetransmitFeed {
+            seq: 1223,
+            attempt: 2,
+            backoff_us: 400_000,
+        }),
+    );
+    feed(
+        &mut app,
+        8300,
+        Kind::Duplicate(pb::DuplicateFeed {
+            count: 2,
+            total: 12,
+        }),
+    );
+    app.handle(AppEvent::CommandDone(CommandOutcome {
+        ok: true,
+        text: "set faults: relayed to the processor".into(),
+    }));
+    app
+}
+
+fn paused_app() -> App {
+    let mut app = App::new(CORE, Some(20));
+    app.handle(AppEvent::Connection(ConnState::Connected));
+    let shape = Shape {
+        head: 1412,
+        next_to_send: 1413,
+        acked_floor: 1157,
+        next_expected: 1157,
+        in_flight: (1157..1169)
+            .map(|seq| {
+                let attempt = 3 + (seq % 3) as u32;
+                let backoff = 200 << (attempt - 1);
+                entry(
+                    seq,
+                    attempt,
+                    9_000 - (seq - 1157) * 40,
+                    backoff / 3,
+                    backoff,
+                )
+            })
+            .collect(),
+        connection: pb::ProcessorConnection::Paused,
+        faults: pb::Faults::default(),
+        dead: vec![
+            pb::DeadEntry {
+                seq: 977,
+                kind: "sleep".into(),
+                reason: "the processor rejected it (algorithm panicked)".into(),
+                attempts: 1,
+            },
+            pb::DeadEntry {
+                seq: 512,
+                kind: "sum".into(),
+                reason: "not acked after 20 attempts".into(),
+                attempts: 20,
+            },
+        ],
+    };
+    feed(&mut app, 0, Kind::Pause(pb::PauseFeed { paused: true }));
+    snapshots(
+        &mut app,
+        &shape,
+        1,
+        pb::Rates {
+            publish: 20.0,
+            deliver: 0.0,
+            ack: 0.0,
+            retransmit: 48.0,
+            duplicate_drop: 12.5,
+        },
+    );
+    for i in 0..8_u64 {
+        let seq = 1157 + i;
+        let attempt = 3 + (seq % 3) as u32;
+        feed(
+            &mut app,
+            8000 + i as i64 * 20,
+            Kind::Retransmit(pb::RetransmitFeed {
+                seq,
+                attempt,
+                backoff_us: (200_000 << (attempt - 1)).min(5_000_000),
+            }),
+        );
+    }
+    feed(
+        &mut app,
+        8200,
+        Kind::Duplicate(pb::DuplicateFeed {
+            count: 8,
+            total: 96,
+        }),
+    );
+    feed(
+        &mut app,
+        8300,
+        Kind::Dead(pb::DeadFeed {
+            seq: 977,
+            reason: "the processor rejected it (algorithm panicked)".into(),
+            attempts: 1,
+        }),
+    );
+    for i in 0..6_u64 {
+        feed(
+            &mut app,
+            7000 + i as i64 * 10,
+            result(
+                1151 + i,
+                "sha256",
+                true,
+                2_400,
+                "e3b0c44298fc1c149afbf4c8996fb924",
+            ),
+        );
+    }
+    app
+}
+
+#[test]
+fn running() {
+    let app = running_app();
+    insta::assert_snapshot!("running", draw(&app, 120, 40));
+}
+
+#[test]
+fn paused_with_retransmits() {
+    let app = paused_app();
+    insta::assert_snapshot!("paused_with_retransmits", draw(&app, 120, 40));
+}
+
+#[test]
+fn disconnected() {
+    let mut app = running_app();
+    app.handle(AppEvent::Connection(ConnState::Unreachable {
+        error: "transport error: tcp connect error: Connection refused (os error 111)".into(),
+    }));
+    app.handle(AppEvent::Connection(ConnState::Connecting {
+        attempt: 4,
+        next_retry: Duration::from_millis(2_500),
+    }));
+    insta::assert_snapshot!("disconnected", draw(&app, 120, 40));
+}
+
+#[test]
+fn running_80x24() {
+    let app = running_app();
+    insta::assert_snapshot!("running_80x24", draw(&app, 80, 24));
+}
+
+#[test]
+fn paused_80x24() {
+    let app = paused_app();
+    insta::assert_snapshot!("paused_80x24", draw(&app, 80, 24));
+}
+
+#[test]
+fn disconnected_80x24() {
+    let mut app = App::new(CORE, None);
+    app.handle(AppEvent::Connection(ConnState::Unreachable {
+        error: "transport error: tcp connect error: Connection refused (os error 111)".into(),
+    }));
+    app.handle(AppEvent::Connection(ConnState::Connecting {
+        attempt: 2,
+        next_retry: Duration::from_millis(400),
+    }));
+    insta::assert_snapshot!("disconnected_80x24", draw(&app, 80, 24));
+}
+
+#[test]
+fn help_80x24() {
+    let mut app = paused_app();
+    key(&mut app, KeyCode::Char('?'));
+    insta::assert_snapshot!("help_80x24", draw(&app, 80, 24));
+}
+
+#[test]
+fn tiny_terminals_do_not_panic() {
+    let app = paused_app();
+    for (width, height) in [(1, 1), (20, 5), (40, 10), (79, 23), (200, 60)] {
+        draw(&app, width, height);
+    }
+}
