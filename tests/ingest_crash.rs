@@ -1,7 +1,7 @@
 //! Kills core with SIGKILL while clients publish concurrently (gRPC unary,
 //! gRPC stream and REST), restarts it, and checks on both stores that every
 //! publish that got a 2xx/OK is stored exactly once, with seqs strictly
-//! increasing and no gaps.
+//! increasing and no gaps. The same with SIGTERM, which must also exit 0.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -72,7 +72,7 @@ async fn stream_publisher(core: &Client, acked: Acked) {
     }
 }
 
-async fn crash_and_check(database_url: Option<String>) -> anyhow::Result<()> {
+async fn crash_and_check(database_url: Option<String>, graceful: bool) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut core = Core::start(dir.path(), database_url.as_deref(), &[]).await?;
     let store_url = database_url
@@ -115,7 +115,13 @@ async fn crash_and_check(database_url: Option<String>) -> anyhow::Result<()> {
         },
     )
     .await?;
-    core.proc.kill().await;
+    if graceful {
+        // SIGTERM: stop accepting, answer every queued publish, exit 0.
+        let code = core.proc.terminate().await?;
+        assert_eq!(code, Some(0), "graceful shutdown exit code");
+    } else {
+        core.proc.kill().await;
+    }
     tokio::time::timeout(Duration::from_secs(30), async {
         while publishers.join_next().await.is_some() {}
     })
@@ -170,12 +176,17 @@ async fn crash_and_check(database_url: Option<String>) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_loses_no_acknowledged_publish_sqlite() -> anyhow::Result<()> {
-    crash_and_check(None).await
+    crash_and_check(None, false).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_loses_no_acknowledged_publish_postgres() -> anyhow::Result<()> {
     let db = PgDb::create("crash").await?;
-    crash_and_check(Some(db.url.clone())).await?;
+    crash_and_check(Some(db.url.clone()), false).await?;
     db.drop_db().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_answers_every_publish_and_exits_0() -> anyhow::Result<()> {
+    crash_and_check(None, true).await
 }

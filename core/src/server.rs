@@ -13,6 +13,7 @@ use std::time::Duration;
 use ackflow_proto::v1 as pb;
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -167,6 +168,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         },
         bearer(config.admin_token.clone()),
     );
+    // Nagle's algorithm with delayed acks would hold small stream messages
+    // for up to 40 ms; every accepted connection gets TCP_NODELAY.
+    let incoming = TcpListenerStream::new(grpc_listener).map(|conn| {
+        if let Ok(stream) = &conn {
+            let _ = stream.set_nodelay(true);
+        }
+        conn
+    });
     let grpc_cancel = cancel.clone();
     tracker.spawn(async move {
         let served = tonic::transport::Server::builder()
@@ -177,7 +186,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .add_service(ingest_service)
             .add_service(delivery_service)
             .add_service(admin_service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+            .serve_with_incoming_shutdown(incoming, async move {
                 grpc_cancel.cancelled().await;
                 health_reporter
                     .set_not_serving::<pb::ingest_server::IngestServer<IngestService>>()
