@@ -17,11 +17,24 @@ impl Tmux {
     fn start(command: &str) -> anyhow::Result<Self> {
         let session = format!("ackflow-test-{:08x}", fastrand::u32(..));
         let status = Command::new("tmux")
-            .args(["new-session", "-d", "-s", &session, "-x", "120", "-y", "40", command])
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &session,
+                "-x",
+                "120",
+                "-y",
+                "40",
+                command,
+            ])
             .env_remove("DATABASE_URL")
             .env_remove("TMUX")
             .status()?;
-        anyhow::ensure!(status.success(), "tmux new-session failed (is tmux installed?)");
+        anyhow::ensure!(
+            status.success(),
+            "tmux new-session failed (is tmux installed?)"
+        );
         Ok(Self { session })
     }
 
@@ -138,7 +151,11 @@ async fn demo_pause_resume_quit() -> anyhow::Result<()> {
     })
     .await?;
     let seqs = result_seqs(&tmux.screen());
-    assert!(seqs.len() >= 5, "results table rows: {seqs:?}\n{}", tmux.screen());
+    assert!(
+        seqs.len() >= 5,
+        "results table rows: {seqs:?}\n{}",
+        tmux.screen()
+    );
     assert!(
         seqs.windows(2).all(|w| w[0] > w[1]),
         "results are listed newest first, in seq order: {seqs:?}"

@@ -45,7 +45,10 @@ struct Args {
 
 fn payload(size: usize, n: u64) -> String {
     let prefix = format!("{n}:");
-    format!("\"{prefix}{}\"", "x".repeat(size.saturating_sub(prefix.len() + 2)))
+    format!(
+        "\"{prefix}{}\"",
+        "x".repeat(size.saturating_sub(prefix.len() + 2))
+    )
 }
 
 fn rate(events: u64, took: Duration) -> String {
@@ -61,7 +64,10 @@ async fn rest_single(core: &Core, args: &Args) -> anyhow::Result<Duration> {
         let size = args.payload;
         tasks.spawn(async move {
             for n in 0..per_client {
-                let body = format!(r#"{{"kind":"sha256","payload":{}}}"#, payload(size, c * per_client + n));
+                let body = format!(
+                    r#"{{"kind":"sha256","payload":{}}}"#,
+                    payload(size, c * per_client + n)
+                );
                 let (status, text) = post_json(http, "/v1/events", &body).await?;
                 anyhow::ensure!(status == 202, "publish failed: {status} {text}");
             }
@@ -85,7 +91,12 @@ async fn rest_batches(core: &Core, args: &Args, total: u64) -> anyhow::Result<Du
         tasks.spawn(async move {
             for b in 0..batches_per_client {
                 let events: Vec<String> = (0..batch)
-                    .map(|n| format!(r#"{{"kind":"sha256","payload":{}}}"#, payload(size, b * batch + n)))
+                    .map(|n| {
+                        format!(
+                            r#"{{"kind":"sha256","payload":{}}}"#,
+                            payload(size, b * batch + n)
+                        )
+                    })
                     .collect();
                 let body = format!(r#"{{"events":[{}]}}"#, events.join(","));
                 let (status, text) = post_json(http, "/v1/events/batch", &body).await?;
@@ -120,10 +131,14 @@ async fn stream(core: &Core, n: u64, size: usize) -> anyhow::Result<Duration> {
 }
 
 async fn wait_drained(core: &Core) -> anyhow::Result<pb::Snapshot> {
-    wait_for("every event resolved", Duration::from_secs(1800), || async {
-        let s = core.snapshot().await.ok()?;
-        (s.acked_floor > s.head).then_some(s)
-    })
+    wait_for(
+        "every event resolved",
+        Duration::from_secs(1800),
+        || async {
+            let s = core.snapshot().await.ok()?;
+            (s.acked_floor > s.head).then_some(s)
+        },
+    )
     .await
 }
 
@@ -141,18 +156,32 @@ async fn measure(name: &str, url: Option<&str>, dir: &Path, args: &Args) -> anyh
     println!("\n== {name} (window {}) ==", args.window);
 
     let took = rest_single(&core, args).await?;
-    println!("publish, single REST requests ({} clients): {}", args.clients, rate(args.rest_events, took));
+    println!(
+        "publish, single REST requests ({} clients): {}",
+        args.clients,
+        rate(args.rest_events, took)
+    );
     let batch_total = args.events.min(50_000);
     let took = rest_batches(&core, args, batch_total).await?;
-    println!("publish, REST batches of {}:              {}", args.batch, rate(batch_total, took));
+    println!(
+        "publish, REST batches of {}:              {}",
+        args.batch,
+        rate(batch_total, took)
+    );
     let took = stream(&core, args.events, args.payload).await?;
-    println!("publish, one gRPC PublishStream:          {}", rate(args.events, took));
+    println!(
+        "publish, one gRPC PublishStream:          {}",
+        rate(args.events, took)
+    );
 
     let backlog = core.snapshot().await?.head;
     let started = Instant::now();
     let mut processor = start_processor(dir, &core.grpc_url(), &[])?;
     wait_drained(&core).await?;
-    println!("drain of a {backlog}-event backlog:       {}", rate(backlog, started.elapsed()));
+    println!(
+        "drain of a {backlog}-event backlog:       {}",
+        rate(backlog, started.elapsed())
+    );
 
     // W1: burst of N events through PublishStream, end to end.
     let first_seq = core.snapshot().await?.head + 1;
@@ -172,7 +201,9 @@ async fn measure(name: &str, url: Option<&str>, dir: &Path, args: &Args) -> anyh
         let Some(last) = page.last() else { break };
         after = last.event.seq;
         for view in page {
-            let result = view.result.ok_or_else(|| anyhow::anyhow!("seq {} has no result", view.event.seq))?;
+            let result = view
+                .result
+                .ok_or_else(|| anyhow::anyhow!("seq {} has no result", view.event.seq))?;
             first_publish = first_publish.min(view.event.published_at_us);
             last_result = last_result.max(result.stored_at_us);
             latencies.push(result.stored_at_us - view.event.published_at_us);
@@ -180,8 +211,15 @@ async fn measure(name: &str, url: Option<&str>, dir: &Path, args: &Args) -> anyh
     }
     latencies.sort_unstable();
     let span = Duration::from_micros((last_result - first_publish).max(1) as u64);
-    println!("W1 end to end ({} events):              {}", args.events, rate(args.events, span));
-    println!("W1 publish accepted:                      {}", rate(args.events, accepted));
+    println!(
+        "W1 end to end ({} events):              {}",
+        args.events,
+        rate(args.events, span)
+    );
+    println!(
+        "W1 publish accepted:                      {}",
+        rate(args.events, accepted)
+    );
     println!(
         "W1 publish→result latency: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         percentile(&latencies, 0.5),
@@ -201,7 +239,9 @@ async fn main() -> anyhow::Result<()> {
         "ackflow-bench: {} events, {}-byte payloads, {} cores",
         args.events,
         args.payload,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     );
     if args.store == "postgres" || args.store == "both" {
         let db = PgDb::create("bench").await?;
