@@ -10,6 +10,9 @@
 //! `pause_retransmits_then_drains`: pausing the processor makes core
 //! retransmit at growing intervals and the processor drop duplicates; on
 //! resume the window drains in order.
+//!
+//! `a_stuck_watcher_never_slows_delivery`: an admin watcher that stops
+//! reading does not hold delivery back, and is told how much it missed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -295,5 +298,45 @@ async fn pause_retransmits_then_drains() -> anyhow::Result<()> {
         (1..=40).collect::<Vec<u64>>(),
         "processed once each, in order"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stuck_watcher_never_slows_delivery() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let core = Core::start(dir.path(), None, &[]).await?;
+    let mut processor = start_processor(dir.path(), &core.grpc_url(), &[])?;
+    // This watcher never reads until delivery is over.
+    let mut stuck = core
+        .admin()
+        .await?
+        .watch(pb::WatchRequest {})
+        .await?
+        .into_inner();
+    let mut ingest = core.ingest().await?;
+    let n = 20_000u64;
+    let requests = tokio_stream::iter((0..n).map(|i| pb::PublishRequest {
+        kind: "sha256".into(),
+        payload: format!("{i}").into_bytes(),
+        request_id: i,
+        ..Default::default()
+    }));
+    let mut replies = ingest.publish_stream(requests).await?.into_inner();
+    while replies.message().await?.is_some() {}
+    wait_for("every event resolved", Duration::from_secs(120), || async {
+        let s = core.snapshot().await.ok()?;
+        (s.acked_floor > n).then_some(())
+    })
+    .await?;
+    // The stuck watcher is told how much of the feed it missed.
+    let mut missed = 0;
+    while let Some(update) = stuck.message().await? {
+        if let Some(pb::watch_update::Update::Lagged(n)) = update.update {
+            missed = n;
+            break;
+        }
+    }
+    assert!(missed > 0, "the stuck watcher was not told it lagged");
+    processor.terminate().await?;
     Ok(())
 }

@@ -92,6 +92,12 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_INSECURE")]
     pub insecure: bool,
 
+    /// Breaks the protocol on purpose: moves the acked floor over every event
+    /// as soon as it is sent, without waiting for a result. Exists only so the
+    /// chaos checker can prove it detects loss (a negative control).
+    #[arg(long, hide = true)]
+    pub unsafe_floor_on_send: bool,
+
     /// Longest time a graceful shutdown may take before core exits anyway, in seconds.
     #[arg(long, env = "ACKFLOW_SHUTDOWN_TIMEOUT_S", default_value_t = 10)]
     pub shutdown_timeout_s: u64,

@@ -99,11 +99,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             tail,
             ingest: ingest.clone(),
             cancel: cancel.clone(),
+            unsafe_floor_on_send: config.unsafe_floor_on_send,
         },
         &tracker,
     )
     .await
     .context("loading the delivery cursor")?;
+    if config.unsafe_floor_on_send {
+        tracing::warn!("--unsafe-floor-on-send: the acked floor ignores results; events WILL be lost");
+    }
 
     let http_listener = TcpListener::bind(config.http_addr)
         .await

@@ -81,6 +81,9 @@ pub struct HubParts {
     pub tail: Arc<Tail>,
     pub ingest: Ingest,
     pub cancel: CancellationToken,
+    /// Negative control only (`--unsafe-floor-on-send`): resolve events when
+    /// sent, so that loss can be shown to be detected.
+    pub unsafe_floor_on_send: bool,
 }
 
 /// Loads the cursor, starts the hub, the backlog reader and the result
@@ -147,6 +150,7 @@ pub async fn start(
         dead_dirty: false,
         last_sent: Instant::now(),
         last_floor_sent: 0,
+        unsafe_floor_on_send: parts.unsafe_floor_on_send,
     };
     tracker.spawn(state.run(
         sessions_rx,
@@ -200,6 +204,7 @@ struct State {
     dead_dirty: bool,
     last_sent: Instant,
     last_floor_sent: Seq,
+    unsafe_floor_on_send: bool,
 }
 
 impl State {
@@ -412,6 +417,17 @@ impl State {
                 break;
             }
             next = events_rx.try_recv().ok();
+        }
+        if self.unsafe_floor_on_send {
+            // Deliberately wrong: the floor passes events nobody processed.
+            let seqs: Vec<Seq> = batch.iter().map(|e| e.seq).collect();
+            for seq in &seqs {
+                self.sender.on_ack(*seq, 1, now);
+                self.payloads.remove(seq);
+            }
+            self.sender.on_stored(seqs);
+            self.floor
+                .store(self.sender.acked_floor(), Ordering::Release);
         }
         if !batch.is_empty() {
             self.send_events(batch).await;
