@@ -306,10 +306,14 @@ async fn a_stuck_watcher_never_slows_delivery() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let core = Core::start(dir.path(), None, &[]).await?;
     let mut processor = start_processor(dir.path(), &core.grpc_url(), &[])?;
-    // This watcher never reads until delivery is over.
-    let mut stuck = core
-        .admin()
-        .await?
+    // This watcher never reads until delivery is over. Its HTTP/2 windows
+    // are the protocol minimum, so core cannot park the feed in buffers.
+    let channel = tonic::transport::Endpoint::from_shared(core.grpc_url())?
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await?;
+    let mut stuck = pb::admin_client::AdminClient::new(channel)
         .watch(pb::WatchRequest {})
         .await?
         .into_inner();
@@ -329,13 +333,15 @@ async fn a_stuck_watcher_never_slows_delivery() -> anyhow::Result<()> {
     })
     .await?;
     // The stuck watcher is told how much of the feed it missed.
-    let mut missed = 0;
-    while let Some(update) = stuck.message().await? {
-        if let Some(pb::watch_update::Update::Lagged(n)) = update.update {
-            missed = n;
-            break;
+    let missed = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(update) = stuck.message().await? {
+            if let Some(pb::watch_update::Update::Lagged(n)) = update.update {
+                return Ok(n);
+            }
         }
-    }
+        anyhow::Ok(0)
+    })
+    .await??;
     assert!(missed > 0, "the stuck watcher was not told it lagged");
     processor.terminate().await?;
     Ok(())
