@@ -92,15 +92,49 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_INSECURE")]
     pub insecure: bool,
 
+    /// PEM certificate chain (leaf first): serve gRPC and REST over TLS. Needs --tls-key.
+    #[arg(long, env = "ACKFLOW_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "ACKFLOW_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Breaks the protocol on purpose: moves the acked floor over every event
     /// as soon as it is sent, without waiting for a result. Exists only so the
     /// chaos checker can prove it detects loss (a negative control).
     #[arg(long, hide = true)]
     pub unsafe_floor_on_send: bool,
 
+    /// Log format on stderr: pretty (for people) or json (one object per line, for collectors). Filter with RUST_LOG.
+    #[arg(long, env = "ACKFLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+
     /// Longest time a graceful shutdown may take before core exits anyway, in seconds.
     #[arg(long, env = "ACKFLOW_SHUTDOWN_TIMEOUT_S", default_value_t = 10)]
     pub shutdown_timeout_s: u64,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+impl LogFormat {
+    /// Initialises `tracing` on stderr with `RUST_LOG` (default `info`).
+    pub fn init(self) {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        let _ = match self {
+            LogFormat::Pretty => builder.try_init(),
+            LogFormat::Json => builder.json().try_init(),
+        };
+    }
 }
 
 impl Config {
@@ -113,6 +147,11 @@ impl Config {
         config.database_url = database_url;
         config.data_dir = data_dir;
         config
+    }
+
+    /// True when TLS is configured (both --tls-cert and --tls-key).
+    pub fn tls(&self) -> bool {
+        self.tls_cert.is_some() && self.tls_key.is_some()
     }
 
     /// The database URL in force: `--database-url`, else SQLite in the data dir.
@@ -140,6 +179,9 @@ impl Config {
                 "--http-addr {} is not a loopback address: set --admin-token (or pass --insecure)",
                 self.http_addr
             ));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("--tls-cert and --tls-key go together: set both or neither".into());
         }
         for (flag, token) in [
             ("--processor-token", &self.processor_token),

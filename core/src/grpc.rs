@@ -75,7 +75,8 @@ impl pb::ingest_server::Ingest for IngestService {
     ) -> Result<Response<pb::PublishReply>, Status> {
         let req = request.into_inner();
         let request_id = req.request_id;
-        let event = to_event(req, &self.limits)?;
+        let event =
+            to_event(req, &self.limits).inspect_err(|_| self.ingest.metrics().reject("invalid"))?;
         let appended = self.ingest.publish(vec![event]).await?;
         let first = appended
             .first()
@@ -104,12 +105,23 @@ impl pb::ingest_server::Ingest for IngestService {
                 };
                 let req = match next {
                     Ok(Some(req)) => req,
-                    Ok(None) | Err(_) => break,
+                    Ok(None) => break,
+                    // An undecodable or oversized message: the client is
+                    // told (after the replies it is owed), not left with an
+                    // OK that hides the refusal. If the client is gone
+                    // instead, nobody reads this and nothing is lost.
+                    Err(status) => {
+                        let _ = pending_tx.send(Err(status)).await;
+                        break;
+                    }
                 };
                 let request_id = req.request_id;
                 let submitted = match to_event(req, &limits) {
                     Ok(event) => ingest.submit(vec![event]).await.map_err(Status::from),
-                    Err(invalid) => Err(Status::from(invalid)),
+                    Err(invalid) => {
+                        ingest.metrics().reject("invalid");
+                        Err(Status::from(invalid))
+                    }
                 };
                 // An error goes through the same queue, so the replies
                 // already owed are sent first; then the stream ends with it.

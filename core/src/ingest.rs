@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::CoreMetrics;
 use crate::model::{Appended, NewEvent, Seq, StoredEvent, now_us};
 use crate::store::SharedStore;
 use crate::tail::Tail;
@@ -63,6 +64,7 @@ pub struct Ingest {
     queue_tx: mpsc::Sender<Pending>,
     head_rx: watch::Receiver<Seq>,
     published: Arc<AtomicU64>,
+    metrics: Arc<CoreMetrics>,
 }
 
 /// A publish waiting for its commit.
@@ -75,6 +77,7 @@ impl Ingest {
         tail: Arc<Tail>,
         config: IngestConfig,
         next_seq: Seq,
+        metrics: Arc<CoreMetrics>,
         cancel: CancellationToken,
         tracker: &tokio_util::task::TaskTracker,
     ) -> Self {
@@ -89,12 +92,14 @@ impl Ingest {
             reload_seq: false,
             head_tx,
             published: published.clone(),
+            metrics: metrics.clone(),
         };
         tracker.spawn(writer.run(queue_rx, cancel));
         Self {
             queue_tx,
             head_rx,
             published,
+            metrics,
         }
     }
 
@@ -103,11 +108,21 @@ impl Ingest {
     /// receiver for the outcome.
     pub fn try_submit(&self, events: Vec<NewEvent>) -> Result<PendingReply, IngestError> {
         let (reply, rx) = oneshot::channel();
+        let count = events.len() as u64;
         self.queue_tx
             .try_send(Pending { events, reply })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => IngestError::Full,
-                mpsc::error::TrySendError::Closed(_) => IngestError::ShuttingDown,
+            .map_err(|e| {
+                let (reason, err) = match e {
+                    mpsc::error::TrySendError::Full(_) => ("queue_full", IngestError::Full),
+                    mpsc::error::TrySendError::Closed(_) => {
+                        ("unavailable", IngestError::ShuttingDown)
+                    }
+                };
+                self.metrics
+                    .publish_rejected
+                    .with_label_values(&[reason])
+                    .inc_by(count);
+                err
             })?;
         Ok(rx)
     }
@@ -138,6 +153,11 @@ impl Ingest {
     pub fn published(&self) -> u64 {
         self.published.load(Ordering::Relaxed)
     }
+
+    /// Core's metrics, for the APIs to count refused publishes.
+    pub fn metrics(&self) -> &Arc<CoreMetrics> {
+        &self.metrics
+    }
 }
 
 /// Wait for a publish's outcome.
@@ -156,6 +176,7 @@ struct Writer {
     reload_seq: bool,
     head_tx: watch::Sender<Seq>,
     published: Arc<AtomicU64>,
+    metrics: Arc<CoreMetrics>,
 }
 
 impl Writer {
@@ -250,6 +271,16 @@ impl Writer {
                     }
                 }
                 self.next_seq += stored.len() as u64;
+                let took = started.elapsed().as_secs_f64();
+                let m = &self.metrics;
+                m.events_stored.inc_by(stored.len() as u64);
+                m.publish_accepted.inc_by(outcomes.len() as u64);
+                m.store_commit_seconds
+                    .with_label_values(&["append"])
+                    .observe(took);
+                m.store_batch_events
+                    .with_label_values(&["append"])
+                    .observe(outcomes.len() as f64);
                 self.published
                     .fetch_add(stored.len() as u64, Ordering::Relaxed);
                 tracing::trace!(
@@ -272,6 +303,10 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, events = events.len(), "commit failed");
                 self.reload_seq = true;
+                self.metrics
+                    .publish_rejected
+                    .with_label_values(&["unavailable"])
+                    .inc_by(events.len() as u64);
                 let err = IngestError::Unavailable(e.to_string());
                 for reply in replies {
                     let _ = reply.send(Err(err.clone()));

@@ -98,6 +98,10 @@ impl From<Invalid> for Problem {
                 "Invalid field",
                 e.to_string(),
             ),
+            // Too deep is refused like any nesting the parser refuses.
+            Invalid::TooDeep { .. } => {
+                Problem::new(StatusCode::BAD_REQUEST, "Malformed JSON", e.to_string())
+            }
         }
     }
 }
@@ -204,7 +208,11 @@ async fn read_json<T: serde::de::DeserializeOwned>(
             "the body is not valid UTF-8",
         )
     })?;
-    if validate::json_depth(text) > validate::MAX_JSON_DEPTH + 2 {
+    // A cheap bound before the parser, so deep input never reaches its
+    // recursion. The deepest valid body is a batch: an object, the events
+    // array and the event object around a payload of the deepest allowed
+    // nesting; the payload itself is checked exactly in `to_event`.
+    if validate::json_depth(text) > validate::MAX_JSON_DEPTH + 3 {
         return Err(Problem::new(
             StatusCode::BAD_REQUEST,
             "Malformed JSON",
@@ -222,6 +230,7 @@ async fn read_json<T: serde::de::DeserializeOwned>(
 }
 
 fn to_event(body: EventBody, limits: &Limits) -> Result<NewEvent, Invalid> {
+    validate::check_depth(body.payload.get())?;
     let event = NewEvent {
         kind: body.kind,
         key: body.key,

@@ -25,9 +25,11 @@ use crate::delivery::hub::{self, Hub, HubParts};
 use crate::delivery::service::DeliveryService;
 use crate::grpc::IngestService;
 use crate::ingest::Ingest;
+use crate::metrics::CoreMetrics;
 use crate::rest::{RestState, app};
 use crate::store::{self, SharedStore};
 use crate::tail::Tail;
+use crate::tls::{self, TlsMaterial};
 
 /// A started core.
 pub struct Running {
@@ -65,6 +67,20 @@ impl Running {
 /// Starts core and returns once it listens.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     config.check().map_err(anyhow::Error::msg)?;
+    // Read before anything starts, so a bad certificate fails fast.
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(TlsMaterial::load(cert, key).context("loading --tls-cert / --tls-key")?)
+        }
+        _ => None,
+    };
+    if tls.is_none()
+        && (!config.http_addr.ip().is_loopback() || !config.grpc_addr.ip().is_loopback())
+    {
+        tracing::warn!(
+            "listening beyond loopback without TLS: tokens and events travel in clear text (set --tls-cert and --tls-key)"
+        );
+    }
     let database_url = config.effective_database_url();
     if config.database_url.as_deref().unwrap_or("").is_empty() {
         std::fs::create_dir_all(&config.data_dir)
@@ -84,11 +100,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let tail = Arc::new(Tail::new(config.tail_events, config.tail_bytes));
+    let metrics = Arc::new(CoreMetrics::new());
     let ingest = Ingest::start(
         store.clone(),
         tail.clone(),
         config.ingest(),
         next_seq,
+        metrics.clone(),
         cancel.clone(),
         &tracker,
     );
@@ -100,13 +118,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             ingest: ingest.clone(),
             cancel: cancel.clone(),
             unsafe_floor_on_send: config.unsafe_floor_on_send,
+            metrics: metrics.clone(),
         },
         &tracker,
     )
     .await
     .context("loading the delivery cursor")?;
     if config.unsafe_floor_on_send {
-        tracing::warn!("--unsafe-floor-on-send: the acked floor ignores results; events WILL be lost");
+        tracing::warn!(
+            "--unsafe-floor-on-send: the acked floor ignores results; events WILL be lost"
+        );
     }
 
     let http_listener = TcpListener::bind(config.http_addr)
@@ -123,16 +144,31 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         store: store.clone(),
         limits: config.limits(),
         max_request_bytes: config.max_request_bytes as usize,
-    });
+    })
+    .merge(metrics_route(metrics.clone()))
+    .layer(axum::middleware::from_fn_with_state(
+        metrics.clone(),
+        count_rejections,
+    ));
     let http_cancel = cancel.clone();
-    tracker.spawn(async move {
-        let served = axum::serve(http_listener, rest)
-            .with_graceful_shutdown(async move { http_cancel.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "REST server failed");
+    match &tls {
+        Some(material) => {
+            let acceptor = material
+                .rest_acceptor()
+                .context("configuring TLS for REST")?;
+            tracker.spawn(tls::serve_https(http_listener, acceptor, rest, http_cancel));
         }
-    });
+        None => {
+            tracker.spawn(async move {
+                let served = axum::serve(http_listener, rest)
+                    .with_graceful_shutdown(async move { http_cancel.cancelled().await })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "REST server failed");
+                }
+            });
+        }
+    }
 
     let max_message = config.max_request_bytes as usize + 64 * 1024;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -181,10 +217,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         conn
     });
     let grpc_cancel = cancel.clone();
+    let mut grpc_server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(5)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(5)));
+    if let Some(material) = &tls {
+        grpc_server = grpc_server
+            .tls_config(material.grpc())
+            .context("configuring TLS for gRPC")?;
+    }
     tracker.spawn(async move {
-        let served = tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(5)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+        let served = grpc_server
             .add_service(health_service)
             .add_service(reflection)
             .add_service(ingest_service)
@@ -201,7 +243,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             tracing::error!(error = %e, "gRPC server failed");
         }
     });
-    tracing::info!(%http_addr, %grpc_addr, window = config.window, "core listening");
+    tracing::info!(%http_addr, %grpc_addr, tls = tls.is_some(), window = config.window, "core listening");
     Ok(Running {
         http_addr,
         grpc_addr,
@@ -212,6 +254,47 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tracker,
         shutdown_timeout: Duration::from_secs(config.shutdown_timeout_s),
     })
+}
+
+/// `GET /metrics`: the Prometheus text format.
+fn metrics_route(metrics: Arc<CoreMetrics>) -> axum::Router {
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || async move {
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4",
+                )],
+                metrics.render(),
+            )
+        }),
+    )
+}
+
+/// Counts refused REST publishes by the status they got.
+async fn count_rejections(
+    axum::extract::State(metrics): axum::extract::State<Arc<CoreMetrics>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let publish = request.method() == axum::http::Method::POST
+        && request.uri().path().starts_with("/v1/events");
+    let response = next.run(request).await;
+    if publish {
+        let reason = match response.status().as_u16() {
+            400 => Some("malformed"),
+            413 => Some("too_large"),
+            415 => Some("unsupported_media_type"),
+            422 => Some("invalid"),
+            // 503s are counted by the ingest writer, which knows why.
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            metrics.reject(reason);
+        }
+    }
+    response
 }
 
 /// Runs core until `shutdown` resolves, then stops it gracefully.

@@ -22,10 +22,15 @@ pub const MAX_JSON_DEPTH: usize = 64;
 /// A publish that cannot be accepted; the message names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Invalid {
+    /// A field's value is not allowed; the message names the field.
     #[error("{field}: {reason}")]
     Field { field: &'static str, reason: String },
+    /// The payload is over the size limit.
     #[error("payload is {size} bytes, more than the limit of {limit}")]
     TooLarge { size: usize, limit: usize },
+    /// The payload nests arrays and objects deeper than [`MAX_JSON_DEPTH`].
+    #[error("payload: nested deeper than {limit} levels")]
+    TooDeep { limit: usize },
 }
 
 fn field(field: &'static str, reason: impl Into<String>) -> Invalid {
@@ -78,16 +83,22 @@ pub fn check(event: &NewEvent, limits: &Limits) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// Checks that the JSON text of a payload nests no deeper than
+/// [`MAX_JSON_DEPTH`]. REST and gRPC apply the same limit.
+pub fn check_depth(text: &str) -> Result<(), Invalid> {
+    if json_depth(text) > MAX_JSON_DEPTH {
+        return Err(Invalid::TooDeep {
+            limit: MAX_JSON_DEPTH,
+        });
+    }
+    Ok(())
+}
+
 /// Checks that `payload` is a JSON document no deeper than
 /// [`MAX_JSON_DEPTH`]. Used for gRPC, where the payload arrives as bytes.
 pub fn check_json(payload: &[u8]) -> Result<(), Invalid> {
     let text = std::str::from_utf8(payload).map_err(|_| field("payload", "is not valid UTF-8"))?;
-    if json_depth(text) > MAX_JSON_DEPTH {
-        return Err(field(
-            "payload",
-            format!("nested deeper than {MAX_JSON_DEPTH} levels"),
-        ));
-    }
+    check_depth(text)?;
     serde_json::from_str::<serde::de::IgnoredAny>(text)
         .map_err(|e| field("payload", format!("is not valid JSON: {e}")))?;
     Ok(())

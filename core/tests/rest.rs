@@ -116,6 +116,7 @@ async fn fixture(queue: usize) -> Fixture {
             queue,
         },
         1,
+        Arc::new(ackflow_core::metrics::CoreMetrics::new()),
         cancel.clone(),
         &TaskTracker::new(),
     );

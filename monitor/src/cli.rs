@@ -32,6 +32,14 @@ pub struct Cli {
     #[arg(long, env = "ACKFLOW_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
+    /// PEM certificate of the CA that signed core's TLS certificate; needs an https:// --core.
+    #[arg(long, env = "ACKFLOW_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Name core's certificate must carry (default: the host of --core).
+    #[arg(long, env = "ACKFLOW_TLS_DOMAIN")]
+    pub tls_domain: Option<String>,
+
     /// File the monitor's logs are appended to (they never go to the screen); RUST_LOG sets the level.
     #[arg(long, env = "ACKFLOW_MONITOR_LOG_FILE", global = true, default_value_os_t = default_log_file())]
     pub log_file: PathBuf,
@@ -86,7 +94,15 @@ pub fn main() -> ExitCode {
         });
         match cli.command {
             Some(Mode::Demo(args)) => demo::run(args, shutdown).await,
-            None => watch_core(&cli.core, cli.token.as_deref(), shutdown).await,
+            None => {
+                let core = Core::new(&cli.core, cli.token.as_deref()).and_then(|core| {
+                    core.with_tls(cli.tls_ca.as_deref(), cli.tls_domain.as_deref())
+                });
+                match core {
+                    Ok(core) => watch_core(core, shutdown).await,
+                    Err(e) => Err(e),
+                }
+            }
         }
     });
     // Commands still in flight must not hold the exit up.
@@ -102,12 +118,7 @@ pub fn main() -> ExitCode {
 }
 
 /// The dashboard against a core that runs elsewhere.
-async fn watch_core(
-    url: &str,
-    token: Option<&str>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let core = Core::new(url, token)?;
+async fn watch_core(core: Core, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut app = App::new(core.url.clone(), None);
     app.utc_offset_s = run::local_utc_offset_s();
     run::in_terminal(

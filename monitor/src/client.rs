@@ -105,6 +105,17 @@ impl Core {
         })
     }
 
+    /// Adds TLS when the URL is `https://`: core's certificate must chain
+    /// to the CA in `ca` and name `domain` (default: the URL's host).
+    pub fn with_tls(
+        mut self,
+        ca: Option<&std::path::Path>,
+        domain: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        self.endpoint = ackflow_processor::tls::configure(self.endpoint, &self.url, ca, domain)?;
+        Ok(self)
+    }
+
     /// A command sender on its own lazily connected channel, which dials
     /// again by itself after core comes back.
     pub fn commander(&self, events_tx: mpsc::Sender<AppEvent>) -> Commander {

@@ -8,6 +8,7 @@
 
 use std::io::Write;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ackflow_proto::v1 as pb;
@@ -19,6 +20,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::algorithms::Registry;
 use crate::config::Config;
+use crate::metrics::ProcessorMetrics;
 use crate::receiver::{Action, Receiver};
 
 /// How often the processor reports its state to core.
@@ -49,6 +51,9 @@ pub async fn run_with(
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5))
         .keep_alive_while_idle(true);
+    let endpoint = config
+        .tls(endpoint)
+        .context("configuring TLS towards core")?;
     let processor_id = config
         .processor_id
         .clone()
@@ -65,13 +70,29 @@ pub async fn run_with(
         ),
         None => None,
     };
+    let metrics = Arc::new(ProcessorMetrics::new());
+    if let Some(addr) = config.metrics_addr {
+        crate::metrics::serve(addr, metrics.clone(), cancel.clone())
+            .await
+            .with_context(|| format!("binding --metrics-addr {addr}"))?;
+    }
     let (work_tx, work_rx) = mpsc::unbounded_channel();
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let worker_registry = registry.clone();
     let worker_id = processor_id.clone();
+    let worker_metrics = metrics.clone();
     std::thread::Builder::new()
         .name("ackflow-worker".into())
-        .spawn(move || worker(worker_registry, work_rx, done_tx, processed_log, worker_id))
+        .spawn(move || {
+            worker(
+                worker_registry,
+                work_rx,
+                done_tx,
+                processed_log,
+                worker_id,
+                &worker_metrics,
+            )
+        })
         .context("starting the worker thread")?;
 
     let mut life = Life {
@@ -83,6 +104,8 @@ pub async fn run_with(
         work_tx,
         done_rx,
         rng: fastrand::Rng::new(),
+        metrics,
+        synced: Default::default(),
     };
     let mut backoff = RECONNECT_MIN;
     while !cancel.is_cancelled() {
@@ -119,6 +142,9 @@ struct Life {
     work_tx: mpsc::UnboundedSender<pb::Event>,
     done_rx: mpsc::UnboundedReceiver<pb::Ack>,
     rng: fastrand::Rng,
+    metrics: Arc<ProcessorMetrics>,
+    /// Receiver counters as last copied into the metrics.
+    synced: crate::receiver::Counters,
 }
 
 impl Life {
@@ -154,6 +180,19 @@ impl Life {
             Err(status) => return format!("subscribe refused: {}", status.message()),
         };
         tracing::info!("connected to core");
+        self.metrics.connected.set(1);
+        let reason = self.stream(&mut inbound, out_tx, cancel).await;
+        self.metrics.connected.set(0);
+        reason
+    }
+
+    /// Runs one connected stream until it ends; returns why.
+    async fn stream(
+        &mut self,
+        inbound: &mut tonic::Streaming<pb::CoreMessage>,
+        out_tx: mpsc::Sender<pb::ProcessorMessage>,
+        cancel: &CancellationToken,
+    ) -> String {
         let mut status_tick = tokio::time::interval(STATUS_EVERY);
         let cut_after = match self.faults.cut_every_s {
             0 => None,
@@ -281,8 +320,19 @@ impl Life {
         out_tx.send(msg).await.is_ok()
     }
 
-    fn status(&self) -> pb::ProcessorMessage {
+    fn status(&mut self) -> pb::ProcessorMessage {
         let c = self.receiver.counters();
+        let m = &self.metrics;
+        m.duplicate_drops.inc_by(
+            c.duplicate_drops
+                .saturating_sub(self.synced.duplicate_drops),
+        );
+        m.acks_resent
+            .inc_by(c.acks_resent.saturating_sub(self.synced.acks_resent));
+        self.synced = c;
+        m.paused.set(i64::from(self.receiver.is_paused()));
+        m.buffered.set(self.receiver.buffered() as i64);
+        m.next_expected.set(self.receiver.next_expected() as i64);
         pb::ProcessorMessage {
             body: Some(pb::processor_message::Body::Status(pb::ProcessorStatus {
                 next_expected: self.receiver.next_expected(),
@@ -304,7 +354,9 @@ fn worker(
     done_tx: mpsc::UnboundedSender<pb::Ack>,
     mut processed_log: Option<std::fs::File>,
     processor_id: String,
+    metrics: &ProcessorMetrics,
 ) {
+    let known = registry.kinds();
     let mut log_buf = String::new();
     while let Some(event) = work_rx.blocking_recv() {
         let started = Instant::now();
@@ -338,6 +390,26 @@ fn worker(
                 reject: true,
             },
         };
+        // Label by algorithm, not by the raw kind, so that arbitrary kinds
+        // cannot grow the label set without bound.
+        let algorithm = if known.contains(&event.kind) {
+            event.kind.as_str()
+        } else {
+            "unknown"
+        };
+        let status = match (ack.reject, ack.status == pb::ResultStatus::Ok as i32) {
+            (true, _) => "rejected",
+            (false, true) => "ok",
+            (false, false) => "failed",
+        };
+        metrics
+            .processed
+            .with_label_values(&[algorithm, status])
+            .inc();
+        metrics
+            .processing_seconds
+            .with_label_values(&[algorithm])
+            .observe(processing_us as f64 / 1e6);
         if let Some(file) = processed_log.as_mut() {
             use std::fmt::Write as _;
             let _ = writeln!(log_buf, "{processor_id} {} {}", event.seq, event.attempt);

@@ -15,6 +15,14 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_PROCESSOR_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
+    /// PEM certificate of the CA that signed core's TLS certificate; needs an https:// --core.
+    #[arg(long, env = "ACKFLOW_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
+
+    /// Name core's certificate must carry (default: the host of --core).
+    #[arg(long, env = "ACKFLOW_TLS_DOMAIN")]
+    pub tls_domain: Option<String>,
+
     /// Largest window this processor accepts (reorder buffer bound).
     #[arg(long, env = "ACKFLOW_PROCESSOR_WINDOW", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub window: u32,
@@ -43,6 +51,14 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_FAULT_CUT_EVERY_S", default_value_t = 0)]
     pub cut_every_s: u32,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics (off when unset).
+    #[arg(long, env = "ACKFLOW_PROCESSOR_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// Log format on stderr: pretty or json. Filter with RUST_LOG.
+    #[arg(long, env = "ACKFLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+
     /// Append one line per processed event (`life seq attempt`) to this file;
     /// used by the end-to-end tests to check processing order.
     #[arg(long, env = "ACKFLOW_PROCESSED_LOG")]
@@ -51,6 +67,13 @@ pub struct Config {
     /// Disable duplicate detection (negative control for the checker only).
     #[arg(long, hide = true)]
     pub no_dedup: bool,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
 }
 
 fn fraction(s: &str) -> Result<f64, String> {
@@ -68,6 +91,20 @@ impl Config {
         let mut config = Config::parse_from(["ackflow-processor"]);
         config.core = core;
         config
+    }
+
+    /// Adds TLS to `endpoint` as configured: an https:// `--core` with
+    /// `--tls-ca`, or nothing for http://.
+    pub fn tls(
+        &self,
+        endpoint: tonic::transport::Endpoint,
+    ) -> Result<tonic::transport::Endpoint, crate::tls::TlsConfigError> {
+        crate::tls::configure(
+            endpoint,
+            &self.core,
+            self.tls_ca.as_deref(),
+            self.tls_domain.as_deref(),
+        )
     }
 
     /// Fault settings from the flags.

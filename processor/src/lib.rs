@@ -9,4 +9,6 @@ pub mod algorithms;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod metrics;
 pub mod receiver;
+pub mod tls;

@@ -1,6 +1,14 @@
 //! Helpers for the end-to-end tests: PostgreSQL databases per test, the real
 //! binaries as child processes, clients, and waiting for conditions (never
 //! for fixed sleeps).
+//!
+//! [`chaos`] is the chaos runner (behind the `ackflow-chaos` binary and
+//! `tests/chaos.rs`), [`checker`] its total-queue checker, [`proxy`] the
+//! fault-injecting TCP proxy it puts between the processor and core.
+
+pub mod chaos;
+pub mod checker;
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use super::results::Resolution;
 use super::sender::{AckOutcome, Action, Entry, Link, Offer, Sender, SenderConfig};
 use crate::ingest::Ingest;
+use crate::metrics::CoreMetrics;
 use crate::model::{DeadRow, DeadView, ResultRow, ResultStatus, Seq, SharedEvent, now_us};
 use crate::store::SharedStore;
 use crate::tail::Tail;
@@ -84,6 +85,7 @@ pub struct HubParts {
     /// Negative control only (`--unsafe-floor-on-send`): resolve events when
     /// sent, so that loss can be shown to be detected.
     pub unsafe_floor_on_send: bool,
+    pub metrics: Arc<CoreMetrics>,
 }
 
 /// Loads the cursor, starts the hub, the backlog reader and the result
@@ -126,6 +128,7 @@ pub async fn start(
         rows_rx,
         stored_tx,
         floor.clone(),
+        parts.metrics.clone(),
         parts.cancel.clone(),
     ));
 
@@ -151,6 +154,8 @@ pub async fn start(
         last_sent: Instant::now(),
         last_floor_sent: 0,
         unsafe_floor_on_send: parts.unsafe_floor_on_send,
+        metrics: parts.metrics,
+        synced: pb::Totals::default(),
     };
     tracker.spawn(state.run(
         sessions_rx,
@@ -205,6 +210,9 @@ struct State {
     last_sent: Instant,
     last_floor_sent: Seq,
     unsafe_floor_on_send: bool,
+    metrics: Arc<CoreMetrics>,
+    /// Totals as last copied into the metrics.
+    synced: pb::Totals,
 }
 
 impl State {
@@ -446,6 +454,10 @@ impl State {
                 ResultStatus::Ok => self.totals.results_ok += 1,
                 ResultStatus::Failed => self.totals.results_failed += 1,
             }
+            if let Some(event) = &event {
+                let latency = (now - event.published_at_us).max(0) as f64 / 1e6;
+                self.metrics.publish_to_result_seconds.observe(latency);
+            }
             if let (true, Some(event)) = (feed, event) {
                 let status = match acked.status {
                     ResultStatus::Ok => pb::ResultStatus::Ok,
@@ -678,7 +690,48 @@ impl State {
                 })
                 .collect(),
         };
+        self.sync_metrics(&snapshot);
         self.snapshot_tx.send_replace(Arc::new(snapshot));
+    }
+
+    /// Copies the hub's counters and gauges into the Prometheus metrics.
+    fn sync_metrics(&mut self, snapshot: &pb::Snapshot) {
+        let m = &self.metrics;
+        let (t, s) = (&self.totals, &self.synced);
+        m.delivered.inc_by(t.delivered - s.delivered);
+        m.acked.inc_by(t.acked - s.acked);
+        m.retransmits.inc_by(t.retransmits - s.retransmits);
+        m.duplicate_acks.inc_by(t.duplicate_acks - s.duplicate_acks);
+        m.duplicate_drops
+            .inc_by(t.duplicate_drops - s.duplicate_drops);
+        m.dead.inc_by(t.dead - s.dead);
+        m.requeued.inc_by(t.requeued - s.requeued);
+        m.results
+            .with_label_values(&["ok"])
+            .inc_by(t.results_ok - s.results_ok);
+        m.results
+            .with_label_values(&["failed"])
+            .inc_by(t.results_failed - s.results_failed);
+        self.synced = self.totals;
+        let in_flight = snapshot.in_flight.iter().filter(|e| !e.acked).count();
+        m.in_flight.set(in_flight as i64);
+        m.window.set(i64::from(snapshot.window));
+        m.head.set(snapshot.head as i64);
+        m.acked_floor.set(snapshot.acked_floor as i64);
+        m.backlog
+            .set((snapshot.head + 1).saturating_sub(snapshot.acked_floor) as i64);
+        m.rtt_seconds.set(snapshot.srtt_us as f64 / 1e6);
+        m.rto_seconds.set(snapshot.rto_us as f64 / 1e6);
+        let connection = snapshot
+            .processor
+            .as_ref()
+            .map(|p| p.connection)
+            .unwrap_or_default();
+        let connected = connection != pb::ProcessorConnection::Disconnected as i32;
+        m.processor_connected.set(i64::from(connected));
+        m.processor_paused.set(i64::from(
+            connection == pb::ProcessorConnection::Paused as i32,
+        ));
     }
 
     async fn send_events(&mut self, events: Vec<pb::Event>) -> bool {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::CoreMetrics;
 use crate::model::{DeadRow, ResultRow, Seq};
 use crate::store::SharedStore;
 
@@ -32,6 +33,7 @@ pub async fn run(
     mut rows_rx: mpsc::UnboundedReceiver<Resolution>,
     stored_tx: mpsc::UnboundedSender<Vec<Seq>>,
     acked_floor: Arc<AtomicU64>,
+    metrics: Arc<CoreMetrics>,
     cancel: CancellationToken,
 ) {
     while let Some(first) = rows_rx.recv().await {
@@ -54,8 +56,19 @@ pub async fn run(
         let mut failures = 0u32;
         loop {
             let floor = acked_floor.load(Ordering::Acquire);
+            let started = std::time::Instant::now();
             match store.resolve(&batch.results, &batch.dead, floor).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    metrics
+                        .store_commit_seconds
+                        .with_label_values(&["resolve"])
+                        .observe(started.elapsed().as_secs_f64());
+                    metrics
+                        .store_batch_events
+                        .with_label_values(&["resolve"])
+                        .observe((batch.results.len() + batch.dead.len()) as f64);
+                    break;
+                }
                 Err(e) => {
                     failures += 1;
                     let wait = Duration::from_millis(50 * u64::from(failures.min(100)));

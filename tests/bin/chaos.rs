@@ -1,0 +1,197 @@
+//! ackflow-chaos: the real core and processor on a fresh PostgreSQL
+//! database under a seeded schedule of faults, then a total-queue check of
+//! what the publishers were told against the store and the processed logs.
+//!
+//! Build the binaries it runs first (they sit beside it):
+//!
+//! ```sh
+//! cargo build --release -p ackflow-tests --bins
+//! target/release/ackflow-chaos --events 100000 --processor-kills 10 --core-kills 3 \
+//!     --ack-loss 0.1 --proxy-resets 10 --pg-restart
+//! ```
+//!
+//! Exit codes: 0 when the checker found no violation, 1 when it found one
+//! (or the backlog did not drain), 2 when the run itself failed.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use ackflow_tests::chaos::{self, ChaosConfig};
+use clap::Parser;
+
+/// Runs core and a processor under seeded faults and checks that no
+/// acknowledged event was lost, duplicated or reordered.
+#[derive(Debug, Parser)]
+#[command(name = "ackflow-chaos", about, long_about = None)]
+struct Args {
+    /// Publishes to make, each with its own idempotency key.
+    #[arg(long, default_value_t = 100_000)]
+    events: u64,
+    /// Seed of the fault schedule (random when unset; always printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Target publish rate, events per second.
+    #[arg(long, default_value_t = 2_000)]
+    rate: u64,
+    /// Concurrent gRPC PublishStream publishers.
+    #[arg(long, default_value_t = 4)]
+    publishers: usize,
+    /// Fraction of the publishes sent over REST instead.
+    #[arg(long, default_value_t = 0.02, value_parser = fraction)]
+    rest_fraction: f64,
+    /// SIGKILLs of the processor, each followed by a new processor life.
+    #[arg(long, default_value_t = 10)]
+    processor_kills: u32,
+    /// SIGKILLs of core, each followed by a restart.
+    #[arg(long, default_value_t = 3)]
+    core_kills: u32,
+    /// SIGSTOP/SIGCONT pauses of the processor.
+    #[arg(long, default_value_t = 4)]
+    pauses: u32,
+    /// Shortest pause, in milliseconds (above core's ack timeout).
+    #[arg(long, default_value_t = 1_500)]
+    pause_min_ms: u64,
+    /// Longest pause, in milliseconds.
+    #[arg(long, default_value_t = 4_000)]
+    pause_max_ms: u64,
+    /// Resets of every connection through the proxy.
+    #[arg(long, default_value_t = 10)]
+    proxy_resets: u32,
+    /// Half-open episodes: proxied connections freeze without closing.
+    #[arg(long, default_value_t = 2)]
+    half_opens: u32,
+    /// Seconds a frozen connection is held open before the proxy drops it.
+    #[arg(long, default_value_t = 15)]
+    half_open_hold_s: u64,
+    /// Windows of added proxy latency (1 to 3 s each).
+    #[arg(long, default_value_t = 3)]
+    latency_windows: u32,
+    /// Latency added in those windows, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    latency_ms: u64,
+    /// Fraction of the processor's acks dropped.
+    #[arg(long, default_value_t = 0.1, value_parser = fraction)]
+    ack_loss: f64,
+    /// Fraction of incoming events the processor handles twice.
+    #[arg(long, default_value_t = 0.02, value_parser = fraction)]
+    duplicate: f64,
+    /// Fraction of incoming events the processor drops.
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    drop_events: f64,
+    /// Restart PostgreSQL once (pg_ctlcluster; every database on the server sees it).
+    #[arg(long)]
+    pg_restart: bool,
+    /// PostgreSQL cluster version for --pg-restart.
+    #[arg(long, default_value = "15")]
+    pg_version: String,
+    /// PostgreSQL cluster name for --pg-restart.
+    #[arg(long, default_value = "main")]
+    pg_cluster: String,
+    /// Negative control: run the processor with duplicate detection off.
+    #[arg(long)]
+    no_dedup: bool,
+    /// Negative control: core moves the acked floor on send, without results.
+    #[arg(long)]
+    unsafe_floor_on_send: bool,
+    /// Seconds to wait for the backlog to drain after the last publish.
+    #[arg(long, default_value_t = 300)]
+    drain_timeout_s: u64,
+    /// Keep the working directory (logs, processed logs, publish log).
+    #[arg(long)]
+    keep: bool,
+    /// Print only the summary.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not a fraction between 0 and 1"))
+    }
+}
+
+fn config(args: &Args) -> ChaosConfig {
+    let mut c = ChaosConfig::quiet(args.events, args.seed.unwrap_or_else(|| fastrand::u64(..)));
+    c.rate = args.rate;
+    c.publishers = args.publishers;
+    c.rest_fraction = args.rest_fraction;
+    c.processor_kills = args.processor_kills;
+    c.core_kills = args.core_kills;
+    c.pauses = args.pauses;
+    c.pause_ms = (args.pause_min_ms, args.pause_max_ms.max(args.pause_min_ms));
+    c.proxy_resets = args.proxy_resets;
+    c.half_opens = args.half_opens;
+    c.half_open_hold = Duration::from_secs(args.half_open_hold_s);
+    c.latency_windows = args.latency_windows;
+    c.latency = Duration::from_millis(args.latency_ms);
+    c.ack_loss = args.ack_loss;
+    c.duplicate = args.duplicate;
+    c.drop_events = args.drop_events;
+    c.pg_restart = args.pg_restart;
+    c.pg_cluster = (args.pg_version.clone(), args.pg_cluster.clone());
+    if args.no_dedup {
+        c.processor_args.push("--no-dedup".into());
+    }
+    if args.unsafe_floor_on_send {
+        c.core_args.push("--unsafe-floor-on-send".into());
+    }
+    c.drain_timeout = Duration::from_secs(args.drain_timeout_s);
+    c.keep = args.keep;
+    c.verbose = !args.quiet;
+    c
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = config(&args);
+    for binary in ["e2e-core", "e2e-processor"] {
+        if !ackflow_tests::bin(binary).exists() {
+            eprintln!(
+                "error: {} is missing: build the binaries with `cargo build -p ackflow-tests --bins` (add --release for the release profile)",
+                ackflow_tests::bin(binary).display()
+            );
+            return ExitCode::from(2);
+        }
+    }
+    if args.unsafe_floor_on_send && config.core_kills > 0 {
+        eprintln!(
+            "note: --unsafe-floor-on-send keeps its floor in memory only; core kills hide the loss it causes"
+        );
+    }
+    println!("seed {} (rerun with --seed {})", config.seed, config.seed);
+    for step in chaos::schedule(&config) {
+        if !args.quiet {
+            println!(
+                "  at {:>7} acked: {:?}, then {:?}",
+                step.at_acked, step.fault, step.then_wait
+            );
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(chaos::run(&config)) {
+        Ok(outcome) => {
+            println!("{}", outcome.summary(&config));
+            if outcome.report.is_valid() && outcome.drained {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! A short chaos run on every CI submission: 10,000 publishes with ack loss,
+//! duplication, two SIGKILLs of the processor and two of core, processor
+//! pauses longer than the ack timeout, proxy resets, a half-open episode and
+//! a latency window. The checker must find nothing lost, duplicated or
+//! reordered.
+//!
+//! The seed is random and printed; `ACKFLOW_CHAOS_SEED=<seed>` reruns the
+//! same schedule. The full-size run is the `ackflow-chaos` binary (see
+//! docs/RELIABILITY.md).
+
+use std::time::Duration;
+
+use ackflow_tests::chaos::{self, ChaosConfig};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_short_chaos_run_keeps_every_guarantee() -> anyhow::Result<()> {
+    let seed = std::env::var("ACKFLOW_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    let mut config = ChaosConfig::quiet(10_000, seed);
+    config.rate = 2_500;
+    config.processor_kills = 2;
+    config.core_kills = 2;
+    config.pauses = 2;
+    config.pause_ms = (1_200, 2_000);
+    config.proxy_resets = 4;
+    config.half_opens = 1;
+    config.half_open_hold = Duration::from_secs(12);
+    config.latency_windows = 1;
+    config.ack_loss = 0.1;
+    config.duplicate = 0.02;
+    config.drain_timeout = Duration::from_secs(90);
+    config.publish_timeout = Duration::from_secs(120);
+    config.verbose = true;
+    println!("chaos seed {seed} (rerun with ACKFLOW_CHAOS_SEED={seed})");
+    let outcome = chaos::run(&config).await?;
+    println!("{}", outcome.summary(&config));
+    let r = &outcome.report;
+    assert!(outcome.drained, "the backlog did not drain (seed {seed})");
+    assert!(r.is_valid(), "violations found (seed {seed}):\n{r}");
+    assert_eq!(r.acknowledged + r.unknown, r.attempted);
+    assert!(
+        r.acknowledged >= 9_900,
+        "only {} of 10,000 publishes acknowledged",
+        r.acknowledged
+    );
+    assert_eq!(outcome.faults.processor_kills, 2);
+    assert_eq!(outcome.faults.core_kills, 2);
+    assert!(r.lives >= 3, "expected 3 processor lives, saw {}", r.lives);
+    Ok(())
+}

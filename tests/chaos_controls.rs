@@ -1,0 +1,55 @@
+//! Negative controls: the checker must be able to fail. Each run breaks one
+//! guarantee on purpose with a hidden flag, and the checker has to say so.
+//!
+//! * The processor without duplicate detection (`--no-dedup`), under ack
+//!   loss and duplication, hands some seqs to the algorithm twice in one
+//!   life: duplicate processing must be reported.
+//! * Core moving the acked floor on send (`--unsafe-floor-on-send`), with a
+//!   processor that drops some events, never retransmits them: loss must be
+//!   reported. (That floor lives in memory only, so core is not killed.)
+
+use std::time::Duration;
+
+use ackflow_tests::chaos::{self, ChaosConfig};
+
+fn control(seed: u64) -> ChaosConfig {
+    let mut config = ChaosConfig::quiet(3_000, seed);
+    config.rate = 3_000;
+    config.publishers = 2;
+    config.drain_timeout = Duration::from_secs(60);
+    config.publish_timeout = Duration::from_secs(60);
+    config.keep_invalid = false;
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_dedup_duplicate_processing_is_reported() -> anyhow::Result<()> {
+    let mut config = control(1);
+    config.ack_loss = 0.2;
+    config.duplicate = 0.2;
+    config.processor_args.push("--no-dedup".into());
+    let outcome = chaos::run(&config).await?;
+    println!("{}", outcome.summary(&config));
+    let r = &outcome.report;
+    assert!(
+        !r.duplicate_processing.is_empty(),
+        "the checker missed duplicate processing:\n{r}"
+    );
+    assert!(!r.is_valid());
+    assert_eq!(r.loss_count(), 0, "dedup off must not lose anything:\n{r}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_floor_moved_without_results_is_reported_as_loss() -> anyhow::Result<()> {
+    let mut config = control(2);
+    config.drop_events = 0.1;
+    config.core_args.push("--unsafe-floor-on-send".into());
+    let outcome = chaos::run(&config).await?;
+    println!("{}", outcome.summary(&config));
+    let r = &outcome.report;
+    assert!(!r.lost.is_empty(), "the checker missed the loss:\n{r}");
+    assert!(!r.never_delivered.is_empty());
+    assert!(!r.is_valid());
+    Ok(())
+}

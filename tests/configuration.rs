@@ -1,0 +1,111 @@
+//! `docs/CONFIGURATION.md` is the `--help` of every binary, verbatim. This
+//! test fails when they drift; `ACKFLOW_BLESS=1 cargo test -p ackflow-tests
+//! --test configuration` rewrites the file from the binaries.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use ackflow_tests::bin;
+
+const HEADER: &str = "# Configuration
+
+Every flag of every binary, as printed by `--help`. Each flag also reads the
+environment variable shown (`[env: …]`); the default is shown as
+`[default: …]`. Generated from the binaries and checked by
+`tests/configuration.rs`: do not edit by hand, run
+`ACKFLOW_BLESS=1 cargo test -p ackflow-tests --test configuration`.
+";
+
+fn help(binary: &str, args: &[&str]) -> String {
+    let output = Command::new(bin(binary))
+        .args(args)
+        .arg("--help")
+        .env_clear()
+        .output()
+        .expect("the binary runs");
+    assert!(output.status.success(), "{binary} --help failed");
+    // The test copies are named e2e-*; the usage line names the real binary.
+    let real = binary.replace("e2e-", "ackflow-");
+    String::from_utf8(output.stdout)
+        .expect("help is UTF-8")
+        .replace(binary, &real)
+}
+
+fn expected() -> String {
+    let mut doc = HEADER.to_string();
+    for (title, binary, args) in [
+        ("ackflow-core", "e2e-core", &[][..]),
+        ("ackflow-processor", "e2e-processor", &[][..]),
+        ("ackflow-monitor", "e2e-monitor", &[][..]),
+        ("ackflow-monitor demo", "e2e-monitor", &["demo"][..]),
+    ] {
+        let text = help(binary, args);
+        doc.push_str(&format!(
+            "\n## `{title}`\n\n```text\n{}\n```\n",
+            text.trim_end()
+        ));
+    }
+    doc
+}
+
+#[test]
+fn configuration_md_matches_help() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/CONFIGURATION.md");
+    let expected = expected();
+    if std::env::var_os("ACKFLOW_BLESS").is_some() {
+        std::fs::write(&path, &expected).expect("write docs/CONFIGURATION.md");
+        return;
+    }
+    let actual = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        actual == expected,
+        "docs/CONFIGURATION.md differs from --help; regenerate with \
+         ACKFLOW_BLESS=1 cargo test -p ackflow-tests --test configuration"
+    );
+}
+
+#[test]
+fn every_flag_names_its_env_and_invalid_values_name_the_flag() {
+    for (binary, args) in [("e2e-core", &[][..]), ("e2e-processor", &[][..])] {
+        let text = help(binary, args);
+        for line in text.lines().filter(|l| l.trim_start().starts_with("--")) {
+            let flag = line.split_whitespace().next().unwrap_or_default();
+            if ["--help", "--version"].contains(&flag) {
+                continue;
+            }
+            let section = &text[text.find(line).unwrap_or(0)..];
+            let end = section[2..]
+                .find("\n  -")
+                .map(|i| i + 2)
+                .unwrap_or(section.len());
+            assert!(
+                section[..end].contains("[env: "),
+                "{binary} {flag} has no environment variable:\n{}",
+                &section[..end]
+            );
+        }
+    }
+    let output = Command::new(bin("e2e-core"))
+        .args(["--window", "0"])
+        .env_clear()
+        .output()
+        .expect("core runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--window"),
+        "the error names the flag: {stderr}"
+    );
+    let output = Command::new(bin("e2e-processor"))
+        .args(["--drop-acks", "2"])
+        .env_clear()
+        .output()
+        .expect("processor runs");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--drop-acks"));
+    let version = Command::new(bin("e2e-core"))
+        .arg("--version")
+        .output()
+        .expect("runs");
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("ackflow-core "));
+}
