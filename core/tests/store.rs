@@ -18,7 +18,22 @@ use sqlx::Connection;
 /// Keeps a test's database alive for the test's duration.
 enum Guard {
     Dir(#[allow(dead_code)] tempfile::TempDir),
-    None,
+    /// The PostgreSQL server and the test's schema, dropped after the test.
+    Schema(String, String),
+}
+
+impl Guard {
+    /// Removes what the test created (a failed test leaves its schema for
+    /// inspection).
+    async fn cleanup(self) {
+        if let Guard::Schema(server, schema) = self
+            && let Ok(mut conn) = sqlx::PgConnection::connect(&server).await
+        {
+            let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+                .execute(&mut conn)
+                .await;
+        }
+    }
 }
 
 async fn sqlite() -> (SharedStore, Guard) {
@@ -45,7 +60,7 @@ async fn postgres() -> (SharedStore, Guard) {
     let options = options.options([("search_path", schema.as_str())]);
     let store = PgStore::connect_with(options).await.expect("connect");
     store.migrate().await.expect("migrate postgres");
-    (Arc::new(store), Guard::None)
+    (Arc::new(store), Guard::Schema(server, schema))
 }
 
 fn event(kind: &str, payload: &str, key: Option<&str>) -> NewEvent {
@@ -276,8 +291,9 @@ macro_rules! suite {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    let (store, _guard) = super::postgres().await;
+                    let (store, guard) = super::postgres().await;
                     super::$name(store).await;
+                    guard.cleanup().await;
                 }
             )*
         }
