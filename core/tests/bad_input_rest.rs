@@ -8,6 +8,8 @@
 //! field), the store must be unchanged, and nothing may panic. At the end a
 //! valid publish gets seq 1: nothing was stored before it.
 
+mod common;
+
 use std::sync::Arc;
 
 use ackflow_core::ingest::{Ingest, IngestConfig};
@@ -18,7 +20,6 @@ use ackflow_core::tail::Tail;
 use ackflow_core::validate::{Limits, MAX_JSON_DEPTH};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 use tokio_util::sync::CancellationToken;
@@ -139,15 +140,7 @@ impl Fixture {
                 .oneshot(builder.body(body).unwrap())
                 .await
                 .unwrap();
-            let status = response.status();
-            let ct = response
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            let bytes = response.into_body().collect().await.unwrap().to_bytes();
-            (status, ct, String::from_utf8_lossy(&bytes).into_owned())
+            common::read_response(response).await
         })
     }
 

@@ -1,6 +1,8 @@
 //! The REST API through `app(state)` with `oneshot`: every documented error
 //! status, each time checking that nothing was stored, and idempotent replay.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -16,7 +18,6 @@ use ackflow_core::tail::Tail;
 use ackflow_core::validate::Limits;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -158,15 +159,7 @@ async fn send(
         .oneshot(builder.body(body.into()).unwrap())
         .await
         .unwrap();
-    let status = response.status();
-    let ct = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, ct, String::from_utf8_lossy(&bytes).into_owned())
+    common::read_response(response).await
 }
 
 async fn post(f: &Fixture, uri: &str, body: &str) -> (StatusCode, String, String) {

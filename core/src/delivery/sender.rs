@@ -275,18 +275,17 @@ impl Sender {
         if seq < self.acked_floor || self.resolved_ahead.contains(&seq) {
             return AckOutcome::Duplicate;
         }
-        match self.entries.get_mut(&seq) {
+        match self.entries.get(&seq) {
             None => AckOutcome::Unknown,
             Some(Entry::Acked | Entry::Resolved) => AckOutcome::Duplicate,
-            Some(entry @ Entry::InFlight(_)) => {
-                let Entry::InFlight(f) = *entry else {
+            Some(Entry::InFlight(_)) => {
+                let Some(f) = self.take_in_flight(seq) else {
                     return AckOutcome::Unknown;
                 };
                 // Karn's rule: only an event sent exactly once gives a sample.
                 if f.attempt == 1 && attempt == 1 {
                     self.rto.sample(now.saturating_duration_since(f.first_sent));
                 }
-                *entry = Entry::Acked;
                 AckOutcome::Accepted {
                     attempts: f.attempt,
                 }
@@ -296,21 +295,23 @@ impl Sender {
 
     /// The processor cannot produce a result for `seq`: park it.
     pub fn on_reject(&mut self, seq: Seq, reason: &str) -> Option<Action> {
-        match self.entries.get_mut(&seq) {
-            Some(entry @ Entry::InFlight(_)) => {
-                let attempts = match entry {
-                    Entry::InFlight(f) => f.attempt,
-                    _ => 0,
-                };
-                *entry = Entry::Acked;
-                Some(Action::Park {
-                    seq,
-                    attempts,
-                    reason: format!("rejected by the processor: {reason}"),
-                })
-            }
-            _ => None,
-        }
+        let f = self.take_in_flight(seq)?;
+        Some(Action::Park {
+            seq,
+            attempts: f.attempt,
+            reason: format!("rejected by the processor: {reason}"),
+        })
+    }
+
+    /// If `seq` is in flight, marks it acked (awaiting the store) and
+    /// returns its delivery record.
+    fn take_in_flight(&mut self, seq: Seq) -> Option<InFlight> {
+        let entry = self.entries.get_mut(&seq)?;
+        let Entry::InFlight(f) = *entry else {
+            return None;
+        };
+        *entry = Entry::Acked;
+        Some(f)
     }
 
     /// Results (or dead entries) for `seqs` are durable. Returns true when
