@@ -264,10 +264,10 @@ async fn pause_retransmits_then_drains() -> anyhow::Result<()> {
         assert!(pair[1].2 > pair[0].2, "backoff grows: {retransmits:?}");
     }
     let gaps: Vec<Duration> = retransmits.windows(2).map(|p| p[1].0 - p[0].0).collect();
-    assert!(
-        gaps.windows(2).all(|g| g[1] > g[0]),
-        "intervals grow: {gaps:?}"
-    );
+    // The armed backoffs (checked above) grow exactly; the observed gaps also
+    // carry scheduling noise, so compare the ends, which differ by at least
+    // 2.6x (two doublings with ±20 % jitter).
+    assert!(gaps.last() > gaps.first(), "intervals grow: {gaps:?}");
 
     let before = core.snapshot().await?;
     assert_eq!(before.acked_floor, 11, "nothing is acked while paused");
