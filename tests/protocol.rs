@@ -3,8 +3,8 @@
 //! duplicates, reorders and delays messages, with disconnections, processor
 //! restarts, core restarts (losing everything not stored) and pauses.
 //!
-//! Checked at every step: the window bound, the reorder-buffer and cache
-//! bounds, strictly increasing processing per processor life, and that the
+//! Checked at every step: both window bounds, the reorder-buffer and cache
+//! bounds (nothing beyond the window, no cached ack evicted), strictly increasing processing per processor life, and that the
 //! store is never asked to insert a second result for a seq. Checked at the
 //! end, after the faults stop: every published event has exactly one stored
 //! result and the floor is past the head.
@@ -330,9 +330,14 @@ impl Sim {
     }
 
     fn check_bounds(&self) {
-        assert!(self.sender.window_used() <= u64::from(self.window));
-        assert!(self.receiver.buffered() <= self.window as usize);
+        let window = u64::from(self.window);
+        assert!(self.sender.window_used() <= window);
+        assert!(self.sender.span() <= 2 * window);
+        assert!(self.receiver.buffered() <= 2 * self.window as usize);
         assert!(self.receiver.cached() <= self.receiver.cache_capacity());
+        let counters = self.receiver.counters();
+        assert_eq!(counters.beyond_window, 0, "core sent beyond the window");
+        assert_eq!(counters.acks_evicted, 0, "the ack cache overflowed");
         assert!(self.sender.acked_floor() <= self.head + 1);
     }
 

@@ -7,12 +7,13 @@
 //!
 //! * `next_expected` is the next seq to hand to an algorithm. It starts at
 //!   the acked floor core sends in `Welcome` and only grows.
-//! * Events above it wait in the reorder buffer, which holds at most one
-//!   window (core never sends beyond `acked_floor + window`).
+//! * Events above it wait in the reorder buffer. Core never sends a seq at
+//!   or beyond `acked_floor + 2 × window` (the floor it sends along), so the
+//!   buffer holds at most two windows.
 //! * An event below it, or already buffered, is a duplicate: dropped,
 //!   counted, and — if its result is cached — acked again, because the first
 //!   ack may have been lost. The cache keeps results from core's acked floor
-//!   up, so it too is bounded by the window.
+//!   up, so it too is bounded by two windows.
 //! * Paused: events are still buffered (so the stream keeps flowing and
 //!   control messages arrive) but nothing is handed out; on resume the
 //!   buffer drains in order.
@@ -42,9 +43,14 @@ pub struct Counters {
     pub acks_resent: u64,
     /// Events handed to an algorithm.
     pub processed: u64,
-    /// Events dropped because they were beyond the window (core never sends
-    /// those; counted to make a protocol bug visible).
+    /// Events dropped because they were two windows or more beyond
+    /// `next_expected` (core never sends those; counted to make a protocol
+    /// bug visible).
     pub beyond_window: u64,
+    /// Cached acks dropped to keep the cache within its capacity. Core's
+    /// second window bound makes this impossible; counted to make a protocol
+    /// bug visible (an evicted ack cannot be sent again).
+    pub acks_evicted: u64,
 }
 
 /// The receiver state machine. See the module docs.
@@ -150,7 +156,7 @@ impl Receiver {
             }
             return Vec::new();
         }
-        if seq >= self.next_expected + self.window as u64 {
+        if seq >= self.next_expected + 2 * self.window as u64 {
             self.counters.beyond_window += 1;
             return Vec::new();
         }
@@ -163,6 +169,7 @@ impl Receiver {
         self.cache.insert(ack.seq, ack.clone());
         while self.cache.len() > self.cache_capacity() {
             self.cache.pop_first();
+            self.counters.acks_evicted += 1;
         }
         Action::Ack(ack)
     }
@@ -252,9 +259,9 @@ mod tests {
         assert!(r.on_event(ev(6, 2)).is_empty());
         assert_eq!(r.counters().duplicate_drops, 1);
         assert_eq!(processed(&r.set_paused(false)), vec![5, 6, 7]);
-        assert!(r.on_event(ev(13, 1)).is_empty());
-        assert_eq!(r.counters().beyond_window, 0);
-        assert!(r.on_event(ev(16, 1)).is_empty());
+        assert!(r.on_event(ev(23, 1)).is_empty());
+        assert_eq!(r.counters().beyond_window, 0, "below next_expected + 2W");
+        assert!(r.on_event(ev(24, 1)).is_empty());
         assert_eq!(r.counters().beyond_window, 1);
     }
 

@@ -16,6 +16,16 @@
 //!
 //! The floor moves over leading `Resolved` entries only: a seq is below the
 //! floor only once its result (or its dead entry) is durable.
+//!
+//! The window has two bounds. The first is the in-flight window `W`: every
+//! seq sent is below `lowest_unacked + W`, where `lowest_unacked` is the
+//! lowest `InFlight` seq (or `next_to_send` when none is). It is gated by
+//! acks, not by the store, so the next events go out while the results of
+//! the previous ones are being committed. The second is `acked_floor + 2W`:
+//! at most `W` more seqs may wait for their results to be stored. It keeps
+//! what the processor must hold bounded by `2W` above the floor it was told
+//! (its reorder buffer and its cache of acks to send again), whatever the
+//! store's speed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -26,7 +36,8 @@ use crate::model::{DeliveryCursor, Seq};
 /// Tunables of the sender.
 #[derive(Debug, Clone, Copy)]
 pub struct SenderConfig {
-    /// Most seqs in `[acked_floor, next_to_send)`: the in-flight window.
+    /// The in-flight window: every seq sent is below `lowest_unacked +
+    /// window`, and below `acked_floor + 2 × window`.
     pub window: u32,
     /// Ack timeouts (counted only while the processor runs and the event
     /// blocks the floor) after which an event is parked as dead. 0: never.
@@ -143,6 +154,13 @@ pub struct Sender {
     next_to_send: Seq,
     /// Entries for `[acked_floor, next_to_send)`.
     entries: BTreeMap<Seq, Entry>,
+    /// The seqs of the `InFlight` entries, lowest first.
+    unacked: BTreeSet<Seq>,
+    /// No later than the earliest retransmit deadline; `None` when nothing
+    /// is in flight. May be early (an ack removed the earliest entry): a
+    /// tick then finds nothing due and recomputes it. Kept so that the hub
+    /// does not scan the window on every turn of its loop.
+    timer: Option<Instant>,
     /// Seqs at or above `next_to_send` found resolved at start-up (results
     /// stored out of order before a restart); skipped when reached.
     resolved_ahead: BTreeSet<Seq>,
@@ -161,6 +179,8 @@ impl Sender {
             acked_floor: cursor.acked_floor.max(1),
             next_to_send: cursor.acked_floor.max(1),
             entries: BTreeMap::new(),
+            unacked: BTreeSet::new(),
+            timer: None,
             resolved_ahead: cursor.resolved_above.into_iter().collect(),
             rto: RtoEstimator::new(config.rto_initial, config.rto_min, config.max_backoff),
             link: Link::Absent,
@@ -185,8 +205,19 @@ impl Sender {
         self.window
     }
 
-    /// Seqs of the window in use (`next_to_send − acked_floor`).
+    /// The lowest seq sent and not acknowledged, or `next_to_send`.
+    pub fn lowest_unacked(&self) -> Seq {
+        self.unacked.first().copied().unwrap_or(self.next_to_send)
+    }
+
+    /// Seqs of the in-flight window in use (`next_to_send − lowest_unacked`).
     pub fn window_used(&self) -> u64 {
+        self.next_to_send - self.lowest_unacked()
+    }
+
+    /// Seqs above the floor (`next_to_send − acked_floor`), at most twice
+    /// the window.
+    pub fn span(&self) -> u64 {
         self.next_to_send - self.acked_floor
     }
 
@@ -205,7 +236,9 @@ impl Sender {
 
     /// True when a new event may be sent now.
     pub fn can_send(&self) -> bool {
-        self.link != Link::Absent && self.next_to_send < self.acked_floor + self.window
+        self.link != Link::Absent
+            && self.next_to_send < self.lowest_unacked() + self.window
+            && self.next_to_send < self.acked_floor + 2 * self.window
     }
 
     /// A processor connected. Everything in flight is sent again now, in seq
@@ -221,6 +254,7 @@ impl Sender {
                 f.last_sent = now;
                 f.backoff = rto;
                 f.deadline = now + rto;
+                self.timer = Some(self.timer.map_or(f.deadline, |t| t.min(f.deadline)));
                 actions.push(Action::Send {
                     seq: *seq,
                     attempt: f.attempt,
@@ -256,17 +290,20 @@ impl Sender {
             return Offer::Skip;
         }
         let rto = self.rto.rto();
+        let deadline = now + rto;
         self.entries.insert(
             seq,
             Entry::InFlight(InFlight {
                 attempt: 1,
                 first_sent: now,
                 last_sent: now,
-                deadline: now + rto,
+                deadline,
                 backoff: rto,
                 timeouts: 0,
             }),
         );
+        self.unacked.insert(seq);
+        self.timer = Some(self.timer.map_or(deadline, |t| t.min(deadline)));
         Offer::Send
     }
 
@@ -311,6 +348,10 @@ impl Sender {
             return None;
         };
         *entry = Entry::Acked;
+        self.unacked.remove(&seq);
+        if self.unacked.is_empty() {
+            self.timer = None;
+        }
         Some(f)
     }
 
@@ -328,17 +369,12 @@ impl Sender {
     }
 
     /// Earliest retransmit deadline, if a timer should run.
+    /// It may be early (see `timer`), never late.
     pub fn next_deadline(&self) -> Option<Instant> {
         if self.link == Link::Absent {
             return None;
         }
-        self.entries
-            .values()
-            .filter_map(|e| match e {
-                Entry::InFlight(f) => Some(f.deadline),
-                _ => None,
-            })
-            .min()
+        self.timer
     }
 
     /// Fires due timers: retransmits, and parks an event that blocks the
@@ -347,15 +383,13 @@ impl Sender {
         if self.link == Link::Absent {
             return Vec::new();
         }
-        let lowest_in_flight = self
-            .entries
-            .iter()
-            .find(|(_, e)| matches!(e, Entry::InFlight(_)))
-            .map(|(s, _)| *s);
+        let lowest_in_flight = self.unacked.first().copied();
         let mut actions = Vec::new();
+        let mut timer: Option<Instant> = None;
         for (seq, entry) in self.entries.iter_mut() {
             let Entry::InFlight(f) = entry else { continue };
             if f.deadline > now {
+                timer = Some(timer.map_or(f.deadline, |t| t.min(f.deadline)));
                 continue;
             }
             // Only the lowest in-flight event can be what the processor is
@@ -370,6 +404,7 @@ impl Sender {
                     reason: format!("no ack after {} timeouts", f.timeouts),
                 });
                 *entry = Entry::Acked;
+                self.unacked.remove(seq);
                 continue;
             }
             f.attempt += 1;
@@ -378,12 +413,14 @@ impl Sender {
                 .backoff(f.attempt, self.config.max_backoff, &mut self.rng);
             f.last_sent = now;
             f.deadline = now + f.backoff;
+            timer = Some(timer.map_or(f.deadline, |t| t.min(f.deadline)));
             actions.push(Action::Retransmit {
                 seq: *seq,
                 attempt: f.attempt,
                 backoff: f.backoff,
             });
         }
+        self.timer = timer;
         actions
     }
 
@@ -440,15 +477,34 @@ mod tests {
             assert!(s.can_send());
             assert_eq!(s.on_offer(seq, t0), Offer::Send);
         }
-        assert!(!s.can_send());
+        assert!(!s.can_send(), "4 in flight");
         assert_eq!(s.on_ack(2, 1, t0), AckOutcome::Accepted { attempts: 1 });
         assert_eq!(s.on_ack(2, 1, t0), AckOutcome::Duplicate);
+        assert!(!s.can_send(), "seq 1 still in flight: the window spans 1..=4");
         assert!(!s.on_stored([2]), "seq 1 still blocks the floor");
         assert_eq!(s.on_ack(1, 1, t0), AckOutcome::Accepted { attempts: 1 });
         assert_eq!(s.acked_floor(), 1, "acked but not stored");
+        assert_eq!(s.lowest_unacked(), 3);
+        assert!(s.can_send(), "acks open the window before the store");
+        for seq in 5..=6 {
+            assert_eq!(s.on_offer(seq, t0), Offer::Send);
+        }
+        assert!(!s.can_send(), "3..=6 in flight");
+        for seq in 3..=6 {
+            s.on_ack(seq, 1, t0);
+        }
+        for seq in 7..=8 {
+            assert_eq!(s.on_offer(seq, t0), Offer::Send);
+        }
+        assert_eq!(s.window_used(), 2);
+        assert!(
+            !s.can_send(),
+            "nothing stored: the second bound, floor + 2W, is reached"
+        );
         assert!(s.on_stored([1]));
         assert_eq!(s.acked_floor(), 3);
         assert!(s.can_send());
+        assert_eq!(s.span(), 6);
     }
 
     #[test]
