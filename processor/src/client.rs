@@ -139,8 +139,10 @@ struct Life {
     algorithms: Vec<String>,
     receiver: Receiver,
     faults: pb::Faults,
-    work_tx: mpsc::UnboundedSender<pb::Event>,
-    done_rx: mpsc::UnboundedReceiver<pb::Ack>,
+    /// Events to process, in order, one batch per message from core.
+    work_tx: mpsc::UnboundedSender<Vec<pb::Event>>,
+    /// Acks from the worker, in processing order.
+    done_rx: mpsc::UnboundedReceiver<Vec<pb::Ack>>,
     rng: fastrand::Rng,
     metrics: Arc<ProcessorMetrics>,
     /// Receiver counters as last copied into the metrics.
@@ -207,11 +209,11 @@ impl Life {
                     Ok(None) => Some("core closed the stream".to_string()),
                     Err(status) => Some(format!("stream error: {}", status.message())),
                 },
-                Some(ack) = self.done_rx.recv() => {
-                    self.on_done(ack, &mut acks);
+                Some(done) = self.done_rx.recv() => {
+                    self.on_done(done, &mut acks);
                     while acks.len() < MAX_ACKS_PER_MESSAGE {
                         match self.done_rx.try_recv() {
-                            Ok(ack) => self.on_done(ack, &mut acks),
+                            Ok(done) => self.on_done(done, &mut acks),
                             Err(_) => break,
                         }
                     }
@@ -281,21 +283,25 @@ impl Life {
             Some(pb::core_message::Body::Heartbeat(hb)) => self.receiver.on_floor(hb.acked_floor),
             None => Vec::new(),
         };
+        let mut work = Vec::new();
         for action in actions {
             match action {
-                Action::Process(event) => {
-                    // The worker outlives every stream; it only stops when
-                    // the process does.
-                    let _ = self.work_tx.send(event);
-                }
+                Action::Process(event) => work.push(event),
                 Action::Ack(ack) => acks.push(ack),
             }
         }
+        if !work.is_empty() {
+            // The worker outlives every stream; it only stops when the
+            // process does.
+            let _ = self.work_tx.send(work);
+        }
     }
 
-    fn on_done(&mut self, ack: pb::Ack, acks: &mut Vec<pb::Ack>) {
-        if let Action::Ack(ack) = self.receiver.on_processed(ack) {
-            acks.push(ack);
+    fn on_done(&mut self, done: Vec<pb::Ack>, acks: &mut Vec<pb::Ack>) {
+        for ack in done {
+            if let Action::Ack(ack) = self.receiver.on_processed(ack) {
+                acks.push(ack);
+            }
         }
     }
 
@@ -347,80 +353,135 @@ impl Life {
     }
 }
 
-/// Runs algorithms, one event at a time, in the order handed out.
+/// Acks that waited this long are handed back even if the batch is not
+/// finished, so that a slow algorithm does not hold the acks of the events
+/// before it (core would time them out).
+const ACK_HOLD: Duration = Duration::from_millis(1);
+
+/// Runs algorithms, one event at a time, in the order handed out. Events
+/// arrive and acks leave in batches, so that a fast algorithm costs one
+/// channel operation per batch rather than per event.
 fn worker(
     registry: Registry,
-    mut work_rx: mpsc::UnboundedReceiver<pb::Event>,
-    done_tx: mpsc::UnboundedSender<pb::Ack>,
+    mut work_rx: mpsc::UnboundedReceiver<Vec<pb::Event>>,
+    done_tx: mpsc::UnboundedSender<Vec<pb::Ack>>,
     mut processed_log: Option<std::fs::File>,
     processor_id: String,
     metrics: &ProcessorMetrics,
 ) {
-    let known = registry.kinds();
+    let mut handles = AlgorithmMetrics::new(registry.kinds(), metrics);
     let mut log_buf = String::new();
-    while let Some(event) = work_rx.blocking_recv() {
-        let started = Instant::now();
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            registry.process(&event.kind, &event.payload)
-        }));
-        let processing_us = started.elapsed().as_micros() as u64;
-        let ack = match outcome {
-            Ok(Ok(output)) => pb::Ack {
+    while let Some(batch) = work_rx.blocking_recv() {
+        let mut done = Vec::with_capacity(batch.len());
+        let mut held_since = Instant::now();
+        for event in batch {
+            let started = Instant::now();
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                registry.process(&event.kind, &event.payload)
+            }));
+            let elapsed = started.elapsed();
+            let processing_us = elapsed.as_micros() as u64;
+            let (status, output, reject) = match outcome {
+                Ok(Ok(output)) => (pb::ResultStatus::Ok, output, false),
+                Ok(Err(e)) => (pb::ResultStatus::Failed, e.0, false),
+                Err(_) => (
+                    pb::ResultStatus::Failed,
+                    format!("the {:?} algorithm panicked", event.kind),
+                    true,
+                ),
+            };
+            handles.observe(&event.kind, status, reject, elapsed);
+            if let Some(file) = processed_log.as_mut() {
+                use std::fmt::Write as _;
+                let _ = writeln!(log_buf, "{processor_id} {} {}", event.seq, event.attempt);
+                if log_buf.len() > 64 * 1024 {
+                    let _ = file.write_all(log_buf.as_bytes());
+                    log_buf.clear();
+                }
+            }
+            if done.is_empty() {
+                held_since = Instant::now();
+            }
+            done.push(pb::Ack {
                 seq: event.seq,
                 attempt: event.attempt,
-                status: pb::ResultStatus::Ok as i32,
+                status: status as i32,
                 output,
                 processing_us,
-                reject: false,
-            },
-            Ok(Err(e)) => pb::Ack {
-                seq: event.seq,
-                attempt: event.attempt,
-                status: pb::ResultStatus::Failed as i32,
-                output: e.0,
-                processing_us,
-                reject: false,
-            },
-            Err(_) => pb::Ack {
-                seq: event.seq,
-                attempt: event.attempt,
-                status: pb::ResultStatus::Failed as i32,
-                output: format!("the {:?} algorithm panicked", event.kind),
-                processing_us,
-                reject: true,
-            },
-        };
+                reject,
+            });
+            if held_since.elapsed() >= ACK_HOLD {
+                if let Some(file) = processed_log.as_mut() {
+                    let _ = file.write_all(log_buf.as_bytes());
+                    log_buf.clear();
+                }
+                if done_tx.send(std::mem::take(&mut done)).is_err() {
+                    return;
+                }
+            }
+        }
+        // The log is written before the acks leave, so the checker never
+        // sees a result whose processing is missing from the log.
+        if let Some(file) = processed_log.as_mut() {
+            let _ = file.write_all(log_buf.as_bytes());
+            log_buf.clear();
+        }
+        if !done.is_empty() && done_tx.send(done).is_err() {
+            return;
+        }
+    }
+}
+
+/// The worker's handles on the per-algorithm metrics, looked up once per
+/// algorithm instead of once per event.
+struct AlgorithmMetrics<'m> {
+    known: Vec<String>,
+    metrics: &'m ProcessorMetrics,
+    by_algorithm: std::collections::HashMap<String, Handles>,
+}
+
+struct Handles {
+    ok: prometheus::IntCounter,
+    failed: prometheus::IntCounter,
+    rejected: prometheus::IntCounter,
+    seconds: prometheus::Histogram,
+}
+
+impl<'m> AlgorithmMetrics<'m> {
+    fn new(known: Vec<String>, metrics: &'m ProcessorMetrics) -> Self {
+        Self {
+            known,
+            metrics,
+            by_algorithm: Default::default(),
+        }
+    }
+
+    fn observe(&mut self, kind: &str, status: pb::ResultStatus, reject: bool, took: Duration) {
         // Label by algorithm, not by the raw kind, so that arbitrary kinds
         // cannot grow the label set without bound.
-        let algorithm = if known.contains(&event.kind) {
-            event.kind.as_str()
+        let algorithm = if self.known.iter().any(|k| k == kind) {
+            kind
         } else {
             "unknown"
         };
-        let status = match (ack.reject, ack.status == pb::ResultStatus::Ok as i32) {
-            (true, _) => "rejected",
-            (false, true) => "ok",
-            (false, false) => "failed",
-        };
-        metrics
-            .processed
-            .with_label_values(&[algorithm, status])
-            .inc();
-        metrics
-            .processing_seconds
-            .with_label_values(&[algorithm])
-            .observe(processing_us as f64 / 1e6);
-        if let Some(file) = processed_log.as_mut() {
-            use std::fmt::Write as _;
-            let _ = writeln!(log_buf, "{processor_id} {} {}", event.seq, event.attempt);
-            if work_rx.is_empty() || log_buf.len() > 64 * 1024 {
-                let _ = file.write_all(log_buf.as_bytes());
-                log_buf.clear();
-            }
+        if !self.by_algorithm.contains_key(algorithm) {
+            let m = self.metrics;
+            let counter = |status| m.processed.with_label_values(&[algorithm, status]);
+            let handles = Handles {
+                ok: counter("ok"),
+                failed: counter("failed"),
+                rejected: counter("rejected"),
+                seconds: m.processing_seconds.with_label_values(&[algorithm]),
+            };
+            self.by_algorithm.insert(algorithm.to_string(), handles);
         }
-        if done_tx.send(ack).is_err() {
-            return;
+        let h = &self.by_algorithm[algorithm];
+        match (reject, status) {
+            (true, _) => h.rejected.inc(),
+            (false, pb::ResultStatus::Ok) => h.ok.inc(),
+            (false, _) => h.failed.inc(),
         }
+        h.seconds.observe(took.as_secs_f64());
     }
 }
 
