@@ -14,8 +14,11 @@ use crate::ingest::{Ingest, IngestError, PendingReply, outcome};
 use crate::model::NewEvent;
 use crate::validate::{self, Invalid, Limits};
 
-/// Publishes a stream may have waiting for their commit.
-const STREAM_PENDING: usize = 4096;
+/// Most requests of one stream handed to the ingest writer as one group.
+const STREAM_GROUP: usize = 256;
+/// Groups a stream may have waiting for their commit (so at most
+/// `STREAM_GROUP × STREAM_PENDING` events per stream).
+const STREAM_PENDING: usize = 64;
 
 /// Implements `ackflow.v1.Ingest`.
 pub struct IngestService {
@@ -93,67 +96,128 @@ impl pb::ingest_server::Ingest for IngestService {
         // Commit receipts in request order; bounded, so a client that
         // publishes faster than commits complete is pushed back.
         let (pending_tx, mut pending_rx) =
-            mpsc::channel::<Result<(u64, PendingReply), Status>>(STREAM_PENDING);
+            mpsc::channel::<Result<(Vec<u64>, PendingReply), Status>>(STREAM_PENDING);
         let ingest = self.ingest.clone();
         let limits = self.limits;
         let cancel = self.cancel.clone();
         tokio::spawn(async move {
             loop {
-                let next = tokio::select! {
+                let first = tokio::select! {
                     next = inbound.message() => next,
                     _ = cancel.cancelled() => break,
                 };
-                let req = match next {
-                    Ok(Some(req)) => req,
-                    Ok(None) => break,
-                    // An undecodable or oversized message: the client is
-                    // told (after the replies it is owed), not left with an
-                    // OK that hides the refusal. If the client is gone
-                    // instead, nobody reads this and nothing is lost.
-                    Err(status) => {
-                        let _ = pending_tx.send(Err(status)).await;
+                let group = read_group(first, &mut inbound, &limits, &ingest).await;
+                if !group.events.is_empty() {
+                    let submitted = ingest.submit(group.events).await.map_err(Status::from);
+                    let failed = submitted.is_err();
+                    let item = submitted.map(|rx| (group.request_ids, rx));
+                    if pending_tx.send(item).await.is_err() || failed {
                         break;
                     }
-                };
-                let request_id = req.request_id;
-                let submitted = match to_event(req, &limits) {
-                    Ok(event) => ingest.submit(vec![event]).await.map_err(Status::from),
-                    Err(invalid) => {
-                        ingest.metrics().reject("invalid");
-                        Err(Status::from(invalid))
-                    }
-                };
+                }
                 // An error goes through the same queue, so the replies
                 // already owed are sent first; then the stream ends with it.
-                let failed = submitted.is_err();
-                let item = submitted.map(|rx| (request_id, rx));
-                if pending_tx.send(item).await.is_err() || failed {
+                // An undecodable or oversized message ends up here too: the
+                // client is told, not left with an OK that hides the
+                // refusal. If the client is gone instead, nobody reads this
+                // and nothing is lost.
+                if let Some(status) = group.error {
+                    let _ = pending_tx.send(Err(status)).await;
+                    break;
+                }
+                if group.ended {
                     break;
                 }
             }
         });
         tokio::spawn(async move {
             while let Some(item) = pending_rx.recv().await {
-                let (request_id, rx) = match item {
+                let (request_ids, rx) = match item {
                     Ok(receipt) => receipt,
                     Err(status) => {
                         let _ = out_tx.send(Err(status)).await;
                         return;
                     }
                 };
-                let msg = match outcome(rx).await {
-                    Ok(appended) => match appended.first() {
-                        Some(a) => Ok(reply(a, request_id)),
-                        None => Err(Status::internal("commit returned no outcome")),
-                    },
-                    Err(e) => Err(Status::from(e)),
+                let replies = match outcome(rx).await {
+                    Ok(appended) if appended.len() == request_ids.len() => appended
+                        .iter()
+                        .zip(request_ids)
+                        .map(|(a, request_id)| Ok(reply(a, request_id)))
+                        .collect(),
+                    Ok(_) => vec![Err(Status::internal("commit returned no outcome"))],
+                    Err(e) => vec![Err(Status::from(e))],
                 };
-                let failed = msg.is_err();
-                if out_tx.send(msg).await.is_err() || failed {
-                    return;
+                for msg in replies {
+                    let failed = msg.is_err();
+                    if out_tx.send(msg).await.is_err() || failed {
+                        return;
+                    }
                 }
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+}
+
+/// Requests of a stream read in one go: the first, plus whatever has already
+/// arrived, up to [`STREAM_GROUP`]. They are committed together, which costs
+/// one queue operation per group instead of one per event.
+struct Group {
+    request_ids: Vec<u64>,
+    events: Vec<NewEvent>,
+    /// The request that ended the group was refused (or undecodable).
+    error: Option<Status>,
+    /// The client closed its side of the stream.
+    ended: bool,
+}
+
+async fn read_group(
+    first: Result<Option<pb::PublishRequest>, Status>,
+    inbound: &mut Streaming<pb::PublishRequest>,
+    limits: &Limits,
+    ingest: &Ingest,
+) -> Group {
+    let mut group = Group {
+        request_ids: Vec::new(),
+        events: Vec::new(),
+        error: None,
+        ended: false,
+    };
+    let mut next = first;
+    loop {
+        match next {
+            Ok(Some(req)) => {
+                let request_id = req.request_id;
+                match to_event(req, limits) {
+                    Ok(event) => {
+                        group.request_ids.push(request_id);
+                        group.events.push(event);
+                    }
+                    Err(invalid) => {
+                        ingest.metrics().reject("invalid");
+                        group.error = Some(Status::from(invalid));
+                        return group;
+                    }
+                }
+            }
+            Ok(None) => {
+                group.ended = true;
+                return group;
+            }
+            Err(status) => {
+                group.error = Some(status);
+                return group;
+            }
+        }
+        if group.events.len() >= STREAM_GROUP {
+            return group;
+        }
+        // Take the next request only if it has already arrived.
+        next = tokio::select! {
+            biased;
+            next = inbound.message() => next,
+            () = std::future::ready(()) => return group,
+        };
     }
 }
