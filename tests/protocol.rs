@@ -234,7 +234,10 @@ impl Sim {
     }
 
     fn deliver_ack(&mut self, ack: pb::Ack) {
-        match self.sender.on_ack(ack.seq, ack.attempt, self.instant()) {
+        let outcome = self.sender.on_ack(ack.seq, ack.attempt, self.instant());
+        let fast = self.sender.on_acks_received(self.instant());
+        self.perform(fast);
+        match outcome {
             AckOutcome::Accepted { .. } => {
                 assert!(
                     !self.stored.contains(&ack.seq),

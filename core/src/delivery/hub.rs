@@ -314,7 +314,11 @@ impl State {
         match inbound {
             Inbound::Closed(reason) => self.disconnect(&reason),
             Inbound::Message(msg) => match msg.body {
-                Some(pb::processor_message::Body::Acks(batch)) => self.on_acks(batch),
+                Some(pb::processor_message::Body::Acks(batch)) => {
+                    self.on_acks(batch);
+                    let actions = self.sender.on_acks_received(Instant::now());
+                    self.perform(actions).await;
+                }
                 Some(pb::processor_message::Body::Status(status)) => self.on_status(status),
                 Some(pb::processor_message::Body::Hello(_)) | None => {
                     tracing::warn!("unexpected message from processor ignored");

@@ -161,6 +161,8 @@ pub struct Sender {
     /// tick then finds nothing due and recomputes it. Kept so that the hub
     /// does not scan the window on every turn of its loop.
     timer: Option<Instant>,
+    /// Highest seq acknowledged in the current session (0: none yet).
+    highest_acked: Seq,
     /// Seqs at or above `next_to_send` found resolved at start-up (results
     /// stored out of order before a restart); skipped when reached.
     resolved_ahead: BTreeSet<Seq>,
@@ -181,6 +183,7 @@ impl Sender {
             entries: BTreeMap::new(),
             unacked: BTreeSet::new(),
             timer: None,
+            highest_acked: 0,
             resolved_ahead: cursor.resolved_above.into_iter().collect(),
             rto: RtoEstimator::new(config.rto_initial, config.rto_min, config.max_backoff),
             link: Link::Absent,
@@ -246,6 +249,7 @@ impl Sender {
     pub fn on_connect(&mut self, now: Instant, processor_window: u32, paused: bool) -> Vec<Action> {
         self.link = if paused { Link::Paused } else { Link::Running };
         self.window = u64::from(self.config.window.min(processor_window).max(1));
+        self.highest_acked = 0;
         let rto = self.rto.rto();
         let mut actions = Vec::new();
         for (seq, entry) in self.entries.iter_mut() {
@@ -314,8 +318,12 @@ impl Sender {
         }
         match self.entries.get(&seq) {
             None => AckOutcome::Unknown,
-            Some(Entry::Acked | Entry::Resolved) => AckOutcome::Duplicate,
+            Some(Entry::Acked | Entry::Resolved) => {
+                self.highest_acked = self.highest_acked.max(seq);
+                AckOutcome::Duplicate
+            }
             Some(Entry::InFlight(_)) => {
+                self.highest_acked = self.highest_acked.max(seq);
                 let Some(f) = self.take_in_flight(seq) else {
                     return AckOutcome::Unknown;
                 };
@@ -328,6 +336,38 @@ impl Sender {
                 }
             }
         }
+    }
+
+    /// Fast retransmit, to call after a batch of acks. The processor handles
+    /// events strictly in order, so an ack for seq `s` means every seq below
+    /// `s` was processed as well: an event below the highest acked seq that
+    /// is still in flight lost its ack. It is sent again now instead of at
+    /// its deadline; the processor drops the duplicate and answers from its
+    /// ack cache. At most once per smoothed round trip per event, and it
+    /// never counts towards `max_deliver`.
+    pub fn on_acks_received(&mut self, now: Instant) -> Vec<Action> {
+        if self.link == Link::Absent {
+            return Vec::new();
+        }
+        let guard = self.rto.srtt().unwrap_or(self.config.rto_min);
+        let mut actions = Vec::new();
+        for seq in self.unacked.range(..self.highest_acked) {
+            let Some(Entry::InFlight(f)) = self.entries.get_mut(seq) else {
+                continue;
+            };
+            if now.saturating_duration_since(f.last_sent) < guard {
+                continue;
+            }
+            f.attempt += 1;
+            f.last_sent = now;
+            f.deadline = now + f.backoff;
+            actions.push(Action::Retransmit {
+                seq: *seq,
+                attempt: f.attempt,
+                backoff: f.backoff,
+            });
+        }
+        actions
     }
 
     /// The processor cannot produce a result for `seq`: park it.
@@ -537,6 +577,38 @@ mod tests {
         // Seq 2 was not the blocker: it never counted a timeout.
         assert!(matches!(s.entries.get(&2), Some(Entry::InFlight(f)) if f.timeouts == 0));
         let _ = now;
+    }
+
+    #[test]
+    fn a_lost_ack_is_retransmitted_when_a_later_ack_arrives() {
+        let t0 = Instant::now();
+        let mut s = sender();
+        s.on_connect(t0, 256, false);
+        for seq in 1..=3 {
+            s.on_offer(seq, t0);
+        }
+        // The ack of seq 1 was lost; the ack of seq 2 arrives.
+        let t1 = t0 + Duration::from_millis(10);
+        s.on_ack(2, 1, t1);
+        assert_eq!(
+            s.on_acks_received(t1),
+            vec![Action::Retransmit {
+                seq: 1,
+                attempt: 2,
+                backoff: Duration::from_millis(100)
+            }]
+        );
+        assert!(
+            s.on_acks_received(t1).is_empty(),
+            "once per round trip, not once per ack"
+        );
+        // Seq 3 is above every ack: it is not resent.
+        let Some(Entry::InFlight(f)) = s.entries.get(&3) else {
+            panic!("seq 3 in flight")
+        };
+        assert_eq!(f.attempt, 1);
+        // The retransmit earns the cached ack; no timeout was counted.
+        assert_eq!(s.on_ack(1, 2, t1), AckOutcome::Accepted { attempts: 2 });
     }
 
     #[test]
