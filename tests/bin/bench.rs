@@ -1,46 +1,237 @@
-//! ackflow-bench: throughput and latency of the real binaries.
+//! ackflow-bench: throughput, latency and memory of the real binaries, and
+//! the ceiling they are compared with.
 //!
-//! For each store it starts a fresh core (a new PostgreSQL database, or
-//! SQLite in a temp dir) and measures:
-//! 1. publish throughput with no processor connected: single REST requests
-//!    (concurrent clients), REST batches, and one gRPC `PublishStream`;
-//! 2. the drain rate of that backlog once a processor connects;
-//! 3. workload W1 end to end: N events of `sha256` with 256-byte payloads
-//!    published over `PublishStream` as fast as possible, from the first
-//!    publish to the last stored result, with publish→result latency
-//!    percentiles computed from the stored timestamps.
+//! Every section starts a fresh core (a new PostgreSQL database, or SQLite in
+//! a temp dir) and, where it delivers, one processor. Sections:
+//!
+//! * `publish`: publish throughput with no processor (single REST requests,
+//!   REST batches, one gRPC `PublishStream`), then the drain of that backlog.
+//! * `w1`: workload W1 — N events of kind `sha256` with 256-byte payloads,
+//!   one producer on one `PublishStream`, one processor — as a closed burst:
+//!   end-to-end events/s from the first publish to the last stored result,
+//!   and publish→result latency.
+//! * `rest`: W1 published with REST batches instead.
+//! * `open-loop`: a fixed publish rate (half the W1 rate by default) and the
+//!   latency it gets.
+//! * `ceiling`: the store alone taking the same event and result rows in
+//!   large batched transactions, through ackflow's own store code, with no
+//!   service and no network hop in between; W1 is quoted as a ratio of it.
+//! * `backlog`: a 1,000,000-event backlog built with no processor (core's
+//!   RSS), then its drain.
+//! * `sweep`: W1 (shorter) for several window sizes.
+//!
+//! Latency is measured from the moment the producer hands a request to its
+//! stream to the result's `stored_at_us` (the start of the commit that
+//! stored it), both wall-clock microseconds on this machine.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
+use ackflow_core::model::{NewEvent, ResultRow, ResultStatus, now_us};
 use ackflow_proto::v1 as pb;
-use ackflow_tests::{Core, PgDb, post_json, start_processor, wait_for};
-use clap::Parser;
+use ackflow_tests::{Core, PgDb, Proc, post_json, start_processor, wait_for};
+use clap::{Parser, ValueEnum};
+use tokio_stream::StreamExt;
 
 #[derive(Parser)]
-#[command(about = "Measures ackflow's publish throughput and end-to-end throughput and latency")]
+#[command(
+    about = "Measures ackflow end to end (W1: throughput, latency, memory) against the store's own ceiling",
+    long_about = "Measures ackflow end to end (W1: throughput, latency, memory) against the store's own ceiling.\n\n\
+                  Runs the real core and processor binaries of this build (build with --release first) on PostgreSQL \
+                  (a new database per section on the server given by ACKFLOW_TEST_PG or DATABASE_URL, default \
+                  postgres://postgres@127.0.0.1:5432/postgres) and on SQLite (a temp dir)."
+)]
 struct Args {
-    /// Stores to measure: postgres, sqlite or both.
-    #[arg(long, default_value = "both")]
-    store: String,
-    /// Events in the end-to-end run (W1) and the PublishStream run.
+    /// Stores to measure.
+    #[arg(long, value_enum, default_value = "both")]
+    store: StoreChoice,
+    /// Sections to run, comma-separated (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Section>,
+    /// Events in W1 (closed burst), the REST variant and the ceiling.
     #[arg(long, default_value_t = 100_000)]
     events: u64,
-    /// Events published with single REST requests.
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 256)]
+    payload: usize,
+    /// Core's window (`--window`) outside the sweep.
+    #[arg(long, default_value_t = 256)]
+    window: u32,
+    /// Events published with single REST requests (section `publish`).
     #[arg(long, default_value_t = 10_000)]
     rest_events: u64,
-    /// Concurrent REST clients.
+    /// Concurrent clients for single REST requests.
     #[arg(long, default_value_t = 32)]
     clients: u64,
     /// Events per REST batch request.
     #[arg(long, default_value_t = 100)]
     batch: u64,
-    /// Payload size in bytes.
-    #[arg(long, default_value_t = 256)]
-    payload: usize,
-    /// Core's window.
-    #[arg(long, default_value_t = 256)]
-    window: u32,
+    /// Concurrent connections publishing REST batches.
+    #[arg(long, default_value_t = 8)]
+    batch_clients: u64,
+    /// Open-loop publish rate in events/s (default: half the W1 rate just
+    /// measured, or 20,000 when W1 did not run).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Duration of the open-loop run in seconds.
+    #[arg(long, default_value_t = 10)]
+    open_loop_secs: u64,
+    /// Events in the backlog built with no processor connected.
+    #[arg(long, default_value_t = 1_000_000)]
+    backlog: u64,
+    /// Windows of the sweep, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "16,64,256,1024")]
+    sweep_windows: Vec<u32>,
+    /// Events per window in the sweep.
+    #[arg(long, default_value_t = 50_000)]
+    sweep_events: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StoreChoice {
+    Postgres,
+    Sqlite,
+    Both,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+enum Section {
+    Publish,
+    W1,
+    Rest,
+    OpenLoop,
+    Ceiling,
+    Backlog,
+    Sweep,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Postgres => "PostgreSQL",
+            Backend::Sqlite => "SQLite",
+        }
+    }
+}
+
+/// A fresh store (database or directory) for one section.
+struct Env {
+    dir: tempfile::TempDir,
+    db: Option<PgDb>,
+}
+
+impl Env {
+    async fn new(backend: Backend) -> anyhow::Result<Self> {
+        let db = match backend {
+            Backend::Postgres => Some(PgDb::create("bench").await?),
+            Backend::Sqlite => None,
+        };
+        Ok(Self {
+            dir: tempfile::tempdir()?,
+            db,
+        })
+    }
+
+    fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The URL core is given (`None`: SQLite in its data dir).
+    fn core_url(&self) -> Option<&str> {
+        self.db.as_ref().map(|db| db.url.as_str())
+    }
+
+    /// The URL to open the same store directly.
+    fn store_url(&self) -> String {
+        match &self.db {
+            Some(db) => db.url.clone(),
+            None => format!("sqlite:{}", self.dir().join("data/ackflow.db").display()),
+        }
+    }
+
+    async fn core(&self, window: u32) -> anyhow::Result<Core> {
+        let window = window.to_string();
+        Core::start(self.dir(), self.core_url(), &["--window", &window]).await
+    }
+
+    async fn finish(self) -> anyhow::Result<()> {
+        if let Some(db) = self.db {
+            db.drop_db().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Figures kept for the summary table.
+#[derive(Default)]
+struct Summary {
+    w1_rate: Option<f64>,
+    w1_accepted: Option<f64>,
+    w1_latency: Option<Latency>,
+    w1_processor_mb: Option<f64>,
+    rest_rate: Option<f64>,
+    open_loop: Option<(f64, Latency)>,
+    ceiling: Option<f64>,
+    backlog_core_mb: Option<f64>,
+    backlog_drain: Option<f64>,
+    backlog_processor_mb: Option<f64>,
+}
+
+#[derive(Clone, Copy)]
+struct Latency {
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Latency {
+    /// From microsecond samples; figures in milliseconds.
+    fn of(mut samples: Vec<i64>) -> Self {
+        samples.sort_unstable();
+        let at = |p: f64| {
+            if samples.is_empty() {
+                return 0.0;
+            }
+            let i = ((samples.len() - 1) as f64 * p).round() as usize;
+            samples[i] as f64 / 1000.0
+        };
+        Self {
+            p50: at(0.5),
+            p99: at(0.99),
+            max: at(1.0),
+        }
+    }
+}
+
+impl std::fmt::Display for Latency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            self.p50, self.p99, self.max
+        )
+    }
+}
+
+fn per_sec(events: u64, took: Duration) -> f64 {
+    events as f64 / took.as_secs_f64().max(1e-9)
+}
+
+fn line(label: &str, value: impl std::fmt::Display) {
+    println!("  {label:<60} {value}");
+}
+
+fn rate(events_per_sec: f64) -> String {
+    format!("{events_per_sec:>9.0} events/s")
 }
 
 fn payload(size: usize, n: u64) -> String {
@@ -51,8 +242,229 @@ fn payload(size: usize, n: u64) -> String {
     )
 }
 
-fn rate(events: u64, took: Duration) -> String {
-    format!("{:>9.0} events/s", events as f64 / took.as_secs_f64())
+/// Peak resident set size of a set of processes, sampled every 100 ms.
+struct RssSampler {
+    peaks: Arc<std::sync::Mutex<HashMap<u32, u64>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RssSampler {
+    fn start(pids: Vec<u32>) -> Self {
+        let peaks = Arc::new(std::sync::Mutex::new(HashMap::new()));
+        let shared = peaks.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                let mut peaks = shared.lock().expect("sampler lock");
+                for pid in &pids {
+                    if let Some(kb) = rss_kb(*pid) {
+                        let peak = peaks.entry(*pid).or_insert(0);
+                        *peak = (*peak).max(kb);
+                    }
+                }
+            }
+        });
+        Self { peaks, task }
+    }
+
+    /// Peak RSS in MB of `pid` so far.
+    fn peak_mb(&self, pid: u32) -> f64 {
+        let kb = rss_kb(pid).unwrap_or(0);
+        let peak = self.peaks.lock().expect("sampler lock").get(&pid).copied();
+        peak.unwrap_or(0).max(kb) as f64 / 1024.0
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Current resident set size of `pid` in kB, from `/proc`.
+fn rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn pid(proc: &Proc) -> u32 {
+    proc.pid().unwrap_or(0)
+}
+
+/// What one `PublishStream` run produced: per request, when it was handed
+/// to the stream and the seq it got.
+struct Published {
+    sent_us: Vec<i64>,
+    seqs: Vec<u64>,
+    /// From the first request to the last reply.
+    took: Duration,
+}
+
+/// Publishes `n` events on one stream, as fast as the stream takes them
+/// (`per_sec: None`) or at a fixed rate.
+async fn publish_stream(
+    core: &Core,
+    n: u64,
+    size: usize,
+    per_sec: Option<f64>,
+) -> anyhow::Result<Published> {
+    let mut client = core.ingest().await?;
+    let sent: Arc<Vec<AtomicI64>> = Arc::new((0..n).map(|_| AtomicI64::new(0)).collect());
+    let request = move |i: u64| pb::PublishRequest {
+        kind: "sha256".into(),
+        payload: payload(size, i).into_bytes(),
+        request_id: i,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let requests: std::pin::Pin<Box<dyn tokio_stream::Stream<Item = pb::PublishRequest> + Send>> =
+        match per_sec {
+            None => {
+                let sent = sent.clone();
+                Box::pin(tokio_stream::iter(0..n).map(move |i| {
+                    sent[i as usize].store(now_us(), Ordering::Relaxed);
+                    request(i)
+                }))
+            }
+            Some(per_sec) => {
+                let (tx, rx) = tokio::sync::mpsc::channel(1024);
+                let sent = sent.clone();
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(Duration::from_millis(1));
+                    let mut next = 0u64;
+                    while next < n {
+                        tick.tick().await;
+                        let due = ((started.elapsed().as_secs_f64() * per_sec) as u64).min(n);
+                        while next < due {
+                            sent[next as usize].store(now_us(), Ordering::Relaxed);
+                            if tx.send(request(next)).await.is_err() {
+                                return;
+                            }
+                            next += 1;
+                        }
+                    }
+                });
+                Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+            }
+        };
+    let mut replies = client.publish_stream(requests).await?.into_inner();
+    let mut seqs = vec![0; n as usize];
+    let mut got = 0;
+    while let Some(reply) = replies.message().await? {
+        seqs[reply.request_id as usize] = reply.seq;
+        got += 1;
+    }
+    anyhow::ensure!(got == n, "only {got} of {n} replies");
+    let took = started.elapsed();
+    let sent_us = sent.iter().map(|t| t.load(Ordering::Relaxed)).collect();
+    Ok(Published {
+        sent_us,
+        seqs,
+        took,
+    })
+}
+
+/// `(published_at_us, stored_at_us)` of every event in `first..=last`, by
+/// seq, read back from the store.
+async fn stored_times(
+    env: &Env,
+    first: u64,
+    last: u64,
+) -> anyhow::Result<HashMap<u64, (i64, i64)>> {
+    let store = ackflow_core::store::open(&env.store_url()).await?;
+    let mut times = HashMap::with_capacity((last + 1 - first) as usize);
+    let mut after = first - 1;
+    while after < last {
+        let page = store.list_events(after, 1000, None).await?;
+        let Some(end) = page.last() else { break };
+        after = end.event.seq;
+        for view in page.into_iter().filter(|v| v.event.seq <= last) {
+            let result = view
+                .result
+                .ok_or_else(|| anyhow::anyhow!("seq {} has no result", view.event.seq))?;
+            times.insert(
+                view.event.seq,
+                (view.event.published_at_us, result.stored_at_us),
+            );
+        }
+    }
+    Ok(times)
+}
+
+/// End-to-end rate and latency of a stream run whose events are all stored.
+async fn stream_figures(env: &Env, run: &Published) -> anyhow::Result<(f64, Latency)> {
+    let first = *run.seqs.iter().min().unwrap_or(&1);
+    let last = *run.seqs.iter().max().unwrap_or(&0);
+    let times = stored_times(env, first, last).await?;
+    let mut latencies = Vec::with_capacity(run.seqs.len());
+    let mut last_stored = i64::MIN;
+    for (seq, sent) in run.seqs.iter().zip(&run.sent_us) {
+        let (_, stored) = times[seq];
+        last_stored = last_stored.max(stored);
+        latencies.push(stored - sent);
+    }
+    let first_sent = run.sent_us.iter().min().copied().unwrap_or(0);
+    let span = Duration::from_micros((last_stored - first_sent).max(1) as u64);
+    Ok((per_sec(run.seqs.len() as u64, span), Latency::of(latencies)))
+}
+
+/// Waits until every event up to `last` (the highest seq published) is
+/// resolved. The snapshot is refreshed every 200 ms, so it is not enough
+/// that the floor passed the head it shows.
+async fn wait_drained(core: &Core, last: u64) -> anyhow::Result<pb::Snapshot> {
+    wait_for(
+        "every event resolved",
+        Duration::from_secs(3600),
+        || async {
+            let s = core.snapshot().await.ok()?;
+            (s.head >= last && s.acked_floor > s.head).then_some(s)
+        },
+    )
+    .await
+}
+
+fn last_seq(run: &Published) -> u64 {
+    run.seqs.iter().copied().max().unwrap_or(0)
+}
+
+async fn wait_connected(core: &Core) -> anyhow::Result<()> {
+    wait_for(
+        "the processor to connect",
+        Duration::from_secs(60),
+        || async {
+            let s = core.snapshot().await.ok()?;
+            let connection = s.processor?.connection;
+            (connection == pb::ProcessorConnection::Running as i32).then_some(())
+        },
+    )
+    .await
+}
+
+/// A core with a connected processor.
+struct Pair {
+    core: Core,
+    processor: Proc,
+}
+
+impl Pair {
+    async fn start(env: &Env, window: u32) -> anyhow::Result<Self> {
+        let core = env.core(window).await?;
+        let processor = start_processor(env.dir(), &core.grpc_url(), &[])?;
+        wait_connected(&core).await?;
+        Ok(Self { core, processor })
+    }
+
+    fn sampler(&self) -> RssSampler {
+        RssSampler::start(vec![pid(&self.core.proc), pid(&self.processor)])
+    }
+
+    async fn stop(mut self) -> anyhow::Result<()> {
+        self.processor.terminate().await?;
+        self.core.proc.terminate().await?;
+        Ok(())
+    }
 }
 
 async fn rest_single(core: &Core, args: &Args) -> anyhow::Result<Duration> {
@@ -60,8 +472,7 @@ async fn rest_single(core: &Core, args: &Args) -> anyhow::Result<Duration> {
     let mut tasks = tokio::task::JoinSet::new();
     let per_client = args.rest_events / args.clients;
     for c in 0..args.clients {
-        let http = core.http;
-        let size = args.payload;
+        let (http, size) = (core.http, args.payload);
         tasks.spawn(async move {
             for n in 0..per_client {
                 let body = format!(
@@ -80,14 +491,14 @@ async fn rest_single(core: &Core, args: &Args) -> anyhow::Result<Duration> {
     Ok(started.elapsed())
 }
 
-async fn rest_batches(core: &Core, args: &Args, total: u64) -> anyhow::Result<Duration> {
-    let started = Instant::now();
+/// Publishes `total` events as REST batches over `args.batch_clients`
+/// connections; returns the send time of the first batch.
+async fn rest_batches(core: &Core, args: &Args, total: u64) -> anyhow::Result<i64> {
+    let first_sent = now_us();
     let mut tasks = tokio::task::JoinSet::new();
-    let clients = 8;
-    let batches_per_client = total / args.batch / clients;
-    for _ in 0..clients {
-        let http = core.http;
-        let (size, batch) = (args.payload, args.batch);
+    let batches_per_client = total / args.batch / args.batch_clients;
+    for _ in 0..args.batch_clients {
+        let (http, size, batch) = (core.http, args.payload, args.batch);
         tasks.spawn(async move {
             for b in 0..batches_per_client {
                 let events: Vec<String> = (0..batch)
@@ -108,123 +519,38 @@ async fn rest_batches(core: &Core, args: &Args, total: u64) -> anyhow::Result<Du
     while let Some(r) = tasks.join_next().await {
         r??;
     }
-    Ok(started.elapsed())
+    Ok(first_sent)
 }
 
-/// Publishes `n` events on one stream; returns when the last reply arrived.
-async fn stream(core: &Core, n: u64, size: usize) -> anyhow::Result<Duration> {
-    let mut client = core.ingest().await?;
-    let requests = tokio_stream::iter((0..n).map(move |i| pb::PublishRequest {
-        kind: "sha256".into(),
-        payload: payload(size, i).into_bytes(),
-        request_id: i,
-        ..Default::default()
-    }));
-    let started = Instant::now();
-    let mut replies = client.publish_stream(requests).await?.into_inner();
-    let mut got = 0;
-    while let Some(_reply) = replies.message().await? {
-        got += 1;
-    }
-    anyhow::ensure!(got == n, "only {got} of {n} replies");
-    Ok(started.elapsed())
-}
-
-async fn wait_drained(core: &Core) -> anyhow::Result<pb::Snapshot> {
-    wait_for(
-        "every event resolved",
-        Duration::from_secs(1800),
-        || async {
-            let s = core.snapshot().await.ok()?;
-            (s.acked_floor > s.head).then_some(s)
-        },
-    )
-    .await
-}
-
-fn percentile(sorted: &[i64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i] as f64 / 1000.0
-}
-
-async fn measure(name: &str, url: Option<&str>, dir: &Path, args: &Args) -> anyhow::Result<()> {
-    let window = args.window.to_string();
-    let core = Core::start(dir, url, &["--window", &window]).await?;
-    println!("\n== {name} (window {}) ==", args.window);
-
+async fn section_publish(env: &Env, args: &Args) -> anyhow::Result<()> {
+    let core = env.core(args.window).await?;
     let took = rest_single(&core, args).await?;
-    println!(
-        "publish, single REST requests ({} clients): {}",
-        args.clients,
-        rate(args.rest_events, took)
+    line(
+        &format!("publish, single REST requests ({} clients)", args.clients),
+        rate(per_sec(args.rest_events, took)),
     );
     let batch_total = args.events.min(50_000);
-    let took = rest_batches(&core, args, batch_total).await?;
-    println!(
-        "publish, REST batches of {}:              {}",
-        args.batch,
-        rate(batch_total, took)
-    );
-    let took = stream(&core, args.events, args.payload).await?;
-    println!(
-        "publish, one gRPC PublishStream:          {}",
-        rate(args.events, took)
-    );
-
-    let backlog = core.snapshot().await?.head;
     let started = Instant::now();
-    let mut processor = start_processor(dir, &core.grpc_url(), &[])?;
-    wait_drained(&core).await?;
-    println!(
-        "drain of a {backlog}-event backlog:       {}",
-        rate(backlog, started.elapsed())
+    rest_batches(&core, args, batch_total).await?;
+    line(
+        &format!(
+            "publish, REST batches of {} ({} connections)",
+            args.batch, args.batch_clients
+        ),
+        rate(per_sec(batch_total, started.elapsed())),
     );
-
-    // W1: burst of N events through PublishStream, end to end.
-    let first_seq = core.snapshot().await?.head + 1;
+    let run = publish_stream(&core, args.events, args.payload, None).await?;
+    line(
+        "publish, one gRPC PublishStream",
+        rate(per_sec(args.events, run.took)),
+    );
+    let backlog = last_seq(&run);
     let started = Instant::now();
-    stream(&core, args.events, args.payload).await?;
-    let accepted = started.elapsed();
-    wait_drained(&core).await?;
-    let store_url = url
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("sqlite:{}", dir.join("data/ackflow.db").display()));
-    let store = ackflow_core::store::open(&store_url).await?;
-    let mut latencies = Vec::with_capacity(args.events as usize);
-    let (mut first_publish, mut last_result) = (i64::MAX, i64::MIN);
-    let mut after = first_seq - 1;
-    loop {
-        let page = store.list_events(after, 1000, None).await?;
-        let Some(last) = page.last() else { break };
-        after = last.event.seq;
-        for view in page {
-            let result = view
-                .result
-                .ok_or_else(|| anyhow::anyhow!("seq {} has no result", view.event.seq))?;
-            first_publish = first_publish.min(view.event.published_at_us);
-            last_result = last_result.max(result.stored_at_us);
-            latencies.push(result.stored_at_us - view.event.published_at_us);
-        }
-    }
-    latencies.sort_unstable();
-    let span = Duration::from_micros((last_result - first_publish).max(1) as u64);
-    println!(
-        "W1 end to end ({} events):              {}",
-        args.events,
-        rate(args.events, span)
-    );
-    println!(
-        "W1 publish accepted:                      {}",
-        rate(args.events, accepted)
-    );
-    println!(
-        "W1 publish→result latency: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
-        percentile(&latencies, 1.0)
+    let mut processor = start_processor(env.dir(), &core.grpc_url(), &[])?;
+    wait_drained(&core, backlog).await?;
+    line(
+        &format!("drain of that {backlog}-event backlog"),
+        rate(per_sec(backlog, started.elapsed())),
     );
     processor.terminate().await?;
     let mut core = core;
@@ -232,26 +558,307 @@ async fn measure(name: &str, url: Option<&str>, dir: &Path, args: &Args) -> anyh
     Ok(())
 }
 
+async fn section_w1(env: &Env, args: &Args, summary: &mut Summary) -> anyhow::Result<()> {
+    let pair = Pair::start(env, args.window).await?;
+    let rss = pair.sampler();
+    let run = publish_stream(&pair.core, args.events, args.payload, None).await?;
+    wait_drained(&pair.core, last_seq(&run)).await?;
+    let (core_mb, processor_mb) = (
+        rss.peak_mb(pid(&pair.core.proc)),
+        rss.peak_mb(pid(&pair.processor)),
+    );
+    pair.stop().await?;
+    let (e2e, latency) = stream_figures(env, &run).await?;
+    let accepted = per_sec(args.events, run.took);
+    line(
+        &format!("W1 end to end ({} events, closed burst)", args.events),
+        rate(e2e),
+    );
+    line("W1 publish accepted", rate(accepted));
+    line("W1 publish→result latency", latency);
+    line(
+        "W1 peak RSS",
+        format!("core {core_mb:.1} MB, processor {processor_mb:.1} MB"),
+    );
+    summary.w1_rate = Some(e2e);
+    summary.w1_accepted = Some(accepted);
+    summary.w1_latency = Some(latency);
+    summary.w1_processor_mb = Some(processor_mb);
+    Ok(())
+}
+
+async fn section_rest(env: &Env, args: &Args, summary: &mut Summary) -> anyhow::Result<()> {
+    let pair = Pair::start(env, args.window).await?;
+    let first_seq = pair.core.snapshot().await?.head + 1;
+    let total = args.events / (args.batch * args.batch_clients) * (args.batch * args.batch_clients);
+    let first_sent = rest_batches(&pair.core, args, total).await?;
+    wait_drained(&pair.core, first_seq + total - 1).await?;
+    pair.stop().await?;
+    let times = stored_times(env, first_seq, first_seq + total - 1).await?;
+    let last_stored = times.values().map(|(_, s)| *s).max().unwrap_or(first_sent);
+    let e2e = per_sec(
+        total,
+        Duration::from_micros((last_stored - first_sent).max(1) as u64),
+    );
+    let latency = Latency::of(times.values().map(|(p, s)| s - p).collect());
+    line(
+        &format!(
+            "REST end to end ({total} events, batches of {} on {} connections)",
+            args.batch, args.batch_clients
+        ),
+        rate(e2e),
+    );
+    line("REST commit→result latency (from published_at)", latency);
+    summary.rest_rate = Some(e2e);
+    Ok(())
+}
+
+async fn section_open_loop(env: &Env, args: &Args, summary: &mut Summary) -> anyhow::Result<()> {
+    let target = args
+        .rate
+        .map(|r| r as f64)
+        .or(summary.w1_rate.map(|r| (r / 2.0).round()))
+        .unwrap_or(20_000.0);
+    let n = (target * args.open_loop_secs as f64) as u64;
+    let pair = Pair::start(env, args.window).await?;
+    let run = publish_stream(&pair.core, n, args.payload, Some(target)).await?;
+    wait_drained(&pair.core, last_seq(&run)).await?;
+    pair.stop().await?;
+    let (_, latency) = stream_figures(env, &run).await?;
+    line(
+        &format!(
+            "open loop at {target:.0} events/s for {} s ({n} events)",
+            args.open_loop_secs
+        ),
+        format!("published at {}", rate(per_sec(n, run.took)).trim()),
+    );
+    line("open-loop publish→result latency", latency);
+    summary.open_loop = Some((target, latency));
+    Ok(())
+}
+
+async fn section_ceiling(env: &Env, args: &Args, summary: &mut Summary) -> anyhow::Result<()> {
+    const BATCH: u64 = 4096;
+    std::fs::create_dir_all(env.dir().join("data"))?;
+    let store = ackflow_core::store::open(&env.store_url()).await?;
+    let output = "0".repeat(64);
+    let started = Instant::now();
+    let mut next = 1;
+    while next <= args.events {
+        let n = BATCH.min(args.events + 1 - next);
+        let events: Vec<NewEvent> = (0..n)
+            .map(|i| NewEvent {
+                kind: "sha256".into(),
+                key: None,
+                payload: payload(args.payload, next + i).into_bytes(),
+                idempotency_key: None,
+            })
+            .collect();
+        let ids: Vec<String> = (0..n).map(|i| format!("{:032x}", next + i)).collect();
+        store.append(next, now_us(), &ids, &events).await?;
+        let results: Vec<ResultRow> = (0..n)
+            .map(|i| ResultRow {
+                seq: next + i,
+                status: ResultStatus::Ok,
+                output: output.clone(),
+                attempt: 1,
+                processing_us: 1,
+                stored_at_us: now_us(),
+            })
+            .collect();
+        store.resolve(&results, &[], next).await?;
+        next += n;
+    }
+    let ceiling = per_sec(args.events, started.elapsed());
+    line(
+        &format!(
+            "ceiling: the store alone, {} events + results in batches of {BATCH}",
+            args.events
+        ),
+        rate(ceiling),
+    );
+    if let Some(w1) = summary.w1_rate {
+        line(
+            "ratio W1 end to end / ceiling",
+            format!("{:.2}", w1 / ceiling),
+        );
+    }
+    summary.ceiling = Some(ceiling);
+    Ok(())
+}
+
+async fn section_backlog(env: &Env, args: &Args, summary: &mut Summary) -> anyhow::Result<()> {
+    let core = env.core(args.window).await?;
+    let core_pid = pid(&core.proc);
+    let rss = RssSampler::start(vec![core_pid]);
+    let run = publish_stream(&core, args.backlog, args.payload, None).await?;
+    let built_mb = rss.peak_mb(core_pid);
+    let idle_mb = rss_kb(core_pid).unwrap_or(0) as f64 / 1024.0;
+    line(
+        &format!("backlog of {} events built, no processor", args.backlog),
+        rate(per_sec(args.backlog, run.took)),
+    );
+    line(
+        "core RSS while building / after",
+        format!("peak {built_mb:.1} MB / {idle_mb:.1} MB"),
+    );
+    drop(rss);
+    let started = Instant::now();
+    let processor = start_processor(env.dir(), &core.grpc_url(), &[])?;
+    let pair = Pair { core, processor };
+    let rss = pair.sampler();
+    wait_drained(&pair.core, last_seq(&run)).await?;
+    let drain = per_sec(args.backlog, started.elapsed());
+    let (core_mb, processor_mb) = (rss.peak_mb(core_pid), rss.peak_mb(pid(&pair.processor)));
+    pair.stop().await?;
+    line("drain of the backlog", rate(drain));
+    line(
+        "peak RSS during the drain",
+        format!("core {core_mb:.1} MB, processor {processor_mb:.1} MB"),
+    );
+    if let Some(w1) = summary.w1_processor_mb {
+        line(
+            "processor peak RSS in W1, for comparison",
+            format!("{w1:.1} MB"),
+        );
+    }
+    summary.backlog_core_mb = Some(built_mb.max(core_mb));
+    summary.backlog_drain = Some(drain);
+    summary.backlog_processor_mb = Some(processor_mb);
+    Ok(())
+}
+
+async fn section_sweep(backend: Backend, args: &Args) -> anyhow::Result<()> {
+    println!(
+        "  window sweep, {} events each, closed burst:",
+        args.sweep_events
+    );
+    println!("  | window | events/s | p50 ms | p99 ms |");
+    println!("  |---:|---:|---:|---:|");
+    for &window in &args.sweep_windows {
+        let env = Env::new(backend).await?;
+        let pair = Pair::start(&env, window).await?;
+        let run = publish_stream(&pair.core, args.sweep_events, args.payload, None).await?;
+        wait_drained(&pair.core, last_seq(&run)).await?;
+        pair.stop().await?;
+        let (e2e, latency) = stream_figures(&env, &run).await?;
+        println!(
+            "  | {window} | {e2e:.0} | {:.1} | {:.1} |",
+            latency.p50, latency.p99
+        );
+        env.finish().await?;
+    }
+    Ok(())
+}
+
+async fn measure(backend: Backend, args: &Args) -> anyhow::Result<Summary> {
+    println!("\n== {} (window {}) ==", backend.name(), args.window);
+    let runs = |s: Section| args.only.is_empty() || args.only.contains(&s);
+    let mut summary = Summary::default();
+    for section in [
+        Section::Publish,
+        Section::W1,
+        Section::Rest,
+        Section::OpenLoop,
+        Section::Ceiling,
+        Section::Backlog,
+    ] {
+        if !runs(section) {
+            continue;
+        }
+        let env = Env::new(backend).await?;
+        match section {
+            Section::Publish => section_publish(&env, args).await?,
+            Section::W1 => section_w1(&env, args, &mut summary).await?,
+            Section::Rest => section_rest(&env, args, &mut summary).await?,
+            Section::OpenLoop => section_open_loop(&env, args, &mut summary).await?,
+            Section::Ceiling => section_ceiling(&env, args, &mut summary).await?,
+            Section::Backlog => section_backlog(&env, args, &mut summary).await?,
+            Section::Sweep => unreachable!("the sweep makes its own stores"),
+        }
+        env.finish().await?;
+    }
+    if runs(Section::Sweep) {
+        section_sweep(backend, args).await?;
+    }
+    Ok(summary)
+}
+
+fn summary_table(results: &[(Backend, Summary)]) {
+    let cell = |v: Option<String>| v.unwrap_or_else(|| "—".into());
+    let events = |v: Option<f64>| cell(v.map(|v| format!("{v:.0}")));
+    let mb = |v: Option<f64>| cell(v.map(|v| format!("{v:.1} MB")));
+    let lat =
+        |v: Option<Latency>| cell(v.map(|l| format!("{:.1} / {:.1} / {:.1}", l.p50, l.p99, l.max)));
+    println!("\n== summary ==");
+    print!("| figure |");
+    for (backend, _) in results {
+        print!(" {} |", backend.name());
+    }
+    println!();
+    print!("|---|");
+    for _ in results {
+        print!("---:|");
+    }
+    println!();
+    let row = |label: &str, value: &dyn Fn(&Summary) -> String| {
+        print!("| {label} |");
+        for (_, summary) in results {
+            print!(" {} |", value(summary));
+        }
+        println!();
+    };
+    row("W1 end to end, events/s", &|s| events(s.w1_rate));
+    row("W1 publish accepted, events/s", &|s| events(s.w1_accepted));
+    row("W1 latency p50 / p99 / max, ms", &|s| lat(s.w1_latency));
+    row("open-loop rate, events/s", &|s| {
+        events(s.open_loop.map(|(r, _)| r))
+    });
+    row("open-loop latency p50 / p99 / max, ms", &|s| {
+        lat(s.open_loop.map(|(_, l)| l))
+    });
+    row("REST batches end to end, events/s", &|s| {
+        events(s.rest_rate)
+    });
+    row("ceiling (store alone), events/s", &|s| events(s.ceiling));
+    row("ratio W1 / ceiling", &|s| match (s.w1_rate, s.ceiling) {
+        (Some(w), Some(c)) => format!("{:.2}", w / c),
+        _ => "—".into(),
+    });
+    row("core peak RSS, backlog built", &|s| mb(s.backlog_core_mb));
+    row("backlog drain, events/s", &|s| events(s.backlog_drain));
+    row("processor peak RSS, W1 / backlog drain", &|s| {
+        format!("{} / {}", mb(s.w1_processor_mb), mb(s.backlog_processor_mb))
+    });
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     println!(
-        "ackflow-bench: {} events, {}-byte payloads, {} cores",
+        "ackflow-bench: {} events of {} bytes, window {}, {cores} cores; binaries from {}",
         args.events,
         args.payload,
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
+        args.window,
+        binaries_dir().display()
     );
-    if args.store == "postgres" || args.store == "both" {
-        let db = PgDb::create("bench").await?;
-        let dir = tempfile::tempdir()?;
-        measure("PostgreSQL", Some(&db.url), dir.path(), &args).await?;
-        db.drop_db().await?;
+    let mut results = Vec::new();
+    if matches!(args.store, StoreChoice::Postgres | StoreChoice::Both) {
+        results.push((Backend::Postgres, measure(Backend::Postgres, &args).await?));
     }
-    if args.store == "sqlite" || args.store == "both" {
-        let dir = tempfile::tempdir()?;
-        measure("SQLite", None, dir.path(), &args).await?;
+    if matches!(args.store, StoreChoice::Sqlite | StoreChoice::Both) {
+        results.push((Backend::Sqlite, measure(Backend::Sqlite, &args).await?));
     }
+    summary_table(&results);
     Ok(())
+}
+
+fn binaries_dir() -> PathBuf {
+    ackflow_tests::bin("e2e-core")
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }

@@ -148,6 +148,11 @@ impl Proc {
         Ok(Self { child, log })
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// SIGKILL: no chance to clean up.
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;

@@ -520,7 +520,10 @@ mod tests {
         assert!(!s.can_send(), "4 in flight");
         assert_eq!(s.on_ack(2, 1, t0), AckOutcome::Accepted { attempts: 1 });
         assert_eq!(s.on_ack(2, 1, t0), AckOutcome::Duplicate);
-        assert!(!s.can_send(), "seq 1 still in flight: the window spans 1..=4");
+        assert!(
+            !s.can_send(),
+            "seq 1 still in flight: the window spans 1..=4"
+        );
         assert!(!s.on_stored([2]), "seq 1 still blocks the floor");
         assert_eq!(s.on_ack(1, 1, t0), AckOutcome::Accepted { attempts: 1 });
         assert_eq!(s.acked_floor(), 1, "acked but not stored");
