@@ -23,7 +23,7 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_TLS_DOMAIN")]
     pub tls_domain: Option<String>,
 
-    /// Largest window this processor accepts (reorder buffer bound).
+    /// Largest window this processor accepts; its reorder buffer and ack cache hold at most twice this.
     #[arg(long, env = "ACKFLOW_PROCESSOR_WINDOW", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub window: u32,
 

@@ -132,7 +132,10 @@ struct Env {
 impl Env {
     async fn new(backend: Backend) -> anyhow::Result<Self> {
         let db = match backend {
-            Backend::Postgres => Some(PgDb::create("bench").await?),
+            Backend::Postgres => {
+                checkpoint().await?;
+                Some(PgDb::create("bench").await?)
+            }
             Backend::Sqlite => None,
         };
         Ok(Self {
@@ -169,6 +172,16 @@ impl Env {
         }
         Ok(())
     }
+}
+
+/// Starts every PostgreSQL section from a fresh checkpoint, so that one
+/// section's WAL does not make the next pay for a checkpoint (and for the
+/// full-page writes after it): the figures vary less from run to run.
+async fn checkpoint() -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&ackflow_tests::pg_server_url()).await?;
+    sqlx::query("CHECKPOINT").execute(&mut conn).await?;
+    Ok(())
 }
 
 /// Figures kept for the summary table.

@@ -19,11 +19,14 @@
 //!
 //! # The window
 //!
-//! The window is a span of seqs, as in TCP: core sends seq `s` only if
-//! `s < acked_floor + window`. Acks are selective (any order) but the span
-//! bounds everything downstream: the processor's reorder buffer and its cache
-//! of recent results both stay below the window size, and core's memory is
-//! the window plus the tail, whatever the backlog.
+//! The window is a span of seqs, as in TCP, with two bounds: core sends seq
+//! `s` only if `s < lowest_unacked + window` and `s < acked_floor + 2 ×
+//! window`. The first is gated by acks, so the next events go out while the
+//! results of the previous ones are being committed (the floor only moves
+//! once they are durable). The second bounds everything downstream: the
+//! processor's reorder buffer and its cache of recent acks both stay below
+//! two windows, and core's memory is two windows plus the tail, whatever the
+//! backlog.
 //!
 //! # Time
 //!
@@ -35,6 +38,9 @@
 //!
 //! * *Lost event or ack*: the deadline fires; the event is sent again; the
 //!   processor either processes it or drops it as a duplicate and re-acks.
+//!   A lost ack is usually repaired sooner: the processor works strictly in
+//!   order, so an ack for a higher seq proves the lower one was processed,
+//!   and core resends it at once (fast retransmit) to earn the cached ack.
 //! * *Processor disconnects or restarts*: timers stop; on the next hello core
 //!   answers with the floor and resends everything in flight, in order.
 //! * *Core restarts*: the floor and the results above it are read back from
