@@ -312,9 +312,14 @@ async fn pump(
     };
     let writer = async move {
         loop {
+            // Stop first: when told to stop, the reader has also stopped and
+            // dropped its end of the line, and that must not be taken for the
+            // end of the stream (which would pass a FIN on to a link that is
+            // meant to freeze).
             let next = tokio::select! {
-                next = line_rx.recv() => next,
+                biased;
                 _ = stop.cancelled() => return (wr, false),
+                next = line_rx.recv() => next,
             };
             let Some((due, chunk)) = next else {
                 // The reader saw the end: pass the FIN on.
