@@ -361,9 +361,11 @@ impl Sim {
                 self.deliver_ack(ack);
             }
             self.store();
-            if self.to_processor.is_empty() && self.sender.can_send() == (self.offered > self.head)
+            // Nothing in transit and nothing more to send now (the window is
+            // full, or everything was offered): let the retransmit timers fire.
+            if self.to_processor.is_empty()
+                && (!self.sender.can_send() || self.offered > self.head)
             {
-                // Nothing moving: let the retransmit timers fire.
                 self.apply(Op::Tick(5000));
             }
         }
