@@ -363,8 +363,7 @@ impl Sim {
             self.store();
             // Nothing in transit and nothing more to send now (the window is
             // full, or everything was offered): let the retransmit timers fire.
-            if self.to_processor.is_empty()
-                && (!self.sender.can_send() || self.offered > self.head)
+            if self.to_processor.is_empty() && (!self.sender.can_send() || self.offered > self.head)
             {
                 self.apply(Op::Tick(5000));
             }
