@@ -68,7 +68,7 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_COMMIT_LINGER_US", default_value_t = 0)]
     pub commit_linger_us: u64,
 
-    /// Publishes that may wait for a commit; beyond that publishers get 503 / RESOURCE_EXHAUSTED.
+    /// Publish requests that may wait for a commit (a REST batch, or a group of up to 256 requests of one PublishStream, counts as one); beyond that publishers get 503 / RESOURCE_EXHAUSTED.
     #[arg(long, env = "ACKFLOW_INGEST_QUEUE", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub ingest_queue: u64,
 
