@@ -40,9 +40,14 @@ use tokio_stream::StreamExt;
 #[command(
     about = "Measures ackflow end to end (W1: throughput, latency, memory) against the store's own ceiling",
     long_about = "Measures ackflow end to end (W1: throughput, latency, memory) against the store's own ceiling.\n\n\
+                  W1: N events of kind sha256 with 256-byte payloads, published by one producer on one gRPC \
+                  PublishStream and delivered to one processor, measured from the first publish to the last \
+                  stored result. Latency runs from the moment the producer hands a request to its stream to \
+                  the result's stored_at_us read back from the store.\n\n\
                   Runs the real core and processor binaries of this build (build with --release first) on PostgreSQL \
                   (a new database per section on the server given by ACKFLOW_TEST_PG or DATABASE_URL, default \
-                  postgres://postgres@127.0.0.1:5432/postgres) and on SQLite (a temp dir)."
+                  postgres://postgres@127.0.0.1:5432/postgres) and on SQLite (a temp dir), a fresh core per \
+                  section. Prints each section's figures, then a summary table per store."
 )]
 struct Args {
     /// Stores to measure.
@@ -51,8 +56,9 @@ struct Args {
     /// Sections to run, comma-separated (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Section>,
-    /// Events in W1 (closed burst), the REST variant and the ceiling.
-    #[arg(long, default_value_t = 100_000)]
+    /// Events in W1 (closed burst), the REST variant, the ceiling and the
+    /// PublishStream part of `publish` (its REST batches: at most 50,000).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     events: u64,
     /// Payload size in bytes.
     #[arg(long, default_value_t = 256)]
@@ -61,50 +67,62 @@ struct Args {
     #[arg(long, default_value_t = 256)]
     window: u32,
     /// Events published with single REST requests (section `publish`).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     rest_events: u64,
     /// Concurrent clients for single REST requests.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
     clients: u64,
     /// Events per REST batch request.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     batch: u64,
     /// Concurrent connections publishing REST batches.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
     batch_clients: u64,
     /// Open-loop publish rate in events/s (default: half the W1 rate just
     /// measured, or 20,000 when W1 did not run).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     rate: Option<u64>,
     /// Duration of the open-loop run in seconds.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     open_loop_secs: u64,
     /// Events in the backlog built with no processor connected.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     backlog: u64,
     /// Windows of the sweep, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "16,64,256,1024")]
     sweep_windows: Vec<u32>,
     /// Events per window in the sweep.
-    #[arg(long, default_value_t = 50_000)]
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
     sweep_events: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum StoreChoice {
+    /// PostgreSQL only.
     Postgres,
+    /// SQLite only.
     Sqlite,
+    /// PostgreSQL, then SQLite.
     Both,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
 enum Section {
+    /// Publish throughput with no processor (single REST requests, REST
+    /// batches, one PublishStream), then the drain of that backlog.
     Publish,
+    /// W1 as a closed burst: end-to-end events/s, publish accepted, latency.
     W1,
+    /// W1 published with REST batches: end-to-end events/s and latency.
     Rest,
+    /// A fixed publish rate on one PublishStream and the latency it gets.
     OpenLoop,
+    /// The store alone taking the same rows in large transactions; W1 as a
+    /// ratio of it.
     Ceiling,
+    /// A backlog built with no processor (core RSS), then its drain.
     Backlog,
+    /// W1 (shorter) for each window of --sweep-windows.
     Sweep,
 }
 
@@ -240,11 +258,11 @@ fn per_sec(events: u64, took: Duration) -> f64 {
 }
 
 fn line(label: &str, value: impl std::fmt::Display) {
-    println!("  {label:<60} {value}");
+    println!("  {label:<64} {value}");
 }
 
 fn rate(events_per_sec: f64) -> String {
-    format!("{events_per_sec:>9.0} events/s")
+    format!("{events_per_sec:.0} events/s")
 }
 
 fn payload(size: usize, n: u64) -> String {
@@ -304,6 +322,23 @@ fn rss_kb(pid: u32) -> Option<u64> {
 
 fn pid(proc: &Proc) -> u32 {
     proc.pid().unwrap_or(0)
+}
+
+/// Peak resident set sizes of a core and its processor, in MB.
+#[derive(Clone, Copy)]
+struct Peaks {
+    core_mb: f64,
+    processor_mb: f64,
+}
+
+impl std::fmt::Display for Peaks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "core {:.1} MB, processor {:.1} MB",
+            self.core_mb, self.processor_mb
+        )
+    }
 }
 
 /// What one `PublishStream` run produced: per request, when it was handed
@@ -473,6 +508,14 @@ impl Pair {
         RssSampler::start(vec![pid(&self.core.proc), pid(&self.processor)])
     }
 
+    /// Peak RSS of both processes as seen by `rss` (from [`Pair::sampler`]).
+    fn peaks(&self, rss: &RssSampler) -> Peaks {
+        Peaks {
+            core_mb: rss.peak_mb(pid(&self.core.proc)),
+            processor_mb: rss.peak_mb(pid(&self.processor)),
+        }
+    }
+
     async fn stop(mut self) -> anyhow::Result<()> {
         self.processor.terminate().await?;
         self.core.proc.terminate().await?;
@@ -483,15 +526,12 @@ impl Pair {
 async fn rest_single(core: &Core, args: &Args) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    let per_client = args.rest_events / args.clients;
-    for c in 0..args.clients {
+    let (total, clients) = (args.rest_events, args.clients);
+    for client in 0..clients {
         let (http, size) = (core.http, args.payload);
         tasks.spawn(async move {
-            for n in 0..per_client {
-                let body = format!(
-                    r#"{{"kind":"sha256","payload":{}}}"#,
-                    payload(size, c * per_client + n)
-                );
+            for n in (client..total).step_by(clients as usize) {
+                let body = format!(r#"{{"kind":"sha256","payload":{}}}"#, payload(size, n));
                 let (status, text) = post_json(http, "/v1/events", &body).await?;
                 anyhow::ensure!(status == 202, "publish failed: {status} {text}");
             }
@@ -504,23 +544,20 @@ async fn rest_single(core: &Core, args: &Args) -> anyhow::Result<Duration> {
     Ok(started.elapsed())
 }
 
-/// Publishes `total` events as REST batches over `args.batch_clients`
-/// connections; returns the send time of the first batch.
+/// Publishes `total` events as REST batches of `args.batch` (the last one
+/// may be smaller), batch `b` on connection `b % args.batch_clients`;
+/// returns the send time of the first batch.
 async fn rest_batches(core: &Core, args: &Args, total: u64) -> anyhow::Result<i64> {
     let first_sent = now_us();
     let mut tasks = tokio::task::JoinSet::new();
-    let batches_per_client = total / args.batch / args.batch_clients;
-    for _ in 0..args.batch_clients {
-        let (http, size, batch) = (core.http, args.payload, args.batch);
+    let (size, batch, clients) = (args.payload, args.batch, args.batch_clients);
+    let batches = total.div_ceil(batch);
+    for client in 0..clients {
+        let http = core.http;
         tasks.spawn(async move {
-            for b in 0..batches_per_client {
-                let events: Vec<String> = (0..batch)
-                    .map(|n| {
-                        format!(
-                            r#"{{"kind":"sha256","payload":{}}}"#,
-                            payload(size, b * batch + n)
-                        )
-                    })
+            for b in (client..batches).step_by(clients as usize) {
+                let events: Vec<String> = (b * batch..total.min((b + 1) * batch))
+                    .map(|n| format!(r#"{{"kind":"sha256","payload":{}}}"#, payload(size, n)))
                     .collect();
                 let body = format!(r#"{{"events":[{}]}}"#, events.join(","));
                 let (status, text) = post_json(http, "/v1/events/batch", &body).await?;
@@ -535,8 +572,25 @@ async fn rest_batches(core: &Core, args: &Args, total: u64) -> anyhow::Result<i6
     Ok(first_sent)
 }
 
+/// Starts a processor on `core`, whose backlog ends at seq `last`, waits
+/// until every event is resolved and stops both: the drain rate (from the
+/// processor's start) and the peak RSS during the drain.
+async fn drain(env: &Env, core: Core, last: u64) -> anyhow::Result<(f64, Peaks)> {
+    let started = Instant::now();
+    let processor = start_processor(env.dir(), &core.grpc_url(), &[])?;
+    let pair = Pair { core, processor };
+    let rss = pair.sampler();
+    wait_drained(&pair.core, last).await?;
+    let drain = per_sec(last, started.elapsed());
+    let peaks = pair.peaks(&rss);
+    pair.stop().await?;
+    Ok((drain, peaks))
+}
+
 async fn section_publish(env: &Env, args: &Args) -> anyhow::Result<()> {
     let core = env.core(args.window).await?;
+    let core_pid = pid(&core.proc);
+    let rss = RssSampler::start(vec![core_pid]);
     let took = rest_single(&core, args).await?;
     line(
         &format!("publish, single REST requests ({} clients)", args.clients),
@@ -557,17 +611,18 @@ async fn section_publish(env: &Env, args: &Args) -> anyhow::Result<()> {
         "publish, one gRPC PublishStream",
         rate(per_sec(args.events, run.took)),
     );
+    line(
+        "core peak RSS while publishing",
+        format!("{:.1} MB", rss.peak_mb(core_pid)),
+    );
+    drop(rss);
     let backlog = last_seq(&run);
-    let started = Instant::now();
-    let mut processor = start_processor(env.dir(), &core.grpc_url(), &[])?;
-    wait_drained(&core, backlog).await?;
+    let (drain, peaks) = drain(env, core, backlog).await?;
     line(
         &format!("drain of that {backlog}-event backlog"),
-        rate(per_sec(backlog, started.elapsed())),
+        rate(drain),
     );
-    processor.terminate().await?;
-    let mut core = core;
-    core.proc.terminate().await?;
+    line("peak RSS during the drain", peaks);
     Ok(())
 }
 
@@ -576,10 +631,7 @@ async fn section_w1(env: &Env, args: &Args, summary: &mut Summary) -> anyhow::Re
     let rss = pair.sampler();
     let run = publish_stream(&pair.core, args.events, args.payload, None).await?;
     wait_drained(&pair.core, last_seq(&run)).await?;
-    let (core_mb, processor_mb) = (
-        rss.peak_mb(pid(&pair.core.proc)),
-        rss.peak_mb(pid(&pair.processor)),
-    );
+    let peaks = pair.peaks(&rss);
     pair.stop().await?;
     let (e2e, latency) = stream_figures(env, &run).await?;
     let accepted = per_sec(args.events, run.took);
@@ -589,25 +641,24 @@ async fn section_w1(env: &Env, args: &Args, summary: &mut Summary) -> anyhow::Re
     );
     line("W1 publish accepted", rate(accepted));
     line("W1 publish→result latency", latency);
-    line(
-        "W1 peak RSS",
-        format!("core {core_mb:.1} MB, processor {processor_mb:.1} MB"),
-    );
+    line("W1 peak RSS", peaks);
     summary.w1_rate = Some(e2e);
     summary.w1_accepted = Some(accepted);
     summary.w1_latency = Some(latency);
-    summary.w1_processor_mb = Some(processor_mb);
+    summary.w1_processor_mb = Some(peaks.processor_mb);
     Ok(())
 }
 
 async fn section_rest(env: &Env, args: &Args, summary: &mut Summary) -> anyhow::Result<()> {
     let pair = Pair::start(env, args.window).await?;
-    let first_seq = pair.core.snapshot().await?.head + 1;
-    let total = args.events / (args.batch * args.batch_clients) * (args.batch * args.batch_clients);
+    let rss = pair.sampler();
+    let total = args.events;
     let first_sent = rest_batches(&pair.core, args, total).await?;
-    wait_drained(&pair.core, first_seq + total - 1).await?;
+    // A fresh store: the events are seqs 1..=total.
+    wait_drained(&pair.core, total).await?;
+    let peaks = pair.peaks(&rss);
     pair.stop().await?;
-    let times = stored_times(env, first_seq, first_seq + total - 1).await?;
+    let times = stored_times(env, 1, total).await?;
     let last_stored = times.values().map(|(_, s)| *s).max().unwrap_or(first_sent);
     let e2e = per_sec(
         total,
@@ -616,12 +667,16 @@ async fn section_rest(env: &Env, args: &Args, summary: &mut Summary) -> anyhow::
     let latency = Latency::of(times.values().map(|(p, s)| s - p).collect());
     line(
         &format!(
-            "REST end to end ({total} events, batches of {} on {} connections)",
+            "REST end to end ({total} events, batches of {}, {} connections)",
             args.batch, args.batch_clients
         ),
         rate(e2e),
     );
-    line("REST commit→result latency (from published_at)", latency);
+    line(
+        "REST latency, store's published_at → result stored",
+        latency,
+    );
+    line("REST peak RSS", peaks);
     summary.rest_rate = Some(e2e);
     Ok(())
 }
@@ -634,8 +689,10 @@ async fn section_open_loop(env: &Env, args: &Args, summary: &mut Summary) -> any
         .unwrap_or(20_000.0);
     let n = (target * args.open_loop_secs as f64) as u64;
     let pair = Pair::start(env, args.window).await?;
+    let rss = pair.sampler();
     let run = publish_stream(&pair.core, n, args.payload, Some(target)).await?;
     wait_drained(&pair.core, last_seq(&run)).await?;
+    let peaks = pair.peaks(&rss);
     pair.stop().await?;
     let (_, latency) = stream_figures(env, &run).await?;
     line(
@@ -643,9 +700,10 @@ async fn section_open_loop(env: &Env, args: &Args, summary: &mut Summary) -> any
             "open loop at {target:.0} events/s for {} s ({n} events)",
             args.open_loop_secs
         ),
-        format!("published at {}", rate(per_sec(n, run.took)).trim()),
+        format!("published at {}", rate(per_sec(n, run.took))),
     );
     line("open-loop publish→result latency", latency);
+    line("open-loop peak RSS", peaks);
     summary.open_loop = Some((target, latency));
     Ok(())
 }
@@ -679,13 +737,14 @@ async fn section_ceiling(env: &Env, args: &Args, summary: &mut Summary) -> anyho
                 stored_at_us: now_us(),
             })
             .collect();
-        store.resolve(&results, &[], next).await?;
+        // As core's result writer does: the floor persisted with the batch.
+        store.resolve(&results, &[], next + n).await?;
         next += n;
     }
     let ceiling = per_sec(args.events, started.elapsed());
     line(
         &format!(
-            "ceiling: the store alone, {} events + results in batches of {BATCH}",
+            "ceiling: the store alone, {} events + results, batches of {BATCH}",
             args.events
         ),
         rate(ceiling),
@@ -716,28 +775,18 @@ async fn section_backlog(env: &Env, args: &Args, summary: &mut Summary) -> anyho
         format!("peak {built_mb:.1} MB / {idle_mb:.1} MB"),
     );
     drop(rss);
-    let started = Instant::now();
-    let processor = start_processor(env.dir(), &core.grpc_url(), &[])?;
-    let pair = Pair { core, processor };
-    let rss = pair.sampler();
-    wait_drained(&pair.core, last_seq(&run)).await?;
-    let drain = per_sec(args.backlog, started.elapsed());
-    let (core_mb, processor_mb) = (rss.peak_mb(core_pid), rss.peak_mb(pid(&pair.processor)));
-    pair.stop().await?;
+    let (drain, peaks) = drain(env, core, last_seq(&run)).await?;
     line("drain of the backlog", rate(drain));
-    line(
-        "peak RSS during the drain",
-        format!("core {core_mb:.1} MB, processor {processor_mb:.1} MB"),
-    );
+    line("peak RSS during the drain", peaks);
     if let Some(w1) = summary.w1_processor_mb {
         line(
             "processor peak RSS in W1, for comparison",
             format!("{w1:.1} MB"),
         );
     }
-    summary.backlog_core_mb = Some(built_mb.max(core_mb));
+    summary.backlog_core_mb = Some(built_mb);
     summary.backlog_drain = Some(drain);
-    summary.backlog_processor_mb = Some(processor_mb);
+    summary.backlog_processor_mb = Some(peaks.processor_mb);
     Ok(())
 }
 
@@ -746,18 +795,20 @@ async fn section_sweep(backend: Backend, args: &Args) -> anyhow::Result<()> {
         "  window sweep, {} events each, closed burst:",
         args.sweep_events
     );
-    println!("  | window | events/s | p50 ms | p99 ms |");
-    println!("  |---:|---:|---:|---:|");
+    println!("  | window | events/s | p50 ms | p99 ms | core MB | processor MB |");
+    println!("  |---:|---:|---:|---:|---:|---:|");
     for &window in &args.sweep_windows {
         let env = Env::new(backend).await?;
         let pair = Pair::start(&env, window).await?;
+        let rss = pair.sampler();
         let run = publish_stream(&pair.core, args.sweep_events, args.payload, None).await?;
         wait_drained(&pair.core, last_seq(&run)).await?;
+        let peaks = pair.peaks(&rss);
         pair.stop().await?;
         let (e2e, latency) = stream_figures(&env, &run).await?;
         println!(
-            "  | {window} | {e2e:.0} | {:.1} | {:.1} |",
-            latency.p50, latency.p99
+            "  | {window} | {e2e:.0} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            latency.p50, latency.p99, peaks.core_mb, peaks.processor_mb
         );
         env.finish().await?;
     }
@@ -824,7 +875,7 @@ fn summary_table(results: &[(Backend, Summary)]) {
     row("W1 end to end, events/s", &|s| events(s.w1_rate));
     row("W1 publish accepted, events/s", &|s| events(s.w1_accepted));
     row("W1 latency p50 / p99 / max, ms", &|s| lat(s.w1_latency));
-    row("open-loop rate, events/s", &|s| {
+    row("open-loop target rate, events/s", &|s| {
         events(s.open_loop.map(|(r, _)| r))
     });
     row("open-loop latency p50 / p99 / max, ms", &|s| {
