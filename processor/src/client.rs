@@ -365,12 +365,22 @@ fn worker(
     registry: Registry,
     mut work_rx: mpsc::UnboundedReceiver<Vec<pb::Event>>,
     done_tx: mpsc::UnboundedSender<Vec<pb::Ack>>,
-    mut processed_log: Option<std::fs::File>,
+    processed_log: Option<std::fs::File>,
     processor_id: String,
     metrics: &ProcessorMetrics,
 ) {
     let mut handles = AlgorithmMetrics::new(registry.kinds(), metrics);
-    let mut log_buf = String::new();
+    let mut log = ProcessedLog {
+        file: processed_log,
+        buf: String::new(),
+        processor_id,
+    };
+    // The log is written before the acks leave, so the checker never sees a
+    // result whose processing is missing from the log.
+    let release = |done: Vec<pb::Ack>, log: &mut ProcessedLog| {
+        log.flush();
+        done_tx.send(done).is_ok()
+    };
     while let Some(batch) = work_rx.blocking_recv() {
         let mut done = Vec::with_capacity(batch.len());
         let mut held_since = Instant::now();
@@ -391,14 +401,7 @@ fn worker(
                 ),
             };
             handles.observe(&event.kind, status, reject, elapsed);
-            if let Some(file) = processed_log.as_mut() {
-                use std::fmt::Write as _;
-                let _ = writeln!(log_buf, "{processor_id} {} {}", event.seq, event.attempt);
-                if log_buf.len() > 64 * 1024 {
-                    let _ = file.write_all(log_buf.as_bytes());
-                    log_buf.clear();
-                }
-            }
+            log.record(event.seq, event.attempt);
             if done.is_empty() {
                 held_since = Instant::now();
             }
@@ -410,24 +413,42 @@ fn worker(
                 processing_us,
                 reject,
             });
-            if held_since.elapsed() >= ACK_HOLD {
-                if let Some(file) = processed_log.as_mut() {
-                    let _ = file.write_all(log_buf.as_bytes());
-                    log_buf.clear();
-                }
-                if done_tx.send(std::mem::take(&mut done)).is_err() {
-                    return;
-                }
+            if held_since.elapsed() >= ACK_HOLD && !release(std::mem::take(&mut done), &mut log) {
+                return;
             }
         }
-        // The log is written before the acks leave, so the checker never
-        // sees a result whose processing is missing from the log.
-        if let Some(file) = processed_log.as_mut() {
-            let _ = file.write_all(log_buf.as_bytes());
-            log_buf.clear();
-        }
-        if !done.is_empty() && done_tx.send(done).is_err() {
+        if !done.is_empty() && !release(done, &mut log) {
             return;
+        }
+    }
+}
+
+/// `--processed-log`: one line per event handed to an algorithm, buffered
+/// and written in chunks.
+struct ProcessedLog {
+    file: Option<std::fs::File>,
+    buf: String,
+    processor_id: String,
+}
+
+impl ProcessedLog {
+    fn record(&mut self, seq: u64, attempt: u32) {
+        if self.file.is_none() {
+            return;
+        }
+        use std::fmt::Write as _;
+        let _ = writeln!(self.buf, "{} {seq} {attempt}", self.processor_id);
+        if self.buf.len() > 64 * 1024 {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(file) = self.file.as_mut()
+            && !self.buf.is_empty()
+        {
+            let _ = file.write_all(self.buf.as_bytes());
+            self.buf.clear();
         }
     }
 }
