@@ -9,6 +9,7 @@ use clap::Parser;
 
 use crate::delivery::sender::SenderConfig;
 use crate::ingest::IngestConfig;
+use crate::retention::Retention;
 use crate::validate::Limits;
 
 /// ackflow core: stores events durably before answering, delivers them in
@@ -80,6 +81,10 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_TAIL_BYTES", default_value_t = 64 << 20)]
     pub tail_bytes: usize,
 
+    /// How long resolved events are kept: an event with its result, older than this, is pruned (in small batches, off the hot path); unresolved and dead events are never pruned. An idempotency key is honoured as long as its event is kept, i.e. for this window. A number with a unit s, m, h or d (90s, 30m, 24h, 7d), or 0 / forever to keep everything.
+    #[arg(long, env = "ACKFLOW_RETENTION", default_value = "7d", value_parser = Retention::parse)]
+    pub retention: Retention,
+
     /// Bearer token the processor must present on Delivery.Subscribe.
     #[arg(long, env = "ACKFLOW_PROCESSOR_TOKEN", hide_env_values = true)]
     pub processor_token: Option<String>,
@@ -105,6 +110,13 @@ pub struct Config {
     /// chaos checker can prove it detects loss (a negative control).
     #[arg(long, hide = true)]
     pub unsafe_floor_on_send: bool,
+
+    /// Breaks durability on purpose: SQLite writes go through sqlx's
+    /// transaction bookkeeping and keep their connection after an error, as
+    /// ackflow once did; a full disk then loses acknowledged events. Exists
+    /// only so the storage-fault tests can prove they detect that loss.
+    #[arg(long, hide = true)]
+    pub unsafe_sqlx_transactions: bool,
 
     /// Log format on stderr: pretty (for people) or json (one object per line, for collectors). Filter with RUST_LOG.
     #[arg(long, env = "ACKFLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]

@@ -9,9 +9,18 @@
 //!
 //! Architecture invariant: seq order is commit order. There is one writer,
 //! it assigns seqs itself, and it advances its counter only after a commit
-//! succeeded, so seqs have no gaps and no committed seq is ever reused. After
-//! a failed commit (whose outcome may be unknown) it re-reads the highest
-//! stored seq before the next batch.
+//! succeeded, so seqs have no gaps and no committed seq is ever reused.
+//!
+//! After a failed commit the writer trusts nothing it holds: the commit's
+//! outcome may be unknown, and the store may have lost more than this batch
+//! (SQLite rolls a whole transaction back by itself on a full disk). It
+//! empties the in-memory tail (the backlog reader then reads the store),
+//! and before the next batch it re-reads the highest stored seq and moves
+//! the head to it. While writes fail it tries the store at most once a
+//! second (with a waiting batch, or with a probe when idle) and refuses
+//! other requests at once, so callers get their 503 without waiting on a
+//! dead store, and `/readyz` turns ready again by itself when the fault
+//! ends, even with no publisher retrying.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +33,11 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::CoreMetrics;
 use crate::model::{Appended, NewEvent, Seq, StoredEvent, now_us};
 use crate::store::SharedStore;
+use crate::store::health::StoreHealth;
 use crate::tail::Tail;
+
+/// How often a writer whose last write failed probes the store.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// Group-commit and queue settings.
 #[derive(Debug, Clone, Copy)]
@@ -65,6 +78,7 @@ pub struct Ingest {
     head_rx: watch::Receiver<Seq>,
     published: Arc<AtomicU64>,
     metrics: Arc<CoreMetrics>,
+    health: Arc<StoreHealth>,
 }
 
 /// A publish waiting for its commit.
@@ -84,15 +98,17 @@ impl Ingest {
         let (queue_tx, queue_rx) = mpsc::channel(config.queue.max(1));
         let (head_tx, head_rx) = watch::channel(next_seq - 1);
         let published = Arc::new(AtomicU64::new(0));
+        let health = Arc::new(StoreHealth::new(metrics.clone()));
         let writer = Writer {
             store,
             tail,
             config,
             next_seq,
-            reload_seq: false,
+            retry_at: None,
             head_tx,
             published: published.clone(),
             metrics: metrics.clone(),
+            health: health.clone(),
         };
         tracker.spawn(writer.run(queue_rx, cancel));
         Self {
@@ -100,6 +116,7 @@ impl Ingest {
             head_rx,
             published,
             metrics,
+            health,
         }
     }
 
@@ -158,6 +175,12 @@ impl Ingest {
     pub fn metrics(&self) -> &Arc<CoreMetrics> {
         &self.metrics
     }
+
+    /// Whether the store takes writes (the last write's outcome), shared
+    /// with the result writer and `/readyz`.
+    pub fn store_health(&self) -> &Arc<StoreHealth> {
+        &self.health
+    }
 }
 
 /// Wait for a publish's outcome.
@@ -171,12 +194,15 @@ struct Writer {
     config: IngestConfig,
     /// Seq of the next new event; advanced only after a successful commit.
     next_seq: Seq,
-    /// Set after a failed commit: the commit may have happened, so the next
-    /// batch first re-reads the highest stored seq.
-    reload_seq: bool,
+    /// `Some` while writes fail: the store's state is unknown until the
+    /// highest stored seq has been re-read. Until this instant requests are
+    /// refused at once (no caller waits for a store known to be failing);
+    /// then one batch, or the idle probe, tries the store again.
+    retry_at: Option<Instant>,
     head_tx: watch::Sender<Seq>,
     published: Arc<AtomicU64>,
     metrics: Arc<CoreMetrics>,
+    health: Arc<StoreHealth>,
 }
 
 impl Writer {
@@ -186,6 +212,10 @@ impl Writer {
                 biased;
                 p = queue_rx.recv() => p,
                 _ = cancel.cancelled() => None,
+                _ = tokio::time::sleep_until(self.retry_at.unwrap_or_else(Instant::now)), if self.retry_at.is_some() => {
+                    self.probe().await;
+                    continue;
+                }
             };
             let Some(first) = first else { break };
             let batch = self.gather(first, &mut queue_rx).await;
@@ -227,17 +257,84 @@ impl Writer {
         batch
     }
 
+    /// Re-reads the highest stored seq after a failed write. The head moves
+    /// up to it (a commit whose answer was lost may have stored events that
+    /// nobody was told about: they are delivered like any other).
+    async fn reload(&mut self) -> Result<(), crate::store::StoreError> {
+        let seq = self.store.next_seq().await?;
+        let head = *self.head_tx.borrow();
+        if seq - 1 < head {
+            // Committed events vanished from the store: nothing here can
+            // bring them back, but it must not pass silently.
+            tracing::error!(
+                head,
+                stored = seq - 1,
+                "the store holds fewer events than were committed"
+            );
+        }
+        if seq != self.next_seq {
+            tracing::warn!(
+                expected = self.next_seq,
+                stored = seq,
+                "next seq re-read from the store after a failed write"
+            );
+        }
+        self.next_seq = seq;
+        if seq - 1 > head {
+            self.head_tx.send_replace(seq - 1);
+        }
+        Ok(())
+    }
+
+    /// Records a failed write: refuse requests for a while, trust nothing
+    /// held in memory until the store was re-read.
+    fn failed(&mut self, error: &crate::store::StoreError) {
+        self.health.write_failed("append", error);
+        self.retry_at = Some(Instant::now() + PROBE_EVERY);
+        self.tail.clear();
+    }
+
+    /// While writes fail and nothing is queued: re-read the store and try a
+    /// write that changes nothing.
+    async fn probe(&mut self) {
+        let outcome = match self.store.probe_write().await {
+            Ok(()) => self.reload().await,
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => {
+                self.health.write_ok("probe");
+                self.retry_at = None;
+            }
+            Err(e) => {
+                self.health.write_failed("probe", &e);
+                self.retry_at = Some(Instant::now() + PROBE_EVERY);
+            }
+        }
+    }
+
+    fn refuse(&self, batch: Vec<Pending>, detail: String) {
+        self.metrics
+            .publish_rejected
+            .with_label_values(&["unavailable"])
+            .inc_by(batch.iter().map(|p| p.events.len() as u64).sum());
+        fail_all(batch, IngestError::Unavailable(detail));
+    }
+
     async fn commit(&mut self, batch: Vec<Pending>) {
-        if self.reload_seq {
-            match self.store.next_seq().await {
-                Ok(seq) => {
-                    self.next_seq = seq;
-                    self.reload_seq = false;
-                }
-                Err(e) => {
-                    fail_all(batch, IngestError::Unavailable(e.to_string()));
-                    return;
-                }
+        if let Some(at) = self.retry_at {
+            // Refuse at once while the store is known to fail, unless another
+            // writer (results, the probe) has seen a write succeed since.
+            if Instant::now() < at
+                && let Some(f) = self.health.failure()
+            {
+                self.refuse(batch, format!("{} ({})", f.detail, f.kind));
+                return;
+            }
+            if let Err(e) = self.reload().await {
+                self.failed(&e);
+                self.refuse(batch, e.to_string());
+                return;
             }
         }
         let mut sizes = Vec::with_capacity(batch.len());
@@ -257,6 +354,8 @@ impl Writer {
             .await
         {
             Ok(outcomes) => {
+                self.health.write_ok("append");
+                self.retry_at = None;
                 let mut stored = Vec::new();
                 for ((event, id), outcome) in events.into_iter().zip(ids).zip(&outcomes) {
                     if !outcome.replayed {
@@ -301,8 +400,8 @@ impl Writer {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, events = events.len(), "commit failed");
-                self.reload_seq = true;
+                self.failed(&e);
+                tracing::warn!(error = %e, events = events.len(), "commit failed; answering 503 and re-reading the store");
                 self.metrics
                     .publish_rejected
                     .with_label_values(&["unavailable"])

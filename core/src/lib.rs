@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod model;
 pub mod rest;
+pub mod retention;
 pub mod server;
 pub mod store;
 pub mod tail;

@@ -38,6 +38,18 @@ pub struct CoreMetrics {
     pub processor_paused: IntGauge,
     pub store_batch_events: HistogramVec,
     pub store_commit_seconds: HistogramVec,
+    /// Failed store writes, by op and [`crate::store::StoreError::kind`].
+    pub store_errors: IntCounterVec,
+    /// 1 while the last store write failed (see `/readyz`).
+    pub store_writable: IntGauge,
+    /// Resolved events deleted by retention (see `crate::retention`).
+    pub pruned_events: IntCounter,
+    /// What the store occupies on disk, updated by the retention task.
+    pub store_bytes: IntGauge,
+    /// Free space of the SQLite data directory's filesystem. Registered only
+    /// by [`CoreMetrics::register_disk_free`] (SQLite), so a PostgreSQL core
+    /// does not export a misleading 0.
+    pub disk_free_bytes: IntGauge,
     pub publish_to_result_seconds: Histogram,
 }
 
@@ -176,9 +188,50 @@ impl CoreMetrics {
                 "Duration of store transactions, by op (append, resolve).",
                 SECONDS,
             ),
+            store_errors: {
+                let c = IntCounterVec::new(
+                    Opts::new(
+                        "ackflow_store_errors_total",
+                        "Failed store writes, by op (append, resolve, probe, prune) and kind \
+                         (disk_full, io, busy, unavailable, corrupt, constraint, other).",
+                    ),
+                    &["op", "kind"],
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(c.clone()))
+                    .expect("unique metric");
+                c
+            },
+            store_writable: gauge(
+                "ackflow_store_writable",
+                "1 while the last store write succeeded, 0 while writes fail.",
+            ),
+            pruned_events: counter(
+                "ackflow_pruned_events_total",
+                "Resolved events (with their results) deleted by retention (--retention).",
+            ),
+            store_bytes: gauge(
+                "ackflow_store_bytes",
+                "Bytes the store occupies: the PostgreSQL database, or the SQLite file without its WAL.",
+            ),
+            disk_free_bytes: IntGauge::new(
+                "ackflow_disk_free_bytes",
+                "Free bytes (for unprivileged writers) on the filesystem of the SQLite database.",
+            )
+            .expect("valid metric"),
             publish_to_result_seconds,
             registry,
         }
+    }
+
+    /// Exports `ackflow_disk_free_bytes`: called once when the store is a
+    /// local SQLite file, whose filesystem core can measure.
+    pub fn register_disk_free(&self) {
+        // A second registration fails harmlessly: the gauge is already there.
+        let _ = self
+            .registry
+            .register(Box::new(self.disk_free_bytes.clone()));
     }
 
     /// The Prometheus text exposition of every metric.

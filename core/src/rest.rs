@@ -19,6 +19,7 @@ use serde_json::value::RawValue;
 
 use crate::ingest::{Ingest, IngestError};
 use crate::model::{Appended, EventView, NewEvent, Seq, StatusFilter};
+use crate::retention::StorageStatus;
 use crate::store::SharedStore;
 use crate::validate::{self, Invalid, Limits};
 
@@ -30,6 +31,9 @@ pub struct RestState {
     pub limits: Limits,
     /// Largest request body, in bytes.
     pub max_request_bytes: usize,
+    /// Warnings of the retention task (the disk running low), shown by
+    /// `/readyz`.
+    pub storage: StorageStatus,
 }
 
 /// The router.
@@ -120,11 +124,13 @@ impl From<IngestError> for Problem {
 
 impl From<crate::store::StoreError> for Problem {
     fn from(e: crate::store::StoreError) -> Self {
-        Problem::new(
+        let mut p = Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "Store unavailable",
             e.to_string(),
-        )
+        );
+        p.retry_after = Some(1);
+        p
     }
 }
 
@@ -410,14 +416,33 @@ async fn list(
     )
 }
 
+/// Ready means the store answers *and* takes writes: a full disk still
+/// answers reads, so the last write's outcome decides (see
+/// [`crate::store::health`]).
 async fn ready(State(state): State<RestState>) -> Response {
-    match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
-        Err(e) => Problem::new(
+    if let Some(f) = state.ingest.store_health().failure() {
+        let mut p = Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "Store unavailable",
-            e.to_string(),
-        )
-        .into_response(),
+            "Store not writable",
+            format!(
+                "store writes failing for {} s ({} in a row), kind {}: {}",
+                f.since.elapsed().as_secs(),
+                f.failures,
+                f.kind,
+                f.detail
+            ),
+        );
+        p.retry_after = Some(1);
+        return p.into_response();
+    }
+    match state.store.ping().await {
+        // Still ready, but say so before the disk is full.
+        Ok(()) => match state.storage.warning() {
+            Some(warning) => {
+                (StatusCode::OK, format!("ready\nwarning: {warning}\n")).into_response()
+            }
+            None => (StatusCode::OK, "ready\n").into_response(),
+        },
+        Err(e) => Problem::from(e).into_response(),
     }
 }

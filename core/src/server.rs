@@ -1,5 +1,5 @@
-//! Starting and stopping core: store, ingest writer, delivery hub, REST and
-//! gRPC servers, all on one cancellation token and one task tracker.
+//! Starting and stopping core: store, ingest writer, delivery hub, retention,
+//! REST and gRPC servers, all on one cancellation token and one task tracker.
 //!
 //! Shutdown is signal → cancel → wait: the servers stop accepting, the ingest
 //! writer commits (or fails) every queued publish, the hub closes the
@@ -27,6 +27,7 @@ use crate::grpc::IngestService;
 use crate::ingest::Ingest;
 use crate::metrics::CoreMetrics;
 use crate::rest::{RestState, app};
+use crate::retention::{self, RetentionParts, StorageStatus};
 use crate::store::{self, SharedStore};
 use crate::tail::Tail;
 use crate::tls::{self, TlsMaterial};
@@ -87,7 +88,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
         tracing::info!(path = %config.data_dir.join("ackflow.db").display(), "using the embedded SQLite store (set DATABASE_URL for PostgreSQL)");
     }
-    let store = store::open(&database_url)
+    if config.unsafe_sqlx_transactions {
+        tracing::warn!(
+            "--unsafe-sqlx-transactions: a full disk WILL lose acknowledged events on SQLite"
+        );
+    }
+    let store = store::open_with(&database_url, config.unsafe_sqlx_transactions)
         .await
         .with_context(|| format!("opening the store ({})", redact(&database_url)))?;
     let next_seq = store.next_seq().await.context("reading the highest seq")?;
@@ -129,6 +135,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             "--unsafe-floor-on-send: the acked floor ignores results; events WILL be lost"
         );
     }
+    let storage = StorageStatus::default();
+    retention::spawn(
+        RetentionParts {
+            store: store.clone(),
+            retention: config.retention,
+            metrics: metrics.clone(),
+            disk_dir: retention::sqlite_dir(&database_url),
+            status: storage.clone(),
+            cancel: cancel.clone(),
+        },
+        &tracker,
+    );
 
     let http_listener = TcpListener::bind(config.http_addr)
         .await
@@ -144,6 +162,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         store: store.clone(),
         limits: config.limits(),
         max_request_bytes: config.max_request_bytes as usize,
+        storage,
     })
     .merge(metrics_route(metrics.clone()))
     .layer(axum::middleware::from_fn_with_state(

@@ -75,6 +75,14 @@ impl Tail {
         Some(inner.events.iter().skip(start).take(max).cloned().collect())
     }
 
+    /// Forgets every event, so readers go to the store (after a failed
+    /// write, when what was committed is known only to the store).
+    pub fn clear(&self) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.events.clear();
+        inner.bytes = 0;
+    }
+
     /// Number of events held.
     pub fn len(&self) -> usize {
         self.inner

@@ -70,6 +70,7 @@ fn fixture() -> Fixture {
                 max_batch_events: 10,
             },
             max_request_bytes: MAX_BODY,
+            storage: Default::default(),
         });
         (router, store)
     });

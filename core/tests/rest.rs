@@ -43,6 +43,12 @@ impl Store for Faulty {
         }
         self.inner.ping().await
     }
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StoreError::Corrupt("store is down".into()));
+        }
+        self.inner.probe_write().await
+    }
     async fn next_seq(&self) -> Result<Seq, StoreError> {
         self.inner.next_seq().await
     }
@@ -87,6 +93,12 @@ impl Store for Faulty {
     async fn mark_requeued(&self, seq: Seq, new_seq: Seq) -> Result<bool, StoreError> {
         self.inner.mark_requeued(seq, new_seq).await
     }
+    async fn prune(&self, before_us: i64, limit: u32) -> Result<u64, StoreError> {
+        self.inner.prune(before_us, limit).await
+    }
+    async fn size_bytes(&self) -> Result<u64, StoreError> {
+        self.inner.size_bytes().await
+    }
 }
 
 struct Fixture {
@@ -129,6 +141,7 @@ async fn fixture(queue: usize) -> Fixture {
             max_batch_events: 3,
         },
         max_request_bytes: 1024,
+        storage: Default::default(),
     });
     Fixture {
         router,

@@ -7,13 +7,16 @@
 
 use std::sync::Arc;
 
+use ackflow_core::metrics::CoreMetrics;
 use ackflow_core::model::{
     DeadRow, DeliveryState, NewEvent, ResultRow, ResultStatus, StatusFilter,
 };
+use ackflow_core::retention;
 use ackflow_core::store::postgres::PgStore;
 use ackflow_core::store::sqlite::SqliteStore;
 use ackflow_core::store::{SharedStore, Store};
 use sqlx::Connection;
+use tokio_util::sync::CancellationToken;
 
 /// Keeps a test's database alive for the test's duration.
 enum Guard {
@@ -276,6 +279,160 @@ async fn dead_events_are_listed_and_requeued_once(store: SharedStore) {
     assert_eq!(view.dead.unwrap().requeued_as, Some(3));
 }
 
+/// The seqs that have a result row, read past the store's API (a result
+/// whose event is gone would be invisible through it).
+async fn result_seqs(guard: &Guard) -> Vec<i64> {
+    let sql = |table: &str| format!("SELECT seq FROM {table} ORDER BY seq");
+    match guard {
+        Guard::Dir(dir) => {
+            let url = format!("sqlite:{}", dir.path().join("test.db").display());
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("sqlite");
+            sqlx::query_scalar(&sql("results"))
+                .fetch_all(&mut conn)
+                .await
+                .expect("read results")
+        }
+        Guard::Schema(server, schema) => {
+            let mut conn = sqlx::PgConnection::connect(server).await.expect("pg");
+            sqlx::query_scalar(&sql(&format!("{schema}.results")))
+                .fetch_all(&mut conn)
+                .await
+                .expect("read results")
+        }
+    }
+}
+
+fn dead(seq: u64) -> DeadRow {
+    DeadRow {
+        seq,
+        reason: "poison".into(),
+        attempts: 3,
+        parked_at_us: 1,
+    }
+}
+
+async fn seqs_stored(store: &SharedStore) -> Vec<u64> {
+    store
+        .events_from(0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect()
+}
+
+/// Retention deletes resolved events (with their results) below the floor
+/// and published before the cutoff, and nothing else.
+async fn prune_deletes_only_old_resolved_events_below_the_floor(store: SharedStore, guard: &Guard) {
+    const OLD: i64 = 100;
+    const NEW: i64 = 5_000;
+    const CUTOFF: i64 = 1_000;
+    // Seqs 1-6 old (seq 1 with an idempotency key), 7-8 new.
+    let old: Vec<NewEvent> = (1..=6)
+        .map(|i| event("k", &i.to_string(), (i == 1).then_some("key-1")))
+        .collect();
+    store.append(1, OLD, &ids(6), &old).await.unwrap();
+    let new = [event("k", "7", None), event("k", "8", None)];
+    store.append(7, NEW, &ids(2), &new).await.unwrap();
+    // 1 ok, 2 dead, 3 failed, 4 ok | floor 5 | 5 unresolved, 6 and 7
+    // resolved ahead of the floor, 8 unresolved.
+    store
+        .resolve(
+            &[
+                result(1, ResultStatus::Ok, "a"),
+                result(3, ResultStatus::Failed, "b"),
+                result(4, ResultStatus::Ok, "c"),
+                result(6, ResultStatus::Ok, "d"),
+                result(7, ResultStatus::Ok, "e"),
+            ],
+            &[dead(2)],
+            5,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.prune(CUTOFF, 100).await.unwrap(), 3);
+    assert_eq!(
+        seqs_stored(&store).await,
+        vec![2, 5, 6, 7, 8],
+        "dead, unresolved and above-floor events stay"
+    );
+    assert_eq!(
+        result_seqs(guard).await,
+        vec![6, 7],
+        "results go with their events"
+    );
+    assert!(store.event(1).await.unwrap().is_none());
+    assert_eq!(
+        store.prune(CUTOFF, 100).await.unwrap(),
+        0,
+        "nothing left to prune"
+    );
+
+    // Everything resolved now: 5 and 6 are old and go; 7 is too new; 8 is
+    // the highest seq, which stays whatever its age.
+    store
+        .resolve(
+            &[
+                result(5, ResultStatus::Ok, "f"),
+                result(8, ResultStatus::Ok, "g"),
+            ],
+            &[],
+            9,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.prune(CUTOFF, 100).await.unwrap(), 2);
+    assert_eq!(seqs_stored(&store).await, vec![2, 7, 8], "too new stays");
+    // A limit of 1 deletes one event per call; the highest seq never goes.
+    assert_eq!(store.prune(i64::MAX, 1).await.unwrap(), 1);
+    assert_eq!(store.prune(i64::MAX, 1).await.unwrap(), 0);
+    assert_eq!(seqs_stored(&store).await, vec![2, 8]);
+    assert_eq!(result_seqs(guard).await, vec![8]);
+    assert_eq!(
+        store.event(2).await.unwrap().unwrap().state,
+        DeliveryState::Dead
+    );
+    assert_eq!(
+        store.next_seq().await.unwrap(),
+        9,
+        "the next seq is unchanged: no seq is handed out twice"
+    );
+    let cursor = store.delivery_cursor().await.unwrap();
+    assert_eq!(cursor.acked_floor, 9);
+
+    // An idempotency key is honoured as long as its event is kept: once
+    // seq 1 is pruned, "key-1" is free and stores a new event.
+    let again = store
+        .append(9, NEW, &ids(1), &[event("k", "1 again", Some("key-1"))])
+        .await
+        .unwrap();
+    assert_eq!((again[0].seq, again[0].replayed), (9, false));
+    assert_eq!(store.next_seq().await.unwrap(), 10);
+    assert!(store.size_bytes().await.unwrap() > 0);
+}
+
+/// The retention task's round prunes in batches until none is left, and
+/// counts what it deleted.
+async fn a_retention_round_prunes_in_batches(store: SharedStore, _guard: &Guard) {
+    let n = u64::from(retention::PRUNE_BATCH) * 2 + 5;
+    let batch: Vec<NewEvent> = (0..n).map(|i| event("k", &i.to_string(), None)).collect();
+    store
+        .append(1, 100, &ids(batch.len()), &batch)
+        .await
+        .unwrap();
+    let results: Vec<ResultRow> = (1..=n).map(|s| result(s, ResultStatus::Ok, "x")).collect();
+    store.resolve(&results, &[], n + 1).await.unwrap();
+    let metrics = CoreMetrics::new();
+    let round = retention::prune_round(&*store, 1_000, &metrics, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(round.pruned, n - 1, "all but the highest seq");
+    assert!(!round.hit_limit);
+    assert_eq!(metrics.pruned_events.get(), n - 1);
+    assert_eq!(seqs_stored(&store).await, vec![n]);
+    assert_eq!(store.next_seq().await.unwrap(), n + 1);
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -299,6 +456,36 @@ macro_rules! suite {
         }
     };
 }
+
+/// Like `suite!`, for tests that also read the database directly.
+macro_rules! suite_with_guard {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_raw {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (store, guard) = super::sqlite().await;
+                    super::$name(store, &guard).await;
+                }
+            )*
+        }
+        mod postgres_raw {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (store, guard) = super::postgres().await;
+                    super::$name(store, &guard).await;
+                    guard.cleanup().await;
+                }
+            )*
+        }
+    };
+}
+
+suite_with_guard!(
+    prune_deletes_only_old_resolved_events_below_the_floor,
+    a_retention_round_prunes_in_batches,
+);
 
 suite!(
     append_assigns_consecutive_seqs_and_replays_keys,

@@ -9,6 +9,8 @@
 pub mod chaos;
 pub mod checker;
 pub mod proxy;
+pub mod small_fs;
+pub mod throwaway_pg;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -209,9 +211,11 @@ impl Core {
             http.to_string(),
             "--grpc-addr".to_string(),
             grpc.to_string(),
-            "--data-dir".to_string(),
-            dir.join("data").display().to_string(),
         ];
+        if !extra.contains(&"--data-dir") {
+            args.push("--data-dir".into());
+            args.push(dir.join("data").display().to_string());
+        }
         if let Some(url) = database_url {
             args.push("--database-url".into());
             args.push(url.into());
@@ -333,6 +337,35 @@ pub async fn http_request(
     path: &str,
     body: Option<(&str, &[u8])>,
 ) -> anyhow::Result<(u16, String)> {
+    let response = http_exchange(addr, method, path, body).await?;
+    Ok((response.status, response.body))
+}
+
+/// An HTTP response as [`http_exchange`] reads it.
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Like [`http_request`], with the response headers.
+pub async fn http_exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<(&str, &[u8])>,
+) -> anyhow::Result<HttpResponse> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some((content_type, bytes)) = body {
@@ -354,11 +387,18 @@ pub async fn http_request(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .context("no status line")?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok(HttpResponse {
+        status,
+        headers,
+        body: body.to_string(),
+    })
 }
 
 /// POST JSON to core's REST API.

@@ -129,6 +129,7 @@ pub async fn start(
         stored_tx,
         floor.clone(),
         parts.metrics.clone(),
+        parts.ingest.store_health().clone(),
         parts.cancel.clone(),
     ));
 

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::CoreMetrics;
 use crate::model::{DeadRow, ResultRow, Seq};
 use crate::store::SharedStore;
+use crate::store::health::StoreHealth;
 
 /// Rows to store, sent by the hub.
 #[derive(Debug, Default)]
@@ -34,6 +35,7 @@ pub async fn run(
     stored_tx: mpsc::UnboundedSender<Vec<Seq>>,
     acked_floor: Arc<AtomicU64>,
     metrics: Arc<CoreMetrics>,
+    health: Arc<StoreHealth>,
     cancel: CancellationToken,
 ) {
     while let Some(first) = rows_rx.recv().await {
@@ -59,6 +61,7 @@ pub async fn run(
             let started = std::time::Instant::now();
             match store.resolve(&batch.results, &batch.dead, floor).await {
                 Ok(()) => {
+                    health.write_ok("resolve");
                     metrics
                         .store_commit_seconds
                         .with_label_values(&["resolve"])
@@ -70,9 +73,10 @@ pub async fn run(
                     break;
                 }
                 Err(e) => {
+                    health.write_failed("resolve", &e);
                     failures += 1;
                     let wait = Duration::from_millis(50 * u64::from(failures.min(100)));
-                    tracing::error!(error = %e, rows = batch.results.len() + batch.dead.len(), retry_in_ms = wait.as_millis() as u64, "storing results failed");
+                    tracing::warn!(error = %e, rows = batch.results.len() + batch.dead.len(), retry_in_ms = wait.as_millis() as u64, "storing results failed");
                     if cancel.is_cancelled() && failures > 3 {
                         // Shutting down and the store is gone: these acks
                         // are lost, their events will be delivered again.

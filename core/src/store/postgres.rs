@@ -54,6 +54,13 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        sqlx::query("UPDATE delivery_cursor SET acked_floor = acked_floor WHERE id = 1")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn next_seq(&self) -> Result<Seq, StoreError> {
         let (max,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM events")
             .fetch_one(&self.pool)
@@ -277,5 +284,42 @@ impl Store for PgStore {
                 .execute(&self.pool)
                 .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn prune(&self, published_before_us: i64, limit: u32) -> Result<u64, StoreError> {
+        // One statement, so one transaction. `candidates` walks the primary
+        // key of `results` upwards from the lowest seq (dead events have no
+        // result, so they cost nothing) and probes `events` and `dead` by
+        // their primary keys: at most `limit` rows of each, whatever the
+        // tables hold. Every data-modifying CTE sees the same snapshot, so
+        // the highest seq excluded here is the highest seq there is or ever
+        // was (seqs only grow, and this is the only delete).
+        let gone = sqlx::query(
+            "WITH candidates AS ( \
+                 SELECT r.seq, e.published_at_us FROM results r \
+                 JOIN events e ON e.seq = r.seq \
+                 WHERE r.seq < (SELECT acked_floor FROM delivery_cursor WHERE id = 1) \
+                   AND r.seq < (SELECT MAX(seq) FROM events) \
+                   AND NOT EXISTS (SELECT 1 FROM dead d WHERE d.seq = r.seq) \
+                 ORDER BY r.seq LIMIT $2 \
+             ), gone AS ( \
+                 DELETE FROM results WHERE seq IN \
+                     (SELECT seq FROM candidates WHERE published_at_us < $1) \
+                 RETURNING seq \
+             ) \
+             DELETE FROM events WHERE seq IN (SELECT seq FROM gone)",
+        )
+        .bind(published_before_us)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await?;
+        Ok(gone.rows_affected())
+    }
+
+    async fn size_bytes(&self) -> Result<u64, StoreError> {
+        let (bytes,): (i64,) = sqlx::query_as("SELECT pg_database_size(current_database())")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(bytes).unwrap_or(0))
     }
 }

@@ -1,14 +1,32 @@
 //! SQLite store, the zero-setup default: WAL, `synchronous=FULL` (an
 //! acknowledged commit survives power loss), a busy timeout, one writer
 //! connection and a small pool of readers.
+//!
+//! Architecture invariant: **a write that returns `Ok` is in the file.**
+//! SQLite rolls a transaction back by itself on `SQLITE_FULL`, I/O errors and
+//! a few others, while a client library may still believe it is open. sqlx's
+//! transaction bookkeeping does not survive that: its `ROLLBACK` then fails,
+//! its depth counter stays at one, the next `begin()` becomes a `SAVEPOINT`
+//! and every later "commit" a `RELEASE` inside a transaction that is never
+//! committed — until the next error rolls all of them back. That is how a
+//! full disk once lost hundreds of acknowledged events. So the writer does
+//! not use sqlx transactions: [`WriteTx`] issues `BEGIN IMMEDIATE` and
+//! `COMMIT` itself on a connection of its own, and throws that connection
+//! away after any error inside a transaction (closing it rolls back whatever
+//! SQLite still holds). A plain `BEGIN` also fails loudly if a transaction
+//! were somehow still open, instead of nesting silently.
 
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::sqlite::SqliteTransactionManager;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
+use sqlx::{ConnectOptions, TransactionManager};
+use tokio::sync::{Mutex, MutexGuard};
 
 use super::rows::{DeadRowDb, EventRow, VIEW_COLUMNS, VIEW_FROM, ViewRow, status_condition};
 use super::{Store, StoreError, seq_from_db, seq_to_db};
@@ -19,16 +37,103 @@ use crate::model::{
 
 /// The embedded store.
 pub struct SqliteStore {
-    /// Exactly one connection: SQLite allows one writer at a time, and a
-    /// single connection turns lock contention into queueing.
-    writer: SqlitePool,
+    /// Exactly one writer: SQLite allows one at a time, and a single
+    /// connection turns lock contention into queueing.
+    writer: Writer,
     /// Readers see committed data through WAL without blocking the writer.
+    /// Every read goes here, so nothing ever reads the writer's uncommitted
+    /// state.
     readers: SqlitePool,
+}
+
+/// The writer connection, opened on first use and discarded after any error
+/// inside a transaction.
+struct Writer {
+    options: SqliteConnectOptions,
+    /// `None` until the first write and after a discarded connection.
+    conn: Mutex<Option<SqliteConnection>>,
+    /// Negative control only (`--unsafe-sqlx-transactions`): write through
+    /// sqlx's transaction bookkeeping and keep the connection after errors,
+    /// as ackflow once did, so the tests can show the checkers catching the
+    /// loss it causes on a full disk.
+    unsafe_sqlx_transactions: bool,
+}
+
+/// An open write transaction; holds the writer. Dropping it without
+/// [`WriteTx::commit`] (an error, a cancelled future) discards the
+/// connection, which rolls back whatever SQLite still holds.
+struct WriteTx<'a> {
+    guard: MutexGuard<'a, Option<SqliteConnection>>,
+    /// True between a successful `BEGIN` and a successful `COMMIT`.
+    open: bool,
+    /// See [`Writer::unsafe_sqlx_transactions`].
+    unsafe_sqlx_transactions: bool,
+}
+
+impl Writer {
+    async fn begin(&self) -> Result<WriteTx<'_>, StoreError> {
+        let mut guard = self.conn.lock().await;
+        if guard.is_none() {
+            *guard = Some(self.options.connect().await?);
+        }
+        let mut tx = WriteTx {
+            guard,
+            open: true,
+            unsafe_sqlx_transactions: self.unsafe_sqlx_transactions,
+        };
+        if tx.unsafe_sqlx_transactions {
+            SqliteTransactionManager::begin(tx.conn(), None).await?;
+            return Ok(tx);
+        }
+        // IMMEDIATE takes the write lock now, so a busy database fails here
+        // (after busy_timeout) rather than half-way through the batch.
+        sqlx::query("BEGIN IMMEDIATE").execute(tx.conn()).await?;
+        Ok(tx)
+    }
+}
+
+impl WriteTx<'_> {
+    fn conn(&mut self) -> &mut SqliteConnection {
+        self.guard
+            .as_mut()
+            .expect("a WriteTx always holds a connection until dropped")
+    }
+
+    async fn commit(mut self) -> Result<(), StoreError> {
+        if self.unsafe_sqlx_transactions {
+            SqliteTransactionManager::commit(self.conn()).await?;
+        } else {
+            sqlx::query("COMMIT").execute(self.conn()).await?;
+        }
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl Drop for WriteTx<'_> {
+    fn drop(&mut self) {
+        if self.open && self.unsafe_sqlx_transactions {
+            // The old way: queue sqlx's rollback and keep the connection.
+            if let Some(conn) = self.guard.as_mut() {
+                SqliteTransactionManager::start_rollback(conn);
+            }
+            return;
+        }
+        if self.open && self.guard.take().is_some() {
+            tracing::warn!("sqlite write failed inside a transaction; writer connection discarded");
+        }
+    }
 }
 
 impl SqliteStore {
     /// Opens (creating if missing) the database at `url` (`sqlite:path`).
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, false).await
+    }
+
+    /// [`SqliteStore::open`], optionally with the negative control's unsafe
+    /// writer (see [`Writer::unsafe_sqlx_transactions`]).
+    pub async fn open_with(url: &str, unsafe_sqlx_transactions: bool) -> Result<Self, StoreError> {
         // busy_timeout is applied before journal_mode by sqlx, so switching to
         // WAL waits for a concurrent opener instead of failing.
         let options = SqliteConnectOptions::from_str(url)?
@@ -37,16 +142,21 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .connect_with(options.clone())
-            .await?;
+        // The first connection creates the file and switches it to WAL
+        // before the read-only pool opens it.
+        let first = options.connect().await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await?;
-        Ok(Self { writer, readers })
+        Ok(Self {
+            writer: Writer {
+                options,
+                conn: Mutex::new(Some(first)),
+                unsafe_sqlx_transactions,
+            },
+            readers,
+        })
     }
 }
 
@@ -57,9 +167,15 @@ impl Store for SqliteStore {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("../migrations/sqlite")
-            .run(&self.writer)
+        // Migrations run their own sqlx transactions, so they get a
+        // connection of their own (a pool of one), closed afterwards.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(self.writer.options.clone())
             .await?;
+        let outcome = sqlx::migrate!("../migrations/sqlite").run(&pool).await;
+        pool.close().await;
+        outcome?;
         Ok(())
     }
 
@@ -68,9 +184,17 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("UPDATE delivery_cursor SET acked_floor = acked_floor WHERE id = 1")
+            .execute(tx.conn())
+            .await?;
+        tx.commit().await
+    }
+
     async fn next_seq(&self) -> Result<Seq, StoreError> {
         let (max,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM events")
-            .fetch_one(&self.writer)
+            .fetch_one(&self.readers)
             .await?;
         Ok(seq_from_db(max)? + 1)
     }
@@ -94,7 +218,7 @@ impl Store for SqliteStore {
                         let row: Option<(i64, String)> =
                             sqlx::query_as("SELECT seq, id FROM events WHERE idempotency_key = ?")
                                 .bind(key)
-                                .fetch_optional(&mut *tx)
+                                .fetch_optional(tx.conn())
                                 .await?;
                         match row {
                             Some((s, id)) => Some((seq_from_db(s)?, id)),
@@ -125,7 +249,7 @@ impl Store for SqliteStore {
             .bind(&event.payload)
             .bind(event.idempotency_key.as_deref())
             .bind(published_at_us)
-            .execute(&mut *tx)
+            .execute(tx.conn())
             .await?;
             outcomes.push(Appended {
                 seq: next,
@@ -196,7 +320,7 @@ impl Store for SqliteStore {
             .bind(i64::from(r.attempt))
             .bind(i64::try_from(r.processing_us).unwrap_or(i64::MAX))
             .bind(r.stored_at_us)
-            .execute(&mut *tx)
+            .execute(tx.conn())
             .await?;
         }
         for row in dead {
@@ -208,12 +332,12 @@ impl Store for SqliteStore {
             .bind(&row.reason)
             .bind(i64::from(row.attempts))
             .bind(row.parked_at_us)
-            .execute(&mut *tx)
+            .execute(tx.conn())
             .await?;
         }
         sqlx::query("UPDATE delivery_cursor SET acked_floor = MAX(acked_floor, ?) WHERE id = 1")
             .bind(seq_to_db(acked_floor))
-            .execute(&mut *tx)
+            .execute(tx.conn())
             .await?;
         tx.commit().await?;
         Ok(())
@@ -222,14 +346,14 @@ impl Store for SqliteStore {
     async fn delivery_cursor(&self) -> Result<DeliveryCursor, StoreError> {
         let (floor,): (i64,) =
             sqlx::query_as("SELECT acked_floor FROM delivery_cursor WHERE id = 1")
-                .fetch_one(&self.writer)
+                .fetch_one(&self.readers)
                 .await?;
         let rows: Vec<(i64,)> = sqlx::query_as(
             "SELECT seq FROM results WHERE seq >= ?1 UNION SELECT seq FROM dead WHERE seq >= ?1 \
              ORDER BY seq",
         )
         .bind(floor)
-        .fetch_all(&self.writer)
+        .fetch_all(&self.readers)
         .await?;
         Ok(DeliveryCursor {
             acked_floor: seq_from_db(floor)?,
@@ -253,12 +377,64 @@ impl Store for SqliteStore {
     }
 
     async fn mark_requeued(&self, seq: Seq, new_seq: Seq) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin().await?;
         let done =
             sqlx::query("UPDATE dead SET requeued_as = ? WHERE seq = ? AND requeued_as IS NULL")
                 .bind(seq_to_db(new_seq))
                 .bind(seq_to_db(seq))
-                .execute(&self.writer)
+                .execute(tx.conn())
                 .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn prune(&self, published_before_us: i64, limit: u32) -> Result<u64, StoreError> {
+        // Everything inside the writer's transaction, so the floor, the
+        // highest seq and the candidates cannot change under it. The scan
+        // walks `results` by rowid from the lowest seq (dead events have no
+        // result, so they cost nothing) and probes `events` and `dead` by
+        // rowid: at most `limit` rows of each, whatever the tables hold.
+        let mut tx = self.writer.begin().await?;
+        let doomed: Vec<(i64,)> = sqlx::query_as(
+            "SELECT seq FROM ( \
+                 SELECT r.seq AS seq, e.published_at_us AS published_at_us FROM results r \
+                 JOIN events e ON e.seq = r.seq \
+                 WHERE r.seq < (SELECT acked_floor FROM delivery_cursor WHERE id = 1) \
+                   AND r.seq < (SELECT MAX(seq) FROM events) \
+                   AND NOT EXISTS (SELECT 1 FROM dead d WHERE d.seq = r.seq) \
+                 ORDER BY r.seq LIMIT ?2 \
+             ) WHERE published_at_us < ?1",
+        )
+        .bind(published_before_us)
+        .bind(i64::from(limit))
+        .fetch_all(tx.conn())
+        .await?;
+        let mut gone = 0;
+        if !doomed.is_empty() {
+            // One bound JSON array instead of `limit` placeholders; results
+            // first, since they reference their events.
+            let seqs = serde_json::to_string(&doomed.iter().map(|(s,)| *s).collect::<Vec<_>>())
+                .map_err(|e| StoreError::Corrupt(format!("encoding seqs to prune: {e}")))?;
+            sqlx::query("DELETE FROM results WHERE seq IN (SELECT value FROM json_each(?))")
+                .bind(&seqs)
+                .execute(tx.conn())
+                .await?;
+            gone = sqlx::query("DELETE FROM events WHERE seq IN (SELECT value FROM json_each(?))")
+                .bind(&seqs)
+                .execute(tx.conn())
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(gone)
+    }
+
+    async fn size_bytes(&self) -> Result<u64, StoreError> {
+        let (bytes,): (i64,) = sqlx::query_as(
+            "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+        )
+        .fetch_one(&self.readers)
+        .await?;
+        Ok(u64::try_from(bytes).unwrap_or(0))
     }
 }
