@@ -1,8 +1,9 @@
-//! A short chaos run on every CI submission: 10,000 publishes with ack loss,
-//! duplication, two SIGKILLs of the processor and two of core, processor
-//! pauses longer than the ack timeout, proxy resets, a half-open episode and
-//! a latency window. The checker must find nothing lost, duplicated or
-//! reordered.
+//! Short chaos runs on every CI submission. On PostgreSQL: 10,000 publishes
+//! with ack loss, duplication, two SIGKILLs of the processor and two of core,
+//! processor pauses longer than the ack timeout, proxy resets, a half-open
+//! episode and a latency window. On SQLite: 5,000 publishes while its disk
+//! fills up three times, with a SIGKILL of core and of the processor. The
+//! checker must find nothing lost, duplicated or reordered.
 //!
 //! The seed is random and printed; `ACKFLOW_CHAOS_SEED=<seed>` reruns the
 //! same schedule. The full-size run is the `ackflow-chaos` binary (see
@@ -11,6 +12,7 @@
 use std::time::Duration;
 
 use ackflow_tests::chaos::{self, ChaosConfig};
+use ackflow_tests::chaos_store::ChaosStore;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_short_chaos_run_keeps_every_guarantee() -> anyhow::Result<()> {
@@ -48,5 +50,38 @@ async fn a_short_chaos_run_keeps_every_guarantee() -> anyhow::Result<()> {
     assert_eq!(outcome.faults.processor_kills, 2);
     assert_eq!(outcome.faults.core_kills, 2);
     assert!(r.lives >= 3, "expected 3 processor lives, saw {}", r.lives);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_short_chaos_run_with_full_disks_on_sqlite_keeps_every_guarantee() -> anyhow::Result<()> {
+    let seed = std::env::var("ACKFLOW_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    let mut config = ChaosConfig::quiet(5_000, seed);
+    config.store = ChaosStore::Sqlite;
+    config.rate = 1_500;
+    config.disk_fills = 3;
+    config.pad = 2_000;
+    config.disk_full_ms = (500, 2_000);
+    config.processor_kills = 1;
+    config.core_kills = 1;
+    config.ack_loss = 0.05;
+    config.drain_timeout = Duration::from_secs(90);
+    config.publish_timeout = Duration::from_secs(120);
+    config.verbose = true;
+    println!("chaos seed {seed} (rerun with ACKFLOW_CHAOS_SEED={seed})");
+    let outcome = chaos::run(&config).await?;
+    println!("{}", outcome.summary(&config));
+    let r = &outcome.report;
+    assert!(outcome.drained, "the backlog did not drain (seed {seed})");
+    assert!(r.is_valid(), "violations found (seed {seed}):\n{r}");
+    assert_eq!(outcome.faults.disk_fills, 3);
+    assert!(
+        r.acknowledged >= 4_900,
+        "only {} of 5,000 publishes acknowledged",
+        r.acknowledged
+    );
     Ok(())
 }

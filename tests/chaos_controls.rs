@@ -7,10 +7,14 @@
 //! * Core moving the acked floor on send (`--unsafe-floor-on-send`), with a
 //!   processor that drops some events, never retransmits them: loss must be
 //!   reported. (That floor lives in memory only, so core is not killed.)
+//! * SQLite written through the old writer (`--unsafe-sqlx-transactions`),
+//!   whose transactions a full disk desynchronised: acknowledged publishes
+//!   are lost when its disk fills, and that loss must be reported.
 
 use std::time::Duration;
 
 use ackflow_tests::chaos::{self, ChaosConfig};
+use ackflow_tests::chaos_store::ChaosStore;
 
 fn control(seed: u64) -> ChaosConfig {
     let mut config = ChaosConfig::quiet(3_000, seed);
@@ -50,6 +54,25 @@ async fn a_floor_moved_without_results_is_reported_as_loss() -> anyhow::Result<(
     let r = &outcome.report;
     assert!(!r.lost.is_empty(), "the checker missed the loss:\n{r}");
     assert!(!r.never_delivered.is_empty());
+    assert!(!r.is_valid());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_publishes_lost_to_a_full_disk_are_reported() -> anyhow::Result<()> {
+    let mut config = control(3);
+    config.store = ChaosStore::Sqlite;
+    config.disk_fills = 2;
+    config.pad = 2_000;
+    config.disk_full_ms = (1_000, 1_500);
+    // The lost events leave results without events behind, which the old
+    // writer can never store: the backlog does not drain, so do not wait.
+    config.drain_timeout = Duration::from_secs(15);
+    config.core_args.push("--unsafe-sqlx-transactions".into());
+    let outcome = chaos::run(&config).await?;
+    println!("{}", outcome.summary(&config));
+    let r = &outcome.report;
+    assert!(!r.lost.is_empty(), "the checker missed the loss:\n{r}");
     assert!(!r.is_valid());
     Ok(())
 }

@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use ackflow_tests::chaos::{self, ChaosConfig};
+use ackflow_tests::chaos_store::ChaosStore;
 use clap::Parser;
 
 /// Runs core and a processor under seeded faults and checks that no
@@ -87,6 +88,22 @@ struct Args {
     /// PostgreSQL cluster name for --pg-restart.
     #[arg(long, default_value = "main")]
     pg_cluster: String,
+    /// Store: postgres (a fresh database on the shared server, or a
+    /// throwaway cluster with --disk-fills) or sqlite.
+    #[arg(long, value_enum, default_value_t = StoreArg::Postgres)]
+    store: StoreArg,
+    /// Times the store's disk fills up (the store then lives on a tmpfs of its own; needs root).
+    #[arg(long, default_value_t = 0)]
+    disk_fills: u32,
+    /// Extra bytes in every sha256 payload (bigger events fill a disk sooner).
+    #[arg(long, default_value_t = 0)]
+    pad_bytes: usize,
+    /// Longest time the disk stays full, in milliseconds (shortest: a third of it).
+    #[arg(long, default_value_t = 3_000)]
+    disk_full_max_ms: u64,
+    /// Negative control: SQLite writes through the old writer that lost acknowledged events on a full disk.
+    #[arg(long)]
+    unsafe_sqlx_transactions: bool,
     /// Negative control: run the processor with duplicate detection off.
     #[arg(long)]
     no_dedup: bool,
@@ -102,6 +119,12 @@ struct Args {
     /// Print only the summary.
     #[arg(long, short)]
     quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum StoreArg {
+    Postgres,
+    Sqlite,
 }
 
 fn fraction(s: &str) -> Result<f64, String> {
@@ -137,6 +160,16 @@ fn config(args: &Args) -> ChaosConfig {
     }
     if args.unsafe_floor_on_send {
         c.core_args.push("--unsafe-floor-on-send".into());
+    }
+    c.store = match args.store {
+        StoreArg::Postgres => ChaosStore::Postgres,
+        StoreArg::Sqlite => ChaosStore::Sqlite,
+    };
+    c.disk_fills = args.disk_fills;
+    c.pad = args.pad_bytes;
+    c.disk_full_ms = (args.disk_full_max_ms / 3, args.disk_full_max_ms);
+    if args.unsafe_sqlx_transactions {
+        c.core_args.push("--unsafe-sqlx-transactions".into());
     }
     c.drain_timeout = Duration::from_secs(args.drain_timeout_s);
     c.keep = args.keep;

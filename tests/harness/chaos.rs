@@ -14,7 +14,9 @@
 //! processor life, or core restarted on the same ports), SIGSTOP/SIGCONT of
 //! the processor for longer than the ack timeout, proxy resets, half-open
 //! proxy connections, proxy latency, in-process ack loss and duplication,
-//! and one PostgreSQL restart. Each fault fires when the number of
+//! one PostgreSQL restart, and disks that fill up and get room again
+//! (`chaos_store.rs`; the store then sits on a tmpfs of its own, SQLite or
+//! a throwaway PostgreSQL cluster). Each fault fires when the number of
 //! acknowledged publishes passes a threshold drawn from the seed, so the
 //! schedule (which faults, in which order, at which point of the workload,
 //! with which durations) is reproducible from the seed; the exact
@@ -32,9 +34,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::chaos_store::{ChaosStore, RunStore};
 use crate::checker::{self, History, Report};
 use crate::proxy::Proxy;
-use crate::{Core, PgDb, Proc, all_events, channel, post_json, start_processor, wait_for};
+use crate::{Core, Proc, all_events, channel, post_json, start_processor, wait_for};
 
 /// What to run and which faults to inject.
 #[derive(Debug, Clone)]
@@ -78,6 +81,16 @@ pub struct ChaosConfig {
     pub pg_restart: bool,
     /// PostgreSQL cluster to restart: version and name.
     pub pg_cluster: (String, String),
+    /// The store: PostgreSQL or SQLite.
+    pub store: ChaosStore,
+    /// Extra bytes in every `sha256` payload: bigger events fill a disk
+    /// sooner (SQLite reuses its WAL file, so small ones may never need a
+    /// new block while the disk is full).
+    pub pad: usize,
+    /// Times the store's disk fills up (it then sits on a tmpfs of its own).
+    pub disk_fills: u32,
+    /// Shortest and longest time the disk stays full, in milliseconds.
+    pub disk_full_ms: (u64, u64),
     /// Extra flags for core (e.g. the hidden `--unsafe-floor-on-send`).
     pub core_args: Vec<String>,
     /// Extra flags for every processor life (e.g. the hidden `--no-dedup`).
@@ -118,6 +131,10 @@ impl ChaosConfig {
             duplicate: 0.0,
             drop_events: 0.0,
             pg_restart: false,
+            store: ChaosStore::Postgres,
+            pad: 0,
+            disk_fills: 0,
+            disk_full_ms: (1_000, 3_000),
             pg_cluster: ("15".into(), "main".into()),
             core_args: Vec::new(),
             processor_args: Vec::new(),
@@ -150,6 +167,8 @@ pub enum Fault {
     },
     /// Restart the PostgreSQL server.
     RestartPostgres,
+    /// Fill the store's disk, give it room again after `duration`.
+    FillDisk { duration: Duration },
 }
 
 /// A fault and the point of the workload where it fires.
@@ -196,6 +215,11 @@ pub fn schedule(config: &ChaosConfig) -> Vec<Step> {
             duration: ms(&mut rng, 1_000, 3_000),
         });
     }
+    for _ in 0..config.disk_fills {
+        faults.push(Fault::FillDisk {
+            duration: ms(&mut rng, config.disk_full_ms.0, config.disk_full_ms.1),
+        });
+    }
     rng.shuffle(&mut faults);
     let span = |rng: &mut fastrand::Rng, lo: f64, hi: f64| {
         (config.events as f64 * (lo + rng.f64() * (hi - lo))) as u64
@@ -236,6 +260,8 @@ pub struct FaultCounts {
     pub latency_windows: u32,
     /// PostgreSQL restarts.
     pub pg_restarts: u32,
+    /// Times the store's disk filled up.
+    pub disk_fills: u32,
 }
 
 /// What a run did and what the checker found.
@@ -268,7 +294,7 @@ impl ChaosOutcome {
         let mut s = format!(
             "ackflow chaos run, seed {seed}\n\
              workload: {events} publishes at ~{rate}/s ({publishers} gRPC streams, {rest:.0} % REST), ack loss {ack:.0} %, duplication {dup:.0} %, event drop {drop:.0} %\n\
-             faults injected: {pk} processor kills, {ck} core kills, {pa} processor pauses, {pr} proxy resets, {ho} half-open episodes, {lw} latency windows, {pg} PostgreSQL restarts\n\
+             faults injected: {pk} processor kills, {ck} core kills, {pa} processor pauses, {pr} proxy resets, {ho} half-open episodes, {lw} latency windows, {pg} PostgreSQL restarts, {df} disk fills\n\
              proxy: {conns} connections, {resets} closed by reset, {frozen} frozen, {mib:.1} MiB forwarded\n\
              last core life: {retx} retransmits, {dd} duplicate drops, {da} duplicate acks\n\
              time: publishing {pub_s:.1} s, whole run {all_s:.1} s; drained: {drained}\n",
@@ -287,6 +313,7 @@ impl ChaosOutcome {
             ho = f.half_opens,
             lw = f.latency_windows,
             pg = f.pg_restarts,
+            df = f.disk_fills,
             mib = bytes as f64 / (1024.0 * 1024.0),
             retx = t.retransmits,
             dd = t.duplicate_drops,
@@ -310,12 +337,12 @@ fn key(n: u64) -> String {
 
 /// Kind and JSON payload of publish number `n`: mostly `sha256`, some
 /// `wordcount` and `sum`, and 1 % `fail` (a failed result is a result too).
-fn workload(n: u64) -> (&'static str, String) {
+fn workload(n: u64, pad: &str) -> (&'static str, String) {
     match n % 100 {
         0 => ("fail", "null".into()),
         1..=9 => ("wordcount", format!(r#""chaos event number {n}""#)),
         10..=19 => ("sum", format!("[{n}, 1, 2]")),
-        _ => ("sha256", format!(r#""chaos event {n}""#)),
+        _ => ("sha256", format!(r#""chaos event {n}{pad}""#)),
     }
 }
 
@@ -335,6 +362,8 @@ struct Publishing {
     deadline: tokio::time::Instant,
     /// Attempts with an unknown outcome before a key is given up.
     max_attempts: u32,
+    /// Appended to every `sha256` payload ([`ChaosConfig::pad`]).
+    pad: Arc<str>,
 }
 
 /// Most publishes one stream may have waiting for their reply.
@@ -428,7 +457,7 @@ async fn stream_publisher(p: Publishing, keys: Vec<u64>, rate: f64) -> History {
                         } else {
                             break;
                         };
-                        let (kind, payload) = workload(n);
+                        let (kind, payload) = workload(n, &p.pad);
                         history.attempt(&key(n));
                         let request = pb::PublishRequest {
                             kind: kind.into(),
@@ -452,10 +481,12 @@ async fn stream_publisher(p: Publishing, keys: Vec<u64>, rate: f64) -> History {
         }
         // Every publish still in flight has an unknown outcome: retry it
         // with the same key, in order, unless it was tried often enough.
+        let mut most_tries = 0;
         for n in in_flight.into_iter().rev() {
             history.unknown_attempts += 1;
             let tries = attempts.entry(n).or_default();
             *tries += 1;
+            most_tries = most_tries.max(*tries);
             if *tries >= p.max_attempts {
                 history.give_up(&key(n));
                 p.resolved.fetch_add(1, Ordering::Relaxed);
@@ -463,7 +494,9 @@ async fn stream_publisher(p: Publishing, keys: Vec<u64>, rate: f64) -> History {
                 retry.push_front(n);
             }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Backing off (0.1 s more per try, up to 1 s) lets a key outlast
+        // a store that refuses writes for several seconds (a full disk).
+        tokio::time::sleep(retry_pause(most_tries)).await;
     }
     for n in retry {
         history.give_up(&key(n));
@@ -486,7 +519,7 @@ async fn rest_publisher(mut p: Publishing, keys: Vec<u64>, rate: f64) -> History
         }
         next_due = tokio::time::Instant::now().max(next_due) + interval;
         let k = key(n);
-        let (kind, payload) = workload(n);
+        let (kind, payload) = workload(n, &p.pad);
         let body = format!(
             r#"{{"kind":"{kind}","key":"{k}","idempotency_key":"{k}","payload":{payload}}}"#
         );
@@ -525,10 +558,15 @@ async fn rest_publisher(mut p: Publishing, keys: Vec<u64>, rate: f64) -> History
                 p.resolved.fetch_add(1, Ordering::Relaxed);
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(retry_pause(tries)).await;
         }
     }
     history
+}
+
+/// Pause before retrying a publish tried `tries` times.
+fn retry_pause(tries: u32) -> Duration {
+    Duration::from_millis(100 * u64::from(tries.clamp(1, 10)))
 }
 
 /// The processor lives of a run.
@@ -574,18 +612,21 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosOutcome> {
             println!("[{:7.1} s] {line}", started.elapsed().as_secs_f64());
         }
     };
-    let db = PgDb::create("chaos").await?;
     let dir = tempfile::Builder::new()
         .prefix("ackflow-chaos-")
         .tempdir()?;
+    let store = RunStore::create(config.store, config.disk_fills > 0, dir.path()).await?;
+    anyhow::ensure!(
+        !config.pg_restart || store.is_shared_postgres(),
+        "--pg-restart restarts the shared PostgreSQL server: not with SQLite or disk fills"
+    );
     say(format!(
-        "seed {}; database {}; logs in {}",
+        "seed {}; {}; logs in {}",
         config.seed,
-        db.name,
+        store.describe(),
         dir.path().display()
     ));
-    let core_args: Vec<&str> = config.core_args.iter().map(String::as_str).collect();
-    let mut core = Core::start(dir.path(), Some(&db.url), &core_args).await?;
+    let mut core = store.start_core(dir.path(), &config.core_args).await?;
     let proxy = Proxy::start(core.grpc, config.half_open_hold).await?;
 
     let mut processor_args = vec![
@@ -627,6 +668,7 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosOutcome> {
         gate: gate_rx,
         deadline: tokio::time::Instant::now() + config.publish_timeout,
         max_attempts: 20,
+        pad: " ".repeat(config.pad).into(),
     };
     let stride = if config.rest_fraction > 0.0 {
         (1.0 / config.rest_fraction).round().max(1.0) as u64
@@ -700,6 +742,7 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosOutcome> {
             &mut core,
             &mut processors,
             &proxy,
+            &store,
             &mut counts,
         )
         .await?;
@@ -750,7 +793,7 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosOutcome> {
     }
     core.proc.terminate().await.context("stopping core")?;
 
-    let stored = all_events(&db.url).await?;
+    let stored = all_events(store.url()).await?;
     let (processed, torn) = checker::read_processed(&processors.logs())?;
     let mut report = checker::check(&history, &stored, &processed);
     report.torn_lines = torn;
@@ -758,9 +801,7 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosOutcome> {
 
     let keep = config.keep || (config.keep_invalid && (!report.is_valid() || !drained));
     let dir = if keep { Some(dir.keep()) } else { None };
-    if !keep {
-        db.drop_db().await?;
-    }
+    store.finish(keep).await?;
     let stats = &proxy.stats;
     Ok(ChaosOutcome {
         report,
@@ -786,6 +827,7 @@ async fn inject(
     core: &mut Core,
     processors: &mut Processors,
     proxy: &Proxy,
+    store: &RunStore,
     counts: &mut FaultCounts,
 ) -> anyhow::Result<()> {
     match fault {
@@ -830,6 +872,13 @@ async fn inject(
         Fault::RestartPostgres => {
             restart_postgres(&config.pg_cluster.0, &config.pg_cluster.1).await?;
             counts.pg_restarts += 1;
+        }
+        Fault::FillDisk { duration } => {
+            store.fill()?;
+            // Publishing goes on against a full disk: 503s, retries.
+            tokio::time::sleep(*duration).await;
+            store.free()?;
+            counts.disk_fills += 1;
         }
     }
     Ok(())

@@ -7,6 +7,7 @@
 //! fault-injecting TCP proxy it puts between the processor and core.
 
 pub mod chaos;
+pub mod chaos_store;
 pub mod checker;
 pub mod proxy;
 pub mod small_fs;
