@@ -91,6 +91,11 @@ struct Args {
     /// Windows of the sweep, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "16,64,256,1024")]
     sweep_windows: Vec<u32>,
+    /// Core's `--retention` in every section (core's default: 7d, so a
+    /// run this short prunes nothing; `1s` keeps the pruner busy throughout,
+    /// to measure what pruning costs the hot path).
+    #[arg(long)]
+    retention: Option<String>,
     /// Events per window in the sweep.
     #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
     sweep_events: u64,
@@ -145,10 +150,12 @@ impl Backend {
 struct Env {
     dir: tempfile::TempDir,
     db: Option<PgDb>,
+    /// `--retention` for core, when set.
+    retention: Option<String>,
 }
 
 impl Env {
-    async fn new(backend: Backend) -> anyhow::Result<Self> {
+    async fn new(backend: Backend, retention: Option<String>) -> anyhow::Result<Self> {
         let db = match backend {
             Backend::Postgres => {
                 checkpoint().await?;
@@ -159,6 +166,7 @@ impl Env {
         Ok(Self {
             dir: tempfile::tempdir()?,
             db,
+            retention,
         })
     }
 
@@ -181,7 +189,11 @@ impl Env {
 
     async fn core(&self, window: u32) -> anyhow::Result<Core> {
         let window = window.to_string();
-        Core::start(self.dir(), self.core_url(), &["--window", &window]).await
+        let mut args = vec!["--window", &window];
+        if let Some(retention) = &self.retention {
+            args.extend(["--retention", retention]);
+        }
+        Core::start(self.dir(), self.core_url(), &args).await
     }
 
     async fn finish(self) -> anyhow::Result<()> {
@@ -798,7 +810,7 @@ async fn section_sweep(backend: Backend, args: &Args) -> anyhow::Result<()> {
     println!("  | window | events/s | p50 ms | p99 ms | core MB | processor MB |");
     println!("  |---:|---:|---:|---:|---:|---:|");
     for &window in &args.sweep_windows {
-        let env = Env::new(backend).await?;
+        let env = Env::new(backend, args.retention.clone()).await?;
         let pair = Pair::start(&env, window).await?;
         let rss = pair.sampler();
         let run = publish_stream(&pair.core, args.sweep_events, args.payload, None).await?;
@@ -830,7 +842,7 @@ async fn measure(backend: Backend, args: &Args) -> anyhow::Result<Summary> {
         if !runs(section) {
             continue;
         }
-        let env = Env::new(backend).await?;
+        let env = Env::new(backend, args.retention.clone()).await?;
         match section {
             Section::Publish => section_publish(&env, args).await?,
             Section::W1 => section_w1(&env, args, &mut summary).await?,
