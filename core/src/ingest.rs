@@ -57,8 +57,10 @@ pub struct IngestConfig {
 pub enum IngestError {
     #[error("the ingest queue is full; retry shortly")]
     Full,
-    #[error("the store is unavailable: {0}")]
-    Unavailable(String),
+    /// The store failed; the kind of failure ([`crate::store::StoreError::kind`]).
+    /// The error's text goes to the log, never to the client.
+    #[error("the store cannot take writes right now ({0}); retry later")]
+    Unavailable(&'static str),
     #[error("core is shutting down")]
     ShuttingDown,
 }
@@ -313,12 +315,12 @@ impl Writer {
         }
     }
 
-    fn refuse(&self, batch: Vec<Pending>, detail: String) {
+    fn refuse(&self, batch: Vec<Pending>, kind: &'static str) {
         self.metrics
             .publish_rejected
             .with_label_values(&["unavailable"])
             .inc_by(batch.iter().map(|p| p.events.len() as u64).sum());
-        fail_all(batch, IngestError::Unavailable(detail));
+        fail_all(batch, IngestError::Unavailable(kind));
     }
 
     async fn commit(&mut self, batch: Vec<Pending>) {
@@ -328,12 +330,12 @@ impl Writer {
             if Instant::now() < at
                 && let Some(f) = self.health.failure()
             {
-                self.refuse(batch, format!("{} ({})", f.detail, f.kind));
+                self.refuse(batch, f.kind);
                 return;
             }
             if let Err(e) = self.reload().await {
                 self.failed(&e);
-                self.refuse(batch, e.to_string());
+                self.refuse(batch, e.kind());
                 return;
             }
         }
@@ -406,7 +408,7 @@ impl Writer {
                     .publish_rejected
                     .with_label_values(&["unavailable"])
                     .inc_by(events.len() as u64);
-                let err = IngestError::Unavailable(e.to_string());
+                let err = IngestError::Unavailable(e.kind());
                 for reply in replies {
                     let _ = reply.send(Err(err.clone()));
                 }

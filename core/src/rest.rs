@@ -124,10 +124,12 @@ impl From<IngestError> for Problem {
 
 impl From<crate::store::StoreError> for Problem {
     fn from(e: crate::store::StoreError) -> Self {
+        // The database's text goes to the log, never to the client.
+        tracing::warn!(error = %e, kind = e.kind(), "store read failed");
         let mut p = Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "Store unavailable",
-            e.to_string(),
+            format!("the store cannot answer right now ({}); retry later", e.kind()),
         );
         p.retry_after = Some(1);
         p
@@ -424,12 +426,12 @@ async fn ready(State(state): State<RestState>) -> Response {
         let mut p = Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "Store not writable",
+            // The error's text is in the log; the kind says enough here.
             format!(
-                "store writes failing for {} s ({} in a row), kind {}: {}",
+                "store writes failing for {} s ({} in a row), kind {}",
                 f.since.elapsed().as_secs(),
                 f.failures,
                 f.kind,
-                f.detail
             ),
         );
         p.retry_after = Some(1);

@@ -407,7 +407,20 @@ async fn store_unavailable_is_503() {
     let got = send(&f, "GET", "/readyz", None, Body::empty(), &[]).await;
     assert_eq!(got.0, StatusCode::SERVICE_UNAVAILABLE);
     f.store.fail.store(false, Ordering::SeqCst);
-    // The writer recovers: the next publish gets seq 1 (no gap).
+    // The writer probes the store by itself (about once a second) and turns
+    // ready again; then the next publish gets seq 1 (no gap).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let got = send(&f, "GET", "/readyz", None, Body::empty(), &[]).await;
+        if got.0 == StatusCode::OK {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready 10 s after the store recovered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let (status, _, body) = post(&f, "/v1/events", r#"{"kind":"a","payload":1}"#).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert!(body.contains(r#""seq":1"#), "{body}");

@@ -427,7 +427,9 @@ async fn publish_stream(
 }
 
 /// `(published_at_us, stored_at_us)` of every event in `first..=last`, by
-/// seq, read back from the store.
+/// seq, read back from the store. With `--retention` short enough to prune
+/// during the run, pruned events are simply absent (never the highest seq,
+/// which retention keeps); the latency figures then cover the survivors.
 async fn stored_times(
     env: &Env,
     first: u64,
@@ -461,9 +463,18 @@ async fn stream_figures(env: &Env, run: &Published) -> anyhow::Result<(f64, Late
     let mut latencies = Vec::with_capacity(run.seqs.len());
     let mut last_stored = i64::MIN;
     for (seq, sent) in run.seqs.iter().zip(&run.sent_us) {
-        let (_, stored) = times[seq];
-        last_stored = last_stored.max(stored);
+        let Some((_, stored)) = times.get(seq) else {
+            continue; // pruned by a short --retention
+        };
+        last_stored = last_stored.max(*stored);
         latencies.push(stored - sent);
+    }
+    if latencies.len() < run.seqs.len() {
+        println!(
+            "  (latency over the {} of {} events not yet pruned)",
+            latencies.len(),
+            run.seqs.len()
+        );
     }
     let first_sent = run.sent_us.iter().min().copied().unwrap_or(0);
     let span = Duration::from_micros((last_stored - first_sent).max(1) as u64);

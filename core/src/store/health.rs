@@ -17,8 +17,6 @@ use crate::metrics::CoreMetrics;
 pub struct WriteFailure {
     /// [`StoreError::kind`] of the last failed write.
     pub kind: &'static str,
-    /// The error's text (never contains credentials: sqlx redacts URLs).
-    pub detail: String,
     /// When writes started failing (the first failure in a row).
     pub since: Instant,
     /// Failed writes in a row.
@@ -69,7 +67,6 @@ impl StoreHealth {
             Some(f) => {
                 tracing::debug!(op, kind, error = %error, failures = f.failures + 1, "store write failed again");
                 f.kind = kind;
-                f.detail = error.to_string();
                 f.failures += 1;
             }
             None => {
@@ -77,7 +74,6 @@ impl StoreHealth {
                 self.metrics.store_writable.set(0);
                 *failure = Some(WriteFailure {
                     kind,
-                    detail: error.to_string(),
                     since: Instant::now(),
                     failures: 1,
                 });
