@@ -6,7 +6,7 @@
 //! checker must find nothing lost, duplicated or reordered.
 //!
 //! The seed is random and printed; `ACKFLOW_CHAOS_SEED=<seed>` reruns the
-//! same schedule. The full-size run is the `ackflow-chaos` binary (see
+//! same schedule (CI sets a fixed one, so a red run can be replayed). The full-size run is the `ackflow-chaos` binary (see
 //! docs/RELIABILITY.md).
 
 use std::time::Duration;

@@ -129,7 +129,10 @@ impl From<crate::store::StoreError> for Problem {
         let mut p = Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "Store unavailable",
-            format!("the store cannot answer right now ({}); retry later", e.kind()),
+            format!(
+                "the store cannot answer right now ({}); retry later",
+                e.kind()
+            ),
         );
         p.retry_after = Some(1);
         p
