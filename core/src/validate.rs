@@ -64,6 +64,15 @@ pub fn check(event: &NewEvent, limits: &Limits) -> Result<(), Invalid> {
     if event.key.as_ref().is_some_and(|k| k.len() > MAX_KEY_LEN) {
         return Err(field("key", format!("longer than {MAX_KEY_LEN} bytes")));
     }
+    // PostgreSQL's TEXT refuses NUL while SQLite stores it: one rule for
+    // both stores, checked before the group commit so that one bad key can
+    // never fail the innocent events committed with it.
+    if event.key.as_deref().is_some_and(has_control) {
+        return Err(field("key", CONTROL_CHARACTERS));
+    }
+    if event.idempotency_key.as_deref().is_some_and(has_control) {
+        return Err(field("idempotency_key", CONTROL_CHARACTERS));
+    }
     if event
         .idempotency_key
         .as_ref()
@@ -81,6 +90,13 @@ pub fn check(event: &NewEvent, limits: &Limits) -> Result<(), Invalid> {
         });
     }
     Ok(())
+}
+
+const CONTROL_CHARACTERS: &str = "must not contain control characters (U+0000 to U+001F, U+007F)";
+
+/// True when `text` holds a C0 control character (NUL included) or DEL.
+fn has_control(text: &str) -> bool {
+    text.bytes().any(|b| b < 0x20 || b == 0x7f)
 }
 
 /// Checks that the JSON text of a payload nests no deeper than
@@ -155,6 +171,33 @@ mod tests {
         assert!(check(&event(""), &LIMITS).is_err());
         assert!(check(&event("a b"), &LIMITS).is_err());
         assert!(check(&event(&"k".repeat(65)), &LIMITS).is_err());
+    }
+
+    #[test]
+    fn control_characters_in_keys() {
+        for bad in ["a\u{0}", "\n", "x\u{1f}y", "\u{7f}"] {
+            let mut e = event("k");
+            e.key = Some(bad.into());
+            assert!(
+                matches!(check(&e, &LIMITS), Err(Invalid::Field { field: "key", .. })),
+                "{bad:?}"
+            );
+            let mut e = event("k");
+            e.idempotency_key = Some(bad.into());
+            assert!(
+                matches!(
+                    check(&e, &LIMITS),
+                    Err(Invalid::Field {
+                        field: "idempotency_key",
+                        ..
+                    })
+                ),
+                "{bad:?}"
+            );
+        }
+        let mut e = event("k");
+        e.key = Some("ü-ключ 🔑".into());
+        assert!(check(&e, &LIMITS).is_ok());
     }
 
     #[test]
