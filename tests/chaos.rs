@@ -14,13 +14,32 @@ use std::time::Duration;
 use ackflow_tests::chaos::{self, ChaosConfig};
 use ackflow_tests::chaos_store::ChaosStore;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_short_chaos_run_keeps_every_guarantee() -> anyhow::Result<()> {
-    let seed = std::env::var("ACKFLOW_CHAOS_SEED")
+/// `ACKFLOW_CHAOS_SEED`, or a random seed.
+fn seed() -> u64 {
+    std::env::var("ACKFLOW_CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
-    let mut config = ChaosConfig::quiet(10_000, seed);
+        .unwrap_or_else(|| fastrand::u64(..))
+}
+
+/// Runs `config`, prints its summary, and asserts that the backlog drained
+/// and the checker found no violation.
+async fn run_valid(config: &ChaosConfig) -> anyhow::Result<chaos::ChaosOutcome> {
+    let seed = config.seed;
+    let mut config = config.clone();
+    config.verbose = true;
+    println!("chaos seed {seed} (rerun with ACKFLOW_CHAOS_SEED={seed})");
+    let outcome = chaos::run(&config).await?;
+    println!("{}", outcome.summary(&config));
+    let r = &outcome.report;
+    assert!(outcome.drained, "the backlog did not drain (seed {seed})");
+    assert!(r.is_valid(), "violations found (seed {seed}):\n{r}");
+    Ok(outcome)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_short_chaos_run_keeps_every_guarantee() -> anyhow::Result<()> {
+    let mut config = ChaosConfig::quiet(10_000, seed());
     config.rate = 2_500;
     config.processor_kills = 2;
     config.core_kills = 2;
@@ -34,13 +53,8 @@ async fn a_short_chaos_run_keeps_every_guarantee() -> anyhow::Result<()> {
     config.duplicate = 0.02;
     config.drain_timeout = Duration::from_secs(90);
     config.publish_timeout = Duration::from_secs(120);
-    config.verbose = true;
-    println!("chaos seed {seed} (rerun with ACKFLOW_CHAOS_SEED={seed})");
-    let outcome = chaos::run(&config).await?;
-    println!("{}", outcome.summary(&config));
+    let outcome = run_valid(&config).await?;
     let r = &outcome.report;
-    assert!(outcome.drained, "the backlog did not drain (seed {seed})");
-    assert!(r.is_valid(), "violations found (seed {seed}):\n{r}");
     assert_eq!(r.acknowledged + r.unknown, r.attempted);
     assert!(
         r.acknowledged >= 9_900,
@@ -55,15 +69,11 @@ async fn a_short_chaos_run_keeps_every_guarantee() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_short_chaos_run_with_full_disks_on_sqlite_keeps_every_guarantee() -> anyhow::Result<()> {
-    let seed = std::env::var("ACKFLOW_CHAOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
     if std::env::var("ACKFLOW_TEST_NO_MOUNT").as_deref() == Ok("1") {
         eprintln!("SKIPPED: disk fills need a tmpfs; ACKFLOW_TEST_NO_MOUNT=1");
         return Ok(());
     }
-    let mut config = ChaosConfig::quiet(5_000, seed);
+    let mut config = ChaosConfig::quiet(5_000, seed());
     config.store = ChaosStore::Sqlite;
     config.rate = 1_500;
     config.disk_fills = 3;
@@ -74,13 +84,8 @@ async fn a_short_chaos_run_with_full_disks_on_sqlite_keeps_every_guarantee() -> 
     config.ack_loss = 0.05;
     config.drain_timeout = Duration::from_secs(90);
     config.publish_timeout = Duration::from_secs(120);
-    config.verbose = true;
-    println!("chaos seed {seed} (rerun with ACKFLOW_CHAOS_SEED={seed})");
-    let outcome = chaos::run(&config).await?;
-    println!("{}", outcome.summary(&config));
+    let outcome = run_valid(&config).await?;
     let r = &outcome.report;
-    assert!(outcome.drained, "the backlog did not drain (seed {seed})");
-    assert!(r.is_valid(), "violations found (seed {seed}):\n{r}");
     assert_eq!(outcome.faults.disk_fills, 3);
     assert!(
         r.acknowledged >= 4_900,

@@ -388,18 +388,25 @@ async fn fault_scenario(
     (observed, verdict)
 }
 
+/// Core on SQLite with its data directory on `fs`, logs in `dir`; returns
+/// it with the store's URL.
+async fn sqlite_core_on(fs: &SmallFs, dir: &std::path::Path, extra: &[&str]) -> (Core, String) {
+    let data = fs.path().join("data");
+    let data_arg = data.display().to_string();
+    let mut args = vec!["--data-dir", &data_arg];
+    args.extend(extra);
+    let core = Core::start(dir, None, &args).await.expect("core starts");
+    let database_url = format!("sqlite:{}", data.join("ackflow.db").display());
+    (core, database_url)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_full_disk_loses_no_acknowledged_publish() {
     let Some(fs) = SmallFs::mount("sqlite_full_disk", 8).expect("tmpfs") else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let data = fs.path().join("data");
-    let data_arg = data.display().to_string();
-    let core = Core::start(dir.path(), None, &["--data-dir", &data_arg])
-        .await
-        .expect("core starts");
-    let database_url = format!("sqlite:{}", data.join("ackflow.db").display());
+    let (core, database_url) = sqlite_core_on(&fs, dir.path(), &[]).await;
     let (observed, verdict) =
         fault_scenario(Fault::DiskFull(&fs), dir.path(), core, &database_url).await;
     assert!(verdict.is_clean(), "{verdict}");
@@ -453,16 +460,8 @@ async fn sqlite_full_disk_with_the_old_writer_is_caught() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let data = fs.path().join("data");
-    let data_arg = data.display().to_string();
-    let core = Core::start(
-        dir.path(),
-        None,
-        &["--data-dir", &data_arg, "--unsafe-sqlx-transactions"],
-    )
-    .await
-    .expect("core starts");
-    let database_url = format!("sqlite:{}", data.join("ackflow.db").display());
+    let (core, database_url) =
+        sqlite_core_on(&fs, dir.path(), &["--unsafe-sqlx-transactions"]).await;
     let (observed, verdict) =
         fault_scenario(Fault::DiskFull(&fs), dir.path(), core, &database_url).await;
     println!("{observed:?}\n{verdict}");
