@@ -92,6 +92,33 @@ pub fn check(event: &NewEvent, limits: &Limits) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// Longest result output stored; a processor's longer output is cut.
+pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
+/// Longest reject reason stored with a dead event.
+pub const MAX_REASON_BYTES: usize = 4 * 1024;
+
+/// Makes text from a processor (an output, a reject reason) storable on
+/// both stores: NUL, which PostgreSQL's TEXT refuses, becomes U+FFFD, and
+/// text over `max` bytes is cut at a character boundary and marked with
+/// `…`. Without this, one hostile or buggy output would fail every retry of
+/// the result writer's batch and hold the acked floor forever.
+pub fn storable_text(text: String, max: usize) -> String {
+    let mut text = if text.contains('\0') {
+        text.replace('\0', "\u{fffd}")
+    } else {
+        text
+    };
+    if text.len() > max {
+        let mut end = max.saturating_sub('…'.len_utf8());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
 const CONTROL_CHARACTERS: &str = "must not contain control characters (U+0000 to U+001F, U+007F)";
 
 /// True when `text` holds a C0 control character (NUL included) or DEL.
@@ -198,6 +225,15 @@ mod tests {
         let mut e = event("k");
         e.key = Some("ü-ключ 🔑".into());
         assert!(check(&e, &LIMITS).is_ok());
+    }
+
+    #[test]
+    fn processor_text_is_made_storable() {
+        assert_eq!(storable_text("ok".into(), 10), "ok");
+        assert_eq!(storable_text("a\0b".into(), 10), "a\u{fffd}b");
+        let cut = storable_text("é".repeat(10), 9);
+        assert_eq!(cut, "ééé…");
+        assert_eq!(storable_text("abc".into(), 3), "abc");
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::metrics::CoreMetrics;
 use crate::model::{DeadRow, DeadView, ResultRow, ResultStatus, Seq, SharedEvent, now_us};
 use crate::store::SharedStore;
 use crate::tail::Tail;
+use crate::validate::{MAX_OUTPUT_BYTES, MAX_REASON_BYTES, storable_text};
 
 /// Most events in one `EventBatch` message.
 const MAX_EVENTS_PER_MESSAGE: usize = 256;
@@ -338,7 +339,9 @@ impl State {
                     seq,
                     attempts,
                     reason,
-                }) = self.sender.on_reject(ack.seq, &ack.output)
+                }) = self
+                    .sender
+                    .on_reject(ack.seq, &storable_text(ack.output, MAX_REASON_BYTES))
                 {
                     resolution.dead.push(self.park(seq, attempts, reason));
                 }
@@ -363,7 +366,7 @@ impl State {
                     resolution.results.push(ResultRow {
                         seq: ack.seq,
                         status,
-                        output: ack.output,
+                        output: storable_text(ack.output, MAX_OUTPUT_BYTES),
                         attempt: attempts,
                         processing_us: ack.processing_us,
                         stored_at_us,
