@@ -118,14 +118,24 @@ impl RunStore {
         self.shared.is_some()
     }
 
-    /// Fills the disk: leaves [`FULL_SLACK_MIB`] free.
+    /// Fills the disk: leaves [`FULL_SLACK_MIB`] free. The store keeps
+    /// writing while this measures, and the kernel refuses a size below
+    /// what is used, so a refused resize is measured and tried again with
+    /// a MiB more each time.
     pub fn fill(&self) -> anyhow::Result<()> {
         let fs = self
             .fs
             .as_ref()
             .context("this store has no fillable disk")?;
-        let used_mib = fs.used_bytes()?.div_ceil(1 << 20);
-        fs.resize(used_mib + FULL_SLACK_MIB)
+        let mut refused = None;
+        for extra in 0..8 {
+            let used_mib = fs.used_bytes()?.div_ceil(1 << 20);
+            match fs.resize(used_mib + FULL_SLACK_MIB + extra) {
+                Ok(()) => return Ok(()),
+                Err(e) => refused = Some(e),
+            }
+        }
+        Err(refused.expect("eight tries"))
     }
 
     /// Gives the disk its room back.
