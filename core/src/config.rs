@@ -105,6 +105,10 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
+    /// Start even when the store's settings can lose acknowledged publishes on a crash or power cut (PostgreSQL fsync, synchronous_commit or full_page_writes off; SQLite below synchronous=FULL or not in WAL mode). Without it core refuses to start and names the setting; with it core warns at start, in /readyz and with ackflow_store_durable 0.
+    #[arg(long, env = "ACKFLOW_ALLOW_UNSAFE_DURABILITY")]
+    pub allow_unsafe_durability: bool,
+
     /// Breaks the protocol on purpose: moves the acked floor over every event
     /// as soon as it is sent, without waiting for a result. Exists only so the
     /// chaos checker can prove it detects loss (a negative control).

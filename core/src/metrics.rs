@@ -40,7 +40,10 @@ pub struct CoreMetrics {
     pub store_commit_seconds: HistogramVec,
     /// Failed store writes, by op and [`crate::store::StoreError::kind`].
     pub store_errors: IntCounterVec,
-    /// 1 while the last store write failed (see `/readyz`).
+    /// 0 when the store's settings can lose acknowledged publishes (core
+    /// started with `--allow-unsafe-durability`), else 1.
+    pub store_durable: IntGauge,
+    /// 1 while store writes succeed, 0 while they fail (see `/readyz`).
     pub store_writable: IntGauge,
     /// Resolved events deleted by retention (see `crate::retention`).
     pub pruned_events: IntCounter,
@@ -202,6 +205,15 @@ impl CoreMetrics {
                     .register(Box::new(c.clone()))
                     .expect("unique metric");
                 c
+            },
+            store_durable: {
+                let g = gauge(
+                    "ackflow_store_durable",
+                    "0 when the store's settings can lose acknowledged publishes \
+                     (started with --allow-unsafe-durability), else 1.",
+                );
+                g.set(1);
+                g
             },
             store_writable: gauge(
                 "ackflow_store_writable",

@@ -148,20 +148,40 @@ impl fmt::Display for Retention {
     }
 }
 
-/// Storage warnings shared with `/readyz` (cheap to clone: one `Arc`).
+/// Storage warnings shared with `/readyz` (cheap to clone: one `Arc`):
+/// the disk running low (kept current by the retention task), and store
+/// settings that can lose acknowledged publishes (set once at start, when
+/// `--allow-unsafe-durability` let core start anyway).
 #[derive(Debug, Clone, Default)]
 pub struct StorageStatus {
     /// The current warning (`disk 95% full (120 MiB free)`), if any.
     warning: Arc<Mutex<Option<String>>>,
+    /// Why an acknowledged publish could be lost on a crash, if it could.
+    durability: Arc<Mutex<Option<String>>>,
 }
 
 impl StorageStatus {
-    /// The current warning, if the disk is running low.
+    /// The current warnings, one per line, if any.
     pub fn warning(&self) -> Option<String> {
-        self.warning
+        let disk = self
+            .warning
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .clone();
+        let durability = self
+            .durability
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match (disk, durability) {
+            (Some(d), Some(u)) => Some(format!("{d}\nwarning: {u}")),
+            (d, u) => d.or(u),
+        }
+    }
+
+    /// Records that the store's settings can lose acknowledged publishes.
+    pub fn set_unsafe_durability(&self, why: String) {
+        *self.durability.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
     }
 
     /// Records a measurement: keeps the warning current while the disk is

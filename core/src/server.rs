@@ -96,6 +96,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let store = store::open_with(&database_url, config.unsafe_sqlx_transactions)
         .await
         .with_context(|| format!("opening the store ({})", redact(&database_url)))?;
+    // Acknowledged means durable: refuse settings that break that, unless
+    // the operator says so explicitly.
+    let risks = store
+        .durability_risks()
+        .await
+        .context("reading the store's durability settings")?;
+    if !risks.is_empty() && !config.allow_unsafe_durability {
+        anyhow::bail!(
+            "the store can lose acknowledged publishes: {}. Fix the setting, or start with \
+             --allow-unsafe-durability to accept the risk",
+            risks.join("; ")
+        );
+    }
     let next_seq = store.next_seq().await.context("reading the highest seq")?;
     tracing::info!(
         backend = store.backend(),
@@ -136,6 +149,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         );
     }
     let storage = StorageStatus::default();
+    if !risks.is_empty() {
+        let why = format!("unsafe durability: {}", risks.join("; "));
+        tracing::warn!("--allow-unsafe-durability: {why}");
+        metrics.store_durable.set(0);
+        storage.set_unsafe_durability(why);
+    }
     retention::spawn(
         RetentionParts {
             store: store.clone(),

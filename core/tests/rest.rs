@@ -43,6 +43,9 @@ impl Store for Faulty {
         }
         self.inner.ping().await
     }
+    async fn durability_risks(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.durability_risks().await
+    }
     async fn probe_write(&self) -> Result<(), StoreError> {
         if self.fail.load(Ordering::SeqCst) {
             return Err(StoreError::Corrupt("store is down".into()));

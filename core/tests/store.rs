@@ -433,6 +433,15 @@ async fn a_retention_round_prunes_in_batches(store: SharedStore, _guard: &Guard)
     assert_eq!(store.next_seq().await.unwrap(), n + 1);
 }
 
+/// The stores as ackflow opens them lose nothing acknowledged (the shared
+/// test server runs PostgreSQL's defaults).
+async fn the_default_settings_are_durable(store: SharedStore) {
+    assert_eq!(
+        store.durability_risks().await.unwrap(),
+        Vec::<String>::new()
+    );
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -492,4 +501,5 @@ suite!(
     a_failed_batch_stores_nothing,
     results_are_stored_once_and_the_floor_only_moves_forward,
     dead_events_are_listed_and_requeued_once,
+    the_default_settings_are_durable,
 );

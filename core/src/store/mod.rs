@@ -96,6 +96,11 @@ pub trait Store: Send + Sync + 'static {
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Settings of the store under which an acknowledged (committed) write
+    /// could be lost on a crash or power cut, each described in a sentence;
+    /// empty when there are none.
+    async fn durability_risks(&self) -> Result<Vec<String>, StoreError>;
+
     /// A write transaction that changes nothing (the cursor row set to
     /// itself): proves the store takes writes again after a failure.
     async fn probe_write(&self) -> Result<(), StoreError>;

@@ -54,6 +54,38 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn durability_risks(&self) -> Result<Vec<String>, StoreError> {
+        let (fsync, synchronous_commit, full_page_writes): (String, String, String) =
+            sqlx::query_as(
+                "SELECT current_setting('fsync'), current_setting('synchronous_commit'), \
+                 current_setting('full_page_writes')",
+            )
+            .fetch_one(&self.pool)
+            .await?;
+        let mut risks = Vec::new();
+        if fsync != "on" {
+            risks.push(
+                "PostgreSQL fsync is off: a crash of the machine can lose or corrupt committed data"
+                    .to_string(),
+            );
+        }
+        if synchronous_commit == "off" {
+            risks.push(
+                "PostgreSQL synchronous_commit is off: a commit is answered before its WAL \
+                 is flushed, so a crash loses the last acknowledged publishes"
+                    .to_string(),
+            );
+        }
+        if full_page_writes != "on" {
+            risks.push(
+                "PostgreSQL full_page_writes is off: a crash during a page write can corrupt \
+                 committed data"
+                    .to_string(),
+            );
+        }
+        Ok(risks)
+    }
+
     async fn probe_write(&self) -> Result<(), StoreError> {
         sqlx::query("UPDATE delivery_cursor SET acked_floor = acked_floor WHERE id = 1")
             .execute(&self.pool)

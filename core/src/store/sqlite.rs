@@ -184,6 +184,33 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn durability_risks(&self) -> Result<Vec<String>, StoreError> {
+        // What a new writer connection really runs with (a filesystem can
+        // refuse WAL, for one).
+        let mut conn = self.writer.options.connect().await?;
+        let (synchronous,): (i64,) = sqlx::query_as("PRAGMA synchronous")
+            .fetch_one(&mut conn)
+            .await?;
+        let (journal,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+            .fetch_one(&mut conn)
+            .await?;
+        let mut risks = Vec::new();
+        // 2 = FULL, 3 = EXTRA; below that a power cut can lose commits.
+        if synchronous < 2 {
+            risks.push(format!(
+                "SQLite synchronous is {synchronous} (below FULL): a power cut can lose \
+                 acknowledged publishes"
+            ));
+        }
+        if !journal.eq_ignore_ascii_case("wal") {
+            risks.push(format!(
+                "SQLite journal_mode is {journal}, not WAL: readers and the writer block \
+                 each other and crash recovery differs from what ackflow is tested with"
+            ));
+        }
+        Ok(risks)
+    }
+
     async fn probe_write(&self) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
         sqlx::query("UPDATE delivery_cursor SET acked_floor = acked_floor WHERE id = 1")
