@@ -52,7 +52,8 @@ async fn publish_validates_and_replays() {
         .publish(request("sum", huge.as_bytes()))
         .await
         .unwrap_err();
-    assert_ne!(err.code(), Code::Ok);
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("payload"), "{err}");
     assert_eq!(running.store.next_seq().await.unwrap(), 1, "nothing stored");
 
     let mut keyed = request("sum", b"[1]");
