@@ -73,6 +73,18 @@ pub fn check(event: &NewEvent, limits: &Limits) -> Result<(), Invalid> {
     if event.idempotency_key.as_deref().is_some_and(has_control) {
         return Err(field("idempotency_key", CONTROL_CHARACTERS));
     }
+    // Core's own keys (`ackflow-requeue:N`, so that a repeated Requeue
+    // returns the same copy) must not be taken by a client: a client's event
+    // would then stand in for the requeued copy.
+    if event.idempotency_key.as_deref().is_some_and(|k| {
+        k.len() >= RESERVED_PREFIX.len()
+            && k[..RESERVED_PREFIX.len()].eq_ignore_ascii_case(RESERVED_PREFIX)
+    }) {
+        return Err(field(
+            "idempotency_key",
+            format!("the prefix {RESERVED_PREFIX:?} is reserved for core"),
+        ));
+    }
     if event
         .idempotency_key
         .as_ref()
@@ -118,6 +130,9 @@ pub fn storable_text(text: String, max: usize) -> String {
     }
     text
 }
+
+/// Idempotency keys core uses itself start with this (any case).
+pub const RESERVED_PREFIX: &str = "ackflow-";
 
 const CONTROL_CHARACTERS: &str = "must not contain control characters (U+0000 to U+001F, U+007F)";
 
@@ -225,6 +240,20 @@ mod tests {
         let mut e = event("k");
         e.key = Some("ü-ключ 🔑".into());
         assert!(check(&e, &LIMITS).is_ok());
+    }
+
+    #[test]
+    fn the_reserved_prefix_is_refused_to_clients() {
+        for key in ["ackflow-requeue:5", "AckFlow-x", "ackflow-"] {
+            let mut e = event("k");
+            e.idempotency_key = Some(key.into());
+            assert!(check(&e, &LIMITS).is_err(), "{key:?}");
+        }
+        for key in ["ackflow", "my-ackflow-key", "é"] {
+            let mut e = event("k");
+            e.idempotency_key = Some(key.into());
+            assert!(check(&e, &LIMITS).is_ok(), "{key:?}");
+        }
     }
 
     #[test]

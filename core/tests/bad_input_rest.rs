@@ -348,6 +348,10 @@ fn invalid_field_values_are_422() {
         "[a-z]{257,400}"
             .prop_map(|k| serde_json::json!({"kind": "a", "idempotency_key": k, "payload": 1})),
         Just(serde_json::json!({"kind": "a", "idempotency_key": "", "payload": 1})),
+        // Core's reserved idempotency-key prefix.
+        "[a-z0-9:]{0,20}".prop_map(|rest| {
+            serde_json::json!({"kind": "a", "idempotency_key": format!("ackflow-{rest}"), "payload": 1})
+        }),
         // Control characters (NUL included) in keys: one rule on both stores.
         "[a-z]{0,8}[\\x00-\\x1f\\x7f][a-z]{0,8}"
             .prop_map(|k| serde_json::json!({"kind": "a", "key": k, "payload": 1})),
