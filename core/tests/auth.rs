@@ -108,13 +108,17 @@ async fn wrong_tokens_are_refused_everywhere() {
     // paused, and no fault was set.
     let request = with_auth(pb::WatchRequest {}, Some(&format!("Bearer {ADMIN_TOKEN}")));
     let mut watch = admin.watch(request).await.unwrap().into_inner();
-    let snapshot = loop {
-        if let Some(pb::watch_update::Update::Snapshot(s)) =
-            watch.message().await.unwrap().unwrap().update
-        {
-            break s;
+    let snapshot = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            if let Some(pb::watch_update::Update::Snapshot(s)) =
+                watch.message().await.unwrap().unwrap().update
+            {
+                break s;
+            }
         }
-    };
+    })
+    .await
+    .expect("a snapshot within 10 s");
     let processor = snapshot.processor.unwrap_or_default();
     assert!(processor.processor_id.is_empty(), "{processor:?}");
     assert_ne!(processor.connection, pb::ProcessorConnection::Paused as i32);

@@ -169,7 +169,11 @@ async fn health_and_reflection() {
         .await
         .unwrap()
         .into_inner();
-    let reply = replies.message().await.unwrap().unwrap();
+    let reply = tokio::time::timeout(std::time::Duration::from_secs(10), replies.message())
+        .await
+        .expect("a reply within 10 s")
+        .unwrap()
+        .unwrap();
     let Some(MessageResponse::ListServicesResponse(services)) = reply.message_response else {
         panic!("not a service list");
     };

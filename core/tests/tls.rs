@@ -157,7 +157,11 @@ async fn grpc_and_rest_are_served_over_tls() {
         format!("Bearer {PROCESSOR_TOKEN}").parse().unwrap(),
     );
     let mut inbound = delivery.subscribe(request).await.unwrap().into_inner();
-    let welcome = inbound.message().await.unwrap().unwrap();
+    let welcome = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+        .await
+        .expect("a welcome within 10 s")
+        .unwrap()
+        .unwrap();
     assert!(matches!(
         welcome.body,
         Some(pb::core_message::Body::Welcome(_))

@@ -275,20 +275,25 @@ impl Core {
         ))
     }
 
-    /// The latest admin snapshot.
+    /// The latest admin snapshot. Bounded (10 s): callers poll it inside
+    /// [`wait_for`], whose own timeout is checked only between polls.
     pub async fn snapshot(&self) -> anyhow::Result<pb::Snapshot> {
-        let mut stream = self
-            .admin()
-            .await?
-            .watch(pb::WatchRequest {})
-            .await?
-            .into_inner();
-        while let Some(update) = stream.message().await? {
-            if let Some(pb::watch_update::Update::Snapshot(s)) = update.update {
-                return Ok(s);
+        tokio::time::timeout(Duration::from_secs(10), async {
+            let mut stream = self
+                .admin()
+                .await?
+                .watch(pb::WatchRequest {})
+                .await?
+                .into_inner();
+            while let Some(update) = stream.message().await? {
+                if let Some(pb::watch_update::Update::Snapshot(s)) = update.update {
+                    return Ok(s);
+                }
             }
-        }
-        bail!("watch ended without a snapshot")
+            bail!("watch ended without a snapshot")
+        })
+        .await
+        .context("no admin snapshot within 10 s")?
     }
 }
 
