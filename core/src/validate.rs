@@ -76,9 +76,11 @@ pub fn check(event: &NewEvent, limits: &Limits) -> Result<(), Invalid> {
     // Core's own keys (`ackflow-requeue:N`, so that a repeated Requeue
     // returns the same copy) must not be taken by a client: a client's event
     // would then stand in for the requeued copy.
+    // Compared as bytes: a key's first 8 bytes may end inside a character.
     if event.idempotency_key.as_deref().is_some_and(|k| {
-        k.len() >= RESERVED_PREFIX.len()
-            && k[..RESERVED_PREFIX.len()].eq_ignore_ascii_case(RESERVED_PREFIX)
+        k.as_bytes()
+            .get(..RESERVED_PREFIX.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(RESERVED_PREFIX.as_bytes()))
     }) {
         return Err(field(
             "idempotency_key",
@@ -249,7 +251,8 @@ mod tests {
             e.idempotency_key = Some(key.into());
             assert!(check(&e, &LIMITS).is_err(), "{key:?}");
         }
-        for key in ["ackflow", "my-ackflow-key", "é"] {
+        // A multi-byte character across the 8th byte must not panic.
+        for key in ["ackflow", "my-ackflow-key", "é", "ㄋõ/𞹾𐲦:"] {
             let mut e = event("k");
             e.idempotency_key = Some(key.into());
             assert!(check(&e, &LIMITS).is_ok(), "{key:?}");
