@@ -394,6 +394,22 @@ impl Writer {
                     self.tail.push(stored);
                     self.head_tx.send_replace(self.next_seq - 1);
                 }
+                // A replay at or above the next seq proves the store holds
+                // events this writer was never told were committed (a commit
+                // that reported an error but reached the file): adopt them,
+                // or they would never be delivered.
+                if let Some(max) = outcomes.iter().map(|o| o.seq).max()
+                    && max >= self.next_seq
+                {
+                    tracing::warn!(
+                        expected = self.next_seq,
+                        stored = max,
+                        "a replay revealed events committed by a write reported as failed"
+                    );
+                    self.next_seq = max + 1;
+                    self.tail.clear();
+                    self.head_tx.send_replace(max);
+                }
                 let mut outcomes = outcomes.into_iter();
                 for (size, reply) in sizes.into_iter().zip(replies) {
                     let mine: Vec<Appended> = outcomes.by_ref().take(size).collect();

@@ -220,9 +220,14 @@ impl Store for SqliteStore {
     }
 
     async fn next_seq(&self) -> Result<Seq, StoreError> {
+        // Through the writer, inside a write transaction: exactly the state
+        // the next append will see (after a failed commit, a reader's view
+        // of the WAL can differ from the writer's).
+        let mut tx = self.writer.begin().await?;
         let (max,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM events")
-            .fetch_one(&self.readers)
+            .fetch_one(tx.conn())
             .await?;
+        tx.commit().await?;
         Ok(seq_from_db(max)? + 1)
     }
 
