@@ -33,6 +33,10 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
+    /// What is processed in seq order. key: events with the same key one at a time, in seq order, different keys at the same time (events without a key are ordered among themselves, as if they shared one key); global: one event at a time, in seq order.
+    #[arg(long, env = "ACKFLOW_ORDERING", value_enum, default_value_t = Ordering::Key)]
+    pub ordering: Ordering,
+
     /// In-flight window: most seqs sent but not yet acknowledged.
     #[arg(long, env = "ACKFLOW_WINDOW", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub window: u32,
@@ -129,6 +133,24 @@ pub struct Config {
     /// Longest time a graceful shutdown may take before core exits anyway, in seconds.
     #[arg(long, env = "ACKFLOW_SHUTDOWN_TIMEOUT_S", default_value_t = 10)]
     pub shutdown_timeout_s: u64,
+}
+
+/// What is processed in seq order (`--ordering`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Ordering {
+    /// Per key; events without a key are ordered among themselves.
+    Key,
+    /// Everything, one event at a time.
+    Global,
+}
+
+impl Ordering {
+    pub fn to_pb(self) -> ackflow_proto::v1::Ordering {
+        match self {
+            Self::Key => ackflow_proto::v1::Ordering::Key,
+            Self::Global => ackflow_proto::v1::Ordering::Global,
+        }
+    }
 }
 
 /// How logs are written.

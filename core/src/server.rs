@@ -138,6 +138,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             cancel: cancel.clone(),
             unsafe_floor_on_send: config.unsafe_floor_on_send,
             metrics: metrics.clone(),
+            ordering: config.ordering.to_pb(),
         },
         &tracker,
     )
@@ -281,7 +282,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             tracing::error!(error = %e, "gRPC server failed");
         }
     });
-    tracing::info!(%http_addr, %grpc_addr, tls = tls.is_some(), window = config.window, "core listening");
+    tracing::info!(%http_addr, %grpc_addr, tls = tls.is_some(), window = config.window, ordering = ?config.ordering, "core listening");
     Ok(Running {
         http_addr,
         grpc_addr,

@@ -1,15 +1,23 @@
 //! Algorithms, chosen by an event's kind.
 //!
-//! Implement [`Algorithm`] to add one. An algorithm's error becomes a
-//! *failed result* (stored like any other: the event is acknowledged, not
-//! retried); only a panic makes the processor reject the event, which core
-//! then parks as dead.
+//! Implement [`Algorithm`] to add one; `process` is async, so an algorithm
+//! that waits (a timer, a network call) holds no thread while it waits. An
+//! algorithm's error becomes a *failed result* (stored like any other: the
+//! event is acknowledged, not retried); only a panic makes the processor
+//! reject the event, which core then parks as dead.
+//!
+//! CPU-bound work runs through [`cpu_bound`]: inline when the payload is
+//! small (tens of microseconds, cheaper than a thread hand-off), on tokio's
+//! blocking pool when it is not, so a large payload never stalls the runtime.
 
 use std::collections::HashMap;
 use std::fmt::Write;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ackflow_proto::v1 as pb;
 use sha2::{Digest, Sha256};
 
 /// Why an algorithm could not produce an output.
@@ -17,23 +25,48 @@ use sha2::{Digest, Sha256};
 #[error("{0}")]
 pub struct AlgorithmError(pub String);
 
+/// What an algorithm returns.
+pub type Outcome = Result<String, AlgorithmError>;
+
 /// One way of processing events.
-pub trait Algorithm: Send + Sync {
-    /// Processes one payload (UTF-8 JSON text) into an output.
-    fn process(&self, payload: &[u8]) -> Result<String, AlgorithmError>;
+pub trait Algorithm: Send + Sync + 'static {
+    /// Processes one event (its `payload` is UTF-8 JSON text) into an
+    /// output. Implement it as an `async fn`.
+    fn process(&self, event: &pb::Event) -> impl Future<Output = Outcome> + Send;
+}
+
+/// Payloads up to this size are processed inline by the CPU-bound
+/// built-ins; larger ones on the blocking pool.
+pub const INLINE_PAYLOAD_BYTES: usize = 16 * 1024;
+
+/// Runs `f` on the payload: inline when it is small, else on the blocking
+/// pool.
+pub async fn cpu_bound(event: &pb::Event, f: fn(&[u8]) -> Outcome) -> Outcome {
+    if event.payload.len() <= INLINE_PAYLOAD_BYTES {
+        return f(&event.payload);
+    }
+    let payload = event.payload.clone();
+    match tokio::task::spawn_blocking(move || f(&payload)).await {
+        Ok(outcome) => outcome,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(AlgorithmError("the processor is shutting down".into())),
+    }
 }
 
 /// Hex SHA-256 of the payload bytes.
 pub struct Sha256Hex;
 
 impl Algorithm for Sha256Hex {
-    fn process(&self, payload: &[u8]) -> Result<String, AlgorithmError> {
-        let digest = Sha256::digest(payload);
-        let mut hex = String::with_capacity(64);
-        for byte in digest {
-            let _ = write!(hex, "{byte:02x}");
-        }
-        Ok(hex)
+    async fn process(&self, event: &pb::Event) -> Outcome {
+        cpu_bound(event, |payload| {
+            let digest = Sha256::digest(payload);
+            let mut hex = String::with_capacity(64);
+            for byte in digest {
+                let _ = write!(hex, "{byte:02x}");
+            }
+            Ok(hex)
+        })
+        .await
     }
 }
 
@@ -41,10 +74,13 @@ impl Algorithm for Sha256Hex {
 pub struct WordCount;
 
 impl Algorithm for WordCount {
-    fn process(&self, payload: &[u8]) -> Result<String, AlgorithmError> {
-        let text: String = serde_json::from_slice(payload)
-            .map_err(|_| AlgorithmError("wordcount expects a JSON string".into()))?;
-        Ok(text.split_whitespace().count().to_string())
+    async fn process(&self, event: &pb::Event) -> Outcome {
+        cpu_bound(event, |payload| {
+            let text: String = serde_json::from_slice(payload)
+                .map_err(|_| AlgorithmError("wordcount expects a JSON string".into()))?;
+            Ok(text.split_whitespace().count().to_string())
+        })
+        .await
     }
 }
 
@@ -52,34 +88,37 @@ impl Algorithm for WordCount {
 pub struct Sum;
 
 impl Algorithm for Sum {
-    fn process(&self, payload: &[u8]) -> Result<String, AlgorithmError> {
-        let numbers: Vec<f64> = serde_json::from_slice(payload)
-            .map_err(|_| AlgorithmError("sum expects a JSON array of numbers".into()))?;
-        let total: f64 = numbers.iter().sum();
-        if !total.is_finite() {
-            return Err(AlgorithmError("sum overflowed".into()));
-        }
-        Ok(total.to_string())
+    async fn process(&self, event: &pb::Event) -> Outcome {
+        cpu_bound(event, |payload| {
+            let numbers: Vec<f64> = serde_json::from_slice(payload)
+                .map_err(|_| AlgorithmError("sum expects a JSON array of numbers".into()))?;
+            let total: f64 = numbers.iter().sum();
+            if !total.is_finite() {
+                return Err(AlgorithmError("sum overflowed".into()));
+            }
+            Ok(total.to_string())
+        })
+        .await
     }
 }
 
-/// Sleeps for the payload's number of milliseconds (at most a minute), to
-/// simulate slow work.
+/// Waits for the payload's number of milliseconds (at most a minute), to
+/// simulate slow work such as a call to another service. Holds no thread.
 pub struct Sleep;
 
 /// Longest sleep accepted.
 const MAX_SLEEP_MS: u64 = 60_000;
 
 impl Algorithm for Sleep {
-    fn process(&self, payload: &[u8]) -> Result<String, AlgorithmError> {
-        let ms: u64 = serde_json::from_slice(payload)
+    async fn process(&self, event: &pb::Event) -> Outcome {
+        let ms: u64 = serde_json::from_slice(&event.payload)
             .map_err(|_| AlgorithmError("sleep expects a JSON number of milliseconds".into()))?;
         if ms > MAX_SLEEP_MS {
             return Err(AlgorithmError(format!(
                 "sleep is limited to {MAX_SLEEP_MS} ms"
             )));
         }
-        std::thread::sleep(Duration::from_millis(ms));
+        tokio::time::sleep(Duration::from_millis(ms)).await;
         Ok(format!("slept {ms} ms"))
     }
 }
@@ -88,15 +127,29 @@ impl Algorithm for Sleep {
 pub struct Fail;
 
 impl Algorithm for Fail {
-    fn process(&self, _payload: &[u8]) -> Result<String, AlgorithmError> {
+    async fn process(&self, _event: &pb::Event) -> Outcome {
         Err(AlgorithmError("this algorithm always fails".into()))
+    }
+}
+
+type BoxOutcome<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
+
+/// [`Algorithm`] with its future boxed, so that algorithms of different types
+/// can sit in one registry.
+trait DynAlgorithm: Send + Sync {
+    fn process_boxed<'a>(&'a self, event: &'a pb::Event) -> BoxOutcome<'a>;
+}
+
+impl<A: Algorithm> DynAlgorithm for A {
+    fn process_boxed<'a>(&'a self, event: &'a pb::Event) -> BoxOutcome<'a> {
+        Box::pin(self.process(event))
     }
 }
 
 /// Algorithms by kind.
 #[derive(Clone, Default)]
 pub struct Registry {
-    by_kind: HashMap<String, Arc<dyn Algorithm>>,
+    by_kind: HashMap<String, Arc<dyn DynAlgorithm>>,
 }
 
 impl Registry {
@@ -112,7 +165,7 @@ impl Registry {
     }
 
     /// Adds (or replaces) the algorithm for `kind`.
-    pub fn register(&mut self, kind: &str, algorithm: impl Algorithm + 'static) {
+    pub fn register(&mut self, kind: &str, algorithm: impl Algorithm) {
         self.by_kind.insert(kind.to_string(), Arc::new(algorithm));
     }
 
@@ -123,11 +176,15 @@ impl Registry {
         kinds
     }
 
-    /// Runs the algorithm for `kind`. An unknown kind is a failed result.
-    pub fn process(&self, kind: &str, payload: &[u8]) -> Result<String, AlgorithmError> {
-        match self.by_kind.get(kind) {
-            Some(algorithm) => algorithm.process(payload),
-            None => Err(AlgorithmError(format!("no algorithm for kind {kind:?}"))),
+    /// Runs the algorithm for the event's kind. An unknown kind is a failed
+    /// result.
+    pub async fn process(&self, event: &pb::Event) -> Outcome {
+        match self.by_kind.get(&event.kind) {
+            Some(algorithm) => algorithm.process_boxed(event).await,
+            None => Err(AlgorithmError(format!(
+                "no algorithm for kind {:?}",
+                event.kind
+            ))),
         }
     }
 }
@@ -136,18 +193,48 @@ impl Registry {
 mod tests {
     use super::*;
 
-    #[test]
-    fn builtins() {
+    fn ev(kind: &str, payload: &[u8]) -> pb::Event {
+        pb::Event {
+            kind: kind.into(),
+            payload: payload.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn builtins() {
         let r = Registry::builtin();
+        let run = |kind: &'static str, payload: &'static [u8]| {
+            let r = r.clone();
+            async move { r.process(&ev(kind, payload)).await }
+        };
         assert_eq!(
-            r.process("sha256", b"abc").unwrap(),
+            run("sha256", b"abc").await.unwrap(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        assert_eq!(r.process("wordcount", br#""a b  c""#).unwrap(), "3");
-        assert_eq!(r.process("sum", b"[1, 2.5, -1]").unwrap(), "2.5");
-        assert!(r.process("sum", b"{}").is_err());
-        assert_eq!(r.process("sleep", b"1").unwrap(), "slept 1 ms");
-        assert!(r.process("fail", b"1").is_err());
-        assert!(r.process("nope", b"1").is_err());
+        assert_eq!(run("wordcount", br#""a b  c""#).await.unwrap(), "3");
+        assert_eq!(run("sum", b"[1, 2.5, -1]").await.unwrap(), "2.5");
+        assert!(run("sum", b"{}").await.is_err());
+        assert_eq!(run("sleep", b"1").await.unwrap(), "slept 1 ms");
+        assert!(run("fail", b"1").await.is_err());
+        assert!(run("nope", b"1").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_large_payload_goes_to_the_blocking_pool_with_the_same_result() {
+        let big = vec![b'a'; INLINE_PAYLOAD_BYTES + 1];
+        let small = vec![b'a'; INLINE_PAYLOAD_BYTES];
+        let r = Registry::builtin();
+        let digest = |p: &[u8]| {
+            Sha256::digest(p)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        assert_eq!(r.process(&ev("sha256", &big)).await.unwrap(), digest(&big));
+        assert_eq!(
+            r.process(&ev("sha256", &small)).await.unwrap(),
+            digest(&small)
+        );
     }
 }

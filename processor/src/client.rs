@@ -1,13 +1,11 @@
 //! The processor's I/O: connect (with backoff), say hello, feed the
-//! [`Receiver`] from the stream, run algorithms on a worker thread in the
-//! order the receiver hands events out, and send acks back in batches.
+//! [`Receiver`] from the stream, hand the runs it starts to the
+//! [`Executor`], and send acks back in batches.
 //!
 //! The receiver and the result cache live as long as the process (one
 //! "processor life"), across reconnections: a duplicate that arrives after a
 //! reconnection is still recognised and re-acked.
 
-use std::io::Write;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +18,10 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::algorithms::Registry;
 use crate::config::Config;
+use crate::executor::Executor;
+use crate::lanes::Ordering;
 use crate::metrics::ProcessorMetrics;
+use crate::processed_log::ProcessedLog;
 use crate::receiver::{Action, Receiver};
 
 /// How often the processor reports its state to core.
@@ -61,14 +62,9 @@ pub async fn run_with(
     tracing::info!(%processor_id, core = %config.core, algorithms = ?registry.kinds(), "processor starting");
 
     let processed_log = match &config.processed_log {
-        Some(path) => Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("opening --processed-log {}", path.display()))?,
-        ),
-        None => None,
+        Some(path) => ProcessedLog::open(path, processor_id.clone())
+            .with_context(|| format!("opening --processed-log {}", path.display()))?,
+        None => ProcessedLog::default(),
     };
     let metrics = Arc::new(ProcessorMetrics::new());
     if let Some(addr) = config.metrics_addr {
@@ -76,32 +72,24 @@ pub async fn run_with(
             .await
             .with_context(|| format!("binding --metrics-addr {addr}"))?;
     }
-    let (work_tx, work_rx) = mpsc::unbounded_channel();
     let (done_tx, done_rx) = mpsc::unbounded_channel();
-    let worker_registry = registry.clone();
-    let worker_id = processor_id.clone();
-    let worker_metrics = metrics.clone();
-    std::thread::Builder::new()
-        .name("ackflow-worker".into())
-        .spawn(move || {
-            worker(
-                worker_registry,
-                work_rx,
-                done_tx,
-                processed_log,
-                worker_id,
-                &worker_metrics,
-            )
-        })
-        .context("starting the worker thread")?;
-
+    let executor = Executor::new(registry.clone(), done_tx, processed_log, &metrics);
+    let mut receiver = Receiver::new(
+        config.window as usize,
+        config.concurrency as usize,
+        !config.no_dedup,
+    );
+    if config.unsafe_ignore_order {
+        tracing::warn!("--unsafe-ignore-order: events of one key may run at once and out of order");
+        receiver = receiver.ignoring_order();
+    }
     let mut life = Life {
         config: config.clone(),
         processor_id,
         algorithms: registry.kinds(),
-        receiver: Receiver::new(config.window as usize, !config.no_dedup),
+        receiver,
         faults: config.faults(),
-        work_tx,
+        executor,
         done_rx,
         rng: fastrand::Rng::new(),
         metrics,
@@ -139,9 +127,9 @@ struct Life {
     algorithms: Vec<String>,
     receiver: Receiver,
     faults: pb::Faults,
-    /// Events to process, in order, one batch per message from core.
-    work_tx: mpsc::UnboundedSender<Vec<pb::Event>>,
-    /// Acks from the worker, in processing order.
+    /// Runs the runs the receiver starts.
+    executor: Executor,
+    /// Acks from the executor's runs.
     done_rx: mpsc::UnboundedReceiver<Vec<pb::Ack>>,
     rng: fastrand::Rng,
     metrics: Arc<ProcessorMetrics>,
@@ -172,6 +160,7 @@ impl Life {
                 processor_id: self.processor_id.clone(),
                 window: self.config.window,
                 algorithms: self.algorithms.clone(),
+                concurrency: self.config.concurrency,
             })),
         };
         if out_tx.send(hello).await.is_err() {
@@ -242,10 +231,15 @@ impl Life {
                     acked_floor = welcome.acked_floor,
                     window = welcome.window,
                     paused = welcome.paused,
+                    ordering = ?welcome.ordering(),
                     "welcome"
                 );
-                self.receiver
-                    .on_welcome(welcome.acked_floor, welcome.window, welcome.paused)
+                self.receiver.on_welcome(
+                    welcome.acked_floor,
+                    welcome.window,
+                    welcome.paused,
+                    Ordering::from_welcome(welcome.ordering),
+                )
             }
             Some(pb::core_message::Body::Events(batch)) => {
                 if self.faults.delay_ms > 0 {
@@ -283,25 +277,24 @@ impl Life {
             Some(pb::core_message::Body::Heartbeat(hb)) => self.receiver.on_floor(hb.acked_floor),
             None => Vec::new(),
         };
-        let mut work = Vec::new();
+        self.perform(actions, acks);
+    }
+
+    /// Starts runs (they outlive the stream: their acks are cached and sent
+    /// on whichever stream is up when they finish) and collects acks.
+    fn perform(&mut self, actions: Vec<Action>, acks: &mut Vec<pb::Ack>) {
         for action in actions {
             match action {
-                Action::Process(event) => work.push(event),
+                Action::Start(run) => self.executor.start(run),
                 Action::Ack(ack) => acks.push(ack),
             }
-        }
-        if !work.is_empty() {
-            // The worker outlives every stream; it only stops when the
-            // process does.
-            let _ = self.work_tx.send(work);
         }
     }
 
     fn on_done(&mut self, done: Vec<pb::Ack>, acks: &mut Vec<pb::Ack>) {
         for ack in done {
-            if let Action::Ack(ack) = self.receiver.on_processed(ack) {
-                acks.push(ack);
-            }
+            let actions = self.receiver.on_processed(ack);
+            self.perform(actions, acks);
         }
     }
 
@@ -321,6 +314,7 @@ impl Life {
         let msg = pb::ProcessorMessage {
             body: Some(pb::processor_message::Body::Acks(pb::AckBatch {
                 acks: batch,
+                processed_below: self.receiver.processed_below(),
             })),
         };
         out_tx.send(msg).await.is_ok()
@@ -339,6 +333,8 @@ impl Life {
         m.paused.set(i64::from(self.receiver.is_paused()));
         m.buffered.set(self.receiver.buffered() as i64);
         m.next_expected.set(self.receiver.next_expected() as i64);
+        m.running.set(self.receiver.running() as i64);
+        m.lanes_active.set(self.receiver.lanes_active() as i64);
         pb::ProcessorMessage {
             body: Some(pb::processor_message::Body::Status(pb::ProcessorStatus {
                 next_expected: self.receiver.next_expected(),
@@ -348,161 +344,12 @@ impl Life {
                 buffered: self.receiver.buffered() as u32,
                 processed: c.processed,
                 faults: Some(self.faults),
+                running: self.receiver.running() as u32,
+                concurrency: self.receiver.concurrency() as u32,
+                lanes_active: self.receiver.lanes_active() as u32,
+                processed_below: self.receiver.processed_below(),
             })),
         }
-    }
-}
-
-/// Acks that waited this long are handed back even if the batch is not
-/// finished, so that a slow algorithm does not hold the acks of the events
-/// before it (core would time them out).
-const ACK_HOLD: Duration = Duration::from_millis(1);
-
-/// Runs algorithms, one event at a time, in the order handed out. Events
-/// arrive and acks leave in batches, so that a fast algorithm costs one
-/// channel operation per batch rather than per event.
-fn worker(
-    registry: Registry,
-    mut work_rx: mpsc::UnboundedReceiver<Vec<pb::Event>>,
-    done_tx: mpsc::UnboundedSender<Vec<pb::Ack>>,
-    processed_log: Option<std::fs::File>,
-    processor_id: String,
-    metrics: &ProcessorMetrics,
-) {
-    let mut handles = AlgorithmMetrics::new(registry.kinds(), metrics);
-    let mut log = ProcessedLog {
-        file: processed_log,
-        buf: String::new(),
-        processor_id,
-    };
-    // The log is written before the acks leave, so the checker never sees a
-    // result whose processing is missing from the log.
-    let release = |done: Vec<pb::Ack>, log: &mut ProcessedLog| {
-        log.flush();
-        done_tx.send(done).is_ok()
-    };
-    while let Some(batch) = work_rx.blocking_recv() {
-        let mut done = Vec::with_capacity(batch.len());
-        let mut held_since = Instant::now();
-        for event in batch {
-            let started = Instant::now();
-            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                registry.process(&event.kind, &event.payload)
-            }));
-            let elapsed = started.elapsed();
-            let processing_us = elapsed.as_micros() as u64;
-            let (status, output, reject) = match outcome {
-                Ok(Ok(output)) => (pb::ResultStatus::Ok, output, false),
-                Ok(Err(e)) => (pb::ResultStatus::Failed, e.0, false),
-                Err(_) => (
-                    pb::ResultStatus::Failed,
-                    format!("the {:?} algorithm panicked", event.kind),
-                    true,
-                ),
-            };
-            handles.observe(&event.kind, status, reject, elapsed);
-            log.record(event.seq, event.attempt);
-            if done.is_empty() {
-                held_since = Instant::now();
-            }
-            done.push(pb::Ack {
-                seq: event.seq,
-                attempt: event.attempt,
-                status: status as i32,
-                output,
-                processing_us,
-                reject,
-            });
-            if held_since.elapsed() >= ACK_HOLD && !release(std::mem::take(&mut done), &mut log) {
-                return;
-            }
-        }
-        if !done.is_empty() && !release(done, &mut log) {
-            return;
-        }
-    }
-}
-
-/// `--processed-log`: one line per event handed to an algorithm, buffered
-/// and written in chunks.
-struct ProcessedLog {
-    file: Option<std::fs::File>,
-    buf: String,
-    processor_id: String,
-}
-
-impl ProcessedLog {
-    fn record(&mut self, seq: u64, attempt: u32) {
-        if self.file.is_none() {
-            return;
-        }
-        use std::fmt::Write as _;
-        let _ = writeln!(self.buf, "{} {seq} {attempt}", self.processor_id);
-        if self.buf.len() > 64 * 1024 {
-            self.flush();
-        }
-    }
-
-    fn flush(&mut self) {
-        if let Some(file) = self.file.as_mut()
-            && !self.buf.is_empty()
-        {
-            let _ = file.write_all(self.buf.as_bytes());
-            self.buf.clear();
-        }
-    }
-}
-
-/// The worker's handles on the per-algorithm metrics, looked up once per
-/// algorithm instead of once per event.
-struct AlgorithmMetrics<'m> {
-    known: Vec<String>,
-    metrics: &'m ProcessorMetrics,
-    by_algorithm: std::collections::HashMap<String, Handles>,
-}
-
-struct Handles {
-    ok: prometheus::IntCounter,
-    failed: prometheus::IntCounter,
-    rejected: prometheus::IntCounter,
-    seconds: prometheus::Histogram,
-}
-
-impl<'m> AlgorithmMetrics<'m> {
-    fn new(known: Vec<String>, metrics: &'m ProcessorMetrics) -> Self {
-        Self {
-            known,
-            metrics,
-            by_algorithm: Default::default(),
-        }
-    }
-
-    fn observe(&mut self, kind: &str, status: pb::ResultStatus, reject: bool, took: Duration) {
-        // Label by algorithm, not by the raw kind, so that arbitrary kinds
-        // cannot grow the label set without bound.
-        let algorithm = if self.known.iter().any(|k| k == kind) {
-            kind
-        } else {
-            "unknown"
-        };
-        if !self.by_algorithm.contains_key(algorithm) {
-            let m = self.metrics;
-            let counter = |status| m.processed.with_label_values(&[algorithm, status]);
-            let handles = Handles {
-                ok: counter("ok"),
-                failed: counter("failed"),
-                rejected: counter("rejected"),
-                seconds: m.processing_seconds.with_label_values(&[algorithm]),
-            };
-            self.by_algorithm.insert(algorithm.to_string(), handles);
-        }
-        let h = &self.by_algorithm[algorithm];
-        match (reject, status) {
-            (true, _) => h.rejected.inc(),
-            (false, pb::ResultStatus::Ok) => h.ok.inc(),
-            (false, _) => h.failed.inc(),
-        }
-        h.seconds.observe(took.as_secs_f64());
     }
 }
 

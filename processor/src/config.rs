@@ -59,14 +59,21 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
 
-    /// Append one line per processed event (`life seq attempt`) to this file;
-    /// used by the end-to-end tests to check processing order.
+    /// Most algorithm calls in progress at once, at most one per lane (per key under core's `--ordering key`; one lane in all under `--ordering global`). A call that waits (sleep, I/O) holds no thread.
+    #[arg(long, env = "ACKFLOW_CONCURRENCY", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub concurrency: u32,
+
+    /// Append two lines per processed event (`life seq attempt start` when it starts, `life seq attempt end` when it ends) to this file; used by the end-to-end tests to check processing order and that no key runs twice at once.
     #[arg(long, env = "ACKFLOW_PROCESSED_LOG")]
     pub processed_log: Option<std::path::PathBuf>,
 
     /// Disable duplicate detection (negative control for the checker only).
     #[arg(long, hide = true)]
     pub no_dedup: bool,
+
+    /// Ignore core's ordering: every event runs as soon as it arrives, alongside any other (negative control for the checker only).
+    #[arg(long, hide = true)]
+    pub unsafe_ignore_order: bool,
 }
 
 /// How logs are written.

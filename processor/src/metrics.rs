@@ -22,6 +22,8 @@ pub struct ProcessorMetrics {
     pub paused: IntGauge,
     pub buffered: IntGauge,
     pub next_expected: IntGauge,
+    pub running: IntGauge,
+    pub lanes_active: IntGauge,
 }
 
 impl ProcessorMetrics {
@@ -86,7 +88,15 @@ impl ProcessorMetrics {
             ),
             next_expected: gauge(
                 "ackflow_processor_next_expected",
-                "Next seq to hand to an algorithm.",
+                "Next seq to admit to the lanes (every seq below it was received).",
+            ),
+            running: gauge(
+                "ackflow_processor_running",
+                "Algorithm calls in progress (at most --concurrency, one per lane).",
+            ),
+            lanes_active: gauge(
+                "ackflow_processor_lanes_active",
+                "Lanes (keys under key ordering) with an event running or waiting.",
             ),
             registry,
         }

@@ -2,25 +2,35 @@
 //!
 //! Core may deliver an event several times (a retransmit after a lost ack, a
 //! resend after a reconnection) and out of order (a retransmit overtaking
-//! later events). The receiver turns that into what algorithms need:
-//! every seq at most once per processor life, in strictly increasing order.
+//! later events). The receiver turns that into what algorithms need: every
+//! seq at most once per processor life, and, within each lane (see
+//! [`crate::lanes`]: one per key, or one for everything), strictly
+//! increasing seq order, one event at a time.
 //!
-//! * `next_expected` is the next seq to hand to an algorithm. It starts at
-//!   the acked floor core sends in `Welcome` and only grows.
+//! * `next_expected` is the next seq to admit to the lanes. It starts at the
+//!   acked floor core sends in `Welcome` and only grows: an event is admitted
+//!   only when every lower seq was received, so a lane never starts an event
+//!   while an earlier event of its key is lost in transit.
 //! * Events above it wait in the reorder buffer. Core never sends a seq at
 //!   or beyond `acked_floor + 2 × window` (the floor it sends along), so the
-//!   buffer holds at most two windows.
+//!   buffer, the lanes and the result cache each hold at most two windows.
 //! * An event below it, or already buffered, is a duplicate: dropped,
 //!   counted, and — if its result is cached — acked again, because the first
 //!   ack may have been lost. The cache keeps results from core's acked floor
-//!   up, so it too is bounded by two windows.
-//! * Paused: events are still buffered (so the stream keeps flowing and
-//!   control messages arrive) but nothing is handed out; on resume the
-//!   buffer drains in order.
+//!   up.
+//! * `processed_below` (sent with every ack batch) is the lowest admitted seq
+//!   not finished: every seq below it has a cached ack or is below core's
+//!   floor, so core resends an in-flight event below it at once (its ack was
+//!   lost) instead of waiting for a timeout.
+//! * Paused: events are still received and admitted (so the stream keeps
+//!   flowing and control messages arrive) but nothing new starts; on resume
+//!   the lanes start again, lowest seq first.
 
 use std::collections::BTreeMap;
 
 use ackflow_proto::v1 as pb;
+
+use crate::lanes::{Lanes, Ordering};
 
 /// Position in the log (see core's `model::Seq`).
 pub type Seq = u64;
@@ -28,8 +38,9 @@ pub type Seq = u64;
 /// What the I/O loop must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Hand this event to its algorithm (in this order).
-    Process(pb::Event),
+    /// Process these events of one lane, one after the other, in this order
+    /// (a run; see [`crate::lanes`]).
+    Start(Vec<pb::Event>),
     /// Send this ack to core.
     Ack(pb::Ack),
 }
@@ -41,7 +52,7 @@ pub struct Counters {
     pub duplicate_drops: u64,
     /// Duplicates answered with their cached ack.
     pub acks_resent: u64,
-    /// Events handed to an algorithm.
+    /// Events handed out to be processed.
     pub processed: u64,
     /// Events dropped because they were two windows or more beyond
     /// `next_expected` (core never sends those; counted to make a protocol
@@ -60,12 +71,14 @@ pub struct Receiver {
     max_window: usize,
     /// Window in force for the current session.
     window: usize,
-    /// Next seq to hand out; 0 until the first `Welcome`.
+    /// Next seq to admit to the lanes; 0 until the first `Welcome`.
     next_expected: Seq,
     /// Events above `next_expected`, waiting for the gap to fill.
     buffer: BTreeMap<Seq, pb::Event>,
     /// Acks of processed events not yet below core's floor.
     cache: BTreeMap<Seq, pb::Ack>,
+    /// Admitted events, by lane, and the runs in progress.
+    lanes: Lanes,
     paused: bool,
     /// When false, duplicates are processed again. Only for the checker's
     /// negative control: it must then report duplicate processing.
@@ -74,7 +87,10 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    pub fn new(max_window: usize, dedup: bool) -> Self {
+    /// A receiver for one processor life: at most `max_window` (the window
+    /// it offers in `Hello`), at most `concurrency` runs at once. The
+    /// ordering comes with each `Welcome`.
+    pub fn new(max_window: usize, concurrency: usize, dedup: bool) -> Self {
         let max_window = max_window.max(1);
         Self {
             max_window,
@@ -82,14 +98,53 @@ impl Receiver {
             next_expected: 0,
             buffer: BTreeMap::new(),
             cache: BTreeMap::new(),
+            lanes: Lanes::new(Ordering::Global, concurrency),
             paused: false,
             dedup,
             counters: Counters::default(),
         }
     }
 
+    /// Ignores the ordering core asks for: every event runs on its own.
+    /// Only for the checker's negative control (`--unsafe-ignore-order`).
+    pub fn ignoring_order(mut self) -> Self {
+        self.lanes = Lanes::new(Ordering::Unordered, self.lanes.concurrency());
+        self
+    }
+
     pub fn next_expected(&self) -> Seq {
         self.next_expected
+    }
+
+    /// Every seq below it was processed in this life (or is below core's
+    /// floor); 0 before the first `Welcome`.
+    pub fn processed_below(&self) -> Seq {
+        self.lanes
+            .lowest_unfinished()
+            .unwrap_or(self.next_expected)
+    }
+
+    pub fn ordering(&self) -> Ordering {
+        self.lanes.ordering()
+    }
+
+    /// Runs in progress, and the most that may run at once.
+    pub fn running(&self) -> usize {
+        self.lanes.running()
+    }
+
+    pub fn concurrency(&self) -> usize {
+        self.lanes.concurrency()
+    }
+
+    /// Lanes with an event queued or running.
+    pub fn lanes_active(&self) -> usize {
+        self.lanes.active()
+    }
+
+    /// Admitted events not finished.
+    pub fn unfinished(&self) -> usize {
+        self.lanes.unfinished()
     }
 
     pub fn buffered(&self) -> usize {
@@ -113,9 +168,16 @@ impl Receiver {
         2 * self.max_window
     }
 
-    /// A new stream started: core's floor, window and pause state.
-    pub fn on_welcome(&mut self, acked_floor: Seq, window: u32, paused: bool) -> Vec<Action> {
+    /// A new stream started: core's floor, window, pause state and ordering.
+    pub fn on_welcome(
+        &mut self,
+        acked_floor: Seq,
+        window: u32,
+        paused: bool,
+        ordering: Ordering,
+    ) -> Vec<Action> {
         self.paused = paused;
+        self.lanes.set_ordering(ordering);
         self.window = (window as usize).clamp(1, self.max_window);
         if self.next_expected == 0 {
             self.next_expected = acked_floor.max(1);
@@ -132,6 +194,7 @@ impl Receiver {
         if self.next_expected != 0 && acked_floor > self.next_expected {
             self.next_expected = acked_floor;
             self.buffer = self.buffer.split_off(&acked_floor);
+            self.lanes.forget_below(acked_floor);
         }
         self.drain()
     }
@@ -145,7 +208,7 @@ impl Receiver {
         if seq < self.next_expected || self.buffer.contains_key(&seq) {
             if !self.dedup && seq < self.next_expected {
                 self.counters.processed += 1;
-                return vec![Action::Process(event)];
+                return vec![Action::Start(vec![event])];
             }
             self.counters.duplicate_drops += 1;
             if let Some(ack) = self.cache.get(&seq) {
@@ -164,14 +227,20 @@ impl Receiver {
         self.drain()
     }
 
-    /// The algorithm finished `ack.seq`: cache the ack and send it.
-    pub fn on_processed(&mut self, ack: pb::Ack) -> Action {
+    /// `ack.seq` was processed: cache the ack and send it; its lane may
+    /// start its next event.
+    pub fn on_processed(&mut self, ack: pb::Ack) -> Vec<Action> {
+        let lane_freed = self.lanes.finish(ack.seq);
         self.cache.insert(ack.seq, ack.clone());
         while self.cache.len() > self.cache_capacity() {
             self.cache.pop_first();
             self.counters.acks_evicted += 1;
         }
-        Action::Ack(ack)
+        let mut actions = vec![Action::Ack(ack)];
+        if lane_freed {
+            self.start(&mut actions);
+        }
+        actions
     }
 
     /// Pause or resume handing out events.
@@ -180,21 +249,30 @@ impl Receiver {
         self.drain()
     }
 
+    /// Admits the contiguous start of the buffer, then starts what may.
     fn drain(&mut self) -> Vec<Action> {
-        let mut actions = Vec::new();
-        if self.paused {
-            return actions;
-        }
         while let Some(entry) = self.buffer.first_entry() {
             if *entry.key() != self.next_expected {
                 break;
             }
-            let event = entry.remove();
+            self.lanes.admit(entry.remove());
             self.next_expected += 1;
-            self.counters.processed += 1;
-            actions.push(Action::Process(event));
         }
+        let mut actions = Vec::new();
+        self.start(&mut actions);
         actions
+    }
+
+    fn start(&mut self, actions: &mut Vec<Action>) {
+        if self.paused {
+            return;
+        }
+        let mut runs = Vec::new();
+        self.lanes.start(&mut runs);
+        for run in runs {
+            self.counters.processed += run.len() as u64;
+            actions.push(Action::Start(run));
+        }
     }
 }
 
@@ -203,19 +281,33 @@ mod tests {
     use super::*;
 
     fn ev(seq: Seq, attempt: u32) -> pb::Event {
+        keyed(seq, attempt, "")
+    }
+
+    fn keyed(seq: Seq, attempt: u32, key: &str) -> pb::Event {
         pb::Event {
             seq,
             attempt,
             kind: "sha256".into(),
+            key: key.into(),
             ..Default::default()
         }
     }
 
-    fn processed(actions: &[Action]) -> Vec<Seq> {
+    fn ack(seq: Seq) -> pb::Ack {
+        pb::Ack {
+            seq,
+            attempt: 1,
+            ..Default::default()
+        }
+    }
+
+    /// The runs started, as seq lists.
+    fn started(actions: &[Action]) -> Vec<Vec<Seq>> {
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::Process(e) => Some(e.seq),
+                Action::Start(run) => Some(run.iter().map(|e| e.seq).collect()),
                 _ => None,
             })
             .collect()
@@ -223,42 +315,65 @@ mod tests {
 
     #[test]
     fn reorders_and_drops_duplicates() {
-        let mut r = Receiver::new(8, true);
+        let mut r = Receiver::new(8, 4, true);
         assert!(r.on_event(ev(1, 1)).is_empty(), "no welcome yet");
-        r.on_welcome(1, 8, false);
-        assert!(processed(&r.on_event(ev(2, 1))).is_empty());
-        assert_eq!(processed(&r.on_event(ev(1, 1))), vec![1, 2]);
+        r.on_welcome(1, 8, false, Ordering::Global);
+        assert!(started(&r.on_event(ev(2, 1))).is_empty());
+        assert_eq!(started(&r.on_event(ev(1, 1))), vec![vec![1, 2]]);
         assert!(r.on_event(ev(2, 2)).is_empty());
         assert_eq!(r.counters().duplicate_drops, 1);
-        r.on_processed(pb::Ack {
-            seq: 1,
-            attempt: 1,
-            ..Default::default()
-        });
+        assert_eq!(r.processed_below(), 1);
+        r.on_processed(ack(1));
+        assert_eq!(r.processed_below(), 2);
         match r.on_event(ev(1, 3)).as_slice() {
             [Action::Ack(ack)] => assert_eq!((ack.seq, ack.attempt), (1, 3)),
             other => panic!("expected a re-ack, got {other:?}"),
         }
         assert_eq!(r.counters().acks_resent, 1);
-        r.on_floor(2);
+        r.on_processed(ack(2));
+        r.on_floor(3);
         assert_eq!(r.cached(), 0);
         // A floor beyond next_expected (resolved by an earlier life) skips.
         r.on_event(ev(5, 1));
-        assert_eq!(processed(&r.on_floor(5)), vec![5]);
+        assert_eq!(started(&r.on_floor(5)), vec![vec![5]]);
         assert_eq!(r.next_expected(), 6);
     }
 
     #[test]
-    fn paused_buffers_then_drains_in_order() {
-        let mut r = Receiver::new(8, true);
-        r.on_welcome(5, 8, false);
+    fn keys_run_side_by_side_but_never_past_a_gap() {
+        let mut r = Receiver::new(16, 8, true);
+        r.on_welcome(1, 16, false, Ordering::Key);
+        assert_eq!(started(&r.on_event(keyed(1, 1, "a"))), vec![vec![1]]);
+        // Seq 2 is lost in transit: seq 3 (key b) must wait, since seq 2
+        // could be of key b.
+        assert!(started(&r.on_event(keyed(3, 1, "b"))).is_empty());
+        assert_eq!(
+            started(&r.on_event(keyed(2, 1, "a"))),
+            vec![vec![3]],
+            "seq 2 waits for seq 1 of key a; seq 3 runs"
+        );
+        assert_eq!(r.lanes_active(), 2);
+        let actions = r.on_processed(ack(1));
+        assert_eq!(started(&actions), vec![vec![2]]);
+        assert_eq!(r.processed_below(), 2);
+        r.on_processed(ack(3));
+        assert_eq!(r.processed_below(), 2, "seq 2 still running");
+        r.on_processed(ack(2));
+        assert_eq!(r.processed_below(), 4);
+        assert_eq!(r.lanes_active(), 0);
+    }
+
+    #[test]
+    fn paused_admits_but_starts_nothing() {
+        let mut r = Receiver::new(8, 4, true);
+        r.on_welcome(5, 8, false, Ordering::Global);
         r.set_paused(true);
         for seq in [7, 5, 6] {
             assert!(r.on_event(ev(seq, 1)).is_empty());
         }
         assert!(r.on_event(ev(6, 2)).is_empty());
         assert_eq!(r.counters().duplicate_drops, 1);
-        assert_eq!(processed(&r.set_paused(false)), vec![5, 6, 7]);
+        assert_eq!(started(&r.set_paused(false)), vec![vec![5, 6, 7]]);
         assert!(r.on_event(ev(23, 1)).is_empty());
         assert_eq!(r.counters().beyond_window, 0, "below next_expected + 2W");
         assert!(r.on_event(ev(24, 1)).is_empty());
@@ -267,13 +382,13 @@ mod tests {
 
     #[test]
     fn welcome_never_moves_backwards() {
-        let mut r = Receiver::new(8, true);
-        r.on_welcome(1, 8, false);
+        let mut r = Receiver::new(8, 4, true);
+        r.on_welcome(1, 8, false, Ordering::Global);
         r.on_event(ev(1, 1));
         r.on_event(ev(2, 1));
-        r.on_welcome(1, 8, false);
+        r.on_welcome(1, 8, false, Ordering::Global);
         assert_eq!(r.next_expected(), 3);
-        r.on_welcome(10, 8, false);
+        r.on_welcome(10, 8, false, Ordering::Global);
         assert_eq!(r.next_expected(), 10);
     }
 }

@@ -35,6 +35,9 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Feed events buffered per watcher before it is told it lagged.
 pub const FEED_CAPACITY: usize = 4096;
+/// Most in-flight entries in a snapshot (the lowest seqs): the window can
+/// hold thousands, a dashboard shows a few dozen.
+const IN_FLIGHT_SHOWN: usize = 512;
 
 /// Outbound half of a processor stream.
 pub type SessionTx = mpsc::Sender<Result<pb::CoreMessage, tonic::Status>>;
@@ -87,6 +90,8 @@ pub struct HubParts {
     /// sent, so that loss can be shown to be detected.
     pub unsafe_floor_on_send: bool,
     pub metrics: Arc<CoreMetrics>,
+    /// What processors must keep in order (`--ordering`), sent in `Welcome`.
+    pub ordering: pb::Ordering,
 }
 
 /// Loads the cursor, starts the hub, the backlog reader and the result
@@ -158,6 +163,8 @@ pub async fn start(
         unsafe_floor_on_send: parts.unsafe_floor_on_send,
         metrics: parts.metrics,
         synced: pb::Totals::default(),
+        ordering: parts.ordering,
+        floor_since: (0, Instant::now()),
     };
     tracker.spawn(state.run(
         sessions_rx,
@@ -215,6 +222,9 @@ struct State {
     metrics: Arc<CoreMetrics>,
     /// Totals as last copied into the metrics.
     synced: pb::Totals,
+    ordering: pb::Ordering,
+    /// The floor as the last snapshot saw it, and since when.
+    floor_since: (Seq, Instant),
 }
 
 impl State {
@@ -301,6 +311,7 @@ impl State {
             acked_floor: self.sender.acked_floor(),
             window: self.sender.window() as u32,
             paused: self.paused,
+            ordering: self.ordering as i32,
         });
         if !self.send(welcome).await {
             return;
@@ -317,8 +328,11 @@ impl State {
             Inbound::Closed(reason) => self.disconnect(&reason),
             Inbound::Message(msg) => match msg.body {
                 Some(pb::processor_message::Body::Acks(batch)) => {
+                    let processed_below = batch.processed_below;
                     self.on_acks(batch);
-                    let actions = self.sender.on_acks_received(Instant::now());
+                    let actions = self
+                        .sender
+                        .on_acks_received(Instant::now(), processed_below);
                     self.perform(actions).await;
                 }
                 Some(pb::processor_message::Body::Status(status)) => self.on_status(status),
@@ -632,6 +646,12 @@ impl State {
             }
             _ => pb::Rates::default(),
         };
+        let key_of = |seq: Seq| {
+            self.payloads
+                .get(&seq)
+                .and_then(|e| e.key.clone())
+                .unwrap_or_default()
+        };
         let in_flight = self
             .sender
             .entries()
@@ -644,15 +664,37 @@ impl State {
                         as u64,
                     backoff_us: f.backoff.as_micros() as u64,
                     acked: false,
+                    key: key_of(seq),
                 }),
                 Entry::Acked => Some(pb::InFlightEntry {
                     seq,
                     acked: true,
+                    key: key_of(seq),
                     ..Default::default()
                 }),
                 Entry::Resolved => None,
             })
+            .take(IN_FLIGHT_SHOWN)
             .collect();
+        let floor = self.sender.acked_floor();
+        if self.floor_since.0 != floor {
+            self.floor_since = (floor, now);
+        }
+        let floor_holder = match self.sender.entries().next() {
+            Some((seq, entry)) if seq == floor => {
+                let (since, attempt) = match entry {
+                    Entry::InFlight(f) => (f.first_sent.max(self.floor_since.1), f.attempt),
+                    _ => (self.floor_since.1, 0),
+                };
+                Some(pb::FloorHolder {
+                    seq,
+                    key: key_of(seq),
+                    held_us: now.saturating_duration_since(since).as_micros() as u64,
+                    attempt,
+                })
+            }
+            _ => None,
+        };
         let connection = match (self.session.is_some(), self.sender.link()) {
             (false, _) | (_, Link::Absent) => pb::ProcessorConnection::Disconnected,
             (true, Link::Paused) => pb::ProcessorConnection::Paused,
@@ -678,6 +720,10 @@ impl State {
                     .unwrap_or_default(),
                 session: self.session.as_ref().map(|s| s.id).unwrap_or_default(),
                 buffered: self.status.buffered,
+                running: self.status.running,
+                concurrency: self.status.concurrency,
+                lanes_active: self.status.lanes_active,
+                processed_below: self.status.processed_below,
             }),
             faults: Some(self.faults),
             srtt_us: self
@@ -697,6 +743,8 @@ impl State {
                     attempts: d.attempts,
                 })
                 .collect(),
+            ordering: self.ordering as i32,
+            floor_holder,
         };
         self.sync_metrics(&snapshot);
         self.snapshot_tx.send_replace(Arc::new(snapshot));

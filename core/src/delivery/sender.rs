@@ -161,8 +161,9 @@ pub struct Sender {
     /// tick then finds nothing due and recomputes it. Kept so that the hub
     /// does not scan the window on every turn of its loop.
     timer: Option<Instant>,
-    /// Highest seq acknowledged in the current session (0: none yet).
-    highest_acked: Seq,
+    /// Every seq below it was processed by the current session's processor
+    /// (its latest `processed_below`; 0: not said yet).
+    processed_below: Seq,
     /// Seqs at or above `next_to_send` found resolved at start-up (results
     /// stored out of order before a restart); skipped when reached.
     resolved_ahead: BTreeSet<Seq>,
@@ -183,7 +184,7 @@ impl Sender {
             entries: BTreeMap::new(),
             unacked: BTreeSet::new(),
             timer: None,
-            highest_acked: 0,
+            processed_below: 0,
             resolved_ahead: cursor.resolved_above.into_iter().collect(),
             rto: RtoEstimator::new(config.rto_initial, config.rto_min, config.max_backoff),
             link: Link::Absent,
@@ -249,7 +250,7 @@ impl Sender {
     pub fn on_connect(&mut self, now: Instant, processor_window: u32, paused: bool) -> Vec<Action> {
         self.link = if paused { Link::Paused } else { Link::Running };
         self.window = u64::from(self.config.window.min(processor_window).max(1));
-        self.highest_acked = 0;
+        self.processed_below = 0;
         let rto = self.rto.rto();
         let mut actions = Vec::new();
         for (seq, entry) in self.entries.iter_mut() {
@@ -318,12 +319,8 @@ impl Sender {
         }
         match self.entries.get(&seq) {
             None => AckOutcome::Unknown,
-            Some(Entry::Acked | Entry::Resolved) => {
-                self.highest_acked = self.highest_acked.max(seq);
-                AckOutcome::Duplicate
-            }
+            Some(Entry::Acked | Entry::Resolved) => AckOutcome::Duplicate,
             Some(Entry::InFlight(_)) => {
-                self.highest_acked = self.highest_acked.max(seq);
                 let Some(f) = self.take_in_flight(seq) else {
                     return AckOutcome::Unknown;
                 };
@@ -338,20 +335,21 @@ impl Sender {
         }
     }
 
-    /// Fast retransmit, to call after a batch of acks. The processor handles
-    /// events strictly in order, so an ack for seq `s` means every seq below
-    /// `s` was processed as well: an event below the highest acked seq that
-    /// is still in flight lost its ack. It is sent again now instead of at
-    /// its deadline; the processor drops the duplicate and answers from its
-    /// ack cache. At most once per smoothed round trip per event, and it
-    /// never counts towards `max_deliver`.
-    pub fn on_acks_received(&mut self, now: Instant) -> Vec<Action> {
+    /// Fast retransmit, to call after a batch of acks with the batch's
+    /// `processed_below`: the processor says every seq below it was
+    /// processed (in any ordering mode), so an event below it that is still
+    /// in flight lost its ack. It is sent again now instead of at its
+    /// deadline; the processor drops the duplicate and answers from its ack
+    /// cache. At most once per smoothed round trip per event, and it never
+    /// counts towards `max_deliver`.
+    pub fn on_acks_received(&mut self, now: Instant, processed_below: Seq) -> Vec<Action> {
         if self.link == Link::Absent {
             return Vec::new();
         }
+        self.processed_below = self.processed_below.max(processed_below);
         let guard = self.rto.srtt().unwrap_or(self.config.rto_min);
         let mut actions = Vec::new();
-        for seq in self.unacked.range(..self.highest_acked) {
+        for seq in self.unacked.range(..self.processed_below) {
             let Some(Entry::InFlight(f)) = self.entries.get_mut(seq) else {
                 continue;
             };
@@ -432,8 +430,11 @@ impl Sender {
                 timer = Some(timer.map_or(f.deadline, |t| t.min(f.deadline)));
                 continue;
             }
-            // Only the lowest in-flight event can be what the processor is
-            // stuck on: the others wait behind it in its reorder buffer.
+            // Only the lowest in-flight event is sure not to be waiting for
+            // another one: every lower seq is acked, so under either ordering
+            // the processor can start it as soon as it has it. The others
+            // may wait behind it (global order) or behind an earlier event
+            // of their key, through no fault of their own.
             if self.link == Link::Running && Some(*seq) == lowest_in_flight {
                 f.timeouts += 1;
             }
@@ -590,11 +591,16 @@ mod tests {
         for seq in 1..=3 {
             s.on_offer(seq, t0);
         }
-        // The ack of seq 1 was lost; the ack of seq 2 arrives.
+        // The ack of seq 1 was lost; the ack of seq 2 arrives, saying every
+        // seq below 3 was processed.
         let t1 = t0 + Duration::from_millis(10);
         s.on_ack(2, 1, t1);
+        assert!(
+            s.on_acks_received(t1, 1).is_empty(),
+            "seq 1 still running (keyed order): not a lost ack"
+        );
         assert_eq!(
-            s.on_acks_received(t1),
+            s.on_acks_received(t1, 3),
             vec![Action::Retransmit {
                 seq: 1,
                 attempt: 2,
@@ -602,7 +608,7 @@ mod tests {
             }]
         );
         assert!(
-            s.on_acks_received(t1).is_empty(),
+            s.on_acks_received(t1, 3).is_empty(),
             "once per round trip, not once per ack"
         );
         // Seq 3 is above every ack: it is not resent.

@@ -1,0 +1,169 @@
+//! The executor: runs what the receiver starts. Each run (the queued events
+//! of one lane, see [`crate::lanes`]) gets its own tokio task, which
+//! processes its events one after the other and hands their acks back in
+//! batches. Runs of different lanes proceed at the same time; the receiver
+//! caps how many (`--concurrency`).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use ackflow_proto::v1 as pb;
+use tokio::sync::mpsc;
+
+use crate::algorithms::{Outcome, Registry};
+use crate::metrics::ProcessorMetrics;
+use crate::processed_log::ProcessedLog;
+
+/// Acks that waited this long are handed back even if the run is not
+/// finished, so that a slow event does not hold the acks of the events
+/// before it (core would time them out).
+const ACK_HOLD: Duration = Duration::from_millis(1);
+
+/// Starts runs; their acks come back on the channel given to [`new`](Self::new).
+#[derive(Clone)]
+pub struct Executor {
+    registry: Registry,
+    done_tx: mpsc::UnboundedSender<Vec<pb::Ack>>,
+    log: ProcessedLog,
+    metrics: Arc<AlgorithmMetrics>,
+}
+
+impl Executor {
+    pub fn new(
+        registry: Registry,
+        done_tx: mpsc::UnboundedSender<Vec<pb::Ack>>,
+        log: ProcessedLog,
+        metrics: &ProcessorMetrics,
+    ) -> Self {
+        let metrics = Arc::new(AlgorithmMetrics::new(&registry.kinds(), metrics));
+        Self {
+            registry,
+            done_tx,
+            log,
+            metrics,
+        }
+    }
+
+    /// Processes `run` in order on a task of its own.
+    pub fn start(&self, run: Vec<pb::Event>) {
+        let this = self.clone();
+        tokio::spawn(async move { this.run(run).await });
+    }
+
+    async fn run(self, run: Vec<pb::Event>) {
+        let mut done = Vec::with_capacity(run.len());
+        let mut held_since = Instant::now();
+        for event in run {
+            self.log.start(event.seq, event.attempt);
+            let started = Instant::now();
+            let outcome = CatchUnwind(Box::pin(self.registry.process(&event))).await;
+            let elapsed = started.elapsed();
+            let (status, output, reject) = match outcome {
+                Ok(Ok(output)) => (pb::ResultStatus::Ok, output, false),
+                Ok(Err(e)) => (pb::ResultStatus::Failed, e.0, false),
+                Err(_) => (
+                    pb::ResultStatus::Failed,
+                    format!("the {:?} algorithm panicked", event.kind),
+                    true,
+                ),
+            };
+            self.metrics.observe(&event.kind, status, reject, elapsed);
+            self.log.end(event.seq, event.attempt);
+            if done.is_empty() {
+                held_since = Instant::now();
+            }
+            done.push(pb::Ack {
+                seq: event.seq,
+                attempt: event.attempt,
+                status: status as i32,
+                output,
+                processing_us: elapsed.as_micros() as u64,
+                reject,
+            });
+            if held_since.elapsed() >= ACK_HOLD && !self.release(std::mem::take(&mut done)) {
+                return;
+            }
+        }
+        if !done.is_empty() {
+            self.release(done);
+        }
+    }
+
+    /// Hands acks back; false when the processor is stopping.
+    fn release(&self, done: Vec<pb::Ack>) -> bool {
+        // The log is written before the acks leave.
+        self.log.flush();
+        self.done_tx.send(done).is_ok()
+    }
+}
+
+/// Polls an algorithm's future and turns a panic into an error, so that one
+/// panicking event is rejected instead of killing its run.
+struct CatchUnwind<'a>(Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>);
+
+impl Future for CatchUnwind<'_> {
+    type Output = std::thread::Result<Outcome>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let future = self.0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(outcome)) => Poll::Ready(Ok(outcome)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+/// Handles on the per-algorithm metrics, looked up once at start. Labelled
+/// by algorithm, not by the raw kind, so that arbitrary kinds cannot grow
+/// the label set without bound.
+struct AlgorithmMetrics {
+    by_algorithm: HashMap<String, Handles>,
+    unknown: Handles,
+}
+
+struct Handles {
+    ok: prometheus::IntCounter,
+    failed: prometheus::IntCounter,
+    rejected: prometheus::IntCounter,
+    seconds: prometheus::Histogram,
+}
+
+impl Handles {
+    fn new(metrics: &ProcessorMetrics, algorithm: &str) -> Self {
+        let counter = |status| metrics.processed.with_label_values(&[algorithm, status]);
+        Self {
+            ok: counter("ok"),
+            failed: counter("failed"),
+            rejected: counter("rejected"),
+            seconds: metrics.processing_seconds.with_label_values(&[algorithm]),
+        }
+    }
+}
+
+impl AlgorithmMetrics {
+    fn new(kinds: &[String], metrics: &ProcessorMetrics) -> Self {
+        Self {
+            by_algorithm: kinds
+                .iter()
+                .map(|k| (k.clone(), Handles::new(metrics, k)))
+                .collect(),
+            unknown: Handles::new(metrics, "unknown"),
+        }
+    }
+
+    fn observe(&self, kind: &str, status: pb::ResultStatus, reject: bool, took: Duration) {
+        let h = self.by_algorithm.get(kind).unwrap_or(&self.unknown);
+        match (reject, status) {
+            (true, _) => h.rejected.inc(),
+            (false, pb::ResultStatus::Ok) => h.ok.inc(),
+            (false, _) => h.failed.inc(),
+        }
+        h.seconds.observe(took.as_secs_f64());
+    }
+}

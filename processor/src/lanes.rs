@@ -1,0 +1,320 @@
+//! Lanes: what may start now, under the ordering policy and the concurrency
+//! cap. No I/O.
+//!
+//! A *lane* is a sequence of events processed one at a time, in seq order.
+//! The ordering policy decides which lane an event joins:
+//!
+//! * [`Ordering::Key`]: one lane per key; events without a key share one
+//!   lane, so a publisher that never sets a key sees strict global order.
+//! * [`Ordering::Global`]: one lane for everything.
+//!
+//! The receiver admits events here only in seq order and only once each
+//! (every lower seq was received before), so each lane's queue is in seq
+//! order and a lane never starts an event while an earlier event of its lane
+//! is missing or unfinished. Lanes whose head may start wait in `ready`,
+//! lowest head seq first: the event holding core's floor is always the
+//! first to get a free slot.
+//!
+//! A lane is handed out as a *run*: every event queued in it at that moment,
+//! to be processed one after the other by one task. A run counts as one of
+//! the `concurrency` calls that may be in progress; it keeps a lane with a
+//! backlog (global order, or one hot key) from paying a scheduling round
+//! trip per event.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use ackflow_proto::v1 as pb;
+
+use crate::receiver::Seq;
+
+/// What the processor must keep in order (core's `--ordering`, sent in the
+/// welcome).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ordering {
+    /// Per key; events without a key are ordered among themselves.
+    Key,
+    /// Everything, one event at a time.
+    Global,
+    /// Nothing: every event is its own lane. Only for the checker's negative
+    /// control (`--unsafe-ignore-order`): it must then report events of one
+    /// key processed concurrently or out of order.
+    Unordered,
+}
+
+impl Ordering {
+    /// The mode core asked for; cores that predate modes mean global.
+    pub fn from_welcome(ordering: i32) -> Self {
+        match pb::Ordering::try_from(ordering) {
+            Ok(pb::Ordering::Key) => Self::Key,
+            _ => Self::Global,
+        }
+    }
+
+    fn lane_of(self, event: &pb::Event) -> LaneId {
+        match self {
+            Self::Key => LaneId::Key(event.key.clone()),
+            Self::Global => LaneId::Key(String::new()),
+            Self::Unordered => LaneId::Seq(event.seq),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum LaneId {
+    Key(String),
+    Seq(Seq),
+}
+
+#[derive(Debug, Default)]
+struct Lane {
+    /// Admitted events not handed out yet, in seq order.
+    queue: VecDeque<pb::Event>,
+    /// Events of the run in progress that have not finished; 0: idle.
+    running: usize,
+}
+
+/// Per-lane queues, the lanes ready to start, and the calls in progress.
+#[derive(Debug)]
+pub struct Lanes {
+    ordering: Ordering,
+    /// The mode core asked for; applied once nothing is unfinished, since
+    /// switching with events queued could start an event before an earlier
+    /// one of its key.
+    wanted: Ordering,
+    concurrency: usize,
+    by_id: HashMap<LaneId, Lane>,
+    /// Idle lanes with a queued event, by the seq of that event.
+    ready: BTreeMap<Seq, LaneId>,
+    /// Lane of each event handed out and not finished.
+    started: HashMap<Seq, LaneId>,
+    /// Every admitted seq not finished (queued or started), lowest first.
+    unfinished: BTreeSet<Seq>,
+    /// Runs in progress.
+    running: usize,
+}
+
+impl Lanes {
+    pub fn new(ordering: Ordering, concurrency: usize) -> Self {
+        Self {
+            ordering,
+            wanted: ordering,
+            concurrency: concurrency.max(1),
+            by_id: HashMap::new(),
+            ready: BTreeMap::new(),
+            started: HashMap::new(),
+            unfinished: BTreeSet::new(),
+            running: 0,
+        }
+    }
+
+    pub fn ordering(&self) -> Ordering {
+        self.ordering
+    }
+
+    /// Core's mode for this session. It takes effect once every admitted
+    /// event has finished.
+    pub fn set_ordering(&mut self, ordering: Ordering) {
+        if self.ordering != Ordering::Unordered {
+            self.wanted = ordering;
+            self.apply_wanted();
+        }
+    }
+
+    fn apply_wanted(&mut self) {
+        if self.unfinished.is_empty() {
+            self.ordering = self.wanted;
+        }
+    }
+
+    /// Most runs in progress at once.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    /// Runs in progress (each is one algorithm call at a time).
+    pub fn running(&self) -> usize {
+        self.running
+    }
+
+    /// Lanes with an event queued or running.
+    pub fn active(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Admitted events not finished (queued or running).
+    pub fn unfinished(&self) -> usize {
+        self.unfinished.len()
+    }
+
+    /// The lowest admitted seq that has not finished.
+    pub fn lowest_unfinished(&self) -> Option<Seq> {
+        self.unfinished.first().copied()
+    }
+
+    /// Adds the next event in seq order to its lane.
+    pub fn admit(&mut self, event: pb::Event) {
+        self.apply_wanted();
+        let id = self.ordering.lane_of(&event);
+        self.unfinished.insert(event.seq);
+        let lane = self.by_id.entry(id.clone()).or_default();
+        if lane.running == 0 && lane.queue.is_empty() {
+            self.ready.insert(event.seq, id);
+        }
+        lane.queue.push_back(event);
+    }
+
+    /// Hands out runs while a slot is free, lowest head seq first.
+    pub fn start(&mut self, runs: &mut Vec<Vec<pb::Event>>) {
+        while self.running < self.concurrency {
+            let Some((_, id)) = self.ready.pop_first() else {
+                return;
+            };
+            let lane = self.by_id.get_mut(&id).expect("a ready lane exists");
+            let run: Vec<pb::Event> = lane.queue.drain(..).collect();
+            lane.running = run.len();
+            for event in &run {
+                self.started.insert(event.seq, id.clone());
+            }
+            self.running += 1;
+            runs.push(run);
+        }
+    }
+
+    /// `seq` finished. Returns false when it was not started (a duplicate
+    /// report).
+    pub fn finish(&mut self, seq: Seq) -> bool {
+        let Some(id) = self.started.remove(&seq) else {
+            return false;
+        };
+        self.unfinished.remove(&seq);
+        let lane = self.by_id.get_mut(&id).expect("a started lane exists");
+        lane.running -= 1;
+        if lane.running == 0 {
+            self.running -= 1;
+            match lane.queue.front() {
+                Some(next) => {
+                    self.ready.insert(next.seq, id);
+                }
+                None => {
+                    self.by_id.remove(&id);
+                }
+            }
+        }
+        true
+    }
+
+    /// Drops queued events below `floor`: core resolved them without this
+    /// processor life, and will not take a result for them.
+    pub fn forget_below(&mut self, floor: Seq) {
+        if self.unfinished.first().is_none_or(|s| *s >= floor) {
+            return;
+        }
+        let below: Vec<Seq> = self.unfinished.range(..floor).copied().collect();
+        for seq in below {
+            if !self.started.contains_key(&seq) {
+                self.unfinished.remove(&seq);
+            }
+        }
+        self.ready.clear();
+        self.by_id.retain(|_, lane| {
+            lane.queue.retain(|e| e.seq >= floor);
+            lane.running > 0 || !lane.queue.is_empty()
+        });
+        for (id, lane) in &self.by_id {
+            if lane.running == 0
+                && let Some(head) = lane.queue.front()
+            {
+                self.ready.insert(head.seq, id.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(seq: Seq, key: &str) -> pb::Event {
+        pb::Event {
+            seq,
+            key: key.into(),
+            ..Default::default()
+        }
+    }
+
+    fn seqs(runs: &[Vec<pb::Event>]) -> Vec<Vec<Seq>> {
+        runs.iter()
+            .map(|r| r.iter().map(|e| e.seq).collect())
+            .collect()
+    }
+
+    #[test]
+    fn one_run_per_key_at_a_time_lowest_first() {
+        let mut l = Lanes::new(Ordering::Key, 2);
+        for (seq, key) in [(1, "a"), (2, "b"), (3, "a"), (4, "c"), (5, "")] {
+            l.admit(ev(seq, key));
+        }
+        let mut runs = Vec::new();
+        l.start(&mut runs);
+        assert_eq!(seqs(&runs), vec![vec![1, 3], vec![2]], "cap of 2 runs");
+        assert_eq!((l.running(), l.active()), (2, 4));
+        l.admit(ev(6, "a"));
+        runs.clear();
+        assert!(l.finish(2));
+        assert!(!l.finish(2), "reported twice");
+        l.start(&mut runs);
+        assert_eq!(seqs(&runs), vec![vec![4]], "key a is still running");
+        runs.clear();
+        assert!(l.finish(1));
+        l.start(&mut runs);
+        assert!(runs.is_empty(), "seq 3 of key a runs in the same run");
+        assert!(l.finish(3));
+        l.start(&mut runs);
+        assert_eq!(seqs(&runs), vec![vec![5]], "unkeyed seq 5 is lower than 6");
+        assert_eq!(l.lowest_unfinished(), Some(4));
+    }
+
+    #[test]
+    fn global_is_one_lane() {
+        let mut l = Lanes::new(Ordering::Global, 64);
+        for (seq, key) in [(1, "a"), (2, "b")] {
+            l.admit(ev(seq, key));
+        }
+        let mut runs = Vec::new();
+        l.start(&mut runs);
+        assert_eq!(seqs(&runs), vec![vec![1, 2]]);
+        l.admit(ev(3, "c"));
+        l.start(&mut runs);
+        assert_eq!(runs.len(), 1, "seq 3 waits for the run in progress");
+        l.set_ordering(Ordering::Key);
+        assert_eq!(l.ordering(), Ordering::Global, "not while events are unfinished");
+        runs.clear();
+        assert!(l.finish(1) && l.finish(2));
+        l.start(&mut runs);
+        assert_eq!(seqs(&runs), vec![vec![3]]);
+        runs.clear();
+        assert!(l.finish(3));
+        l.admit(ev(4, "d"));
+        l.admit(ev(5, "e"));
+        l.start(&mut runs);
+        assert_eq!(l.ordering(), Ordering::Key);
+        assert_eq!(seqs(&runs), vec![vec![4], vec![5]]);
+    }
+
+    #[test]
+    fn forget_below_drops_queued_not_started() {
+        let mut l = Lanes::new(Ordering::Key, 1);
+        for (seq, key) in [(1, "a"), (2, "b"), (3, "b"), (4, "c")] {
+            l.admit(ev(seq, key));
+        }
+        let mut runs = Vec::new();
+        l.start(&mut runs);
+        assert_eq!(seqs(&runs), vec![vec![1]]);
+        l.forget_below(4);
+        assert_eq!(l.unfinished(), 2, "running seq 1 and queued seq 4");
+        runs.clear();
+        l.finish(1);
+        l.start(&mut runs);
+        assert_eq!(seqs(&runs), vec![vec![4]]);
+    }
+}

@@ -1,0 +1,76 @@
+//! `--processed-log`: two lines per event an algorithm processes, one when it
+//! starts and one when it ends (`life seq attempt start|end`), written in the
+//! order they happen across all running calls. The end-to-end checker reads
+//! it to prove order per key, that no key ran twice at once, and that no seq
+//! was processed twice in one life.
+//!
+//! Lines are buffered and written in chunks; the executor flushes before it
+//! hands acks back, so the checker never sees a result whose processing is
+//! missing from the log.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+/// Shared by every running call; `None` inside when no log was asked for.
+#[derive(Clone, Default)]
+pub struct ProcessedLog {
+    inner: Option<Arc<Mutex<Inner>>>,
+}
+
+struct Inner {
+    file: std::fs::File,
+    buf: String,
+    life: String,
+}
+
+impl ProcessedLog {
+    /// Appends to `path`, tagging every line with `life` (the processor id).
+    pub fn open(path: &std::path::Path, life: String) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Self {
+            inner: Some(Arc::new(Mutex::new(Inner {
+                file,
+                buf: String::new(),
+                life,
+            }))),
+        })
+    }
+
+    pub fn start(&self, seq: u64, attempt: u32) {
+        self.record(seq, attempt, "start");
+    }
+
+    pub fn end(&self, seq: u64, attempt: u32) {
+        self.record(seq, attempt, "end");
+    }
+
+    fn record(&self, seq: u64, attempt: u32, phase: &str) {
+        let Some(inner) = &self.inner else { return };
+        let mut inner = inner.lock().unwrap_or_else(|e| e.into_inner());
+        use std::fmt::Write as _;
+        let Inner { buf, life, .. } = &mut *inner;
+        let _ = writeln!(buf, "{life} {seq} {attempt} {phase}");
+        if inner.buf.len() > 64 * 1024 {
+            inner.flush();
+        }
+    }
+
+    /// Writes what is buffered.
+    pub fn flush(&self) {
+        if let Some(inner) = &self.inner {
+            inner.lock().unwrap_or_else(|e| e.into_inner()).flush();
+        }
+    }
+}
+
+impl Inner {
+    fn flush(&mut self) {
+        if !self.buf.is_empty() {
+            let _ = self.file.write_all(self.buf.as_bytes());
+            self.buf.clear();
+        }
+    }
+}
