@@ -1,34 +1,52 @@
 //! Property test of the delivery protocol: core's `Sender` and the
-//! processor's `Receiver`, wired through a simulated stream that loses,
-//! duplicates, reorders and delays messages, with disconnections, processor
-//! restarts, core restarts (losing everything not stored) and pauses.
+//! processor's `Receiver` (with its lanes), wired through a simulated stream
+//! that loses, duplicates, reorders and delays messages, with
+//! disconnections, processor restarts, core restarts (resuming from the
+//! persisted floor, which lags), pauses, failed and rejected results, and
+//! parking after ack timeouts.
 //!
-//! Checked at every step: both window bounds, the reorder-buffer and cache
-//! bounds (nothing beyond the window, no cached ack evicted), strictly increasing processing per processor life, and that the
-//! store is never asked to insert a second result for a seq. Checked at the
-//! end, after the faults stop: every published event has exactly one stored
-//! result and the floor is past the head.
+//! Each case picks an ordering (key or global), a concurrency, and windows
+//! for core and the processor (the processor's may be smaller). Events get
+//! keys from a small set, some none.
+//!
+//! Checked at every step: both window bounds; the reorder-buffer, lane and
+//! cache bounds (nothing beyond the window, no cached ack evicted); at most
+//! `concurrency` runs at once; per processor life, every seq processed at
+//! most once, each lane processed in strictly increasing seq order, and never
+//! two events of one lane at once; only a running processor's event is
+//! parked after timeouts; and the store is never asked for a second result
+//! (or dead entry) for a seq. Checked at the end, after the faults stop:
+//! every published event has exactly one stored result or dead entry and
+//! the floor is past the head.
+//!
+//! `ACKFLOW_PROPTEST_CASES` raises the number of cases for a longer soak.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use ackflow_core::delivery::sender::{AckOutcome, Action, Offer, Sender, SenderConfig};
 use ackflow_core::model::DeliveryCursor;
+use ackflow_processor::lanes::Ordering;
 use ackflow_processor::receiver::{self, Receiver};
 use ackflow_proto::v1 as pb;
 use proptest::prelude::*;
 
 type Seq = u64;
 
+/// Indices into the messages in transit or the runs in progress; small, so
+/// a failing case shrinks to something readable.
+type Pick = u8;
+
 #[derive(Debug, Clone)]
 enum Op {
     Publish(u8),
-    DeliverEvent(usize),
-    DropEvent(usize),
-    DuplicateEvent(usize),
-    Work(u8),
-    DeliverAck(usize),
-    DropAck(usize),
+    DeliverEvent(Pick),
+    DropEvent(Pick),
+    DuplicateEvent(Pick),
+    /// Process the next event of one run in progress, with this outcome.
+    Work(Pick, Outcome),
+    DeliverAck(Pick),
+    DropAck(Pick),
     Store,
     Tick(u16),
     Disconnect,
@@ -39,15 +57,23 @@ enum Op {
     Resume,
 }
 
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Ok,
+    Failed,
+    Reject,
+}
+
 fn op() -> impl Strategy<Value = Op> {
+    let outcome = prop_oneof![8 => Just(Outcome::Ok), 1 => Just(Outcome::Failed), 1 => Just(Outcome::Reject)];
     prop_oneof![
         4 => (1u8..20).prop_map(Op::Publish),
-        8 => any::<usize>().prop_map(Op::DeliverEvent),
-        2 => any::<usize>().prop_map(Op::DropEvent),
-        2 => any::<usize>().prop_map(Op::DuplicateEvent),
-        6 => (1u8..10).prop_map(Op::Work),
-        6 => any::<usize>().prop_map(Op::DeliverAck),
-        2 => any::<usize>().prop_map(Op::DropAck),
+        8 => (0u8..32).prop_map(Op::DeliverEvent),
+        2 => (0u8..32).prop_map(Op::DropEvent),
+        2 => (0u8..32).prop_map(Op::DuplicateEvent),
+        12 => ((0u8..8), outcome).prop_map(|(i, o)| Op::Work(i, o)),
+        6 => (0u8..32).prop_map(Op::DeliverAck),
+        2 => (0u8..32).prop_map(Op::DropAck),
         3 => Just(Op::Store),
         4 => (1u16..3000).prop_map(Op::Tick),
         1 => Just(Op::Disconnect),
@@ -59,15 +85,63 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// The shape of one case.
+#[derive(Debug, Clone, Copy)]
+struct Setup {
+    ordering: Ordering,
+    core_window: u32,
+    processor_window: u32,
+    concurrency: usize,
+    /// Distinct keys; events of seq % (keys + 1) == keys have none.
+    keys: u64,
+    max_deliver: u32,
+    seed: u64,
+}
+
+fn setup() -> impl Strategy<Value = Setup> {
+    (
+        prop_oneof![3 => Just(Ordering::Key), 1 => Just(Ordering::Global)],
+        prop_oneof![Just(1u32), Just(4), Just(16)],
+        prop_oneof![Just(1u32), Just(4), Just(16)],
+        prop_oneof![Just(1usize), Just(2), Just(8)],
+        0u64..5,
+        prop_oneof![Just(0u32), Just(3)],
+        any::<u64>(),
+    )
+        .prop_map(
+            |(ordering, core_window, processor_window, concurrency, keys, max_deliver, seed)| {
+                Setup {
+                    ordering,
+                    core_window,
+                    processor_window,
+                    concurrency,
+                    keys,
+                    max_deliver,
+                    seed,
+                }
+            },
+        )
+}
+
+/// What a stored row says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Row {
+    Result,
+    Dead,
+}
+
 struct Sim {
+    setup: Setup,
     t0: Instant,
     now: Duration,
     config: SenderConfig,
     sender: Sender,
-    /// Durable results (the store).
-    stored: BTreeSet<Seq>,
-    /// Accepted acks whose result is not durable yet.
-    pending_store: Vec<Seq>,
+    /// Durable results and dead entries (the store).
+    stored: BTreeMap<Seq, Row>,
+    /// Resolutions accepted by core whose row is not durable yet.
+    pending_store: Vec<(Seq, Row)>,
+    /// The floor persisted with the last store batch: it lags the sender's.
+    persisted_floor: Seq,
     /// Highest published seq.
     head: Seq,
     /// Next seq the backlog reader offers.
@@ -76,56 +150,80 @@ struct Sim {
     paused: bool,
     /// Events in transit, each with the acked floor core sent along.
     to_processor: VecDeque<(pb::Event, Seq)>,
-    to_core: VecDeque<pb::Ack>,
+    /// Acks in transit, each with the batch's `processed_below`.
+    to_core: VecDeque<(pb::Ack, Seq)>,
     receiver: Receiver,
     life: u32,
-    work_queue: VecDeque<pb::Event>,
-    /// Last seq processed in the current life.
-    last_processed: Option<Seq>,
-    window: u32,
-    seed: u64,
+    /// Runs in progress in this life: the events not processed yet.
+    runs: Vec<VecDeque<pb::Event>>,
+    /// Seqs processed in this life.
+    processed: BTreeSet<Seq>,
+    /// Last seq processed per lane in this life.
+    last_in_lane: HashMap<String, Seq>,
 }
 
 impl Sim {
-    fn new(window: u32, seed: u64) -> Self {
+    fn new(setup: Setup) -> Self {
         let config = SenderConfig {
-            window,
-            max_deliver: 0,
+            window: setup.core_window,
+            max_deliver: setup.max_deliver,
             rto_initial: Duration::from_millis(500),
             rto_min: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
         };
         Self {
+            setup,
             t0: Instant::now(),
             now: Duration::ZERO,
             config,
-            sender: Sender::new(config, DeliveryCursor::default(), seed),
-            stored: BTreeSet::new(),
+            sender: Sender::new(config, DeliveryCursor::default(), setup.seed),
+            stored: BTreeMap::new(),
             pending_store: Vec::new(),
+            persisted_floor: 1,
             head: 0,
             offered: 1,
             connected: false,
             paused: false,
             to_processor: VecDeque::new(),
             to_core: VecDeque::new(),
-            receiver: Receiver::new(window as usize, true),
+            receiver: Self::receiver(setup),
             life: 0,
-            work_queue: VecDeque::new(),
-            last_processed: None,
-            window,
-            seed,
+            runs: Vec::new(),
+            processed: BTreeSet::new(),
+            last_in_lane: HashMap::new(),
         }
+    }
+
+    fn receiver(setup: Setup) -> Receiver {
+        Receiver::new(setup.processor_window as usize, setup.concurrency, true)
     }
 
     fn instant(&self) -> Instant {
         self.t0 + self.now
     }
 
-    fn event(seq: Seq, attempt: u32) -> pb::Event {
+    fn key_of(&self, seq: Seq) -> String {
+        let keys = self.setup.keys;
+        match (seq.wrapping_mul(0x9e37_79b9) >> 3) % (keys + 1) {
+            k if k == keys => String::new(),
+            k => format!("k{k}"),
+        }
+    }
+
+    /// The lane an event of `seq` belongs to under the case's ordering.
+    fn lane_of(&self, seq: Seq) -> String {
+        match self.setup.ordering {
+            Ordering::Key => self.key_of(seq),
+            _ => String::new(),
+        }
+    }
+
+    fn event(&self, seq: Seq, attempt: u32) -> pb::Event {
         pb::Event {
             seq,
             attempt,
             kind: "sha256".into(),
+            key: self.key_of(seq),
             ..Default::default()
         }
     }
@@ -136,7 +234,7 @@ impl Sim {
             self.offered += 1;
             if self.sender.on_offer(seq, self.instant()) == Offer::Send && self.connected {
                 self.to_processor
-                    .push_back((Self::event(seq, 1), self.sender.acked_floor()));
+                    .push_back((self.event(seq, 1), self.sender.acked_floor()));
             }
         }
     }
@@ -147,21 +245,87 @@ impl Sim {
                 Action::Send { seq, attempt } | Action::Retransmit { seq, attempt, .. } => {
                     if self.connected {
                         self.to_processor
-                            .push_back((Self::event(seq, attempt), self.sender.acked_floor()));
+                            .push_back((self.event(seq, attempt), self.sender.acked_floor()));
                     }
                 }
-                Action::Park { seq, .. } => panic!("seq {seq} parked with max_deliver = 0"),
+                Action::Park { seq, reason, .. } => {
+                    let rejected = reason.starts_with("rejected");
+                    assert!(
+                        rejected || self.setup.max_deliver > 0,
+                        "seq {seq} parked with max_deliver = 0: {reason}"
+                    );
+                    assert!(
+                        rejected || (self.connected && !self.paused),
+                        "seq {seq} parked after timeouts while the processor was {}",
+                        if self.connected {
+                            "paused"
+                        } else {
+                            "absent"
+                        }
+                    );
+                    self.resolve(seq, Row::Dead);
+                }
             }
         }
+    }
+
+    fn resolve(&mut self, seq: Seq, row: Row) {
+        assert!(
+            !self.stored.contains_key(&seq),
+            "seq {seq} resolved again ({row:?}) after its {:?} row was stored",
+            self.stored[&seq]
+        );
+        assert!(
+            !self.pending_store.iter().any(|(s, _)| *s == seq),
+            "seq {seq} resolved twice before its row was stored"
+        );
+        self.pending_store.push((seq, row));
     }
 
     fn receive(&mut self, actions: Vec<receiver::Action>) {
         for action in actions {
             match action {
-                receiver::Action::Process(event) => self.work_queue.push_back(event),
-                receiver::Action::Ack(ack) => self.to_core.push_back(ack),
+                receiver::Action::Start(run) => self.start_run(run),
+                receiver::Action::Ack(ack) => {
+                    if self.connected {
+                        let below = self.receiver.processed_below();
+                        self.to_core.push_back((ack, below));
+                    }
+                }
             }
         }
+    }
+
+    fn start_run(&mut self, run: Vec<pb::Event>) {
+        assert!(!run.is_empty(), "an empty run was started");
+        let lane = self.lane_of(run[0].seq);
+        for event in &run {
+            assert_eq!(
+                self.lane_of(event.seq),
+                lane,
+                "life {}: run {:?} mixes lanes",
+                self.life,
+                run.iter().map(|e| e.seq).collect::<Vec<_>>()
+            );
+        }
+        for other in &self.runs {
+            if let Some(e) = other.front() {
+                assert!(
+                    self.lane_of(e.seq) != lane,
+                    "life {}: lane {lane:?} started seq {} while seq {} of the same lane runs",
+                    self.life,
+                    run[0].seq,
+                    e.seq
+                );
+            }
+        }
+        self.runs.push(run.into());
+        assert!(
+            self.runs.len() <= self.setup.concurrency,
+            "{} runs at once, concurrency {}",
+            self.runs.len(),
+            self.setup.concurrency
+        );
     }
 
     fn disconnect(&mut self) {
@@ -176,54 +340,74 @@ impl Sim {
             return;
         }
         self.connected = true;
-        let actions = self
-            .sender
-            .on_connect(self.instant(), self.window, self.paused);
+        let actions =
+            self.sender
+                .on_connect(self.instant(), self.setup.processor_window, self.paused);
         let welcome = self.receiver.on_welcome(
             self.sender.acked_floor(),
             self.sender.window() as u32,
             self.paused,
+            self.setup.ordering,
         );
         self.receive(welcome);
         self.perform(actions);
     }
 
     fn store(&mut self) {
-        for seq in &self.pending_store {
+        // The floor persisted with a batch is the one before the batch.
+        self.persisted_floor = self.sender.acked_floor();
+        let rows = std::mem::take(&mut self.pending_store);
+        for (seq, row) in &rows {
             assert!(
-                self.stored.insert(*seq),
-                "seq {seq}: the store was asked for a second result"
+                self.stored.insert(*seq, *row).is_none(),
+                "seq {seq}: the store was asked for a second row"
             );
         }
-        let seqs = std::mem::take(&mut self.pending_store);
-        self.sender.on_stored(seqs);
+        self.sender.on_stored(rows.into_iter().map(|(s, _)| s));
     }
 
-    fn work(&mut self, n: usize) {
-        for _ in 0..n {
-            let Some(event) = self.work_queue.pop_front() else {
-                return;
-            };
-            if let Some(last) = self.last_processed {
-                assert!(
-                    event.seq > last,
-                    "life {}: processed {} after {last}",
-                    self.life,
-                    event.seq
-                );
-            }
-            self.last_processed = Some(event.seq);
-            let ack = pb::Ack {
-                seq: event.seq,
-                attempt: event.attempt,
-                status: pb::ResultStatus::Ok as i32,
-                ..Default::default()
-            };
-            if let receiver::Action::Ack(ack) = self.receiver.on_processed(ack)
-                && self.connected
-            {
-                self.to_core.push_back(ack);
-            }
+    /// Processes the next event of run `pick`.
+    fn work(&mut self, pick: Pick, outcome: Outcome) {
+        if self.runs.is_empty() {
+            return;
+        }
+        let i = pick as usize % self.runs.len();
+        let event = self.runs[i].pop_front().expect("runs are never empty");
+        if self.runs[i].is_empty() {
+            self.runs.swap_remove(i);
+        }
+        assert!(
+            self.processed.insert(event.seq),
+            "life {}: seq {} processed twice",
+            self.life,
+            event.seq
+        );
+        let lane = self.lane_of(event.seq);
+        if let Some(last) = self.last_in_lane.insert(lane.clone(), event.seq) {
+            assert!(
+                event.seq > last,
+                "life {}: lane {lane:?} processed seq {} after seq {last}",
+                self.life,
+                event.seq
+            );
+        }
+        let ack = pb::Ack {
+            seq: event.seq,
+            attempt: event.attempt,
+            status: match outcome {
+                Outcome::Ok => pb::ResultStatus::Ok,
+                _ => pb::ResultStatus::Failed,
+            } as i32,
+            reject: matches!(outcome, Outcome::Reject),
+            ..Default::default()
+        };
+        let actions = self.receiver.on_processed(ack);
+        self.receive(actions);
+    }
+
+    fn work_all(&mut self) {
+        while !self.runs.is_empty() {
+            self.work(0, Outcome::Ok);
         }
     }
 
@@ -233,20 +417,23 @@ impl Sim {
         self.receive(actions);
     }
 
-    fn deliver_ack(&mut self, ack: pb::Ack) {
-        let outcome = self.sender.on_ack(ack.seq, ack.attempt, self.instant());
-        let fast = self.sender.on_acks_received(self.instant());
-        self.perform(fast);
-        match outcome {
-            AckOutcome::Accepted { .. } => {
-                assert!(
-                    !self.stored.contains(&ack.seq),
-                    "seq {} accepted again after its result was stored",
-                    ack.seq
-                );
-                self.pending_store.push(ack.seq);
+    fn deliver_ack(&mut self, ack: pb::Ack, processed_below: Seq) {
+        let now = self.instant();
+        let outcome = if ack.reject {
+            match self.sender.on_reject(ack.seq, "panicked") {
+                Some(park) => {
+                    self.perform(vec![park]);
+                    None
+                }
+                None => Some(AckOutcome::Duplicate),
             }
-            AckOutcome::Duplicate | AckOutcome::Unknown => {}
+        } else {
+            Some(self.sender.on_ack(ack.seq, ack.attempt, now))
+        };
+        let fast = self.sender.on_acks_received(now, processed_below);
+        self.perform(fast);
+        if let Some(AckOutcome::Accepted { .. }) = outcome {
+            self.resolve(ack.seq, Row::Result);
         }
     }
 
@@ -255,35 +442,35 @@ impl Sim {
             Op::Publish(n) => self.head += u64::from(n),
             Op::DeliverEvent(i) => {
                 if !self.to_processor.is_empty() {
-                    let i = i % self.to_processor.len();
+                    let i = i as usize % self.to_processor.len();
                     let (event, floor) = self.to_processor.remove(i).expect("index in range");
                     self.deliver_event(event, floor);
                 }
             }
             Op::DropEvent(i) => {
                 if !self.to_processor.is_empty() {
-                    let i = i % self.to_processor.len();
+                    let i = i as usize % self.to_processor.len();
                     self.to_processor.remove(i);
                 }
             }
             Op::DuplicateEvent(i) => {
                 if !self.to_processor.is_empty() {
-                    let i = i % self.to_processor.len();
+                    let i = i as usize % self.to_processor.len();
                     let copy = self.to_processor[i].clone();
                     self.to_processor.push_back(copy);
                 }
             }
-            Op::Work(n) => self.work(n as usize),
+            Op::Work(i, outcome) => self.work(i, outcome),
             Op::DeliverAck(i) => {
                 if !self.to_core.is_empty() {
-                    let i = i % self.to_core.len();
-                    let ack = self.to_core.remove(i).expect("index in range");
-                    self.deliver_ack(ack);
+                    let i = i as usize % self.to_core.len();
+                    let (ack, below) = self.to_core.remove(i).expect("index in range");
+                    self.deliver_ack(ack, below);
                 }
             }
             Op::DropAck(i) => {
                 if !self.to_core.is_empty() {
-                    let i = i % self.to_core.len();
+                    let i = i as usize % self.to_core.len();
                     self.to_core.remove(i);
                 }
             }
@@ -297,24 +484,24 @@ impl Sim {
             Op::Reconnect => self.reconnect(),
             Op::RestartProcessor => {
                 self.disconnect();
-                self.receiver = Receiver::new(self.window as usize, true);
+                self.receiver = Self::receiver(self.setup);
                 self.life += 1;
-                self.work_queue.clear();
-                self.last_processed = None;
+                self.runs.clear();
+                self.processed.clear();
+                self.last_in_lane.clear();
                 self.reconnect();
             }
             Op::RestartCore => {
                 self.disconnect();
                 self.pending_store.clear();
-                let floor = self.sender.acked_floor();
-                self.seed += 1;
+                let floor = self.persisted_floor;
                 self.sender = Sender::new(
                     self.config,
                     DeliveryCursor {
                         acked_floor: floor,
-                        resolved_above: self.stored.range(floor..).copied().collect(),
+                        resolved_above: self.stored.range(floor..).map(|(s, _)| *s).collect(),
                     },
-                    self.seed,
+                    self.setup.seed ^ u64::from(self.life) ^ self.now.as_millis() as u64,
                 );
                 self.offered = self.sender.next_to_send();
                 self.reconnect();
@@ -333,15 +520,41 @@ impl Sim {
     }
 
     fn check_bounds(&self) {
-        let window = u64::from(self.window);
-        assert!(self.sender.window_used() <= window);
-        assert!(self.sender.span() <= 2 * window);
-        assert!(self.receiver.buffered() <= 2 * self.window as usize);
-        assert!(self.receiver.cached() <= self.receiver.cache_capacity());
+        let window = self.sender.window();
+        assert!(
+            self.sender.window_used() <= window,
+            "in-flight window: {} used of {window}",
+            self.sender.window_used()
+        );
+        assert!(
+            self.sender.span() <= 2 * window,
+            "span above the floor: {} > 2 × {window}",
+            self.sender.span()
+        );
+        let two_windows = 2 * self.setup.processor_window as usize;
+        assert!(
+            self.receiver.buffered() <= two_windows,
+            "reorder buffer: {} > {two_windows}",
+            self.receiver.buffered()
+        );
+        assert!(
+            self.receiver.unfinished() <= two_windows,
+            "admitted, unfinished: {} > {two_windows}",
+            self.receiver.unfinished()
+        );
+        assert!(
+            self.receiver.cached() <= self.receiver.cache_capacity(),
+            "ack cache over capacity"
+        );
         let counters = self.receiver.counters();
         assert_eq!(counters.beyond_window, 0, "core sent beyond the window");
         assert_eq!(counters.acks_evicted, 0, "the ack cache overflowed");
-        assert!(self.sender.acked_floor() <= self.head + 1);
+        assert!(
+            self.sender.acked_floor() <= self.head + 1,
+            "floor {} past the head {}",
+            self.sender.acked_floor(),
+            self.head
+        );
     }
 
     /// Faults stop; everything must drain.
@@ -356,9 +569,9 @@ impl Sim {
             while let Some((event, floor)) = self.to_processor.pop_front() {
                 self.deliver_event(event, floor);
             }
-            self.work(usize::MAX);
-            while let Some(ack) = self.to_core.pop_front() {
-                self.deliver_ack(ack);
+            self.work_all();
+            while let Some((ack, below)) = self.to_core.pop_front() {
+                self.deliver_ack(ack, below);
             }
             self.store();
             // Nothing in transit and nothing more to send now (the window is
@@ -371,23 +584,55 @@ impl Sim {
         assert_eq!(
             self.sender.acked_floor(),
             self.head + 1,
-            "delivery did not complete"
+            "delivery did not complete: {}",
+            self.dump()
         );
         let expected: BTreeSet<Seq> = (1..=self.head).collect();
-        assert_eq!(self.stored, expected, "every event has exactly one result");
+        let stored: BTreeSet<Seq> = self.stored.keys().copied().collect();
+        assert_eq!(stored, expected, "every event has exactly one row");
+    }
+
+    /// The state, for a drain that did not finish.
+    fn dump(&self) -> String {
+        format!(
+            "{:?}; head {}, offered {}, floor {}, next_to_send {}, lowest_unacked {}, link {:?}; \
+             receiver next_expected {}, processed_below {}, buffered {}, unfinished {}, running {}, \
+             paused {}; runs {}; entries {:?}",
+            self.setup,
+            self.head,
+            self.offered,
+            self.sender.acked_floor(),
+            self.sender.next_to_send(),
+            self.sender.lowest_unacked(),
+            self.sender.link(),
+            self.receiver.next_expected(),
+            self.receiver.processed_below(),
+            self.receiver.buffered(),
+            self.receiver.unfinished(),
+            self.receiver.running(),
+            self.receiver.is_paused(),
+            self.runs.len(),
+            self.sender.entries().take(20).collect::<Vec<_>>(),
+        )
     }
 }
 
+fn cases() -> u32 {
+    std::env::var("ACKFLOW_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn delivery_survives_any_schedule(
-        window in prop_oneof![Just(1u32), Just(4), Just(16)],
-        seed in any::<u64>(),
+        setup in setup(),
         ops in proptest::collection::vec(op(), 1..600),
     ) {
-        let mut sim = Sim::new(window, seed);
+        let mut sim = Sim::new(setup);
         sim.reconnect();
         for op in ops {
             sim.apply(op);
