@@ -32,6 +32,10 @@ pub const PAGE_ROWS: usize = 10;
 pub const MIN_DEMO_RATE: u32 = 1;
 /// Fastest demo traffic rate, in events per second.
 pub const MAX_DEMO_RATE: u32 = 5000;
+/// A floor holder held longer than this, in microseconds, holds the window
+/// back long enough to show: the lanes line highlights it and the event log
+/// notes it when it lets go.
+pub const FLOOR_HELD_LONG_US: u64 = 1_000_000;
 
 /// State of the monitor's own connection to core's admin service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,6 +172,9 @@ pub enum LogKind {
     Dead,
     /// A dead event was published again.
     Requeued,
+    /// An event held the acked floor longer than [`FLOOR_HELD_LONG_US`]
+    /// (head-of-line) and has now let go.
+    FloorHeld,
     /// The monitor fell behind and core skipped feed events for it.
     Lagged,
     /// The monitor's own doings: its connection to core, command replies.
@@ -494,6 +501,7 @@ impl App {
             duplicate_drops,
             SPARKLINE_SAMPLES,
         );
+        self.note_floor_released(&snapshot);
         self.snapshot = Some(snapshot);
         self.scroll.in_flight = self
             .scroll
@@ -503,6 +511,36 @@ impl App {
         if self.focus == Focus::Dead && self.dead().is_empty() {
             self.focus = Focus::InFlight;
         }
+    }
+
+    /// Logs a floor holder held long once a newer snapshot has another one
+    /// (or none): the lanes line shows it only while it lasts. The time is
+    /// the last one seen, so short by at most one snapshot interval.
+    fn note_floor_released(&mut self, new: &pb::Snapshot) {
+        let Some(old) = self.snapshot.as_ref().and_then(|s| s.floor_holder.clone()) else {
+            return;
+        };
+        let released = new
+            .floor_holder
+            .as_ref()
+            .is_none_or(|holder| holder.seq != old.seq);
+        if !released || old.held_us <= FLOOR_HELD_LONG_US {
+            return;
+        }
+        let key = if old.key.is_empty() {
+            "no key".to_string()
+        } else {
+            format!("key {}", crate::fmt::fmt_key(&old.key, 24))
+        };
+        self.push_log(
+            Some(new.taken_at_us),
+            LogKind::FloorHeld,
+            format!(
+                "floor held {} by seq {} ({key})",
+                crate::fmt::fmt_us(old.held_us),
+                old.seq
+            ),
+        );
     }
 
     fn on_feed(&mut self, feed: pb::FeedEvent) {
@@ -874,6 +912,38 @@ mod tests {
         // The first snapshot has no predecessor; the last one saw a restart.
         assert_eq!(app.retransmit_samples, [0, 3, 0, 0]);
         assert_eq!(app.duplicate_drop_samples, [0, 0, 3, 0]);
+    }
+
+    #[test]
+    fn a_floor_held_long_is_logged_when_it_lets_go() {
+        let mut app = App::new("http://core", None);
+        let holder = |seq, held_ms: u64| {
+            AppEvent::Admin(Update::Snapshot(pb::Snapshot {
+                floor_holder: Some(pb::FloorHolder {
+                    seq,
+                    key: "slow-1".into(),
+                    held_us: held_ms * 1000,
+                    attempt: 1,
+                }),
+                ..Default::default()
+            }))
+        };
+        // Short holds, and a long one still holding: nothing to say.
+        for event in [
+            holder(5, 30),
+            holder(6, 400),
+            holder(7, 200),
+            holder(7, 2_600),
+        ] {
+            app.handle(event);
+        }
+        assert!(app.log.is_empty(), "{:?}", app.log);
+        // It lets go: one line.
+        app.handle(holder(9, 10));
+        app.handle(AppEvent::Admin(Update::Snapshot(pb::Snapshot::default())));
+        assert_eq!(app.log.len(), 1, "{:?}", app.log);
+        assert_eq!(app.log[0].kind, LogKind::FloorHeld);
+        assert_eq!(app.log[0].text, "floor held 2.6s by seq 7 (key slow-1)");
     }
 
     #[test]

@@ -3,10 +3,18 @@
 //!
 //! Core stores into SQLite in a temporary directory (or into `DATABASE_URL`
 //! when set) and uses short retransmission timeouts so that pausing the
-//! processor or injecting faults shows retransmits within a second. The
-//! traffic generator publishes a mix of kinds through core's ingest writer,
-//! including a few that always fail and a few with no algorithm, so the
-//! results table shows both outcomes.
+//! processor or injecting faults shows retransmits within a second. Core
+//! keeps its default ordering (per key) and the processor its default
+//! concurrency, so events of different keys run side by side.
+//!
+//! The traffic generator publishes a mix of kinds through core's ingest
+//! writer, including a few that always fail and a few with no algorithm, so
+//! the results table shows both outcomes. The traffic is keyed like real
+//! traffic: a few hot keys carry half the events, many cold keys the rest,
+//! and some events have no key. Every few seconds one slow event (a `sleep`
+//! of one to three seconds) goes to one of two slow keys, so the dashboard
+//! shows a slow key holding back its own later events, and the acked floor,
+//! while the other keys go on.
 
 use std::time::Duration;
 
@@ -32,6 +40,19 @@ const DEMO_RTO_MIN_MS: u64 = 200;
 /// Backoff cap in the demo, in milliseconds: a paused processor sees each
 /// unacked event again at least this often.
 const DEMO_MAX_BACKOFF_MS: u64 = 5000;
+/// Hot keys (`user-1` to `user-4`): half of the events, so each of them
+/// usually has a few events waiting.
+const HOT_KEYS: u32 = 4;
+/// Cold keys (`user-5` onwards): a third of the events, spread thin.
+const COLD_KEYS: u32 = 60;
+/// The keys that get the slow events (and a few ordinary ones, which wait
+/// behind them).
+const SLOW_KEYS: [&str; 2] = ["slow-1", "slow-2"];
+/// How often a slow event is published, whatever the rate: its key is busy
+/// for at most [`SLOW_MS`], so slow events never pile up on a key.
+const SLOW_EVERY: Duration = Duration::from_secs(5);
+/// How long a slow event sleeps, in milliseconds.
+const SLOW_MS: std::ops::RangeInclusive<u32> = 1000..=3000;
 
 /// Settings of the demo.
 #[derive(Debug, Clone, clap::Args)]
@@ -113,7 +134,8 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
 }
 
 /// Publishes about `rate` events per second until `stop`, batching what
-/// is due every [`TRAFFIC_TICK`].
+/// is due every [`TRAFFIC_TICK`]. Every [`SLOW_EVERY`] one of them is a
+/// slow event, on the [`SLOW_KEYS`] in turn.
 async fn traffic(ingest: Ingest, mut rate_rx: watch::Receiver<u32>, stop: CancellationToken) {
     let mut interval = tokio::time::interval(TRAFFIC_TICK);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -121,6 +143,8 @@ async fn traffic(ingest: Ingest, mut rate_rx: watch::Receiver<u32>, stop: Cancel
     let mut due = 0.0_f64;
     let mut last = Instant::now();
     let mut n = 0_u64;
+    let mut next_slow = last + SLOW_EVERY;
+    let mut slow_published = 0_usize;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -137,10 +161,20 @@ async fn traffic(ingest: Ingest, mut rate_rx: watch::Receiver<u32>, stop: Cancel
             continue;
         }
         due -= count;
+        // The slow event takes the place of an ordinary one, so the rate
+        // stays what the user chose.
+        let slow_key = (now >= next_slow).then(|| {
+            next_slow = now + SLOW_EVERY;
+            slow_published += 1;
+            SLOW_KEYS[(slow_published - 1) % SLOW_KEYS.len()]
+        });
         let events = (0..count as usize)
-            .map(|_| {
+            .map(|i| {
                 n += 1;
-                random_event(&mut rng, n)
+                match slow_key {
+                    Some(key) if i == 0 => slow_event(&mut rng, key),
+                    _ => random_event(&mut rng, n),
+                }
             })
             .collect();
         let published = tokio::select! {
@@ -173,9 +207,34 @@ const WORDS: &[&str] = &[
     "once",
 ];
 
-/// The `n`th demo event: mostly `sha256`, `wordcount`, `sum` and `sleep`,
-/// about 3% `fail` (always a failed result) and 1% `unknown-kind` (no
-/// algorithm: also a failed result).
+/// A key for an ordinary demo event: 10% none, 50% one of the hot keys,
+/// 36% one of the cold ones, 4% one of the slow keys.
+fn random_key(rng: &mut fastrand::Rng) -> Option<String> {
+    match rng.u32(0..100) {
+        0..10 => None,
+        10..60 => Some(format!("user-{}", rng.u32(1..=HOT_KEYS))),
+        60..96 => Some(format!(
+            "user-{}",
+            rng.u32(HOT_KEYS + 1..=HOT_KEYS + COLD_KEYS)
+        )),
+        _ => Some(SLOW_KEYS[rng.usize(..SLOW_KEYS.len())].to_string()),
+    }
+}
+
+/// A slow event on `key`: a `sleep` of [`SLOW_MS`].
+fn slow_event(rng: &mut fastrand::Rng, key: &str) -> NewEvent {
+    NewEvent {
+        kind: "sleep".to_string(),
+        key: Some(key.to_string()),
+        payload: rng.u32(SLOW_MS).to_string().into_bytes(),
+        idempotency_key: None,
+    }
+}
+
+/// The `n`th demo event: mostly `sha256`, `wordcount`, `sum` and `sleep`
+/// (5 to 50 ms), about 3% `fail` (always a failed result) and 1%
+/// `unknown-kind` (no algorithm: also a failed result), keyed by
+/// [`random_key`].
 fn random_event(rng: &mut fastrand::Rng, n: u64) -> NewEvent {
     let roll = rng.u32(0..100);
     let (kind, payload): (&str, Value) = match roll {
@@ -201,7 +260,7 @@ fn random_event(rng: &mut fastrand::Rng, n: u64) -> NewEvent {
     };
     NewEvent {
         kind: kind.to_string(),
-        key: Some(format!("user-{}", rng.u8(0..16))),
+        key: random_key(rng),
         // `Value`'s Display is compact JSON text.
         payload: payload.to_string().into_bytes(),
         idempotency_key: None,
@@ -233,6 +292,49 @@ mod tests {
         assert!((0.005..0.015).contains(&share("unknown-kind")), "{kinds:?}");
         for kind in ["sha256", "wordcount", "sum", "sleep"] {
             assert!((0.2..0.28).contains(&share(kind)), "{kinds:?}");
+        }
+    }
+
+    #[test]
+    fn demo_keys_are_skewed_and_slow_events_sleep_a_second_or_more() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut keys = std::collections::BTreeMap::<Option<String>, u32>::new();
+        for n in 0..10_000 {
+            *keys.entry(random_event(&mut rng, n).key).or_default() += 1;
+        }
+        let share = |count: u32| f64::from(count) / 10_000.0;
+        let hot = |key: &str| (1..=HOT_KEYS).any(|k| key == format!("user-{k}"));
+        let no_key = share(keys.get(&None).copied().unwrap_or(0));
+        let hot_share = share(
+            keys.iter()
+                .filter(|(k, _)| k.as_deref().is_some_and(hot))
+                .map(|(_, c)| c)
+                .sum(),
+        );
+        assert!((0.08..0.12).contains(&no_key), "{keys:?}");
+        assert!((0.45..0.55).contains(&hot_share), "{keys:?}");
+        // Each hot key is busier than any cold one: the set is skewed.
+        let coldest_hot = (1..=HOT_KEYS)
+            .map(|k| keys[&Some(format!("user-{k}"))])
+            .min();
+        let busiest_cold = keys
+            .iter()
+            .filter(|(k, _)| {
+                k.as_deref()
+                    .is_some_and(|k| k.starts_with("user-") && !hot(k))
+            })
+            .map(|(_, c)| *c)
+            .max();
+        assert!(coldest_hot > busiest_cold, "{keys:?}");
+        for key in SLOW_KEYS {
+            let slow = slow_event(&mut rng, key);
+            assert_eq!(slow.kind, "sleep");
+            assert_eq!(slow.key.as_deref(), Some(key));
+            let ms: u32 = std::str::from_utf8(&slow.payload)
+                .expect("UTF-8")
+                .parse()
+                .expect("a number of milliseconds");
+            assert!(SLOW_MS.contains(&ms), "{ms}");
         }
     }
 

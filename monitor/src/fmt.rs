@@ -69,6 +69,39 @@ pub fn fmt_wait(wait: std::time::Duration) -> String {
     }
 }
 
+/// An event's key cut to at most `width` terminal cells, ending in `…`
+/// when cut. A key is arbitrary text from a client, so control characters
+/// (a newline would break the screen's lines) are shown as `�`. An empty
+/// key (the event has none) is `–`.
+pub fn fmt_key(key: &str, width: usize) -> String {
+    if key.is_empty() {
+        return "–".to_string();
+    }
+    let cells = |c: char| {
+        let mut buf = [0; 4];
+        ratatui::text::Span::raw(&*c.encode_utf8(&mut buf)).width()
+    };
+    let printable = |c: char| if c.is_control() { '\u{fffd}' } else { c };
+    let total: usize = key.chars().map(|c| cells(printable(c))).sum();
+    if total <= width {
+        return key.chars().map(printable).collect();
+    }
+    let mut out = String::new();
+    let mut used = 0;
+    for c in key.chars().map(printable) {
+        // One cell stays free for the ellipsis.
+        if used + cells(c) + 1 > width {
+            break;
+        }
+        used += cells(c);
+        out.push(c);
+    }
+    if width > 0 {
+        out.push('…');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +139,16 @@ mod tests {
         assert_eq!(fmt_wait(Duration::ZERO), "now");
         assert_eq!(fmt_wait(Duration::from_millis(200)), "in 1s");
         assert_eq!(fmt_wait(Duration::from_millis(2500)), "in 3s");
+    }
+
+    #[test]
+    fn keys() {
+        assert_eq!(fmt_key("", 8), "–");
+        assert_eq!(fmt_key("user-12", 8), "user-12");
+        assert_eq!(fmt_key("user-12345", 8), "user-12…");
+        assert_eq!(fmt_key("a\nb", 8), "a\u{fffd}b");
+        // Wide characters take two cells each.
+        assert_eq!(fmt_key("顧客番号九", 6), "顧客…");
+        assert_eq!(fmt_key("abc", 0), "");
     }
 }

@@ -1,9 +1,11 @@
 //! ackflow monitor: a terminal dashboard over core's `Admin.Watch` stream.
 //!
 //! It shows the delivery protocol as it runs: the sequence numbers (head,
-//! sent, acked floor, the processor's `next_expected`), the in-flight window
-//! with each entry's attempt and time to its next retransmit, retransmits
-//! and duplicate drops, results, dead events and a log of what happened.
+//! sent, acked floor, what the processor has processed), the ordering mode
+//! with the processor's running calls and active lanes (keys), the floor
+//! holder that holds the window back, the in-flight window with each
+//! entry's key, attempt and time to its next retransmit, retransmits and
+//! duplicate drops, results, dead events and a log of what happened.
 //! Keys pause and resume the processor, cycle fault profiles and requeue
 //! dead events; core relays them, so the monitor needs only core's address.
 //! `ackflow-monitor demo` runs core, a processor and a traffic generator in

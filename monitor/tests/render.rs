@@ -55,7 +55,14 @@ fn result(seq: u64, kind: &str, ok: bool, latency_us: u64, output: &str) -> Kind
     })
 }
 
-fn entry(seq: u64, attempt: u32, age_ms: u64, left_ms: u64, backoff_ms: u64) -> pb::InFlightEntry {
+fn entry(
+    seq: u64,
+    key: &str,
+    attempt: u32,
+    age_ms: u64,
+    left_ms: u64,
+    backoff_ms: u64,
+) -> pb::InFlightEntry {
     pb::InFlightEntry {
         seq,
         attempt,
@@ -63,6 +70,7 @@ fn entry(seq: u64, attempt: u32, age_ms: u64, left_ms: u64, backoff_ms: u64) -> 
         next_retransmit_us: left_ms * 1000,
         backoff_us: backoff_ms * 1000,
         acked: false,
+        key: key.into(),
     }
 }
 
@@ -73,9 +81,15 @@ struct Shape {
     acked_floor: u64,
     next_expected: u64,
     in_flight: Vec<pb::InFlightEntry>,
-    connection: pb::ProcessorConnection,
+    /// The processor's state; `processor_id`, `session` and `buffered`
+    /// are filled in by `snapshots`.
+    processor: pb::ProcessorState,
     faults: pb::Faults,
     dead: Vec<pb::DeadEntry>,
+    ordering: pb::Ordering,
+    /// The floor holder of the last snapshot; its `held_us` grows by 200 ms
+    /// per snapshot before it.
+    floor_holder: Option<pb::FloorHolder>,
 }
 
 /// Feeds 40 snapshots, 200 ms apart, whose retransmit and duplicate drop
@@ -104,15 +118,20 @@ fn snapshots(app: &mut App, shape: &Shape, retransmit_every: u64, rates: pb::Rat
             rates: Some(rates),
             totals: Some(totals),
             processor: Some(pb::ProcessorState {
-                connection: shape.connection as i32,
                 processor_id: "p-5eed".into(),
                 session: 3,
                 buffered: 2,
+                ..shape.processor.clone()
             }),
             faults: Some(shape.faults),
             srtt_us: 1_800,
             rto_us: 200_000,
             dead: shape.dead.clone(),
+            ordering: shape.ordering as i32,
+            floor_holder: shape.floor_holder.clone().map(|h| pb::FloorHolder {
+                held_us: h.held_us.saturating_sub((39 - i) * 200_000),
+                ..h
+            }),
         };
         app.handle(AppEvent::Admin(Update::Snapshot(snapshot)));
         app.handle(AppEvent::Tick);
@@ -132,23 +151,38 @@ fn running_app() -> App {
         acked_floor: 1223,
         next_expected: 1226,
         in_flight: vec![
-            entry(1223, 2, 640, 150, 400),
+            entry(1223, "user-3", 2, 640, 150, 400),
             pb::InFlightEntry {
                 seq: 1224,
                 acked: true,
+                key: "user-1".into(),
                 ..Default::default()
             },
-            entry(1225, 1, 210, 0, 200),
-            entry(1226, 1, 120, 80, 200),
-            entry(1227, 1, 60, 140, 200),
-            entry(1228, 1, 10, 190, 200),
+            entry(1225, "", 1, 210, 0, 200),
+            entry(1226, "user-12", 1, 120, 80, 200),
+            entry(1227, "user-3", 1, 60, 140, 200),
+            entry(1228, "user-7", 1, 10, 190, 200),
         ],
-        connection: pb::ProcessorConnection::Running,
+        processor: pb::ProcessorState {
+            connection: pb::ProcessorConnection::Running as i32,
+            running: 3,
+            concurrency: 256,
+            lanes_active: 4,
+            processed_below: 1223,
+            ..Default::default()
+        },
         faults: pb::Faults {
             drop_acks: 0.3,
             ..Default::default()
         },
         dead: vec![],
+        ordering: pb::Ordering::Key,
+        floor_holder: Some(pb::FloorHolder {
+            seq: 1223,
+            key: "user-3".into(),
+            held_us: 640_000,
+            attempt: 2,
+        }),
     };
     feed(
         &mut app,
@@ -241,8 +275,14 @@ fn paused_app() -> App {
             .map(|seq| {
                 let attempt = 3 + (seq % 3) as u32;
                 let backoff = 200 << (attempt - 1);
+                let key = match seq % 4 {
+                    1 => "customer-7f3a9c2e-4b1d-49aa-8c55-1e0f6d2b9a77".to_string(),
+                    0 => String::new(),
+                    _ => format!("user-{}", seq % 16),
+                };
                 entry(
                     seq,
+                    &key,
                     attempt,
                     9_000 - (seq - 1157) * 40,
                     backoff / 3,
@@ -250,7 +290,14 @@ fn paused_app() -> App {
                 )
             })
             .collect(),
-        connection: pb::ProcessorConnection::Paused,
+        processor: pb::ProcessorState {
+            connection: pb::ProcessorConnection::Paused as i32,
+            running: 0,
+            concurrency: 256,
+            lanes_active: 1,
+            processed_below: 1157,
+            ..Default::default()
+        },
         faults: pb::Faults::default(),
         dead: vec![
             pb::DeadEntry {
@@ -266,6 +313,13 @@ fn paused_app() -> App {
                 attempts: 20,
             },
         ],
+        ordering: pb::Ordering::Global,
+        floor_holder: Some(pb::FloorHolder {
+            seq: 1157,
+            key: "customer-7f3a9c2e-4b1d-49aa-8c55-1e0f6d2b9a77".into(),
+            held_us: 9_000_000,
+            attempt: 5,
+        }),
     };
     feed(&mut app, 0, Kind::Pause(pb::PauseFeed { paused: true }));
     snapshots(
@@ -381,6 +435,128 @@ fn help_80x24() {
     let mut app = paused_app();
     key(&mut app, KeyCode::Char('?'));
     insta::assert_snapshot!("help_80x24", draw(&app, 80, 24));
+}
+
+/// The screen's text, one line per row.
+fn screen(backend: &TestBackend) -> String {
+    let buffer = backend.buffer();
+    buffer
+        .content()
+        .chunks(usize::from(buffer.area.width))
+        .map(|row| row.iter().map(|cell| cell.symbol()).collect::<String>())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The background colour of the first cell of `text` on the screen.
+fn background_of(backend: &TestBackend, text: &str) -> Option<ratatui::style::Color> {
+    let buffer = backend.buffer();
+    let width = usize::from(buffer.area.width);
+    for (y, row) in buffer.content().chunks(width).enumerate() {
+        let line: Vec<&str> = row.iter().map(|cell| cell.symbol()).collect();
+        let wanted: Vec<String> = text.chars().map(String::from).collect();
+        if let Some(x) = line
+            .windows(wanted.len())
+            .position(|w| w.iter().zip(&wanted).all(|(a, b)| *a == b))
+        {
+            return Some(buffer.content()[y * width + x].bg);
+        }
+    }
+    None
+}
+
+#[test]
+fn keyed_lanes_and_the_floor_holder_show_in_both_layouts() {
+    let app = running_app();
+    for (width, height, keys) in [(120, 40, "keys active 4"), (80, 24, "keys 4")] {
+        let s = screen(&draw(&app, width, height));
+        for wanted in [
+            "ordering key",
+            "running 3/256",
+            keys,
+            "held 640ms attempt 2",
+            // processed_below − 1, not next_expected − 1.
+            "processed 1222",
+            // Keys in the in-flight table, and "–" for an event without one.
+            "1223 user-3",
+            "1226 user-12",
+            "1225 –",
+        ] {
+            assert!(
+                s.contains(wanted),
+                "{width}x{height}: no {wanted:?} in\n{s}"
+            );
+        }
+        // Held less than a second: not highlighted.
+        let backend = draw(&app, width, height);
+        assert_ne!(
+            background_of(&backend, "held"),
+            Some(ratatui::style::Color::Yellow)
+        );
+    }
+}
+
+#[test]
+fn global_order_and_a_floor_held_long_show_in_both_layouts() {
+    let app = paused_app();
+    for (width, height) in [(120, 40), (80, 24)] {
+        let backend = draw(&app, width, height);
+        let s = screen(&backend);
+        for wanted in [
+            "ordering global",
+            "lanes 1",
+            "held 9.0s attempt 5",
+            "custom",
+        ] {
+            assert!(
+                s.contains(wanted),
+                "{width}x{height}: no {wanted:?} in\n{s}"
+            );
+        }
+        // The long key is cut, in the table and on the lanes line.
+        assert!(
+            !s.contains("1e0f6d2b9a77"),
+            "{width}x{height}: uncut key in\n{s}"
+        );
+        assert!(s.contains('…'), "{width}x{height}: no cut key in\n{s}");
+        assert_eq!(
+            background_of(&backend, "held"),
+            Some(ratatui::style::Color::Yellow),
+            "{width}x{height}: the floor holder is highlighted"
+        );
+    }
+}
+
+#[test]
+fn a_gone_processor_shows_no_stale_lanes() {
+    let mut app = running_app();
+    // Core keeps the last report of a processor that disconnected.
+    app.handle(AppEvent::Admin(Update::Snapshot(pb::Snapshot {
+        taken_at_us: T0 + 9_000_000,
+        ordering: pb::Ordering::Key as i32,
+        processor: Some(pb::ProcessorState {
+            connection: pb::ProcessorConnection::Disconnected as i32,
+            running: 3,
+            concurrency: 256,
+            lanes_active: 4,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })));
+    for (width, height, keys) in [(120, 40, "keys active –"), (80, 24, "keys –")] {
+        let s = screen(&draw(&app, width, height));
+        for wanted in ["running –", keys, "floor holder none"] {
+            let wanted = if width < 100 && wanted == "floor holder none" {
+                "floor none"
+            } else {
+                wanted
+            };
+            assert!(
+                s.contains(wanted),
+                "{width}x{height}: no {wanted:?} in\n{s}"
+            );
+        }
+    }
 }
 
 #[test]
