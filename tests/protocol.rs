@@ -24,7 +24,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use ackflow_core::delivery::sender::{AckOutcome, Action, Offer, Sender, SenderConfig};
+use ackflow_core::delivery::sender::{
+    AckOutcome, Action, Offer, Progress, Sender, SenderConfig,
+};
 use ackflow_core::model::DeliveryCursor;
 use ackflow_processor::lanes::Ordering;
 use ackflow_processor::receiver::{self, Receiver};
@@ -47,6 +49,8 @@ enum Op {
     Work(Pick, Outcome),
     DeliverAck(Pick),
     DropAck(Pick),
+    /// The processor reports its progress (a status message).
+    Status,
     Store,
     Tick(u16),
     Disconnect,
@@ -74,6 +78,7 @@ fn op() -> impl Strategy<Value = Op> {
         12 => ((0u8..8), outcome).prop_map(|(i, o)| Op::Work(i, o)),
         6 => (0u8..32).prop_map(Op::DeliverAck),
         2 => (0u8..32).prop_map(Op::DropAck),
+        2 => Just(Op::Status),
         3 => Just(Op::Store),
         4 => (1u16..3000).prop_map(Op::Tick),
         1 => Just(Op::Disconnect),
@@ -150,8 +155,9 @@ struct Sim {
     paused: bool,
     /// Events in transit, each with the acked floor core sent along.
     to_processor: VecDeque<(pb::Event, Seq)>,
-    /// Acks in transit, each with the batch's `processed_below`.
-    to_core: VecDeque<(pb::Ack, Seq)>,
+    /// Acks and status reports in transit, each with the processor's
+    /// progress when it was sent.
+    to_core: VecDeque<(Option<pb::Ack>, Progress)>,
     receiver: Receiver,
     life: u32,
     /// Runs in progress in this life: the events not processed yet.
@@ -288,11 +294,17 @@ impl Sim {
                 receiver::Action::Start(run) => self.start_run(run),
                 receiver::Action::Ack(ack) => {
                     if self.connected {
-                        let below = self.receiver.processed_below();
-                        self.to_core.push_back((ack, below));
+                        self.to_core.push_back((Some(ack), self.progress()));
                     }
                 }
             }
+        }
+    }
+
+    fn progress(&self) -> Progress {
+        Progress {
+            processed_below: self.receiver.processed_below(),
+            received_below: self.receiver.next_expected(),
         }
     }
 
@@ -417,8 +429,13 @@ impl Sim {
         self.receive(actions);
     }
 
-    fn deliver_ack(&mut self, ack: pb::Ack, processed_below: Seq) {
+    fn deliver(&mut self, ack: Option<pb::Ack>, progress: Progress) {
         let now = self.instant();
+        let Some(ack) = ack else {
+            let fast = self.sender.on_progress(now, progress);
+            self.perform(fast);
+            return;
+        };
         let outcome = if ack.reject {
             match self.sender.on_reject(ack.seq, "panicked") {
                 Some(park) => {
@@ -430,7 +447,7 @@ impl Sim {
         } else {
             Some(self.sender.on_ack(ack.seq, ack.attempt, now))
         };
-        let fast = self.sender.on_acks_received(now, processed_below);
+        let fast = self.sender.on_progress(now, progress);
         self.perform(fast);
         if let Some(AckOutcome::Accepted { .. }) = outcome {
             self.resolve(ack.seq, Row::Result);
@@ -464,14 +481,19 @@ impl Sim {
             Op::DeliverAck(i) => {
                 if !self.to_core.is_empty() {
                     let i = i as usize % self.to_core.len();
-                    let (ack, below) = self.to_core.remove(i).expect("index in range");
-                    self.deliver_ack(ack, below);
+                    let (ack, progress) = self.to_core.remove(i).expect("index in range");
+                    self.deliver(ack, progress);
                 }
             }
             Op::DropAck(i) => {
                 if !self.to_core.is_empty() {
                     let i = i as usize % self.to_core.len();
                     self.to_core.remove(i);
+                }
+            }
+            Op::Status => {
+                if self.connected {
+                    self.to_core.push_back((None, self.progress()));
                 }
             }
             Op::Store => self.store(),
@@ -570,8 +592,9 @@ impl Sim {
                 self.deliver_event(event, floor);
             }
             self.work_all();
-            while let Some((ack, below)) = self.to_core.pop_front() {
-                self.deliver_ack(ack, below);
+            self.apply(Op::Status);
+            while let Some((ack, progress)) = self.to_core.pop_front() {
+                self.deliver(ack, progress);
             }
             self.store();
             // Nothing in transit and nothing more to send now (the window is

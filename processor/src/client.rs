@@ -315,6 +315,7 @@ impl Life {
             body: Some(pb::processor_message::Body::Acks(pb::AckBatch {
                 acks: batch,
                 processed_below: self.receiver.processed_below(),
+                received_below: self.receiver.next_expected(),
             })),
         };
         out_tx.send(msg).await.is_ok()

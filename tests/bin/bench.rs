@@ -19,6 +19,9 @@
 //! * `backlog`: a 1,000,000-event backlog built with no processor (core's
 //!   RSS), then its drain.
 //! * `sweep`: W1 (shorter) for several window sizes.
+//! * `w2`: keyed parallel processing — sleep events over many keys with
+//!   default flags, against the ideal (concurrency ÷ handler time); `w2-control`
+//!   the same over one key (strict order). See `bench/w2.rs`.
 //!
 //! Latency is measured from the moment the producer hands a request to its
 //! stream to the result's `stored_at_us` (the start of the commit that
@@ -35,6 +38,9 @@ use ackflow_proto::v1 as pb;
 use ackflow_tests::{Core, PgDb, Proc, post_json, start_processor, wait_for};
 use clap::{Parser, ValueEnum};
 use tokio_stream::StreamExt;
+
+#[path = "bench/w2.rs"]
+mod w2;
 
 #[derive(Parser)]
 #[command(
@@ -99,6 +105,18 @@ struct Args {
     /// Events per window in the sweep.
     #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
     sweep_events: u64,
+    /// Events in W2 (sleep events over --w2-keys keys, default core and processor flags).
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+    w2_events: u64,
+    /// Keys in W2, drawn uniformly.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    w2_keys: u64,
+    /// Milliseconds each W2 event sleeps.
+    #[arg(long, default_value_t = 5)]
+    w2_sleep_ms: u64,
+    /// Events in the W2 control (one key: strict order, one call at a time).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    w2_control_events: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -129,6 +147,10 @@ enum Section {
     Backlog,
     /// W1 (shorter) for each window of --sweep-windows.
     Sweep,
+    /// W2: sleep events over many keys, default flags, against the ideal.
+    W2,
+    /// W2 over one key: strict order, one call at a time.
+    W2Control,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -189,7 +211,12 @@ impl Env {
 
     async fn core(&self, window: u32) -> anyhow::Result<Core> {
         let window = window.to_string();
-        let mut args = vec!["--window", &window];
+        self.core_with(&["--window", &window]).await
+    }
+
+    /// A core with `extra` flags (and `--retention` when set), else defaults.
+    async fn core_with(&self, extra: &[&str]) -> anyhow::Result<Core> {
+        let mut args = extra.to_vec();
         if let Some(retention) = &self.retention {
             args.extend(["--retention", retention]);
         }
@@ -227,6 +254,8 @@ struct Summary {
     backlog_core_mb: Option<f64>,
     backlog_drain: Option<f64>,
     backlog_processor_mb: Option<f64>,
+    w2: Option<w2::W2>,
+    w2_control: Option<w2::W2>,
 }
 
 #[derive(Clone, Copy)]
@@ -521,7 +550,11 @@ struct Pair {
 
 impl Pair {
     async fn start(env: &Env, window: u32) -> anyhow::Result<Self> {
-        let core = env.core(window).await?;
+        Self::with_core(env, env.core(window).await?).await
+    }
+
+    /// `core` with a processor on default flags.
+    async fn with_core(env: &Env, core: Core) -> anyhow::Result<Self> {
         let processor = start_processor(env.dir(), &core.grpc_url(), &[])?;
         wait_connected(&core).await?;
         Ok(Self { core, processor })
@@ -849,6 +882,8 @@ async fn measure(backend: Backend, args: &Args) -> anyhow::Result<Summary> {
         Section::OpenLoop,
         Section::Ceiling,
         Section::Backlog,
+        Section::W2,
+        Section::W2Control,
     ] {
         if !runs(section) {
             continue;
@@ -861,6 +896,8 @@ async fn measure(backend: Backend, args: &Args) -> anyhow::Result<Summary> {
             Section::OpenLoop => section_open_loop(&env, args, &mut summary).await?,
             Section::Ceiling => section_ceiling(&env, args, &mut summary).await?,
             Section::Backlog => section_backlog(&env, args, &mut summary).await?,
+            Section::W2 => w2::section_w2(&env, args, &mut summary).await?,
+            Section::W2Control => w2::section_w2_control(&env, args, &mut summary).await?,
             Section::Sweep => unreachable!("the sweep makes its own stores"),
         }
         env.finish().await?;
@@ -917,6 +954,11 @@ fn summary_table(results: &[(Backend, Summary)]) {
     row("processor peak RSS, W1 / backlog drain", &|s| {
         format!("{} / {}", mb(s.w1_processor_mb), mb(s.backlog_processor_mb))
     });
+    let w2 = |v: Option<w2::W2>| {
+        cell(v.map(|w| format!("{:.0} (ideal {:.0}, {:.2} ms/call)", w.rate, w.ideal(), w.handler_ms)))
+    };
+    row("W2 keyed, events/s", &|s| w2(s.w2));
+    row("W2 control (one key), events/s", &|s| w2(s.w2_control));
 }
 
 #[tokio::main]

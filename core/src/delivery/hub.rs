@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::results::Resolution;
-use super::sender::{AckOutcome, Action, Entry, Link, Offer, Sender, SenderConfig};
+use super::sender::{AckOutcome, Action, Entry, Link, Offer, Progress, Sender, SenderConfig};
 use crate::ingest::Ingest;
 use crate::metrics::CoreMetrics;
 use crate::model::{DeadRow, DeadView, ResultRow, ResultStatus, Seq, SharedEvent, now_us};
@@ -328,14 +328,23 @@ impl State {
             Inbound::Closed(reason) => self.disconnect(&reason),
             Inbound::Message(msg) => match msg.body {
                 Some(pb::processor_message::Body::Acks(batch)) => {
-                    let processed_below = batch.processed_below;
+                    let progress = Progress {
+                        processed_below: batch.processed_below,
+                        received_below: batch.received_below,
+                    };
                     self.on_acks(batch);
-                    let actions = self
-                        .sender
-                        .on_acks_received(Instant::now(), processed_below);
+                    let actions = self.sender.on_progress(Instant::now(), progress);
                     self.perform(actions).await;
                 }
-                Some(pb::processor_message::Body::Status(status)) => self.on_status(status),
+                Some(pb::processor_message::Body::Status(status)) => {
+                    let progress = Progress {
+                        processed_below: status.processed_below,
+                        received_below: status.next_expected,
+                    };
+                    self.on_status(status);
+                    let actions = self.sender.on_progress(Instant::now(), progress);
+                    self.perform(actions).await;
+                }
                 Some(pb::processor_message::Body::Hello(_)) | None => {
                     tracing::warn!("unexpected message from processor ignored");
                 }
@@ -492,12 +501,14 @@ impl State {
                     latency_us: (now - event.published_at_us).max(0) as u64,
                     output: acked.output,
                     attempt: acked.attempt,
+                    key: event.key.clone().unwrap_or_default(),
                 }));
             }
         }
         if self.sender.on_stored(seqs) {
             self.floor
                 .store(self.sender.acked_floor(), Ordering::Release);
+            self.floor_since = (self.sender.acked_floor(), Instant::now());
         }
     }
 
@@ -678,7 +689,7 @@ impl State {
             .collect();
         let floor = self.sender.acked_floor();
         if self.floor_since.0 != floor {
-            self.floor_since = (floor, now);
+            self.floor_since = (floor, now); // moved by a park or a skip
         }
         let floor_holder = match self.sender.entries().next() {
             Some((seq, entry)) if seq == floor => {
@@ -723,7 +734,11 @@ impl State {
                 running: self.status.running,
                 concurrency: self.status.concurrency,
                 lanes_active: self.status.lanes_active,
-                processed_below: self.status.processed_below,
+                // Ack batches carry it too, more often than status reports.
+                processed_below: self
+                    .status
+                    .processed_below
+                    .max(self.sender.progress().processed_below),
             }),
             faults: Some(self.faults),
             srtt_us: self
@@ -826,6 +841,7 @@ impl State {
         if let Some(session) = self.session.take() {
             tracing::info!(session = session.id, processor = %session.processor_id, %reason, "processor disconnected");
             self.sender.on_disconnect();
+            self.status = pb::ProcessorStatus::default();
             self.feed_connection(false, &session.processor_id, session.id, reason);
         }
     }

@@ -89,6 +89,9 @@ pub struct InFlight {
     pub backoff: Duration,
     /// Timeouts that count towards `max_deliver`.
     pub timeouts: u32,
+    /// Deadlines passed (with or without a copy sent): the backoff's
+    /// exponent.
+    pub waits: u32,
 }
 
 /// Delivery state of one seq in the window.
@@ -118,6 +121,16 @@ pub enum Action {
         attempts: u32,
         reason: String,
     },
+}
+
+/// What the processor says it has, with every ack batch and status report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Every seq below it was processed (its ack is cached).
+    pub processed_below: Seq,
+    /// Every seq below it was received: it is processed without being sent
+    /// again, as long as this session lasts.
+    pub received_below: Seq,
 }
 
 /// Result of [`Sender::on_ack`].
@@ -161,9 +174,9 @@ pub struct Sender {
     /// tick then finds nothing due and recomputes it. Kept so that the hub
     /// does not scan the window on every turn of its loop.
     timer: Option<Instant>,
-    /// Every seq below it was processed by the current session's processor
-    /// (its latest `processed_below`; 0: not said yet).
-    processed_below: Seq,
+    /// What the current session's processor last said it has (0: not said
+    /// yet).
+    progress: Progress,
     /// Seqs at or above `next_to_send` found resolved at start-up (results
     /// stored out of order before a restart); skipped when reached.
     resolved_ahead: BTreeSet<Seq>,
@@ -184,7 +197,7 @@ impl Sender {
             entries: BTreeMap::new(),
             unacked: BTreeSet::new(),
             timer: None,
-            processed_below: 0,
+            progress: Progress::default(),
             resolved_ahead: cursor.resolved_above.into_iter().collect(),
             rto: RtoEstimator::new(config.rto_initial, config.rto_min, config.max_backoff),
             link: Link::Absent,
@@ -229,6 +242,11 @@ impl Sender {
         self.link
     }
 
+    /// What the current session's processor last said it has.
+    pub fn progress(&self) -> Progress {
+        self.progress
+    }
+
     pub fn rto(&self) -> &RtoEstimator {
         &self.rto
     }
@@ -250,7 +268,7 @@ impl Sender {
     pub fn on_connect(&mut self, now: Instant, processor_window: u32, paused: bool) -> Vec<Action> {
         self.link = if paused { Link::Paused } else { Link::Running };
         self.window = u64::from(self.config.window.min(processor_window).max(1));
-        self.processed_below = 0;
+        self.progress = Progress::default();
         let rto = self.rto.rto();
         let mut actions = Vec::new();
         for (seq, entry) in self.entries.iter_mut() {
@@ -305,6 +323,7 @@ impl Sender {
                 deadline,
                 backoff: rto,
                 timeouts: 0,
+                waits: 0,
             }),
         );
         self.unacked.insert(seq);
@@ -335,21 +354,31 @@ impl Sender {
         }
     }
 
-    /// Fast retransmit, to call after a batch of acks with the batch's
-    /// `processed_below`: the processor says every seq below it was
-    /// processed (in any ordering mode), so an event below it that is still
-    /// in flight lost its ack. It is sent again now instead of at its
-    /// deadline; the processor drops the duplicate and answers from its ack
-    /// cache. At most once per smoothed round trip per event, and it never
-    /// counts towards `max_deliver`.
-    pub fn on_acks_received(&mut self, now: Instant, processed_below: Seq) -> Vec<Action> {
+    /// The processor's progress, with every ack batch and status report.
+    ///
+    /// Fast retransmit: every seq below `processed_below` was processed (in
+    /// any ordering mode), so an event below it that is still in flight lost
+    /// its ack. It is sent again now instead of at its deadline; the
+    /// processor drops the duplicate and answers from its ack cache. At most
+    /// once per smoothed round trip per event, and it never counts towards
+    /// `max_deliver`.
+    ///
+    /// `received_below` spares the others: an event the processor has is
+    /// waiting for its turn (behind an earlier event of its key, or for a
+    /// free slot) or running, and a copy would only be dropped. Its
+    /// deadline still comes and counts a timeout (see [`on_tick`]), but
+    /// nothing is sent.
+    ///
+    /// [`on_tick`]: Self::on_tick
+    pub fn on_progress(&mut self, now: Instant, progress: Progress) -> Vec<Action> {
         if self.link == Link::Absent {
             return Vec::new();
         }
-        self.processed_below = self.processed_below.max(processed_below);
+        self.progress.processed_below = self.progress.processed_below.max(progress.processed_below);
+        self.progress.received_below = self.progress.received_below.max(progress.received_below);
         let guard = self.rto.srtt().unwrap_or(self.config.rto_min);
         let mut actions = Vec::new();
-        for seq in self.unacked.range(..self.processed_below) {
+        for seq in self.unacked.range(..self.progress.processed_below) {
             let Some(Entry::InFlight(f)) = self.entries.get_mut(seq) else {
                 continue;
             };
@@ -448,13 +477,19 @@ impl Sender {
                 self.unacked.remove(seq);
                 continue;
             }
-            f.attempt += 1;
+            // The backoff grows either way, so timeouts are counted at the
+            // same pace whether or not a copy is sent.
+            f.waits += 1;
             f.backoff = self
                 .rto
-                .backoff(f.attempt, self.config.max_backoff, &mut self.rng);
-            f.last_sent = now;
+                .backoff(f.waits + 1, self.config.max_backoff, &mut self.rng);
             f.deadline = now + f.backoff;
             timer = Some(timer.map_or(f.deadline, |t| t.min(f.deadline)));
+            if *seq < self.progress.received_below {
+                continue; // the processor has it: waiting or running
+            }
+            f.attempt += 1;
+            f.last_sent = now;
             actions.push(Action::Retransmit {
                 seq: *seq,
                 attempt: f.attempt,
@@ -506,6 +541,13 @@ mod tests {
 
     fn sender() -> Sender {
         Sender::new(cfg(), DeliveryCursor::default(), 1)
+    }
+
+    fn processed(below: Seq) -> Progress {
+        Progress {
+            processed_below: below,
+            received_below: below,
+        }
     }
 
     #[test]
@@ -596,11 +638,11 @@ mod tests {
         let t1 = t0 + Duration::from_millis(10);
         s.on_ack(2, 1, t1);
         assert!(
-            s.on_acks_received(t1, 1).is_empty(),
+            s.on_progress(t1, processed(1)).is_empty(),
             "seq 1 still running (keyed order): not a lost ack"
         );
         assert_eq!(
-            s.on_acks_received(t1, 3),
+            s.on_progress(t1, processed(3)),
             vec![Action::Retransmit {
                 seq: 1,
                 attempt: 2,
@@ -608,7 +650,7 @@ mod tests {
             }]
         );
         assert!(
-            s.on_acks_received(t1, 3).is_empty(),
+            s.on_progress(t1, processed(3)).is_empty(),
             "once per round trip, not once per ack"
         );
         // Seq 3 is above every ack: it is not resent.
@@ -618,6 +660,43 @@ mod tests {
         assert_eq!(f.attempt, 1);
         // The retransmit earns the cached ack; no timeout was counted.
         assert_eq!(s.on_ack(1, 2, t1), AckOutcome::Accepted { attempts: 2 });
+    }
+
+    #[test]
+    fn what_the_processor_has_is_not_sent_again_but_still_times_out() {
+        let t0 = Instant::now();
+        let mut s = sender();
+        s.on_connect(t0, 256, false);
+        for seq in 1..=3 {
+            s.on_offer(seq, t0);
+        }
+        // Seqs 1 and 2 arrived (seq 1 is running, seq 2 waits behind it);
+        // seq 3 was lost.
+        let progress = Progress {
+            processed_below: 1,
+            received_below: 3,
+        };
+        assert!(s.on_progress(t0, progress).is_empty());
+        let mut parked = None;
+        while parked.is_none() {
+            let now = s.next_deadline().unwrap();
+            for action in s.on_tick(now) {
+                match action {
+                    Action::Retransmit { seq, .. } => assert_eq!(seq, 3, "only the lost one"),
+                    Action::Park { seq, .. } => parked = Some(seq),
+                    Action::Send { .. } => panic!("no sends on a tick"),
+                }
+            }
+        }
+        assert_eq!(
+            parked,
+            Some(1),
+            "a running event that never finishes is still parked after max_deliver timeouts"
+        );
+        let Some(Entry::InFlight(f)) = s.entries.get(&2) else {
+            panic!("seq 2 still in flight")
+        };
+        assert_eq!(f.attempt, 1, "seq 2 was never sent again");
     }
 
     #[test]
