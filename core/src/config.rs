@@ -37,8 +37,8 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_ORDERING", value_enum, default_value_t = Ordering::Key)]
     pub ordering: Ordering,
 
-    /// In-flight window: most seqs sent but not yet acknowledged.
-    #[arg(long, env = "ACKFLOW_WINDOW", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    /// In-flight window: most seqs sent but not yet acknowledged. Core and the processor each hold at most twice this many events (so at most 2 × window × the largest event, --max-request-bytes); under key ordering it must cover the processor's --concurrency several times over, since a slow event at the floor holds back sending past the window.
+    #[arg(long, env = "ACKFLOW_WINDOW", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub window: u32,
 
     /// Ack timeouts (while the processor runs) after which the blocking event is parked as dead; 0 = never.
@@ -138,9 +138,10 @@ pub struct Config {
 /// What is processed in seq order (`--ordering`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Ordering {
-    /// Per key; events without a key are ordered among themselves.
+    // Per key; events without a key are ordered among themselves. (Plain
+    // comments: doc comments here would turn --help into its long form.)
     Key,
-    /// Everything, one event at a time.
+    // Everything, one event at a time.
     Global,
 }
 

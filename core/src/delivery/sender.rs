@@ -53,7 +53,7 @@ pub struct SenderConfig {
 impl Default for SenderConfig {
     fn default() -> Self {
         Self {
-            window: 256,
+            window: 1024,
             max_deliver: 20,
             rto_initial: Duration::from_secs(1),
             rto_min: Duration::from_millis(200),
