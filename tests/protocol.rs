@@ -24,9 +24,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use ackflow_core::delivery::sender::{
-    AckOutcome, Action, Offer, Progress, Sender, SenderConfig,
-};
+use ackflow_core::delivery::sender::{AckOutcome, Action, Offer, Progress, Sender, SenderConfig};
 use ackflow_core::model::DeliveryCursor;
 use ackflow_processor::lanes::Ordering;
 use ackflow_processor::receiver::{self, Receiver};
@@ -69,7 +67,8 @@ enum Outcome {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let outcome = prop_oneof![8 => Just(Outcome::Ok), 1 => Just(Outcome::Failed), 1 => Just(Outcome::Reject)];
+    let outcome =
+        prop_oneof![8 => Just(Outcome::Ok), 1 => Just(Outcome::Failed), 1 => Just(Outcome::Reject)];
     prop_oneof![
         4 => (1u8..20).prop_map(Op::Publish),
         8 => (0u8..32).prop_map(Op::DeliverEvent),
@@ -263,11 +262,7 @@ impl Sim {
                     assert!(
                         rejected || (self.connected && !self.paused),
                         "seq {seq} parked after timeouts while the processor was {}",
-                        if self.connected {
-                            "paused"
-                        } else {
-                            "absent"
-                        }
+                        if self.connected { "paused" } else { "absent" }
                     );
                     self.resolve(seq, Row::Dead);
                 }

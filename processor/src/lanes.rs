@@ -287,7 +287,11 @@ mod tests {
         l.start(&mut runs);
         assert_eq!(runs.len(), 1, "seq 3 waits for the run in progress");
         l.set_ordering(Ordering::Key);
-        assert_eq!(l.ordering(), Ordering::Global, "not while events are unfinished");
+        assert_eq!(
+            l.ordering(),
+            Ordering::Global,
+            "not while events are unfinished"
+        );
         runs.clear();
         assert!(l.finish(1) && l.finish(2));
         l.start(&mut runs);

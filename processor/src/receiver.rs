@@ -119,9 +119,7 @@ impl Receiver {
     /// Every seq below it was processed in this life (or is below core's
     /// floor); 0 before the first `Welcome`.
     pub fn processed_below(&self) -> Seq {
-        self.lanes
-            .lowest_unfinished()
-            .unwrap_or(self.next_expected)
+        self.lanes.lowest_unfinished().unwrap_or(self.next_expected)
     }
 
     pub fn ordering(&self) -> Ordering {

@@ -955,7 +955,14 @@ fn summary_table(results: &[(Backend, Summary)]) {
         format!("{} / {}", mb(s.w1_processor_mb), mb(s.backlog_processor_mb))
     });
     let w2 = |v: Option<w2::W2>| {
-        cell(v.map(|w| format!("{:.0} (ideal {:.0}, {:.2} ms/call)", w.rate, w.ideal(), w.handler_ms)))
+        cell(v.map(|w| {
+            format!(
+                "{:.0} (ideal {:.0}, {:.2} ms/call)",
+                w.rate,
+                w.ideal(),
+                w.handler_ms
+            )
+        }))
     };
     row("W2 keyed, events/s", &|s| w2(s.w2));
     row("W2 control (one key), events/s", &|s| w2(s.w2_control));

@@ -38,7 +38,11 @@ impl W2 {
     }
 }
 
-pub async fn section_w2(env: &Env, args: &super::Args, summary: &mut Summary) -> anyhow::Result<()> {
+pub async fn section_w2(
+    env: &Env,
+    args: &super::Args,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
     let keyed = run(env, args.w2_events, args.w2_keys, args.w2_sleep_ms).await?;
     report(&keyed, "W2");
     summary.w2 = Some(keyed);

@@ -1,0 +1,189 @@
+//! The admin snapshot and the metrics, made from the hub's state every
+//! [`SNAPSHOT_EVERY`](super::SNAPSHOT_EVERY): rates over the last second,
+//! the window's entries with their keys, the event holding the floor, the
+//! processor's last report, the dead list.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ackflow_proto::v1 as pb;
+
+use super::State;
+use crate::delivery::sender::{Entry, Link};
+use crate::model::{Seq, now_us};
+
+/// Most in-flight entries in a snapshot (the lowest seqs): the window can
+/// hold thousands, a dashboard shows a few dozen.
+const IN_FLIGHT_SHOWN: usize = 512;
+
+impl State {
+    pub(super) fn publish_snapshot(&mut self, now: Instant) {
+        self.totals.published = self.ingest.published();
+        self.history.push_back((now, self.totals));
+        while self.history.len() > 2
+            && now.duration_since(self.history[0].0) > Duration::from_secs(1)
+        {
+            self.history.pop_front();
+        }
+        let rates = match self.history.front() {
+            Some((then, old)) if now > *then => {
+                let secs = now.duration_since(*then).as_secs_f64();
+                let rate = |new: u64, old: u64| new.saturating_sub(old) as f64 / secs;
+                pb::Rates {
+                    publish: rate(self.totals.published, old.published),
+                    deliver: rate(self.totals.delivered, old.delivered),
+                    ack: rate(self.totals.acked, old.acked),
+                    retransmit: rate(self.totals.retransmits, old.retransmits),
+                    duplicate_drop: rate(self.totals.duplicate_drops, old.duplicate_drops),
+                }
+            }
+            _ => pb::Rates::default(),
+        };
+        let key_of = |seq: Seq| {
+            self.payloads
+                .get(&seq)
+                .and_then(|e| e.key.clone())
+                .unwrap_or_default()
+        };
+        let in_flight = self
+            .sender
+            .entries()
+            .filter_map(|(seq, entry)| match entry {
+                Entry::InFlight(f) => Some(pb::InFlightEntry {
+                    seq,
+                    attempt: f.attempt,
+                    age_us: now.saturating_duration_since(f.first_sent).as_micros() as u64,
+                    next_retransmit_us: f.deadline.saturating_duration_since(now).as_micros()
+                        as u64,
+                    backoff_us: f.backoff.as_micros() as u64,
+                    acked: false,
+                    key: key_of(seq),
+                }),
+                Entry::Acked => Some(pb::InFlightEntry {
+                    seq,
+                    acked: true,
+                    key: key_of(seq),
+                    ..Default::default()
+                }),
+                Entry::Resolved => None,
+            })
+            .take(IN_FLIGHT_SHOWN)
+            .collect();
+        let floor = self.sender.acked_floor();
+        if self.floor_since.0 != floor {
+            self.floor_since = (floor, now); // moved by a park or a skip
+        }
+        let floor_holder = match self.sender.entries().next() {
+            Some((seq, entry)) if seq == floor => {
+                let (since, attempt) = match entry {
+                    Entry::InFlight(f) => (f.first_sent.max(self.floor_since.1), f.attempt),
+                    _ => (self.floor_since.1, 0),
+                };
+                Some(pb::FloorHolder {
+                    seq,
+                    key: key_of(seq),
+                    held_us: now.saturating_duration_since(since).as_micros() as u64,
+                    attempt,
+                })
+            }
+            _ => None,
+        };
+        let connection = match (self.session.is_some(), self.sender.link()) {
+            (false, _) | (_, Link::Absent) => pb::ProcessorConnection::Disconnected,
+            (true, Link::Paused) => pb::ProcessorConnection::Paused,
+            (true, Link::Running) => pb::ProcessorConnection::Running,
+        };
+        let snapshot = pb::Snapshot {
+            taken_at_us: now_us(),
+            head: *self.ingest.head().borrow(),
+            next_to_send: self.sender.next_to_send(),
+            acked_floor: self.sender.acked_floor(),
+            next_expected: self.status.next_expected,
+            window: self.sender.window() as u32,
+            window_used: self.sender.window_used() as u32,
+            in_flight,
+            rates: Some(rates),
+            totals: Some(self.totals),
+            processor: Some(pb::ProcessorState {
+                connection: connection as i32,
+                processor_id: self
+                    .session
+                    .as_ref()
+                    .map(|s| s.processor_id.clone())
+                    .unwrap_or_default(),
+                session: self.session.as_ref().map(|s| s.id).unwrap_or_default(),
+                buffered: self.status.buffered,
+                running: self.status.running,
+                concurrency: self.status.concurrency,
+                lanes_active: self.status.lanes_active,
+                // Ack batches carry it too, more often than status reports.
+                processed_below: self
+                    .status
+                    .processed_below
+                    .max(self.sender.progress().processed_below),
+            }),
+            faults: Some(self.faults),
+            srtt_us: self
+                .sender
+                .rto()
+                .srtt()
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or_default(),
+            rto_us: self.sender.rto().rto().as_micros() as u64,
+            dead: self
+                .dead
+                .iter()
+                .map(|d| pb::DeadEntry {
+                    seq: d.seq,
+                    kind: d.kind.clone(),
+                    reason: d.reason.clone(),
+                    attempts: d.attempts,
+                })
+                .collect(),
+            ordering: self.ordering as i32,
+            floor_holder,
+        };
+        self.sync_metrics(&snapshot);
+        self.snapshot_tx.send_replace(Arc::new(snapshot));
+    }
+
+    /// Copies the hub's counters and gauges into the Prometheus metrics.
+    fn sync_metrics(&mut self, snapshot: &pb::Snapshot) {
+        let m = &self.metrics;
+        let (t, s) = (&self.totals, &self.synced);
+        m.delivered.inc_by(t.delivered - s.delivered);
+        m.acked.inc_by(t.acked - s.acked);
+        m.retransmits.inc_by(t.retransmits - s.retransmits);
+        m.duplicate_acks.inc_by(t.duplicate_acks - s.duplicate_acks);
+        m.duplicate_drops
+            .inc_by(t.duplicate_drops - s.duplicate_drops);
+        m.dead.inc_by(t.dead - s.dead);
+        m.requeued.inc_by(t.requeued - s.requeued);
+        m.results
+            .with_label_values(&["ok"])
+            .inc_by(t.results_ok - s.results_ok);
+        m.results
+            .with_label_values(&["failed"])
+            .inc_by(t.results_failed - s.results_failed);
+        self.synced = self.totals;
+        let in_flight = snapshot.in_flight.iter().filter(|e| !e.acked).count();
+        m.in_flight.set(in_flight as i64);
+        m.window.set(i64::from(snapshot.window));
+        m.head.set(snapshot.head as i64);
+        m.acked_floor.set(snapshot.acked_floor as i64);
+        m.backlog
+            .set((snapshot.head + 1).saturating_sub(snapshot.acked_floor) as i64);
+        m.rtt_seconds.set(snapshot.srtt_us as f64 / 1e6);
+        m.rto_seconds.set(snapshot.rto_us as f64 / 1e6);
+        let connection = snapshot
+            .processor
+            .as_ref()
+            .map(|p| p.connection)
+            .unwrap_or_default();
+        let connected = connection != pb::ProcessorConnection::Disconnected as i32;
+        m.processor_connected.set(i64::from(connected));
+        m.processor_paused.set(i64::from(
+            connection == pb::ProcessorConnection::Paused as i32,
+        ));
+    }
+}
