@@ -11,7 +11,10 @@
 //!   an event cannot produce a second result.
 //! * **Order.** Seqs are commit order (see `ingest.rs`); the sender sends
 //!   them in increasing order and resends in increasing order; the processor
-//!   reorders and hands them to an algorithm strictly in seq order.
+//!   reorders them, admits them to lanes only over the contiguous received
+//!   prefix, and runs each lane one event at a time, in seq order. The mode
+//!   (`--ordering`, sent in `Welcome`) decides the lanes: one per key (events
+//!   without a key share one) or one for everything.
 //! * **Progress.** A poison event (the one blocking the floor, timing out
 //!   `max_deliver` times while the processor runs, or rejected by it) is
 //!   parked as dead; the floor moves past it; `Admin.Requeue` publishes it
@@ -32,15 +35,24 @@
 //!
 //! Each in-flight event has a deadline. At the deadline it is retransmitted
 //! and the next deadline is armed with exponential backoff from the RTO
-//! (RFC 6298: `srtt + 4·rttvar`, a floor, Karn's rule), capped, with jitter.
+//! (RFC 6298: `srtt + 4·rttvar`, a floor, Karn's rule), capped, with jitter
+//! — unless the processor said it has the event (`received_below`): then it
+//! is waiting behind an earlier event of its key, or running, and a copy
+//! would only be dropped; the deadline is re-armed and nothing is sent.
+//!
+//! Under key ordering the window is also where head-of-line blocking shows:
+//! other keys go on while one key's event is slow, but only up to
+//! `lowest_unacked + window`. A slow event at the floor holds back every
+//! send past that; the admin snapshot names it (`floor_holder`).
 //!
 //! # Failures
 //!
 //! * *Lost event or ack*: the deadline fires; the event is sent again; the
 //!   processor either processes it or drops it as a duplicate and re-acks.
-//!   A lost ack is usually repaired sooner: the processor works strictly in
-//!   order, so an ack for a higher seq proves the lower one was processed,
-//!   and core resends it at once (fast retransmit) to earn the cached ack.
+//!   A lost ack is usually repaired sooner: every ack batch and status
+//!   report carries the processor's `processed_below`, which proves the
+//!   seqs below it were processed, and core resends such a seq still in
+//!   flight at once (fast retransmit) to earn the cached ack.
 //! * *Processor disconnects or restarts*: timers stop; on the next hello core
 //!   answers with the floor and resends everything in flight, in order.
 //! * *Core restarts*: the floor and the results above it are read back from
