@@ -157,6 +157,10 @@ impl pb::admin_server::Admin for AdminService {
         };
         let appended = self.ingest.publish(vec![copy]).await.map_err(|e| match e {
             IngestError::Full => Status::resource_exhausted(e.to_string()),
+            // The copy's key names the dead seq and its fingerprint is the
+            // dead event's own, so a repeated requeue replays; this would
+            // take a stored copy whose content differs.
+            IngestError::Conflict(_) => Status::failed_precondition(e.to_string()),
             other => Status::unavailable(other.to_string()),
         })?;
         let new_seq = appended.first().map(|a| a.seq).unwrap_or_default();

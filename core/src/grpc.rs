@@ -1,5 +1,13 @@
 //! The `Ingest` gRPC service: unary `Publish` and bidi `PublishStream`, with
 //! the same validation and limits as REST.
+//!
+//! An idempotency key reused for a different request is
+//! `FAILED_PRECONDITION`, with the key and the original seq in the message
+//! (and the seq in the `ackflow-original-seq` trailer). Each message of a
+//! stream is a request of its own: a conflict ends the stream after the
+//! replies to the messages before it; messages after it in the same group
+//! may have been stored, unanswered (resend them with their keys to learn
+//! their seqs).
 
 use std::pin::Pin;
 
@@ -11,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::ingest::{Ingest, IngestError, PendingReply, outcome};
-use crate::model::NewEvent;
+use crate::model::{Conflict, NewEvent, Original};
 use crate::validate::{self, Invalid, Limits};
 
 /// Most requests of one stream handed to the ingest writer as one group.
@@ -34,8 +42,25 @@ impl From<IngestError> for Status {
             IngestError::Unavailable(_) | IngestError::ShuttingDown => {
                 Status::unavailable(e.to_string())
             }
+            IngestError::Conflict(conflict) => conflict_status(&conflict, None),
         }
     }
+}
+
+/// `FAILED_PRECONDITION` for an idempotency key reused for a different
+/// request; on a stream, `request_id` says which message it was.
+fn conflict_status(conflict: &Conflict, request_id: Option<u64>) -> Status {
+    let message = match request_id {
+        Some(id) => format!("request_id {id}: {conflict}"),
+        None => conflict.to_string(),
+    };
+    let mut status = Status::failed_precondition(message);
+    if let Original::Stored { seq } = conflict.original {
+        status
+            .metadata_mut()
+            .insert("ackflow-original-seq", seq.into());
+    }
+    status
 }
 
 impl From<Invalid> for Status {
@@ -108,7 +133,7 @@ impl pb::ingest_server::Ingest for IngestService {
                 };
                 let group = read_group(first, &mut inbound, &limits, &ingest).await;
                 if !group.events.is_empty() {
-                    let submitted = ingest.submit(group.events).await.map_err(Status::from);
+                    let submitted = ingest.submit_each(group.events).await.map_err(Status::from);
                     let failed = submitted.is_err();
                     let item = submitted.map(|rx| (group.request_ids, rx));
                     if pending_tx.send(item).await.is_err() || failed {
@@ -139,11 +164,19 @@ impl pb::ingest_server::Ingest for IngestService {
                         return;
                     }
                 };
+                // One outcome per message; the first refused one ends the
+                // stream (`send` below stops at the first error).
                 let replies = match outcome(rx).await {
-                    Ok(appended) if appended.len() == request_ids.len() => appended
+                    Ok(outcomes) if outcomes.len() == request_ids.len() => outcomes
                         .iter()
                         .zip(request_ids)
-                        .map(|(a, request_id)| Ok(reply(a, request_id)))
+                        .map(|(outcome, request_id)| match outcome {
+                            Ok(appended) => match appended.first() {
+                                Some(a) => Ok(reply(a, request_id)),
+                                None => Err(Status::internal("commit returned no outcome")),
+                            },
+                            Err(conflict) => Err(conflict_status(conflict, Some(request_id))),
+                        })
                         .collect(),
                     Ok(_) => vec![Err(Status::internal("commit returned no outcome"))],
                     Err(e) => vec![Err(Status::from(e))],

@@ -7,6 +7,11 @@
 //! batch), commits each group in one transaction with consecutive seqs, and
 //! only then answers every caller in it.
 //!
+//! Each request commits all or nothing, and the store answers one outcome
+//! per request: a request refused because an idempotency key it carries
+//! already stands for a different request (see `store/idempotency.rs`)
+//! stores nothing and fails none of the requests committed with it.
+//!
 //! Architecture invariant: seq order is commit order. There is one writer,
 //! it assigns seqs itself, and it advances its counter only after a commit
 //! succeeded, so seqs have no gaps and no committed seq is ever reused.
@@ -31,7 +36,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::CoreMetrics;
-use crate::model::{Appended, NewEvent, Seq, StoredEvent, now_us};
+use crate::model::{
+    AppendBatch, Appended, Conflict, Fingerprint, NewEvent, Original, RequestOutcome, Seq,
+    StoredEvent, now_us,
+};
 use crate::store::SharedStore;
 use crate::store::health::StoreHealth;
 use crate::tail::Tail;
@@ -63,14 +71,42 @@ pub enum IngestError {
     Unavailable(&'static str),
     #[error("core is shutting down")]
     ShuttingDown,
+    /// An idempotency key of the request already stands for a different
+    /// request; nothing of it was stored.
+    #[error("{0}")]
+    Conflict(Conflict),
 }
 
-type Reply = oneshot::Sender<Result<Vec<Appended>, IngestError>>;
+type Reply = oneshot::Sender<Result<Vec<RequestOutcome>, IngestError>>;
 
-/// One publish request: one event, or a batch that commits atomically.
+/// Requests queued together: one publish (a single event, or a batch that
+/// commits all or nothing), or the messages of a stream that arrived
+/// together, each a request of its own.
 struct Pending {
     events: Vec<NewEvent>,
+    /// `events[i].fingerprint()`, computed by the publisher's task rather
+    /// than the writer's.
+    fingerprints: Vec<Option<Fingerprint>>,
+    /// Number of events in each request, in order.
+    requests: Vec<usize>,
     reply: Reply,
+}
+
+impl Pending {
+    fn new(events: Vec<NewEvent>, each_alone: bool, reply: Reply) -> Self {
+        let fingerprints = events.iter().map(NewEvent::fingerprint).collect();
+        let requests = if each_alone {
+            vec![1; events.len()]
+        } else {
+            vec![events.len()]
+        };
+        Self {
+            events,
+            fingerprints,
+            requests,
+            reply,
+        }
+    }
 }
 
 /// Handle used by the APIs to publish. Cheap to clone.
@@ -83,8 +119,8 @@ pub struct Ingest {
     health: Arc<StoreHealth>,
 }
 
-/// A publish waiting for its commit.
-pub type PendingReply = oneshot::Receiver<Result<Vec<Appended>, IngestError>>;
+/// Publishes waiting for their commit: one outcome per request.
+pub type PendingReply = oneshot::Receiver<Result<Vec<RequestOutcome>, IngestError>>;
 
 impl Ingest {
     /// Starts the writer. `next_seq` is the store's highest seq + 1.
@@ -122,14 +158,14 @@ impl Ingest {
         }
     }
 
-    /// Queues `events` (committed together) without waiting for room: a full
-    /// queue is an immediate [`IngestError::Full`]. Await the returned
-    /// receiver for the outcome.
+    /// Queues `events` as one request (committed all or nothing) without
+    /// waiting for room: a full queue is an immediate [`IngestError::Full`].
+    /// Await the returned receiver for the outcome.
     pub fn try_submit(&self, events: Vec<NewEvent>) -> Result<PendingReply, IngestError> {
         let (reply, rx) = oneshot::channel();
         let count = events.len() as u64;
         self.queue_tx
-            .try_send(Pending { events, reply })
+            .try_send(Pending::new(events, false, reply))
             .map_err(|e| {
                 let (reason, err) = match e {
                     mpsc::error::TrySendError::Full(_) => ("queue_full", IngestError::Full),
@@ -146,21 +182,30 @@ impl Ingest {
         Ok(rx)
     }
 
-    /// Queues `events`, waiting for room (streams use this: HTTP/2 flow
-    /// control then pushes back on the client).
-    pub async fn submit(&self, events: Vec<NewEvent>) -> Result<PendingReply, IngestError> {
+    /// Queues `events`, each a request of its own (one event's conflict
+    /// refuses only that event), waiting for room (streams use this: HTTP/2
+    /// flow control then pushes back on the client). One queue operation
+    /// for all of them.
+    pub async fn submit_each(&self, events: Vec<NewEvent>) -> Result<PendingReply, IngestError> {
         let (reply, rx) = oneshot::channel();
         self.queue_tx
-            .send(Pending { events, reply })
+            .send(Pending::new(events, true, reply))
             .await
             .map_err(|_| IngestError::ShuttingDown)?;
         Ok(rx)
     }
 
-    /// Publishes and waits for the commit.
+    /// Publishes `events` as one request (all or nothing) and waits for the
+    /// commit: one outcome per event, or [`IngestError::Conflict`].
     pub async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, IngestError> {
         let rx = self.try_submit(events)?;
-        rx.await.unwrap_or(Err(IngestError::ShuttingDown))
+        let mut outcomes = outcome(rx).await?;
+        match outcomes.pop() {
+            Some(Ok(appended)) if outcomes.is_empty() => Ok(appended),
+            Some(Err(conflict)) if outcomes.is_empty() => Err(IngestError::Conflict(conflict)),
+            // One request in, one outcome out: anything else is a bug.
+            _ => Err(IngestError::Unavailable("other")),
+        }
     }
 
     /// Highest committed seq (0 when empty); changes after every commit.
@@ -185,8 +230,8 @@ impl Ingest {
     }
 }
 
-/// Wait for a publish's outcome.
-pub async fn outcome(rx: PendingReply) -> Result<Vec<Appended>, IngestError> {
+/// Wait for the outcome of submitted requests.
+pub async fn outcome(rx: PendingReply) -> Result<Vec<RequestOutcome>, IngestError> {
     rx.await.unwrap_or(Err(IngestError::ShuttingDown))
 }
 
@@ -339,54 +384,81 @@ impl Writer {
                 return;
             }
         }
-        let mut sizes = Vec::with_capacity(batch.len());
-        let mut replies = Vec::with_capacity(batch.len());
-        let mut events = Vec::new();
-        for p in batch {
-            sizes.push(p.events.len());
-            replies.push(p.reply);
-            events.extend(p.events);
-        }
         let published_at_us = now_us();
-        let ids: Vec<String> = events.iter().map(|_| new_id(published_at_us)).collect();
+        let mut append = AppendBatch::new();
+        let mut requests = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        for p in batch {
+            let mut events = p.events.into_iter();
+            let mut fingerprints = p.fingerprints.into_iter();
+            for &size in &p.requests {
+                let ids = (0..size).map(|_| new_id(published_at_us)).collect();
+                append.push(
+                    ids,
+                    events.by_ref().take(size).collect(),
+                    fingerprints.by_ref().take(size).collect(),
+                );
+            }
+            requests.push(p.requests);
+            replies.push(p.reply);
+        }
+        let event_count = append.events().len();
         let started = std::time::Instant::now();
         match self
             .store
-            .append(self.next_seq, published_at_us, &ids, &events)
+            .append(self.next_seq, published_at_us, &append)
             .await
         {
             Ok(outcomes) => {
                 self.health.write_ok("append");
                 self.retry_at = None;
                 let mut stored = Vec::new();
-                for ((event, id), outcome) in events.into_iter().zip(ids).zip(&outcomes) {
-                    if !outcome.replayed {
-                        stored.push(Arc::new(StoredEvent {
-                            seq: outcome.seq,
-                            id,
-                            kind: event.kind,
-                            key: event.key,
-                            payload: event.payload,
-                            published_at_us,
-                        }));
+                let (ids, events) = append.into_parts();
+                let mut events = events.into_iter().zip(ids);
+                let sizes = requests.iter().flatten();
+                let (mut accepted, mut refused) = (0, 0);
+                for (&size, outcome) in sizes.zip(&outcomes) {
+                    let mine = events.by_ref().take(size);
+                    let Ok(appended) = outcome else {
+                        refused += size as u64;
+                        continue;
+                    };
+                    accepted += size as u64;
+                    for ((event, id), a) in mine.zip(appended) {
+                        if !a.replayed {
+                            stored.push(Arc::new(StoredEvent {
+                                seq: a.seq,
+                                id,
+                                kind: event.kind,
+                                key: event.key,
+                                payload: event.payload,
+                                published_at_us,
+                            }));
+                        }
                     }
                 }
                 self.next_seq += stored.len() as u64;
                 let took = started.elapsed().as_secs_f64();
                 let m = &self.metrics;
                 m.events_stored.inc_by(stored.len() as u64);
-                m.publish_accepted.inc_by(outcomes.len() as u64);
+                m.publish_accepted.inc_by(accepted);
+                if refused > 0 {
+                    m.publish_rejected
+                        .with_label_values(&["conflict"])
+                        .inc_by(refused);
+                }
                 m.store_commit_seconds
                     .with_label_values(&["append"])
                     .observe(took);
                 m.store_batch_events
                     .with_label_values(&["append"])
-                    .observe(outcomes.len() as f64);
+                    .observe(event_count as f64);
                 self.published
                     .fetch_add(stored.len() as u64, Ordering::Relaxed);
                 tracing::trace!(
-                    events = outcomes.len(),
+                    events = event_count,
                     new = stored.len(),
+                    refused,
                     took_us = started.elapsed().as_micros() as u64,
                     "committed batch"
                 );
@@ -394,11 +466,20 @@ impl Writer {
                     self.tail.push(stored);
                     self.head_tx.send_replace(self.next_seq - 1);
                 }
-                // A replay at or above the next seq proves the store holds
-                // events this writer was never told were committed (a commit
-                // that reported an error but reached the file): adopt them,
-                // or they would never be delivered.
-                if let Some(max) = outcomes.iter().map(|o| o.seq).max()
+                // A replay (or a conflict's original) at or above the next
+                // seq proves the store holds events this writer was never
+                // told were committed (a commit that reported an error but
+                // reached the file): adopt them, or they would never be
+                // delivered.
+                let named = outcomes.iter().flat_map(|o| match o {
+                    Ok(appended) => appended.iter().map(|a| a.seq).max(),
+                    Err(Conflict {
+                        original: Original::Stored { seq },
+                        ..
+                    }) => Some(*seq),
+                    Err(_) => None,
+                });
+                if let Some(max) = named.max()
                     && max >= self.next_seq
                 {
                     tracing::warn!(
@@ -411,19 +492,20 @@ impl Writer {
                     self.head_tx.send_replace(max);
                 }
                 let mut outcomes = outcomes.into_iter();
-                for (size, reply) in sizes.into_iter().zip(replies) {
-                    let mine: Vec<Appended> = outcomes.by_ref().take(size).collect();
-                    // A caller that went away still had its event stored.
+                for (requests, reply) in requests.into_iter().zip(replies) {
+                    let mine: Vec<RequestOutcome> =
+                        outcomes.by_ref().take(requests.len()).collect();
+                    // A caller that went away still had its events stored.
                     let _ = reply.send(Ok(mine));
                 }
             }
             Err(e) => {
                 self.failed(&e);
-                tracing::warn!(error = %e, events = events.len(), "commit failed; answering 503 and re-reading the store");
+                tracing::warn!(error = %e, events = event_count, "commit failed; answering 503 and re-reading the store");
                 self.metrics
                     .publish_rejected
                     .with_label_values(&["unavailable"])
-                    .inc_by(events.len() as u64);
+                    .inc_by(event_count as u64);
                 let err = IngestError::Unavailable(e.kind());
                 for reply in replies {
                     let _ = reply.send(Err(err.clone()));

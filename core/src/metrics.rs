@@ -126,7 +126,7 @@ impl CoreMetrics {
             ),
             publish_rejected: counter_vec(
                 "ackflow_publish_rejected_total",
-                "Publishes refused, by reason: malformed, invalid, too_large, unsupported_media_type, queue_full, unavailable.",
+                "Publishes refused, by reason: malformed, invalid, too_large, unsupported_media_type, queue_full, unavailable, conflict (an idempotency key reused for a different request).",
                 "reason",
             ),
             events_stored: counter(

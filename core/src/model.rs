@@ -24,6 +24,116 @@ pub struct NewEvent {
     pub idempotency_key: Option<String>,
 }
 
+/// What an idempotency key stands for: a SHA-256 over the event's kind, key
+/// and payload bytes (see [`NewEvent::fingerprint`]). A publish that reuses
+/// a key replays only when its fingerprint matches the stored one.
+pub type Fingerprint = [u8; 32];
+
+impl NewEvent {
+    /// The fingerprint of this event when it carries an idempotency key
+    /// (`None` without one).
+    ///
+    /// Each field is length-prefixed (u64, big-endian) after a version tag,
+    /// so no two different (kind, key, payload) encode alike; the key's
+    /// absence and an empty key differ. The payload is hashed as the bytes
+    /// that were sent: the same JSON written with other spacing or key
+    /// order is another request.
+    pub fn fingerprint(&self) -> Option<Fingerprint> {
+        use sha2::{Digest, Sha256};
+        self.idempotency_key.as_ref()?;
+        let mut hash = Sha256::new();
+        let mut field = |bytes: &[u8]| {
+            hash.update((bytes.len() as u64).to_be_bytes());
+            hash.update(bytes);
+        };
+        field(b"ackflow fingerprint v1");
+        field(self.kind.as_bytes());
+        match &self.key {
+            None => field(b""),
+            Some(key) => {
+                field(b"k");
+                field(key.as_bytes());
+            }
+        }
+        field(&self.payload);
+        Some(hash.finalize().into())
+    }
+}
+
+/// The events of one group commit, as [`crate::store::Store::append`] takes
+/// them: the publish requests the ingest writer gathered, in order. Each
+/// request is committed all or nothing (a single publish, a REST batch, one
+/// message of a `PublishStream`), so one request's conflict never refuses
+/// another's events.
+#[derive(Debug, Clone, Default)]
+pub struct AppendBatch {
+    ids: Vec<String>,
+    events: Vec<NewEvent>,
+    fingerprints: Vec<Option<Fingerprint>>,
+    /// Number of events in each request, in order.
+    requests: Vec<usize>,
+}
+
+impl AppendBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A batch of one request, computing the fingerprints here (tests and
+    /// tools; the ingest writer gets them computed by the publishers).
+    pub fn one_request(ids: Vec<String>, events: Vec<NewEvent>) -> Self {
+        let fingerprints = events.iter().map(NewEvent::fingerprint).collect();
+        let mut batch = Self::new();
+        batch.push(ids, events, fingerprints);
+        batch
+    }
+
+    /// Adds one request, committed all or nothing. `fingerprints[i]` must be
+    /// `events[i].fingerprint()`; `ids` has one id per event.
+    pub fn push(
+        &mut self,
+        ids: Vec<String>,
+        events: Vec<NewEvent>,
+        fingerprints: Vec<Option<Fingerprint>>,
+    ) {
+        assert!(
+            ids.len() == events.len() && fingerprints.len() == events.len(),
+            "one id and one fingerprint per event"
+        );
+        self.requests.push(events.len());
+        self.ids.extend(ids);
+        self.events.extend(events);
+        self.fingerprints.extend(fingerprints);
+    }
+
+    /// Every event, in order.
+    pub fn events(&self) -> &[NewEvent] {
+        &self.events
+    }
+
+    /// The id of each event.
+    pub fn ids(&self) -> &[String] {
+        &self.ids
+    }
+
+    /// The fingerprint of each event (`None` without an idempotency key).
+    pub fn fingerprints(&self) -> &[Option<Fingerprint>] {
+        &self.fingerprints
+    }
+
+    /// The number of events in each request, in order.
+    pub fn requests(&self) -> &[usize] {
+        &self.requests
+    }
+
+    /// Takes the events and their ids back (to keep what was stored
+    /// without copying payloads).
+    pub fn into_parts(self) -> (Vec<String>, Vec<NewEvent>) {
+        (self.ids, self.events)
+    }
+}
+
 /// An event as committed to the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
@@ -49,6 +159,51 @@ pub struct Appended {
     /// new was stored.
     pub replayed: bool,
 }
+
+/// Why a publish request was refused at commit, storing nothing: one of
+/// its idempotency keys already stands for a different request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// Position of the event in its request (0 for a single publish).
+    pub index: usize,
+    /// The reused idempotency key.
+    pub idempotency_key: String,
+    /// What the key already stands for.
+    pub original: Original,
+}
+
+/// The first use of a reused idempotency key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Original {
+    /// A stored event (possibly stored by an earlier request of the same
+    /// group commit).
+    Stored { seq: Seq },
+    /// An earlier event of the same request, at this position.
+    Earlier { index: usize },
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = &self.idempotency_key;
+        match self.original {
+            Original::Stored { seq } => write!(
+                f,
+                "idempotency key {key:?} was already used by seq {seq} with a different kind, \
+                 key or payload; nothing was stored (repeat the original request to get \
+                 its seq, or use a new key)"
+            ),
+            Original::Earlier { index } => write!(
+                f,
+                "idempotency key {key:?} is also on event {index} of this request with a \
+                 different kind, key or payload; nothing was stored"
+            ),
+        }
+    }
+}
+
+/// What one publish request resolved to at commit: one outcome per event,
+/// or the conflict that refused the whole request.
+pub type RequestOutcome = Result<Vec<Appended>, Conflict>;
 
 /// How processing ended, as stored in `results.status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,10 +1,11 @@
 //! The REST API (axum). `app(state)` builds the router, so tests call it
 //! with `oneshot` and no socket.
 //!
-//! Errors are `application/problem+json` (RFC 9457): 400 malformed JSON,
-//! 404 unknown event, 413 over the size limit, 415 wrong content type,
-//! 422 an invalid field, 503 store unavailable or queue full. A request that
-//! fails stores nothing.
+//! Errors are `application/problem+json` (RFC 9457): 400 malformed JSON
+//! (or an `Idempotency-Key` header on the batch route), 404 unknown event,
+//! 413 over the size limit, 415 wrong content type, 422 an invalid field or
+//! an idempotency key reused for a different request, 503 store unavailable
+//! or queue full. A request that fails stores nothing.
 
 use std::collections::HashMap;
 
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::ingest::{Ingest, IngestError};
-use crate::model::{Appended, EventView, NewEvent, Seq, StatusFilter};
+use crate::model::{Appended, Conflict, EventView, NewEvent, Original, Seq, StatusFilter};
 use crate::retention::StorageStatus;
 use crate::store::SharedStore;
 use crate::validate::{self, Invalid, Limits};
@@ -54,7 +55,18 @@ pub struct Problem {
     title: &'static str,
     detail: String,
     retry_after: Option<u32>,
+    /// Extension members (RFC 9457 §3.2), for what a client acts on: the
+    /// reused key and the original seq of an idempotency conflict.
+    extensions: serde_json::Map<String, serde_json::Value>,
+    /// The ingest writer already counted this refusal in
+    /// `ackflow_publish_rejected_total` (see [`CountedByWriter`]).
+    counted: bool,
 }
+
+/// Marks a response whose refusal the ingest writer has counted already,
+/// so the REST metrics layer does not count it again.
+#[derive(Debug, Clone, Copy)]
+pub struct CountedByWriter;
 
 impl Problem {
     fn new(status: StatusCode, title: &'static str, detail: impl Into<String>) -> Self {
@@ -63,19 +75,78 @@ impl Problem {
             title,
             detail: detail.into(),
             retry_after: None,
+            extensions: serde_json::Map::new(),
+            counted: false,
+        }
+    }
+
+    /// An idempotency key reused for a different request: 422 with the key
+    /// and what it stands for, as text and as members. `batch` prefixes the
+    /// detail with the event's position (`events[i]`).
+    fn conflict(conflict: &Conflict, batch: bool) -> Self {
+        let key = &conflict.idempotency_key;
+        let at = if batch {
+            format!("events[{}].idempotency_key: ", conflict.index)
+        } else {
+            "idempotency_key: ".to_string()
+        };
+        let mut extensions = serde_json::Map::new();
+        extensions.insert("idempotency_key".into(), key.as_str().into());
+        if batch {
+            extensions.insert("index".into(), conflict.index.into());
+        }
+        let detail = match conflict.original {
+            Original::Stored { seq } => {
+                extensions.insert("original_seq".into(), seq.into());
+                format!(
+                    "{at}{key:?} was already used by seq {seq} with a different kind, key or \
+                     payload; nothing was stored (repeat the original request to get its seq, \
+                     or use a new key)"
+                )
+            }
+            Original::Earlier { index } => {
+                extensions.insert("original_index".into(), index.into());
+                format!(
+                    "{at}{key:?} is also on events[{index}] with a different kind, key or \
+                     payload; nothing was stored"
+                )
+            }
+        };
+        let mut p = Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Idempotency key reused",
+            detail,
+        );
+        p.extensions = extensions;
+        p.counted = true;
+        p
+    }
+
+    /// A refused publish, from the ingest writer: `batch` for the batch
+    /// route, whose conflicts name the event's position.
+    fn from_ingest(e: IngestError, batch: bool) -> Self {
+        match e {
+            IngestError::Conflict(conflict) => Problem::conflict(&conflict, batch),
+            other => Problem::from(other),
         }
     }
 }
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "type": "about:blank",
             "title": self.title,
             "status": self.status.as_u16(),
             "detail": self.detail,
         });
+        if let Some(members) = body.as_object_mut() {
+            members.extend(self.extensions);
+        }
         let mut response = (self.status, body.to_string()).into_response();
+        if self.counted {
+            response.extensions_mut().insert(CountedByWriter);
+        }
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
@@ -112,6 +183,9 @@ impl From<Invalid> for Problem {
 
 impl From<IngestError> for Problem {
     fn from(e: IngestError) -> Self {
+        if let IngestError::Conflict(conflict) = &e {
+            return Problem::conflict(conflict, false);
+        }
         let mut p = Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "Service unavailable",
@@ -270,7 +344,11 @@ async fn publish(
         event.idempotency_key = Some(key.to_string());
         validate::check(&event, &state.limits)?;
     }
-    let mut appended = state.ingest.publish(vec![event]).await?;
+    let mut appended = state
+        .ingest
+        .publish(vec![event])
+        .await
+        .map_err(|e| Problem::from_ingest(e, false))?;
     let first = appended.pop().ok_or_else(|| {
         Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -286,6 +364,16 @@ async fn publish_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
+    // One key cannot stand for several events: refused rather than
+    // ignored, so no client believes its batch is protected by it.
+    if headers.contains_key("idempotency-key") {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "Idempotency-Key not allowed here",
+            "the Idempotency-Key header names one event: on /v1/events/batch put an \
+             idempotency_key on each event instead",
+        ));
+    }
     let parsed: BatchBody = read_json(&state, &headers, body).await?;
     if parsed.events.is_empty() || parsed.events.len() > state.limits.max_batch_events {
         return Err(Problem::new(
@@ -307,7 +395,11 @@ async fn publish_batch(
         })?;
         events.push(event);
     }
-    let appended = state.ingest.publish(events).await?;
+    let appended = state
+        .ingest
+        .publish(events)
+        .await
+        .map_err(|e| Problem::from_ingest(e, true))?;
     let accepted: Vec<Accepted> = appended.into_iter().map(Accepted::from).collect();
     Ok((
         StatusCode::ACCEPTED,

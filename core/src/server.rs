@@ -320,7 +320,11 @@ async fn count_rejections(
     let publish = request.method() == axum::http::Method::POST
         && request.uri().path().starts_with("/v1/events");
     let response = next.run(request).await;
-    if publish {
+    let counted = response
+        .extensions()
+        .get::<crate::rest::CountedByWriter>()
+        .is_some();
+    if publish && !counted {
         let reason = match response.status().as_u16() {
             400 => Some("malformed"),
             413 => Some("too_large"),

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use ackflow_core::ingest::{Ingest, IngestConfig};
 use ackflow_core::model::{
-    Appended, DeadRow, DeadView, DeliveryCursor, EventView, NewEvent, ResultRow, Seq, StatusFilter,
-    StoredEvent,
+    AppendBatch, DeadRow, DeadView, DeliveryCursor, EventView, RequestOutcome, ResultRow, Seq,
+    StatusFilter, StoredEvent,
 };
 use ackflow_core::rest::{RestState, app};
 use ackflow_core::store::sqlite::SqliteStore;
@@ -59,16 +59,15 @@ impl Store for Faulty {
         &self,
         first_seq: Seq,
         at: i64,
-        ids: &[String],
-        events: &[NewEvent],
-    ) -> Result<Vec<Appended>, StoreError> {
+        batch: &AppendBatch,
+    ) -> Result<Vec<RequestOutcome>, StoreError> {
         if self.hang.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
         if self.fail.load(Ordering::SeqCst) {
             return Err(StoreError::Corrupt("store is down".into()));
         }
-        self.inner.append(first_seq, at, ids, events).await
+        self.inner.append(first_seq, at, batch).await
     }
     async fn events_from(&self, from: Seq, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
         self.inner.events_from(from, limit).await

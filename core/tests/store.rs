@@ -9,12 +9,13 @@ use std::sync::Arc;
 
 use ackflow_core::metrics::CoreMetrics;
 use ackflow_core::model::{
-    DeadRow, DeliveryState, NewEvent, ResultRow, ResultStatus, StatusFilter,
+    AppendBatch, Appended, Conflict, DeadRow, DeliveryState, NewEvent, Original, ResultRow,
+    ResultStatus, StatusFilter,
 };
 use ackflow_core::retention;
 use ackflow_core::store::postgres::PgStore;
 use ackflow_core::store::sqlite::SqliteStore;
-use ackflow_core::store::{SharedStore, Store};
+use ackflow_core::store::{SharedStore, Store, StoreError};
 use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
@@ -75,6 +76,20 @@ fn event(kind: &str, payload: &str, key: Option<&str>) -> NewEvent {
     }
 }
 
+/// Appends `events` as one request, which must not conflict.
+async fn append(
+    store: &SharedStore,
+    first_seq: u64,
+    at: i64,
+    ids: &[String],
+    events: &[NewEvent],
+) -> Result<Vec<Appended>, StoreError> {
+    let batch = AppendBatch::one_request(ids.to_vec(), events.to_vec());
+    let mut outcomes = store.append(first_seq, at, &batch).await?;
+    assert_eq!(outcomes.len(), 1, "one outcome per request");
+    Ok(outcomes.pop().unwrap().expect("no idempotency conflict"))
+}
+
 fn ids(n: usize) -> Vec<String> {
     (0..n)
         .map(|i| format!("id{i:04}-{:x}", fastrand::u32(..)))
@@ -97,25 +112,25 @@ async fn append_assigns_consecutive_seqs_and_replays_keys(store: SharedStore) {
     let batch = vec![
         event("sha256", "1", None),
         event("sha256", "2", Some("a")),
-        event("sha256", "3", Some("a")),
+        event("sha256", "2", Some("a")),
         event("sum", "[4]", None),
     ];
     let ids = ids(batch.len());
-    let out = store.append(1, 42, &ids, &batch).await.unwrap();
+    let out = append(&store, 1, 42, &ids, &batch).await.unwrap();
     let seqs: Vec<(u64, bool)> = out.iter().map(|a| (a.seq, a.replayed)).collect();
     assert_eq!(seqs, vec![(1, false), (2, false), (2, true), (3, false)]);
     assert_eq!(out[2].id, ids[1], "a replay returns the original id");
     assert_eq!(store.next_seq().await.unwrap(), 4);
 
-    let again = store
-        .append(
-            4,
-            43,
-            &self::ids(2),
-            &[event("x", "5", Some("a")), event("x", "6", Some("b"))],
-        )
-        .await
-        .unwrap();
+    let again = append(
+        &store,
+        4,
+        43,
+        &self::ids(2),
+        &[event("sha256", "2", Some("a")), event("x", "6", Some("b"))],
+    )
+    .await
+    .unwrap();
     assert_eq!((again[0].seq, again[0].replayed), (2, true));
     assert_eq!((again[1].seq, again[1].replayed), (4, false));
 
@@ -128,23 +143,22 @@ async fn append_assigns_consecutive_seqs_and_replays_keys(store: SharedStore) {
 }
 
 async fn a_failed_batch_stores_nothing(store: SharedStore) {
-    store
-        .append(1, 1, &ids(1), &[event("k", "1", None)])
+    append(&store, 1, 1, &ids(1), &[event("k", "1", None)])
         .await
         .unwrap();
     // Seq 1 is taken: the whole batch must fail and leave nothing behind.
-    let err = store
-        .append(
-            0,
-            1,
-            &ids(3),
-            &[
-                event("k", "a", None),
-                event("k", "b", None),
-                event("k", "c", None),
-            ],
-        )
-        .await;
+    let err = append(
+        &store,
+        0,
+        1,
+        &ids(3),
+        &[
+            event("k", "a", None),
+            event("k", "b", None),
+            event("k", "c", None),
+        ],
+    )
+    .await;
     assert!(err.is_err());
     assert_eq!(store.next_seq().await.unwrap(), 2);
     assert_eq!(store.events_from(0, 10).await.unwrap().len(), 1);
@@ -152,7 +166,7 @@ async fn a_failed_batch_stores_nothing(store: SharedStore) {
 
 async fn results_are_stored_once_and_the_floor_only_moves_forward(store: SharedStore) {
     let batch: Vec<NewEvent> = (0..5).map(|i| event("k", &i.to_string(), None)).collect();
-    store.append(1, 1, &ids(5), &batch).await.unwrap();
+    append(&store, 1, 1, &ids(5), &batch).await.unwrap();
     store
         .resolve(
             &[
@@ -234,15 +248,15 @@ async fn results_are_stored_once_and_the_floor_only_moves_forward(store: SharedS
 }
 
 async fn dead_events_are_listed_and_requeued_once(store: SharedStore) {
-    store
-        .append(
-            1,
-            1,
-            &ids(2),
-            &[event("fail", "1", None), event("fail", "2", None)],
-        )
-        .await
-        .unwrap();
+    append(
+        &store,
+        1,
+        1,
+        &ids(2),
+        &[event("fail", "1", None), event("fail", "2", None)],
+    )
+    .await
+    .unwrap();
     store
         .resolve(
             &[],
@@ -331,9 +345,9 @@ async fn prune_deletes_only_old_resolved_events_below_the_floor(store: SharedSto
     let old: Vec<NewEvent> = (1..=6)
         .map(|i| event("k", &i.to_string(), (i == 1).then_some("key-1")))
         .collect();
-    store.append(1, OLD, &ids(6), &old).await.unwrap();
+    append(&store, 1, OLD, &ids(6), &old).await.unwrap();
     let new = [event("k", "7", None), event("k", "8", None)];
-    store.append(7, NEW, &ids(2), &new).await.unwrap();
+    append(&store, 7, NEW, &ids(2), &new).await.unwrap();
     // 1 ok, 2 dead, 3 failed, 4 ok | floor 5 | 5 unresolved, 6 and 7
     // resolved ahead of the floor, 8 unresolved.
     store
@@ -402,10 +416,15 @@ async fn prune_deletes_only_old_resolved_events_below_the_floor(store: SharedSto
 
     // An idempotency key is honoured as long as its event is kept: once
     // seq 1 is pruned, "key-1" is free and stores a new event.
-    let again = store
-        .append(9, NEW, &ids(1), &[event("k", "1 again", Some("key-1"))])
-        .await
-        .unwrap();
+    let again = append(
+        &store,
+        9,
+        NEW,
+        &ids(1),
+        &[event("k", "1 again", Some("key-1"))],
+    )
+    .await
+    .unwrap();
     assert_eq!((again[0].seq, again[0].replayed), (9, false));
     assert_eq!(store.next_seq().await.unwrap(), 10);
     assert!(store.size_bytes().await.unwrap() > 0);
@@ -416,8 +435,7 @@ async fn prune_deletes_only_old_resolved_events_below_the_floor(store: SharedSto
 async fn a_retention_round_prunes_in_batches(store: SharedStore, _guard: &Guard) {
     let n = u64::from(retention::PRUNE_BATCH) * 2 + 5;
     let batch: Vec<NewEvent> = (0..n).map(|i| event("k", &i.to_string(), None)).collect();
-    store
-        .append(1, 100, &ids(batch.len()), &batch)
+    append(&store, 1, 100, &ids(batch.len()), &batch)
         .await
         .unwrap();
     let results: Vec<ResultRow> = (1..=n).map(|s| result(s, ResultStatus::Ok, "x")).collect();
@@ -440,6 +458,184 @@ async fn the_default_settings_are_durable(store: SharedStore) {
         store.durability_risks().await.unwrap(),
         Vec::<String>::new()
     );
+}
+
+/// Adds `events` to `batch` as one request.
+fn push(batch: &mut AppendBatch, events: Vec<NewEvent>) {
+    let fingerprints = events.iter().map(NewEvent::fingerprint).collect();
+    batch.push(ids(events.len()), events, fingerprints);
+}
+
+fn conflict(index: usize, key: &str, original: Original) -> Conflict {
+    Conflict {
+        index,
+        idempotency_key: key.into(),
+        original,
+    }
+}
+
+/// A key reused with another kind, key or payload refuses its whole
+/// request — and only it: the other requests of the same commit are stored
+/// or replayed, with no gap in the seqs.
+async fn a_reused_key_refuses_only_its_own_request(store: SharedStore) {
+    let original = event("sum", "[1]", Some("a"));
+    append(&store, 1, 1, &ids(1), &[original.clone()])
+        .await
+        .unwrap();
+    let mut batch = AppendBatch::new();
+    // 0: an innocent neighbour.
+    push(&mut batch, vec![event("sum", "[9]", None)]);
+    // 1: "a" with another payload, behind a new key "b" and before an
+    // unkeyed event: nothing of it may be stored.
+    push(
+        &mut batch,
+        vec![
+            event("sum", "[2]", Some("b")),
+            event("sum", "[2]", Some("a")),
+            event("sum", "[3]", None),
+        ],
+    );
+    // 2: "b" again, now with a body of its own (request 1's "b" was
+    // refused with it), and a replay of "a".
+    push(
+        &mut batch,
+        vec![event("sum", "[4]", Some("b")), original.clone()],
+    );
+    // 3: one key twice in one request, with different payloads.
+    push(
+        &mut batch,
+        vec![
+            event("sum", "[5]", Some("c")),
+            event("sum", "[6]", Some("c")),
+        ],
+    );
+    // 4: "b" as request 2 stored it in this very commit, but another kind.
+    push(&mut batch, vec![event("sha256", "[4]", Some("b"))]);
+    let out = store.append(2, 2, &batch).await.unwrap();
+    let seqs = |i: usize| -> Vec<(u64, bool)> {
+        let appended = out[i].as_ref().expect("accepted");
+        appended.iter().map(|a| (a.seq, a.replayed)).collect()
+    };
+    assert_eq!(out.len(), 5);
+    assert_eq!(seqs(0), vec![(2, false)]);
+    assert_eq!(out[1], Err(conflict(1, "a", Original::Stored { seq: 1 })));
+    assert_eq!(seqs(2), vec![(3, false), (1, true)]);
+    assert_eq!(
+        out[3],
+        Err(conflict(1, "c", Original::Earlier { index: 0 }))
+    );
+    assert_eq!(out[4], Err(conflict(0, "b", Original::Stored { seq: 3 })));
+    assert_eq!(store.next_seq().await.unwrap(), 4);
+    let stored: Vec<(u64, Vec<u8>)> = store
+        .events_from(1, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.seq, e.payload))
+        .collect();
+    assert_eq!(
+        stored,
+        vec![
+            (1, b"[1]".to_vec()),
+            (2, b"[9]".to_vec()),
+            (3, b"[4]".to_vec())
+        ]
+    );
+    // Unchanged by the refusals: same key, same request still replays.
+    let again = append(&store, 4, 3, &ids(1), &[event("sum", "[5]", Some("c"))])
+        .await
+        .unwrap();
+    assert_eq!((again[0].seq, again[0].replayed), (4, false));
+}
+
+/// Each keyed row holds its fingerprint; a row stored before fingerprints
+/// existed (NULL) replays whatever the request, as before the migration.
+async fn a_row_without_a_fingerprint_replays(store: SharedStore, guard: &Guard) {
+    let keyed = event("sum", "[1]", Some("old"));
+    append(
+        &store,
+        1,
+        1,
+        &ids(2),
+        &[keyed.clone(), event("sum", "[2]", None)],
+    )
+    .await
+    .unwrap();
+    let rows: Vec<(i64, Option<Vec<u8>>)> = raw_rows(
+        guard,
+        "SELECT seq, idempotency_fingerprint FROM events ORDER BY seq",
+    )
+    .await;
+    let expected = keyed.fingerprint().expect("keyed").to_vec();
+    assert_eq!(rows, vec![(1, Some(expected)), (2, None)]);
+
+    raw_execute(guard, "UPDATE events SET idempotency_fingerprint = NULL").await;
+    let replay = append(
+        &store,
+        3,
+        2,
+        &ids(1),
+        &[event("sha256", "[7]", Some("old"))],
+    )
+    .await
+    .unwrap();
+    assert_eq!((replay[0].seq, replay[0].replayed), (1, true));
+    assert_eq!(store.next_seq().await.unwrap(), 3);
+}
+
+/// Rows of a query, read past the store's API.
+async fn raw_rows<T>(guard: &Guard, sql: &str) -> Vec<T>
+where
+    T: Send + Unpin,
+    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+{
+    match guard {
+        Guard::Dir(dir) => {
+            let url = format!("sqlite:{}", dir.path().join("test.db").display());
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("sqlite");
+            sqlx::query_as(sql)
+                .fetch_all(&mut conn)
+                .await
+                .expect("query")
+        }
+        Guard::Schema(server, schema) => {
+            let mut conn = sqlx::PgConnection::connect(server).await.expect("pg");
+            sqlx::query(&format!("SET search_path TO {schema}"))
+                .execute(&mut conn)
+                .await
+                .expect("search_path");
+            sqlx::query_as(sql)
+                .fetch_all(&mut conn)
+                .await
+                .expect("query")
+        }
+    }
+}
+
+/// Runs a statement past the store's API.
+async fn raw_execute(guard: &Guard, sql: &str) {
+    match guard {
+        Guard::Dir(dir) => {
+            let url = format!("sqlite:{}", dir.path().join("test.db").display());
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("sqlite");
+            sqlx::query(sql)
+                .execute(&mut conn)
+                .await
+                .expect("statement");
+        }
+        Guard::Schema(server, schema) => {
+            let mut conn = sqlx::PgConnection::connect(server).await.expect("pg");
+            sqlx::query(&format!("SET search_path TO {schema}"))
+                .execute(&mut conn)
+                .await
+                .expect("search_path");
+            sqlx::query(sql)
+                .execute(&mut conn)
+                .await
+                .expect("statement");
+        }
+    }
 }
 
 macro_rules! suite {
@@ -494,11 +690,13 @@ macro_rules! suite_with_guard {
 suite_with_guard!(
     prune_deletes_only_old_resolved_events_below_the_floor,
     a_retention_round_prunes_in_batches,
+    a_row_without_a_fingerprint_replays,
 );
 
 suite!(
     append_assigns_consecutive_seqs_and_replays_keys,
     a_failed_batch_stores_nothing,
+    a_reused_key_refuses_only_its_own_request,
     results_are_stored_once_and_the_floor_only_moves_forward,
     dead_events_are_listed_and_requeued_once,
     the_default_settings_are_durable,

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use ackflow_core::model::{NewEvent, ResultRow, ResultStatus, now_us};
+use ackflow_core::model::{AppendBatch, NewEvent, ResultRow, ResultStatus, now_us};
 use ackflow_proto::v1 as pb;
 use ackflow_tests::{Core, PgDb, Proc, post_json, start_processor, wait_for};
 use clap::{Parser, ValueEnum};
@@ -782,7 +782,8 @@ async fn section_ceiling(env: &Env, args: &Args, summary: &mut Summary) -> anyho
             })
             .collect();
         let ids: Vec<String> = (0..n).map(|i| format!("{:032x}", next + i)).collect();
-        store.append(next, now_us(), &ids, &events).await?;
+        let batch = AppendBatch::one_request(ids, events);
+        store.append(next, now_us(), &batch).await?;
         let results: Vec<ResultRow> = (0..n)
             .map(|i| ResultRow {
                 seq: next + i,

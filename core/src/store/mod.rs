@@ -11,14 +11,15 @@
 //! is commit order whatever the database does with concurrent transactions.
 
 pub mod health;
+mod idempotency;
 pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
 
 use crate::model::{
-    Appended, DeadRow, DeadView, DeliveryCursor, EventView, NewEvent, ResultRow, Seq, StatusFilter,
-    StoredEvent,
+    AppendBatch, DeadRow, DeadView, DeliveryCursor, EventView, RequestOutcome, ResultRow, Seq,
+    StatusFilter, StoredEvent,
 };
 
 /// A store failure. Every variant means "the operation did not happen"
@@ -108,17 +109,20 @@ pub trait Store: Send + Sync + 'static {
     /// The seq the next committed event gets: highest stored seq + 1.
     async fn next_seq(&self) -> Result<Seq, StoreError>;
 
-    /// Commits a batch in one transaction. Events whose idempotency key is
-    /// already stored (or repeated earlier in the batch) are replays: they
-    /// get the original seq and store nothing. The others get consecutive
-    /// seqs from `first_seq`, in batch order. Returns one outcome per input.
+    /// Commits a batch in one transaction and returns one outcome per
+    /// request, in order. An event whose idempotency key is already stored
+    /// (or used earlier in the batch) with the same fingerprint is a replay:
+    /// it gets the original seq and stores nothing. A key used before with
+    /// another fingerprint refuses its whole request with a
+    /// [`crate::model::Conflict`], and only that request. Every stored event
+    /// gets the next seq from `first_seq`, in batch order, with no gaps; see
+    /// `idempotency.rs` for the rules.
     async fn append(
         &self,
         first_seq: Seq,
         published_at_us: i64,
-        ids: &[String],
-        events: &[NewEvent],
-    ) -> Result<Vec<Appended>, StoreError>;
+        batch: &AppendBatch,
+    ) -> Result<Vec<RequestOutcome>, StoreError>;
 
     /// Up to `limit` events with seq >= `from`, in seq order.
     async fn events_from(&self, from: Seq, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;

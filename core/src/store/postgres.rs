@@ -5,11 +5,12 @@ use std::collections::HashMap;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+use super::idempotency::{self, StoredKey};
 use super::rows::{DeadRowDb, EventRow, VIEW_COLUMNS, VIEW_FROM, ViewRow, status_condition};
 use super::{Store, StoreError, seq_from_db, seq_to_db};
 use crate::model::{
-    Appended, DeadRow, DeadView, DeliveryCursor, EventView, NewEvent, ResultRow, Seq, StatusFilter,
-    StoredEvent,
+    AppendBatch, DeadRow, DeadView, DeliveryCursor, EventView, RequestOutcome, ResultRow, Seq,
+    StatusFilter, StoredEvent,
 };
 
 /// The production store.
@@ -104,79 +105,76 @@ impl Store for PgStore {
         &self,
         first_seq: Seq,
         published_at_us: i64,
-        ids: &[String],
-        events: &[NewEvent],
-    ) -> Result<Vec<Appended>, StoreError> {
+        batch: &AppendBatch,
+    ) -> Result<Vec<RequestOutcome>, StoreError> {
+        let events = batch.events();
         let mut tx = self.pool.begin().await?;
         let keys: Vec<&str> = events
             .iter()
             .filter_map(|e| e.idempotency_key.as_deref())
             .collect();
-        let mut known: HashMap<String, (Seq, String)> = HashMap::new();
+        let mut stored = HashMap::new();
         if !keys.is_empty() {
-            let rows: Vec<(String, i64, String)> = sqlx::query_as(
-                "SELECT idempotency_key, seq, id FROM events WHERE idempotency_key = ANY($1)",
+            let rows: Vec<(String, i64, String, Option<Vec<u8>>)> = sqlx::query_as(
+                "SELECT idempotency_key, seq, id, idempotency_fingerprint FROM events \
+                 WHERE idempotency_key = ANY($1)",
             )
             .bind(&keys)
             .fetch_all(&mut *tx)
             .await?;
-            for (key, seq, id) in rows {
-                known.insert(key, (seq_from_db(seq)?, id));
+            for (key, seq, id, fingerprint) in rows {
+                let seq = seq_from_db(seq)?;
+                stored.insert(
+                    key,
+                    StoredKey {
+                        seq,
+                        id,
+                        fingerprint,
+                    },
+                );
             }
         }
-
-        let mut outcomes = Vec::with_capacity(events.len());
-        let mut seqs = Vec::with_capacity(events.len());
-        let mut new_ids = Vec::with_capacity(events.len());
-        let mut kinds = Vec::with_capacity(events.len());
-        let mut event_keys: Vec<Option<&str>> = Vec::with_capacity(events.len());
-        let mut payloads: Vec<&[u8]> = Vec::with_capacity(events.len());
-        let mut idem: Vec<Option<&str>> = Vec::with_capacity(events.len());
-        let mut next = first_seq;
-        for (event, id) in events.iter().zip(ids) {
-            if let Some((seq, id)) = event.idempotency_key.as_ref().and_then(|k| known.get(k)) {
-                outcomes.push(Appended {
-                    seq: *seq,
-                    id: id.clone(),
-                    replayed: true,
-                });
-                continue;
+        let plan = idempotency::plan(first_seq, batch, &stored);
+        if !plan.insert.is_empty() {
+            let n = plan.insert.len();
+            let mut seqs = Vec::with_capacity(n);
+            let mut ids = Vec::with_capacity(n);
+            let mut kinds = Vec::with_capacity(n);
+            let mut event_keys: Vec<Option<&str>> = Vec::with_capacity(n);
+            let mut payloads: Vec<&[u8]> = Vec::with_capacity(n);
+            let mut idem: Vec<Option<&str>> = Vec::with_capacity(n);
+            let mut fingerprints: Vec<Option<&[u8]>> = Vec::with_capacity(n);
+            for (&i, seq) in plan.insert.iter().zip(first_seq..) {
+                let event = &events[i];
+                seqs.push(seq_to_db(seq));
+                ids.push(batch.ids()[i].as_str());
+                kinds.push(event.kind.as_str());
+                event_keys.push(event.key.as_deref());
+                payloads.push(&event.payload);
+                idem.push(event.idempotency_key.as_deref());
+                fingerprints.push(batch.fingerprints()[i].as_ref().map(|f| f.as_slice()));
             }
-            if let Some(key) = &event.idempotency_key {
-                known.insert(key.clone(), (next, id.clone()));
-            }
-            outcomes.push(Appended {
-                seq: next,
-                id: id.clone(),
-                replayed: false,
-            });
-            seqs.push(seq_to_db(next));
-            new_ids.push(id.as_str());
-            kinds.push(event.kind.as_str());
-            event_keys.push(event.key.as_deref());
-            payloads.push(&event.payload);
-            idem.push(event.idempotency_key.as_deref());
-            next += 1;
-        }
-        if !seqs.is_empty() {
             sqlx::query(
-                "INSERT INTO events (seq, id, kind, key, payload, idempotency_key, published_at_us) \
-                 SELECT s, i, k, ky, p, ik, $7 \
-                 FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[]) \
-                      AS t(s, i, k, ky, p, ik)",
+                "INSERT INTO events (seq, id, kind, key, payload, idempotency_key, \
+                     idempotency_fingerprint, published_at_us) \
+                 SELECT s, i, k, ky, p, ik, fp, $8 \
+                 FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::bytea[], \
+                             $6::text[], $7::bytea[]) \
+                      AS t(s, i, k, ky, p, ik, fp)",
             )
             .bind(&seqs)
-            .bind(&new_ids)
+            .bind(&ids)
             .bind(&kinds)
             .bind(&event_keys)
             .bind(&payloads)
             .bind(&idem)
+            .bind(&fingerprints)
             .bind(published_at_us)
             .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;
-        Ok(outcomes)
+        Ok(plan.outcomes)
     }
 
     async fn events_from(&self, from: Seq, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {

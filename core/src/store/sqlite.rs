@@ -28,11 +28,12 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, TransactionManager};
 use tokio::sync::{Mutex, MutexGuard};
 
+use super::idempotency::{self, StoredKey};
 use super::rows::{DeadRowDb, EventRow, VIEW_COLUMNS, VIEW_FROM, ViewRow, status_condition};
 use super::{Store, StoreError, seq_from_db, seq_to_db};
 use crate::model::{
-    Appended, DeadRow, DeadView, DeliveryCursor, EventView, NewEvent, ResultRow, Seq, StatusFilter,
-    StoredEvent,
+    AppendBatch, DeadRow, DeadView, DeliveryCursor, EventView, RequestOutcome, ResultRow, Seq,
+    StatusFilter, StoredEvent,
 };
 
 /// The embedded store.
@@ -235,63 +236,61 @@ impl Store for SqliteStore {
         &self,
         first_seq: Seq,
         published_at_us: i64,
-        ids: &[String],
-        events: &[NewEvent],
-    ) -> Result<Vec<Appended>, StoreError> {
+        batch: &AppendBatch,
+    ) -> Result<Vec<RequestOutcome>, StoreError> {
+        let events = batch.events();
         let mut tx = self.writer.begin().await?;
-        let mut known: HashMap<&str, (Seq, String)> = HashMap::new();
-        let mut outcomes = Vec::with_capacity(events.len());
-        let mut next = first_seq;
-        for (event, id) in events.iter().zip(ids) {
-            if let Some(key) = event.idempotency_key.as_deref() {
-                let seen = match known.get(key) {
-                    Some(found) => Some(found.clone()),
-                    None => {
-                        let row: Option<(i64, String)> =
-                            sqlx::query_as("SELECT seq, id FROM events WHERE idempotency_key = ?")
-                                .bind(key)
-                                .fetch_optional(tx.conn())
-                                .await?;
-                        match row {
-                            Some((s, id)) => Some((seq_from_db(s)?, id)),
-                            None => None,
-                        }
-                    }
-                };
-                if let Some((seq, id)) = seen {
-                    outcomes.push(Appended {
+        let keys: Vec<&str> = events
+            .iter()
+            .filter_map(|e| e.idempotency_key.as_deref())
+            .collect();
+        let mut stored = HashMap::new();
+        if !keys.is_empty() {
+            // One bound JSON array instead of a placeholder per key.
+            let keys = serde_json::to_string(&keys)
+                .map_err(|e| StoreError::Corrupt(format!("encoding idempotency keys: {e}")))?;
+            let rows: Vec<(String, i64, String, Option<Vec<u8>>)> = sqlx::query_as(
+                "SELECT idempotency_key, seq, id, idempotency_fingerprint FROM events \
+                 WHERE idempotency_key IN (SELECT value FROM json_each(?))",
+            )
+            .bind(&keys)
+            .fetch_all(tx.conn())
+            .await?;
+            for (key, seq, id, fingerprint) in rows {
+                let seq = seq_from_db(seq)?;
+                stored.insert(
+                    key,
+                    StoredKey {
                         seq,
                         id,
-                        replayed: true,
-                    });
-                    continue;
-                }
-                known.insert(key, (next, id.clone()));
+                        fingerprint,
+                    },
+                );
             }
+        }
+        let plan = idempotency::plan(first_seq, batch, &stored);
+        for (&i, seq) in plan.insert.iter().zip(first_seq..) {
+            let event = &events[i];
             // One prepared statement per row: SQLite has no network round
             // trip, and the whole batch is one transaction (one fsync).
             sqlx::query(
-                "INSERT INTO events (seq, id, kind, key, payload, idempotency_key, published_at_us) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO events (seq, id, kind, key, payload, idempotency_key, \
+                     idempotency_fingerprint, published_at_us) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             )
-            .bind(seq_to_db(next))
-            .bind(id)
+            .bind(seq_to_db(seq))
+            .bind(&batch.ids()[i])
             .bind(&event.kind)
             .bind(event.key.as_deref())
             .bind(&event.payload)
             .bind(event.idempotency_key.as_deref())
+            .bind(batch.fingerprints()[i].as_ref().map(|f| f.as_slice()))
             .bind(published_at_us)
             .execute(tx.conn())
             .await?;
-            outcomes.push(Appended {
-                seq: next,
-                id: id.clone(),
-                replayed: false,
-            });
-            next += 1;
         }
         tx.commit().await?;
-        Ok(outcomes)
+        Ok(plan.outcomes)
     }
 
     async fn events_from(&self, from: Seq, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
