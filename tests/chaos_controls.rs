@@ -10,11 +10,16 @@
 //! * SQLite written through the old writer (`--unsafe-sqlx-transactions`),
 //!   whose transactions a full disk desynchronised: acknowledged publishes
 //!   are lost when its disk fills, and that loss must be reported.
+//! * The processor ignoring core's key ordering (`--unsafe-ignore-order`):
+//!   every event starts as soon as it arrives, so events of one hot key run
+//!   at the same time (and may start out of seq order): processing of one
+//!   key twice at once must be reported.
 
 use std::time::Duration;
 
 use ackflow_tests::chaos::{self, ChaosConfig};
 use ackflow_tests::chaos_store::ChaosStore;
+use ackflow_tests::checker::Lane;
 
 fn control(seed: u64) -> ChaosConfig {
     let mut config = ChaosConfig::quiet(3_000, seed);
@@ -36,11 +41,40 @@ async fn without_dedup_duplicate_processing_is_reported() -> anyhow::Result<()> 
     println!("{}", outcome.summary(&config));
     let r = &outcome.report;
     assert!(
-        !r.duplicate_processing.is_empty(),
+        !r.processing.duplicates.is_empty(),
         "the checker missed duplicate processing:\n{r}"
     );
     assert!(!r.is_valid());
     assert_eq!(r.loss_count(), 0, "dedup off must not lose anything:\n{r}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processor_ignoring_key_order_is_reported() -> anyhow::Result<()> {
+    let mut config = control(4);
+    // More sleeps: a hot key's next event arrives while one of its sleeps
+    // is still in progress.
+    config.sleep_fraction = 0.1;
+    config.processor_args.push("--unsafe-ignore-order".into());
+    let outcome = chaos::run(&config).await?;
+    println!("{}", outcome.summary(&config));
+    let r = &outcome.report;
+    let p = &r.processing;
+    assert!(
+        !p.overlaps.is_empty(),
+        "the checker missed events of one key processed at once:\n{r}"
+    );
+    assert!(
+        p.overlaps.iter().any(|o| matches!(o.lane, Lane::Key(_))),
+        "no keyed lane among the overlaps:\n{r}"
+    );
+    assert!(!r.is_valid());
+    assert_eq!(
+        r.loss_count(),
+        0,
+        "ignoring order must not lose anything:\n{r}"
+    );
+    assert_eq!(r.duplicate_count(), 0, "nor duplicate anything:\n{r}");
     Ok(())
 }
 

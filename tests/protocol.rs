@@ -14,8 +14,9 @@
 //! `concurrency` runs at once; per processor life, every seq processed at
 //! most once, each lane processed in strictly increasing seq order, and never
 //! two events of one lane at once; only a running processor's event is
-//! parked after timeouts; and the store is never asked for a second result
-//! (or dead entry) for a seq. Checked at the end, after the faults stop:
+//! parked after timeouts; with a poison event (processing it crashes the
+//! processor, every time), only that event is parked for crashing; and the
+//! store is never asked for a second result (or dead entry) for a seq. Checked at the end, after the faults stop:
 //! every published event has exactly one stored result or dead entry and
 //! the floor is past the head.
 //!
@@ -99,6 +100,10 @@ struct Setup {
     /// Distinct keys; events of seq % (keys + 1) == keys have none.
     keys: u64,
     max_deliver: u32,
+    /// Processing this seq crashes the processor (a new life), every time.
+    /// Random processor restarts are off then, so any event parked for
+    /// crashing the processor must be this one.
+    poison: Option<Seq>,
     seed: u64,
 }
 
@@ -110,10 +115,20 @@ fn setup() -> impl Strategy<Value = Setup> {
         prop_oneof![Just(1usize), Just(2), Just(8)],
         0u64..5,
         prop_oneof![Just(0u32), Just(3)],
+        prop_oneof![3 => Just(None), 1 => (1u64..40).prop_map(Some)],
         any::<u64>(),
     )
         .prop_map(
-            |(ordering, core_window, processor_window, concurrency, keys, max_deliver, seed)| {
+            |(
+                ordering,
+                core_window,
+                processor_window,
+                concurrency,
+                keys,
+                max_deliver,
+                poison,
+                seed,
+            )| {
                 Setup {
                     ordering,
                     core_window,
@@ -121,6 +136,7 @@ fn setup() -> impl Strategy<Value = Setup> {
                     concurrency,
                     keys,
                     max_deliver,
+                    poison,
                     seed,
                 }
             },
@@ -175,6 +191,11 @@ impl Sim {
             rto_initial: Duration::from_millis(500),
             rto_min: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            max_crashes: if setup.poison.is_some() {
+                3
+            } else {
+                setup.max_deliver
+            },
         };
         Self {
             setup,
@@ -254,6 +275,15 @@ impl Sim {
                     }
                 }
                 Action::Park { seq, reason, .. } => {
+                    if reason.starts_with("crashed") {
+                        assert!(
+                            self.setup.poison.is_none_or(|p| p == seq),
+                            "seq {seq} parked for crashing the processor; only seq {:?} does",
+                            self.setup.poison
+                        );
+                        self.resolve(seq, Row::Dead);
+                        continue;
+                    }
                     let rejected = reason.starts_with("rejected");
                     assert!(
                         rejected || self.setup.max_deliver > 0,
@@ -343,13 +373,20 @@ impl Sim {
     }
 
     fn reconnect(&mut self) {
+        self.connect(false);
+    }
+
+    fn connect(&mut self, new_life: bool) {
         if self.connected {
             return;
         }
         self.connected = true;
-        let actions =
-            self.sender
-                .on_connect(self.instant(), self.setup.processor_window, self.paused);
+        let actions = self.sender.on_connect(
+            self.instant(),
+            self.setup.processor_window,
+            self.paused,
+            new_life,
+        );
         let welcome = self.receiver.on_welcome(
             self.sender.acked_floor(),
             self.sender.window() as u32,
@@ -379,6 +416,10 @@ impl Sim {
             return;
         }
         let i = pick as usize % self.runs.len();
+        if self.setup.poison == self.runs[i].front().map(|e| e.seq) {
+            self.restart_processor(); // the poison crashes it
+            return;
+        }
         let event = self.runs[i].pop_front().expect("runs are never empty");
         if self.runs[i].is_empty() {
             self.runs.swap_remove(i);
@@ -410,6 +451,17 @@ impl Sim {
         };
         let actions = self.receiver.on_processed(ack);
         self.receive(actions);
+    }
+
+    /// The processor process ends (a kill or a crash) and starts again.
+    fn restart_processor(&mut self) {
+        self.disconnect();
+        self.receiver = Self::receiver(self.setup);
+        self.life += 1;
+        self.runs.clear();
+        self.processed.clear();
+        self.last_in_lane.clear();
+        self.connect(true);
     }
 
     fn work_all(&mut self) {
@@ -499,15 +551,8 @@ impl Sim {
             }
             Op::Disconnect => self.disconnect(),
             Op::Reconnect => self.reconnect(),
-            Op::RestartProcessor => {
-                self.disconnect();
-                self.receiver = Self::receiver(self.setup);
-                self.life += 1;
-                self.runs.clear();
-                self.processed.clear();
-                self.last_in_lane.clear();
-                self.reconnect();
-            }
+            Op::RestartProcessor if self.setup.poison.is_some() => self.reconnect(),
+            Op::RestartProcessor => self.restart_processor(),
             Op::RestartCore => {
                 self.disconnect();
                 self.pending_store.clear();

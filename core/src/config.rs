@@ -45,6 +45,10 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_MAX_DELIVER", default_value_t = 20)]
     pub max_deliver: u32,
 
+    /// Processor lives an event may end while it is the only event in flight before it is parked as dead ("crashed the processor"). After a processor life ends with events in flight, they are sent one at a time until each is acked or crashes alone; 0 = never park.
+    #[arg(long, env = "ACKFLOW_MAX_CRASHES", default_value_t = 3)]
+    pub max_crashes: u32,
+
     /// Lowest retransmission timeout, in milliseconds.
     #[arg(long, env = "ACKFLOW_RTO_MIN_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub rto_min_ms: u64,
@@ -240,6 +244,7 @@ impl Config {
             rto_initial: Duration::from_millis(self.rto_initial_ms),
             rto_min: Duration::from_millis(self.rto_min_ms),
             max_backoff: Duration::from_millis(self.max_backoff_ms),
+            max_crashes: self.max_crashes,
         }
     }
 

@@ -132,6 +132,20 @@ impl Algorithm for Fail {
     }
 }
 
+/// Aborts the process: an event that crashes the processor, for tests and
+/// the demo. Registered only with `--enable-crash`.
+pub struct Crash;
+
+impl Algorithm for Crash {
+    async fn process(&self, event: &pb::Event) -> Outcome {
+        eprintln!(
+            "the crash algorithm aborts the processor (seq {}, --enable-crash)",
+            event.seq
+        );
+        std::process::abort()
+    }
+}
+
 type BoxOutcome<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
 
 /// [`Algorithm`] with its future boxed, so that algorithms of different types

@@ -34,7 +34,12 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 /// Runs the processor until `cancel`.
 pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
-    run_with(config, Registry::builtin(), cancel).await
+    let mut registry = Registry::builtin();
+    if config.enable_crash {
+        tracing::warn!("--enable-crash: events of kind \"crash\" abort this process");
+        registry.register("crash", crate::algorithms::Crash);
+    }
+    run_with(config, registry, cancel).await
 }
 
 /// Runs the processor with a custom set of algorithms.
@@ -86,6 +91,7 @@ pub async fn run_with(
     let mut life = Life {
         config: config.clone(),
         processor_id,
+        life: fastrand::u64(1..),
         algorithms: registry.kinds(),
         receiver,
         faults: config.faults(),
@@ -124,6 +130,9 @@ pub async fn run_with(
 struct Life {
     config: Config,
     processor_id: String,
+    /// Drawn at start, sent in every `Hello`: tells core a restart from a
+    /// reconnection.
+    life: u64,
     algorithms: Vec<String>,
     receiver: Receiver,
     faults: pb::Faults,
@@ -161,6 +170,7 @@ impl Life {
                 window: self.config.window,
                 algorithms: self.algorithms.clone(),
                 concurrency: self.config.concurrency,
+                life: self.life,
             })),
         };
         if out_tx.send(hello).await.is_err() {

@@ -67,6 +67,10 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_PROCESSED_LOG")]
     pub processed_log: Option<std::path::PathBuf>,
 
+    /// Register the `crash` algorithm, which aborts the processor process: for tests and the demo, to show core parking an event that crashes the processor (--max-crashes). Never in production.
+    #[arg(long, env = "ACKFLOW_ENABLE_CRASH")]
+    pub enable_crash: bool,
+
     /// Disable duplicate detection (negative control for the checker only).
     #[arg(long, hide = true)]
     pub no_dedup: bool,

@@ -1,6 +1,8 @@
 //! ackflow-chaos: the real core and processor on a fresh PostgreSQL
 //! database under a seeded schedule of faults, then a total-queue check of
-//! what the publishers were told against the store and the processed logs.
+//! what the publishers were told against the store and the processed logs,
+//! and of each processor life's processing against core's `--ordering`
+//! (per key, or global).
 //!
 //! Build the binaries it runs first (they sit beside it):
 //!
@@ -18,10 +20,12 @@ use std::time::Duration;
 
 use ackflow_tests::chaos::{self, ChaosConfig};
 use ackflow_tests::chaos_store::ChaosStore;
+use ackflow_tests::checker::Ordering;
 use clap::Parser;
 
 /// Runs core and a processor under seeded faults and checks that no
-/// acknowledged event was lost, duplicated or reordered.
+/// acknowledged event was lost, duplicated, reordered within its key, or
+/// processed twice at once.
 #[derive(Debug, Parser)]
 #[command(name = "ackflow-chaos", about, long_about = None)]
 struct Args {
@@ -40,6 +44,27 @@ struct Args {
     /// Fraction of the publishes sent over REST instead.
     #[arg(long, default_value_t = 0.02, value_parser = fraction)]
     rest_fraction: f64,
+    /// Core's --ordering: key (one lane per key, and one for events without a key) or global (one lane).
+    #[arg(long, value_enum, default_value_t = OrderingArg::Key)]
+    ordering: OrderingArg,
+    /// The processor's --concurrency: most algorithm calls at once.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    concurrency: u32,
+    /// Distinct ordering keys.
+    #[arg(long, default_value_t = 300)]
+    keys: u32,
+    /// Skew of the keys: the key of rank r gets a share proportional to 1/r^skew (0: uniform).
+    #[arg(long, default_value_t = 1.0)]
+    key_skew: f64,
+    /// Fraction of the publishes without an ordering key.
+    #[arg(long, default_value_t = 0.1, value_parser = fraction)]
+    unkeyed: f64,
+    /// Fraction of the publishes that are sleep events (1 ms to --sleep-max-ms).
+    #[arg(long, default_value_t = 0.05, value_parser = fraction)]
+    sleep_fraction: f64,
+    /// Longest sleep event, in milliseconds.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    sleep_max_ms: u64,
     /// SIGKILLs of the processor, each followed by a new processor life.
     #[arg(long, default_value_t = 10)]
     processor_kills: u32,
@@ -110,6 +135,9 @@ struct Args {
     /// Negative control: core moves the acked floor on send, without results.
     #[arg(long)]
     unsafe_floor_on_send: bool,
+    /// Negative control: the processor ignores the ordering; events of one key run at once and out of order.
+    #[arg(long)]
+    unsafe_ignore_order: bool,
     /// Seconds to wait for the backlog to drain after the last publish.
     #[arg(long, default_value_t = 300)]
     drain_timeout_s: u64,
@@ -119,6 +147,12 @@ struct Args {
     /// Print only the summary.
     #[arg(long, short)]
     quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum OrderingArg {
+    Key,
+    Global,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -141,6 +175,16 @@ fn config(args: &Args) -> ChaosConfig {
     c.rate = args.rate;
     c.publishers = args.publishers;
     c.rest_fraction = args.rest_fraction;
+    c.ordering = match args.ordering {
+        OrderingArg::Key => Ordering::Key,
+        OrderingArg::Global => Ordering::Global,
+    };
+    c.concurrency = args.concurrency;
+    c.keys = args.keys;
+    c.key_skew = args.key_skew.max(0.0);
+    c.unkeyed = args.unkeyed;
+    c.sleep_fraction = args.sleep_fraction;
+    c.sleep_ms = (1, args.sleep_max_ms);
     c.processor_kills = args.processor_kills;
     c.core_kills = args.core_kills;
     c.pauses = args.pauses;
@@ -160,6 +204,9 @@ fn config(args: &Args) -> ChaosConfig {
     }
     if args.unsafe_floor_on_send {
         c.core_args.push("--unsafe-floor-on-send".into());
+    }
+    if args.unsafe_ignore_order {
+        c.processor_args.push("--unsafe-ignore-order".into());
     }
     c.store = match args.store {
         StoreArg::Postgres => ChaosStore::Postgres,

@@ -3,167 +3,168 @@
 //! with what the store holds at the end of a run and with what each
 //! processor life says it processed.
 //!
-//! Every publish carries an idempotency key, and the publishers also put
-//! that key in the event's business `key`, so a stored event can be traced
-//! back to the publish that produced it without trusting the store's own
-//! idempotency index.
+//! Every publish carries an idempotency key of its own, and the store keeps
+//! it in the event's row, so a stored event can be traced back to the
+//! publish that produced it without trusting the store's idempotency
+//! lookup. The event's business `key` is the ordering key: several
+//! publishes share one, some carry none. The publishers record the key each
+//! publish carried, so the checker can tell a stored event whose key
+//! changed on the way.
 //!
-//! # Verdicts
+//! # Verdicts on the store
 //!
 //! * **lost**: core acknowledged a publish (a 2xx/OK with a seq), and at the
-//!   end the event at that seq is missing, belongs to another key, or has no
-//!   result (and was not parked as dead).
+//!   end the event at that seq is missing, belongs to another publish, or
+//!   has no result (and was not parked as dead).
 //! * **never delivered**: a stored event (acknowledged or not) with no
 //!   result and not parked: at-least-once covers every committed event.
 //! * **duplicates**: one idempotency key stored as two events, or
 //!   acknowledged with two different seqs. (Two results for one event are
 //!   impossible by the results table's primary key; two events for one key
 //!   are what a broken replay would produce.)
-//! * **duplicate processing**: one processor life handed the same seq to an
-//!   algorithm twice. Reprocessing in a *later* life is at-least-once working
-//!   as designed and is only counted.
-//! * **order violations**: within one processor life, a seq processed after
-//!   a higher one.
-//! * **unexpected**: a stored event whose key no publisher ever used.
+//! * **rekeyed**: a stored event whose ordering key is not the one its
+//!   publish carried (it would be processed in another lane).
+//! * **unexpected**: a stored event whose idempotency key no publisher used.
+//!
+//! # Verdicts on processing
+//!
+//! See [`processing`]: per processor life, each seq started at most once;
+//! per lane (one per key and one for the events without a key under
+//! `--ordering key`, one for everything under `--ordering global`), starts
+//! in strictly increasing seq order and never while another event of the
+//! lane is in progress. Besides: every stored result's processing is in
+//! the processed logs (the processor writes them before its acks leave),
+//! and every processed seq is a stored event.
 //!
 //! Publishes whose outcome is unknown (every attempt failed or timed out
 //! before a reply) are counted apart, never as lost; the ones that were
 //! committed anyway are "recovered" (and must then be delivered like any
 //! other event).
 
+mod processing;
+
+pub use processing::{
+    Lane, OrderViolation, Overlap, Phase, Processed, ProcessingReport, parse_processed,
+    read_processed,
+};
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
-use std::path::Path;
 
-use ackflow_core::model::{DeliveryState, EventView, Seq};
+use ackflow_core::model::{DeliveryState, ResultStatus, Seq};
 
-/// What the publishers know about their publishes.
+/// What core keeps in order (its `--ordering`), as the checker applies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ordering {
+    /// Per key; the events without a key form one lane of their own.
+    #[default]
+    Key,
+    /// Everything is one lane.
+    Global,
+}
+
+impl Ordering {
+    /// The value of core's `--ordering` flag.
+    pub fn as_flag(self) -> &'static str {
+        match self {
+            Self::Key => "key",
+            Self::Global => "global",
+        }
+    }
+
+    /// The lane of an event with `key`.
+    pub fn lane(self, key: Option<&str>) -> Lane {
+        match (self, key) {
+            (Self::Global, _) => Lane::Global,
+            (Self::Key, Some(key)) => Lane::Key(key.to_string()),
+            (Self::Key, None) => Lane::Unkeyed,
+        }
+    }
+}
+
+impl fmt::Display for Ordering {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_flag())
+    }
+}
+
+/// What the publishers know about their publishes. Publishes are named by
+/// their idempotency key.
 #[derive(Debug, Default, Clone)]
 pub struct History {
     /// Idempotency key → the seq core acknowledged (first acknowledgement).
     pub acked: HashMap<String, Seq>,
-    /// Keys acknowledged twice with different seqs: (key, first, second).
+    /// Publishes acknowledged twice with different seqs:
+    /// (idempotency key, first, second).
     pub conflicting_acks: Vec<(String, Seq, Seq)>,
-    /// Keys whose final outcome is unknown: no attempt got a reply.
+    /// Publishes whose final outcome is unknown: no attempt got a reply.
     pub unknown: HashSet<String>,
-    /// Every key a publisher tried at least once.
-    pub attempted: HashSet<String>,
+    /// Every publish tried at least once: idempotency key → the ordering
+    /// key it carried (`None`: no key).
+    pub attempted: HashMap<String, Option<String>>,
     /// Attempts that failed with an unknown outcome (a reset stream, a
-    /// timeout, a 503) and were retried with the same key.
+    /// timeout, a 503) and were retried with the same idempotency key.
     pub unknown_attempts: u64,
 }
 
 impl History {
-    /// Records an attempt to publish `key`.
-    pub fn attempt(&mut self, key: &str) {
-        if !self.attempted.contains(key) {
-            self.attempted.insert(key.to_string());
+    /// Records an attempt to publish `idempotency_key` with `key`.
+    pub fn attempt(&mut self, idempotency_key: &str, key: Option<&str>) {
+        if !self.attempted.contains_key(idempotency_key) {
+            self.attempted
+                .insert(idempotency_key.to_string(), key.map(str::to_string));
         }
     }
 
-    /// Records core's acknowledgement of `key` at `seq`.
-    pub fn ack(&mut self, key: &str, seq: Seq) {
-        self.attempt(key);
-        self.unknown.remove(key);
-        match self.acked.get(key) {
+    /// Records core's acknowledgement of `idempotency_key` at `seq` (after
+    /// an [`attempt`](Self::attempt)).
+    pub fn ack(&mut self, idempotency_key: &str, seq: Seq) {
+        self.unknown.remove(idempotency_key);
+        match self.acked.get(idempotency_key) {
             Some(&first) if first != seq => {
-                self.conflicting_acks.push((key.to_string(), first, seq))
+                self.conflicting_acks
+                    .push((idempotency_key.to_string(), first, seq))
             }
             Some(_) => {}
             None => {
-                self.acked.insert(key.to_string(), seq);
+                self.acked.insert(idempotency_key.to_string(), seq);
             }
         }
     }
 
-    /// Records that `key` was given up with an unknown outcome.
-    pub fn give_up(&mut self, key: &str) {
-        self.attempt(key);
-        if !self.acked.contains_key(key) {
-            self.unknown.insert(key.to_string());
+    /// Records that `idempotency_key` was given up with an unknown outcome.
+    pub fn give_up(&mut self, idempotency_key: &str) {
+        if !self.acked.contains_key(idempotency_key) {
+            self.unknown.insert(idempotency_key.to_string());
         }
     }
 
     /// Merges another publisher's history into this one.
     pub fn merge(&mut self, other: History) {
-        for key in other.attempted {
-            self.attempt(&key);
+        for (idempotency_key, key) in other.attempted {
+            self.attempt(&idempotency_key, key.as_deref());
         }
-        for (key, seq) in other.acked {
-            self.ack(&key, seq);
+        for (idempotency_key, seq) in other.acked {
+            self.ack(&idempotency_key, seq);
         }
-        for key in other.unknown {
-            self.give_up(&key);
+        for idempotency_key in other.unknown {
+            self.give_up(&idempotency_key);
         }
         self.conflicting_acks.extend(other.conflicting_acks);
         self.unknown_attempts += other.unknown_attempts;
     }
 }
 
-/// One line of a processor's `--processed-log`.
+/// One event as the store holds it at the end of a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Processed {
-    /// The processor life (its `--processor-id`).
-    pub life: String,
-    /// The seq handed to the algorithm.
+pub struct Stored {
     pub seq: Seq,
-    /// The delivery attempt the processor received.
-    pub attempt: u32,
-}
-
-/// Parses processed-log text. A SIGKILL can tear the last line of a file;
-/// such a line is skipped and counted in the second value. A malformed line
-/// anywhere else is an error.
-pub fn parse_processed(text: &str) -> anyhow::Result<(Vec<Processed>, u64)> {
-    let mut out = Vec::new();
-    let mut torn = 0;
-    let lines: Vec<&str> = text.split('\n').collect();
-    for (i, line) in lines.iter().enumerate() {
-        if line.is_empty() {
-            continue;
-        }
-        let mut parts = line.split_whitespace();
-        let parsed = match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some(life), Some(seq), Some(attempt), None) => {
-                match (seq.parse::<Seq>(), attempt.parse::<u32>()) {
-                    (Ok(seq), Ok(attempt)) => Some(Processed {
-                        life: life.to_string(),
-                        seq,
-                        attempt,
-                    }),
-                    _ => None,
-                }
-            }
-            _ => None,
-        };
-        match parsed {
-            Some(p) if i + 1 < lines.len() => out.push(p),
-            // The last piece has no newline after it: the write was cut.
-            _ if i + 1 == lines.len() => torn += 1,
-            _ => anyhow::bail!("malformed processed-log line {}: {line:?}", i + 1),
-        }
-    }
-    Ok((out, torn))
-}
-
-/// Reads and parses processed-log files.
-pub fn read_processed(paths: &[impl AsRef<Path>]) -> anyhow::Result<(Vec<Processed>, u64)> {
-    let mut all = Vec::new();
-    let mut torn = 0;
-    for path in paths {
-        let path = path.as_ref();
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            // A life killed before it processed anything has no file.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(anyhow::Error::new(e).context(path.display().to_string())),
-        };
-        let (lines, t) =
-            parse_processed(&text).map_err(|e| e.context(format!("reading {}", path.display())))?;
-        all.extend(lines);
-        torn += t;
-    }
-    Ok((all, torn))
+    /// The idempotency key in the event's row: which publish it came from.
+    pub idempotency_key: Option<String>,
+    /// The ordering key.
+    pub key: Option<String>,
+    /// Result (ok or failed), dead, or nothing yet.
+    pub state: DeliveryState,
 }
 
 /// Why an acknowledged publish counts as lost.
@@ -171,7 +172,8 @@ pub fn read_processed(paths: &[impl AsRef<Path>]) -> anyhow::Result<(Vec<Process
 pub enum LostReason {
     /// No event is stored at the acknowledged seq.
     Missing,
-    /// The event at the acknowledged seq belongs to another key (or none).
+    /// The event at the acknowledged seq belongs to another publish (its
+    /// idempotency key, if it has one).
     Moved { found: Option<String> },
     /// The event is stored but has no result and is not parked.
     NoResult,
@@ -180,18 +182,28 @@ pub enum LostReason {
 /// An acknowledged publish that the store does not honour.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lost {
-    /// The publish's idempotency key.
-    pub key: String,
+    pub idempotency_key: String,
     /// The seq core acknowledged for it.
     pub seq: Seq,
     /// What is wrong in the store.
     pub reason: LostReason,
 }
 
+/// A stored event whose ordering key is not the one its publish carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rekeyed {
+    pub seq: Seq,
+    pub idempotency_key: String,
+    /// The key the publish carried.
+    pub sent: Option<String>,
+    /// The key in the store.
+    pub stored: Option<String>,
+}
+
 /// The checker's verdict on one run.
 #[derive(Debug, Default, Clone)]
 pub struct Report {
-    /// Keys tried by the publishers.
+    /// Publishes tried by the publishers.
     pub attempted: u64,
     /// Publishes core acknowledged.
     pub acknowledged: u64,
@@ -210,28 +222,29 @@ pub struct Report {
     /// Stored events parked as dead (documented behaviour, not a loss; a
     /// chaos run with default limits should see none).
     pub dead: u64,
+    /// Distinct ordering keys among the stored events.
+    pub keys: u64,
+    /// Stored events without an ordering key.
+    pub unkeyed: u64,
+    /// The key with the most stored events, and how many.
+    pub hottest_key: Option<(String, u64)>,
     /// Acknowledged publishes the store does not honour.
     pub lost: Vec<Lost>,
     /// Stored events with neither a result nor a dead entry.
     pub never_delivered: Vec<Seq>,
-    /// Keys stored as more than one event: key → seqs.
+    /// Idempotency keys stored as more than one event → their seqs.
     pub duplicate_events: BTreeMap<String, Vec<Seq>>,
-    /// Keys acknowledged with two different seqs.
+    /// Publishes acknowledged with two different seqs.
     pub conflicting_acks: Vec<(String, Seq, Seq)>,
-    /// (life, seq) handed to an algorithm more than once in one life.
-    pub duplicate_processing: Vec<(String, Seq)>,
-    /// (life, previous seq, seq): a seq processed after a higher one.
-    pub order_violations: Vec<(String, Seq, Seq)>,
-    /// Stored events whose key no publisher used.
+    /// Stored events whose ordering key changed on the way.
+    pub rekeyed: Vec<Rekeyed>,
+    /// Stored events whose idempotency key no publisher used.
     pub unexpected: Vec<Seq>,
-    /// Processor lives seen in the processed logs.
-    pub lives: u64,
-    /// Lines in the processed logs.
-    pub processed: u64,
-    /// Torn last lines (a life killed mid-write).
-    pub torn_lines: u64,
-    /// Seqs processed in more than one life (at-least-once across crashes).
-    pub reprocessed_across_lives: u64,
+    /// Stored results whose processing no processed log shows (the log is
+    /// written before acks leave, so every result's processing is in it).
+    pub unlogged_results: Vec<Seq>,
+    /// What the processed logs show.
+    pub processing: ProcessingReport,
 }
 
 impl Report {
@@ -245,16 +258,28 @@ impl Report {
     pub fn duplicate_count(&self) -> u64 {
         (self.duplicate_events.len()
             + self.conflicting_acks.len()
-            + self.duplicate_processing.len()) as u64
+            + self.processing.duplicates.len()) as u64
+    }
+
+    /// Events of one lane started out of seq order or while another of the
+    /// lane was in progress.
+    pub fn order_count(&self) -> u64 {
+        (self.processing.order_violations.len() + self.processing.overlaps.len()) as u64
     }
 
     /// Every violation of the guarantees, added up. Zero means the run kept
     /// every promise.
     pub fn violations(&self) -> u64 {
+        let p = &self.processing;
         self.loss_count()
             + self.duplicate_count()
-            + self.order_violations.len() as u64
-            + self.unexpected.len() as u64
+            + self.order_count()
+            + (self.rekeyed.len()
+                + self.unexpected.len()
+                + self.unlogged_results.len()
+                + p.over_cap.len()
+                + p.not_stored.len()
+                + p.unmatched_ends.len()) as u64
     }
 
     /// True when no guarantee was violated.
@@ -264,8 +289,15 @@ impl Report {
 }
 
 /// Checks a run: `history` from the publishers, `stored` from the store
-/// (every event, in seq order), `processed` from the processed logs.
-pub fn check(history: &History, stored: &[EventView], processed: &[Processed]) -> Report {
+/// (every event), `processed` from the processed logs, read under
+/// `ordering` and, when given, the processor's `concurrency`.
+pub fn check(
+    history: &History,
+    stored: &[Stored],
+    processed: &[Processed],
+    ordering: Ordering,
+    concurrency: Option<u64>,
+) -> Report {
     let mut report = Report {
         attempted: history.attempted.len() as u64,
         acknowledged: history.acked.len() as u64,
@@ -276,92 +308,119 @@ pub fn check(history: &History, stored: &[EventView], processed: &[Processed]) -
         ..Default::default()
     };
 
-    // The store: one entry per seq, and the seqs of each key.
-    let mut by_seq: HashMap<Seq, &EventView> = HashMap::with_capacity(stored.len());
-    let mut seqs_of_key: HashMap<&str, Vec<Seq>> = HashMap::with_capacity(stored.len());
-    for view in stored {
-        by_seq.insert(view.event.seq, view);
-        match view.event.key.as_deref() {
-            Some(key) if history.attempted.contains(key) => {
-                seqs_of_key.entry(key).or_default().push(view.event.seq)
+    // The store: one entry per seq, the seqs of each publish, the keys.
+    let mut by_seq: HashMap<Seq, &Stored> = HashMap::with_capacity(stored.len());
+    let mut seqs_of_publish: HashMap<&str, Vec<Seq>> = HashMap::with_capacity(stored.len());
+    let mut per_key: HashMap<&str, u64> = HashMap::new();
+    for event in stored {
+        by_seq.insert(event.seq, event);
+        match event.idempotency_key.as_deref() {
+            Some(ik) if history.attempted.contains_key(ik) => {
+                seqs_of_publish.entry(ik).or_default().push(event.seq);
+                let sent = &history.attempted[ik];
+                if sent != &event.key {
+                    report.rekeyed.push(Rekeyed {
+                        seq: event.seq,
+                        idempotency_key: ik.to_string(),
+                        sent: sent.clone(),
+                        stored: event.key.clone(),
+                    });
+                }
             }
-            _ => report.unexpected.push(view.event.seq),
+            _ => report.unexpected.push(event.seq),
         }
-        match view.state {
-            DeliveryState::Done(ackflow_core::model::ResultStatus::Ok) => report.results_ok += 1,
-            DeliveryState::Done(ackflow_core::model::ResultStatus::Failed) => {
-                report.results_failed += 1
-            }
+        match event.key.as_deref() {
+            Some(key) => *per_key.entry(key).or_default() += 1,
+            None => report.unkeyed += 1,
+        }
+        match event.state {
+            DeliveryState::Done(ResultStatus::Ok) => report.results_ok += 1,
+            DeliveryState::Done(ResultStatus::Failed) => report.results_failed += 1,
             DeliveryState::Dead => report.dead += 1,
-            DeliveryState::Pending => report.never_delivered.push(view.event.seq),
+            DeliveryState::Pending => report.never_delivered.push(event.seq),
         }
     }
-    for (key, seqs) in &seqs_of_key {
+    report.never_delivered.sort_unstable();
+    report.unexpected.sort_unstable();
+    report.rekeyed.sort_by_key(|r| r.seq);
+    report.keys = per_key.len() as u64;
+    report.hottest_key = per_key
+        .iter()
+        .max_by_key(|(key, n)| (**n, std::cmp::Reverse(**key)))
+        .map(|(key, n)| (key.to_string(), *n));
+    for (ik, seqs) in &seqs_of_publish {
         if seqs.len() > 1 {
-            report
-                .duplicate_events
-                .insert(key.to_string(), seqs.clone());
+            let mut seqs = seqs.clone();
+            seqs.sort_unstable();
+            report.duplicate_events.insert(ik.to_string(), seqs);
         }
     }
     report.unknown_stored = history
         .unknown
         .iter()
-        .filter(|k| seqs_of_key.contains_key(k.as_str()))
+        .filter(|ik| seqs_of_publish.contains_key(ik.as_str()))
         .count() as u64;
 
     // Acknowledged publishes against the store.
     let mut acked: Vec<(&String, &Seq)> = history.acked.iter().collect();
     acked.sort_by_key(|(_, seq)| **seq);
-    for (key, &seq) in acked {
+    for (ik, &seq) in acked {
         let reason = match by_seq.get(&seq) {
             None => Some(LostReason::Missing),
-            Some(view) if view.event.key.as_deref() != Some(key.as_str()) => {
+            Some(event) if event.idempotency_key.as_deref() != Some(ik.as_str()) => {
                 Some(LostReason::Moved {
-                    found: view.event.key.clone(),
+                    found: event.idempotency_key.clone(),
                 })
             }
-            Some(view) if view.state == DeliveryState::Pending => Some(LostReason::NoResult),
+            Some(event) if event.state == DeliveryState::Pending => Some(LostReason::NoResult),
             Some(_) => None,
         };
         if let Some(reason) = reason {
             report.lost.push(Lost {
-                key: key.clone(),
+                idempotency_key: ik.clone(),
                 seq,
                 reason,
             });
         }
     }
 
-    // Processing: per life, strictly increasing seqs, each at most once.
-    report.processed = processed.len() as u64;
-    let mut last: HashMap<&str, Seq> = HashMap::new();
-    let mut seen: HashSet<(&str, Seq)> = HashSet::with_capacity(processed.len());
-    let mut lives_of_seq: HashMap<Seq, HashSet<&str>> = HashMap::with_capacity(processed.len());
-    for p in processed {
-        let life = p.life.as_str();
-        if !seen.insert((life, p.seq)) {
-            report.duplicate_processing.push((p.life.clone(), p.seq));
-        } else if let Some(&prev) = last.get(life)
-            && p.seq < prev
-        {
-            report.order_violations.push((p.life.clone(), prev, p.seq));
-        }
-        let entry = last.entry(life).or_insert(p.seq);
-        *entry = (*entry).max(p.seq);
-        lives_of_seq.entry(p.seq).or_default().insert(life);
-    }
-    report.lives = last.len() as u64;
-    report.reprocessed_across_lives = lives_of_seq.values().filter(|l| l.len() > 1).count() as u64;
+    // Processing, each seq in the lane of its stored key.
+    let (processing, ended) = processing::check(
+        processed,
+        |seq| {
+            by_seq
+                .get(&seq)
+                .map(|event| ordering.lane(event.key.as_deref()))
+        },
+        concurrency,
+    );
+    report.processing = processing;
+    report.processing.ordering = ordering;
+    report.unlogged_results = stored
+        .iter()
+        .filter(|e| matches!(e.state, DeliveryState::Done(_)) && !ended.contains(&e.seq))
+        .map(|e| e.seq)
+        .collect();
+    report.unlogged_results.sort_unstable();
     report
+}
+
+/// How many examples of each violation the summary shows.
+const SHOW: usize = 5;
+
+/// The first [`SHOW`] items, for a summary line.
+fn first<T>(items: &[T]) -> &[T] {
+    &items[..items.len().min(SHOW)]
 }
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let verdict = if self.is_valid() { "VALID" } else { "INVALID" };
+        let p = &self.processing;
         writeln!(f, "checker: {verdict} ({} violations)", self.violations())?;
         writeln!(
             f,
-            "  publishes: {} keys tried, {} acknowledged, {} unknown outcome ({} of them stored), {} attempts retried after an unknown outcome",
+            "  publishes: {} tried, {} acknowledged, {} unknown outcome ({} of them stored), {} attempts retried after an unknown outcome",
             self.attempted,
             self.acknowledged,
             self.unknown,
@@ -373,158 +432,169 @@ impl fmt::Display for Report {
             "  store: {} events, {} ok, {} failed, {} dead",
             self.stored, self.results_ok, self.results_failed, self.dead
         )?;
+        let hottest = match &self.hottest_key {
+            Some((key, n)) => format!(
+                ", hottest {key} with {n} ({:.1} %)",
+                100.0 * *n as f64 / self.stored.max(1) as f64
+            ),
+            None => String::new(),
+        };
         writeln!(
             f,
-            "  processing: {} lines from {} processor lives ({} torn by a kill), {} seqs reprocessed by a later life",
-            self.processed, self.lives, self.torn_lines, self.reprocessed_across_lives
+            "  keys: {} distinct, {} events without a key{hottest}",
+            self.keys, self.unkeyed
         )?;
-        writeln!(f, "  lost acknowledged events:  {}", self.lost.len())?;
-        writeln!(
-            f,
-            "  never delivered:           {}",
-            self.never_delivered.len()
-        )?;
-        writeln!(
-            f,
-            "  duplicate events/acks:     {}",
-            self.duplicate_events.len() + self.conflicting_acks.len()
-        )?;
-        writeln!(
-            f,
-            "  duplicate processing:      {}",
-            self.duplicate_processing.len()
-        )?;
-        writeln!(
-            f,
-            "  order violations:          {}",
-            self.order_violations.len()
-        )?;
-        write!(f, "  unexpected events:         {}", self.unexpected.len())?;
-        const SHOW: usize = 5;
+        writeln!(f, "{p}")?;
+        let counts = [
+            ("lost acknowledged events", self.lost.len()),
+            ("never delivered", self.never_delivered.len()),
+            (
+                "duplicate events/acks",
+                self.duplicate_events.len() + self.conflicting_acks.len(),
+            ),
+            ("duplicate processing", p.duplicates.len()),
+            ("order violations (lane)", p.order_violations.len()),
+            ("concurrent in one lane", p.overlaps.len()),
+            ("lives over the cap", p.over_cap.len()),
+            ("rekeyed events", self.rekeyed.len()),
+            ("unexpected events", self.unexpected.len()),
+            ("results not in the log", self.unlogged_results.len()),
+            ("processed, not stored", p.not_stored.len()),
+            ("ends without a start", p.unmatched_ends.len()),
+        ];
+        for (i, (what, n)) in counts.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "  {:<26} {n}", format!("{what}:"))?;
+        }
         if !self.lost.is_empty() {
-            write!(
-                f,
-                "\n  first lost: {:?}",
-                &self.lost[..self.lost.len().min(SHOW)]
-            )?;
+            write!(f, "\n  first lost: {:?}", first(&self.lost))?;
         }
         if !self.never_delivered.is_empty() {
             write!(
                 f,
                 "\n  first never delivered: {:?}",
-                &self.never_delivered[..self.never_delivered.len().min(SHOW)]
+                first(&self.never_delivered)
             )?;
         }
-        if let Some((key, seqs)) = self.duplicate_events.iter().next() {
-            write!(f, "\n  first duplicate event: key {key} at seqs {seqs:?}")?;
+        if let Some((ik, seqs)) = self.duplicate_events.iter().next() {
+            write!(f, "\n  first duplicate event: {ik} at seqs {seqs:?}")?;
         }
         if !self.conflicting_acks.is_empty() {
             write!(
                 f,
-                "\n  first conflicting ack: {:?}",
-                self.conflicting_acks[0]
+                "\n  first conflicting acks: {:?}",
+                first(&self.conflicting_acks)
             )?;
         }
-        if !self.duplicate_processing.is_empty() {
+        if !self.rekeyed.is_empty() {
+            write!(f, "\n  first rekeyed: {:?}", first(&self.rekeyed))?;
+        }
+        if !self.unexpected.is_empty() {
+            write!(f, "\n  first unexpected: {:?}", first(&self.unexpected))?;
+        }
+        if !self.unlogged_results.is_empty() {
             write!(
                 f,
-                "\n  first duplicate processing (life, seq): {:?}",
-                &self.duplicate_processing[..self.duplicate_processing.len().min(SHOW)]
+                "\n  first results not in the log: {:?}",
+                first(&self.unlogged_results)
             )?;
         }
-        if !self.order_violations.is_empty() {
-            write!(
-                f,
-                "\n  first order violations (life, after, seq): {:?}",
-                &self.order_violations[..self.order_violations.len().min(SHOW)]
-            )?;
-        }
-        Ok(())
+        p.fmt_examples(f)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ackflow_core::model::{ResultRow, ResultStatus, StoredEvent};
-
-    fn view(seq: Seq, key: &str, state: DeliveryState) -> EventView {
-        EventView {
-            event: StoredEvent {
-                seq,
-                id: format!("id{seq}"),
-                kind: "sum".into(),
-                key: Some(key.into()),
-                payload: b"1".to_vec(),
-                published_at_us: 0,
-            },
-            state,
-            result: match state {
-                DeliveryState::Done(status) => Some(ResultRow {
-                    seq,
-                    status,
-                    output: String::new(),
-                    attempt: 1,
-                    processing_us: 0,
-                    stored_at_us: 0,
-                }),
-                _ => None,
-            },
-            dead: None,
-        }
-    }
 
     const OK: DeliveryState = DeliveryState::Done(ResultStatus::Ok);
 
-    fn processed(life: &str, seqs: &[Seq]) -> Vec<Processed> {
+    fn stored(seq: Seq, ik: &str, key: Option<&str>, state: DeliveryState) -> Stored {
+        Stored {
+            seq,
+            idempotency_key: Some(ik.into()),
+            key: key.map(str::to_string),
+            state,
+        }
+    }
+
+    /// Whole processings (start then end) of `seqs` by `life`.
+    fn whole(life: &str, seqs: &[Seq]) -> Vec<Processed> {
         seqs.iter()
-            .map(|&seq| Processed {
-                life: life.into(),
-                seq,
-                attempt: 1,
+            .flat_map(|&seq| {
+                [Phase::Start, Phase::End].map(|phase| Processed {
+                    life: life.into(),
+                    seq,
+                    attempt: 1,
+                    phase,
+                })
             })
             .collect()
     }
 
-    #[test]
-    fn a_clean_history_is_valid() {
+    fn history(publishes: &[(&str, Option<&str>, Seq)]) -> History {
         let mut h = History::default();
-        h.ack("a", 1);
-        h.ack("b", 2);
-        h.ack("a", 1); // a replay
-        h.give_up("c");
-        let stored = [view(1, "a", OK), view(2, "b", OK), view(3, "c", OK)];
-        let mut p = processed("l1", &[1, 2]);
-        p.extend(processed("l2", &[2, 3]));
-        let r = check(&h, &stored, &p);
-        assert!(r.is_valid(), "{r}");
-        assert_eq!((r.acknowledged, r.unknown, r.unknown_stored), (2, 1, 1));
-        assert_eq!((r.lives, r.reprocessed_across_lives), (2, 1));
+        for &(ik, key, seq) in publishes {
+            h.attempt(ik, key);
+            h.ack(ik, seq);
+        }
+        h
     }
 
     #[test]
-    fn every_violation_is_reported() {
-        let mut h = History::default();
-        for (key, seq) in [("a", 1), ("b", 2), ("c", 3), ("d", 9), ("e", 4)] {
-            h.ack(key, seq);
-        }
-        h.ack("e", 5);
-        let stored = [
-            view(1, "a", OK),
-            view(2, "b", DeliveryState::Pending), // acked, no result
-            view(3, "x", OK),                     // moved, and unexpected
-            view(4, "e", OK),
-            view(5, "e", OK), // e stored twice
+    fn a_clean_history_is_valid() {
+        let mut h = history(&[("a", Some("x"), 1), ("b", None, 2)]);
+        h.ack("a", 1); // a replay
+        h.attempt("c", Some("x"));
+        h.give_up("c");
+        let store = [
+            stored(1, "a", Some("x"), OK),
+            stored(2, "b", None, OK),
+            stored(3, "c", Some("x"), OK),
         ];
-        let p = processed("l1", &[1, 2, 2, 4, 3]);
-        let r = check(&h, &stored, &p);
+        let mut p = whole("l1", &[1, 2]);
+        p.extend(whole("l2", &[2, 3]));
+        let r = check(&h, &store, &p, Ordering::Key, None);
+        assert!(r.is_valid(), "{r}");
+        assert_eq!((r.acknowledged, r.unknown, r.unknown_stored), (2, 1, 1));
+        assert_eq!(
+            (r.processing.lives, r.processing.reprocessed_across_lives),
+            (2, 1)
+        );
+        assert_eq!((r.keys, r.unkeyed), (1, 1));
+        assert_eq!(r.hottest_key, Some(("x".to_string(), 2)));
+    }
+
+    #[test]
+    fn every_store_violation_is_reported() {
+        let mut h = history(&[
+            ("a", None, 1),
+            ("b", None, 2),
+            ("c", None, 3),
+            ("d", None, 9),
+            ("e", None, 4),
+            ("f", Some("x"), 6),
+        ]);
+        h.ack("e", 5);
+        let store = [
+            stored(1, "a", None, OK),
+            stored(2, "b", None, DeliveryState::Pending), // acked, no result
+            stored(3, "z", None, OK),                     // moved, and unexpected
+            stored(4, "e", None, OK),
+            stored(5, "e", None, OK),      // e stored twice
+            stored(6, "f", Some("y"), OK), // the key changed
+        ];
+        let p = whole("l1", &[1, 3, 4, 5, 6]);
+        let r = check(&h, &store, &p, Ordering::Key, None);
         let reasons: Vec<&LostReason> = r.lost.iter().map(|l| &l.reason).collect();
         assert_eq!(
             reasons,
             vec![
                 &LostReason::NoResult,
                 &LostReason::Moved {
-                    found: Some("x".into())
+                    found: Some("z".into())
                 },
                 &LostReason::Missing
             ]
@@ -533,17 +603,28 @@ mod tests {
         assert_eq!(r.unexpected, vec![3]);
         assert_eq!(r.duplicate_events.len(), 1);
         assert_eq!(r.conflicting_acks, vec![("e".to_string(), 4, 5)]);
-        assert_eq!(r.duplicate_processing, vec![("l1".to_string(), 2)]);
-        assert_eq!(r.order_violations, vec![("l1".to_string(), 4, 3)]);
+        assert_eq!(
+            r.rekeyed,
+            vec![Rekeyed {
+                seq: 6,
+                idempotency_key: "f".into(),
+                sent: Some("x".into()),
+                stored: Some("y".into()),
+            }]
+        );
+        assert_eq!(r.order_count(), 0, "{r}");
         assert!(!r.is_valid());
     }
 
     #[test]
-    fn torn_last_lines_are_tolerated_elsewhere_not() {
-        let (lines, torn) = parse_processed("l 1 1\nl 2 1\nl 3").unwrap();
-        assert_eq!((lines.len(), torn), (2, 1));
-        let (lines, torn) = parse_processed("l 1 1\n").unwrap();
-        assert_eq!((lines.len(), torn), (1, 0));
-        assert!(parse_processed("l 1 1\nl x 1\nl 3 1\n").is_err());
+    fn results_missing_from_the_log_and_phantom_processing_are_reported() {
+        let h = history(&[("a", None, 1), ("b", None, 2)]);
+        let store = [stored(1, "a", None, OK), stored(2, "b", None, OK)];
+        // Seq 2's result has no processing; seq 7 is no stored event.
+        let p = whole("l1", &[1, 7]);
+        let r = check(&h, &store, &p, Ordering::Key, None);
+        assert_eq!(r.unlogged_results, vec![2]);
+        assert_eq!(r.processing.not_stored, vec![("l1".to_string(), 7)]);
+        assert_eq!(r.violations(), 2, "{r}");
     }
 }

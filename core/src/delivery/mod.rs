@@ -68,3 +68,4 @@ pub mod results;
 pub mod rto;
 pub mod sender;
 pub mod service;
+pub mod suspects;

@@ -31,6 +31,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use super::rto::RtoEstimator;
+use super::suspects::Suspects;
 use crate::model::{DeliveryCursor, Seq};
 
 /// Tunables of the sender.
@@ -48,6 +49,9 @@ pub struct SenderConfig {
     pub rto_min: Duration,
     /// Longest wait between two sends of one event (backoff cap).
     pub max_backoff: Duration,
+    /// Processor lives an event may end while alone in flight before it is
+    /// parked as dead (see `suspects.rs`). 0: never.
+    pub max_crashes: u32,
 }
 
 impl Default for SenderConfig {
@@ -58,6 +62,7 @@ impl Default for SenderConfig {
             rto_initial: Duration::from_secs(1),
             rto_min: Duration::from_millis(200),
             max_backoff: Duration::from_secs(30),
+            max_crashes: 3,
         }
     }
 }
@@ -92,6 +97,9 @@ pub struct InFlight {
     /// Deadlines passed (with or without a copy sent): the backoff's
     /// exponent.
     pub waits: u32,
+    /// Not sent on this stream yet: it waits for its turn while suspects
+    /// are isolated (see `suspects.rs`). No timer runs for it.
+    pub held: bool,
 }
 
 /// Delivery state of one seq in the window.
@@ -182,6 +190,8 @@ pub struct Sender {
     resolved_ahead: BTreeSet<Seq>,
     rto: RtoEstimator,
     link: Link,
+    /// Events in flight when a processor life ended, and crash counts.
+    suspects: Suspects,
     /// Source of backoff jitter; seeded so that tests are reproducible.
     rng: fastrand::Rng,
 }
@@ -201,6 +211,7 @@ impl Sender {
             resolved_ahead: cursor.resolved_above.into_iter().collect(),
             rto: RtoEstimator::new(config.rto_initial, config.rto_min, config.max_backoff),
             link: Link::Absent,
+            suspects: Suspects::new(config.max_crashes),
             rng: fastrand::Rng::with_seed(seed),
         };
         sender.skip_resolved();
@@ -256,23 +267,97 @@ impl Sender {
         self.entries.iter().map(|(s, e)| (*s, e))
     }
 
-    /// True when a new event may be sent now.
-    pub fn can_send(&self) -> bool {
-        self.link != Link::Absent
-            && self.next_to_send < self.lowest_unacked() + self.window
-            && self.next_to_send < self.acked_floor + 2 * self.window
+    /// Unresolved suspects (see `suspects.rs`); while there are any,
+    /// events are sent one at a time.
+    pub fn suspects(&self) -> usize {
+        self.suspects.len()
     }
 
-    /// A processor connected. Everything in flight is sent again now, in seq
-    /// order (the processor drops what it already has and re-acks it).
-    pub fn on_connect(&mut self, now: Instant, processor_window: u32, paused: bool) -> Vec<Action> {
+    /// The window in force now: 1 while suspects are isolated.
+    fn effective_window(&self) -> u64 {
+        if self.suspects.isolating() {
+            1
+        } else {
+            self.window
+        }
+    }
+
+    /// True when a new event may be sent now.
+    pub fn can_send(&self) -> bool {
+        let window = self.effective_window();
+        self.link != Link::Absent
+            && self.next_to_send < self.lowest_unacked() + window
+            && self.next_to_send < self.acked_floor + 2 * window
+    }
+
+    /// A processor connected; `new_life` when it is not the processor life
+    /// whose stream ended last (it restarted or crashed). Events that
+    /// crashed the processor `max_crashes` times by themselves are parked;
+    /// everything else in flight is sent again now, in seq order (the
+    /// processor drops what it already has and re-acks it) — or only the
+    /// lowest, while suspects are isolated.
+    pub fn on_connect(
+        &mut self,
+        now: Instant,
+        processor_window: u32,
+        paused: bool,
+        new_life: bool,
+    ) -> Vec<Action> {
         self.link = if paused { Link::Paused } else { Link::Running };
         self.window = u64::from(self.config.window.min(processor_window).max(1));
         self.progress = Progress::default();
+        let mut actions = Vec::new();
+        for poison in self.suspects.on_hello(new_life) {
+            if let Some(f) = self.take_in_flight(poison.seq) {
+                actions.push(Action::Park {
+                    seq: poison.seq,
+                    attempts: f.attempt,
+                    reason: format!(
+                        "crashed the processor: {} processor lives ended while it was the only event in flight",
+                        poison.crashes
+                    ),
+                });
+            }
+        }
+        for entry in self.entries.values_mut() {
+            if let Entry::InFlight(f) = entry {
+                f.held = true;
+            }
+        }
+        actions.extend(self.release_held(now));
+        actions
+    }
+
+    /// The processor's stream ended. In-flight entries wait for the next
+    /// connection; no timer runs meanwhile.
+    pub fn on_disconnect(&mut self) {
+        self.link = Link::Absent;
+        let sent: Vec<Seq> = self
+            .entries
+            .iter()
+            .filter_map(|(seq, e)| match e {
+                Entry::InFlight(f) if !f.held => Some(*seq),
+                _ => None,
+            })
+            .collect();
+        self.suspects.on_stream_end(sent);
+    }
+
+    /// Sends held entries whose turn came: the lowest one in flight while
+    /// suspects are isolated, all of them (in seq order) otherwise.
+    fn release_held(&mut self, now: Instant) -> Vec<Action> {
+        if self.link == Link::Absent {
+            return Vec::new();
+        }
+        let isolating = self.suspects.isolating();
         let rto = self.rto.rto();
         let mut actions = Vec::new();
-        for (seq, entry) in self.entries.iter_mut() {
-            if let Entry::InFlight(f) = entry {
+        for seq in &self.unacked {
+            let Some(Entry::InFlight(f)) = self.entries.get_mut(seq) else {
+                continue;
+            };
+            if f.held {
+                f.held = false;
                 f.attempt += 1;
                 f.last_sent = now;
                 f.backoff = rto;
@@ -283,14 +368,11 @@ impl Sender {
                     attempt: f.attempt,
                 });
             }
+            if isolating {
+                break;
+            }
         }
         actions
-    }
-
-    /// The processor's stream ended. In-flight entries wait for the next
-    /// connection; no timer runs meanwhile.
-    pub fn on_disconnect(&mut self) {
-        self.link = Link::Absent;
     }
 
     /// The processor was paused or resumed.
@@ -324,6 +406,7 @@ impl Sender {
                 backoff: rto,
                 timeouts: 0,
                 waits: 0,
+                held: false,
             }),
         );
         self.unacked.insert(seq);
@@ -382,7 +465,7 @@ impl Sender {
             let Some(Entry::InFlight(f)) = self.entries.get_mut(seq) else {
                 continue;
             };
-            if now.saturating_duration_since(f.last_sent) < guard {
+            if f.held || now.saturating_duration_since(f.last_sent) < guard {
                 continue;
             }
             f.attempt += 1;
@@ -394,6 +477,7 @@ impl Sender {
                 backoff: f.backoff,
             });
         }
+        actions.extend(self.release_held(now));
         actions
     }
 
@@ -416,6 +500,7 @@ impl Sender {
         };
         *entry = Entry::Acked;
         self.unacked.remove(&seq);
+        self.suspects.resolved(seq);
         if self.unacked.is_empty() {
             self.timer = None;
         }
@@ -455,6 +540,9 @@ impl Sender {
         let mut timer: Option<Instant> = None;
         for (seq, entry) in self.entries.iter_mut() {
             let Entry::InFlight(f) = entry else { continue };
+            if f.held {
+                continue; // not sent on this stream yet: no timer runs
+            }
             if f.deadline > now {
                 timer = Some(timer.map_or(f.deadline, |t| t.min(f.deadline)));
                 continue;
@@ -475,6 +563,7 @@ impl Sender {
                 });
                 *entry = Entry::Acked;
                 self.unacked.remove(seq);
+                self.suspects.resolved(*seq);
                 continue;
             }
             // The backoff grows either way, so timeouts are counted at the
@@ -497,6 +586,7 @@ impl Sender {
             });
         }
         self.timer = timer;
+        actions.extend(self.release_held(now)); // after a park
         actions
     }
 
@@ -536,6 +626,7 @@ mod tests {
             rto_initial: Duration::from_millis(100),
             rto_min: Duration::from_millis(100),
             max_backoff: Duration::from_secs(2),
+            max_crashes: 2,
         }
     }
 
@@ -555,7 +646,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = sender();
         assert!(!s.can_send(), "absent processor");
-        s.on_connect(t0, 256, false);
+        s.on_connect(t0, 256, false, false);
         for seq in 1..=4 {
             assert!(s.can_send());
             assert_eq!(s.on_offer(seq, t0), Offer::Send);
@@ -597,7 +688,7 @@ mod tests {
     fn retransmits_with_growing_backoff_and_parks_the_blocker() {
         let t0 = Instant::now();
         let mut s = sender();
-        s.on_connect(t0, 256, false);
+        s.on_connect(t0, 256, false, false);
         s.on_offer(1, t0);
         s.on_offer(2, t0);
         let mut now = t0;
@@ -629,7 +720,7 @@ mod tests {
     fn a_lost_ack_is_retransmitted_when_a_later_ack_arrives() {
         let t0 = Instant::now();
         let mut s = sender();
-        s.on_connect(t0, 256, false);
+        s.on_connect(t0, 256, false, false);
         for seq in 1..=3 {
             s.on_offer(seq, t0);
         }
@@ -666,7 +757,7 @@ mod tests {
     fn what_the_processor_has_is_not_sent_again_but_still_times_out() {
         let t0 = Instant::now();
         let mut s = sender();
-        s.on_connect(t0, 256, false);
+        s.on_connect(t0, 256, false, false);
         for seq in 1..=3 {
             s.on_offer(seq, t0);
         }
@@ -700,10 +791,58 @@ mod tests {
     }
 
     #[test]
+    fn a_poison_event_is_isolated_and_parked_and_innocents_are_not() {
+        let t0 = Instant::now();
+        let mut s = sender(); // max_crashes 2
+        s.on_connect(t0, 256, false, true);
+        for seq in 1..=3 {
+            s.on_offer(seq, t0);
+        }
+        // Seq 2 crashes the processor with seqs 1..=3 in flight: nobody is
+        // blamed, all three are suspects, sent one at a time.
+        s.on_disconnect();
+        assert_eq!(
+            s.on_connect(t0, 256, false, true),
+            vec![Action::Send { seq: 1, attempt: 2 }]
+        );
+        assert_eq!(s.suspects(), 3);
+        assert!(!s.can_send(), "nothing new while isolating");
+        s.on_ack(1, 2, t0);
+        assert_eq!(
+            s.on_progress(t0, processed(2)),
+            vec![Action::Send { seq: 2, attempt: 2 }]
+        );
+        // Seq 2 alone crashes it: one crash.
+        s.on_disconnect();
+        assert_eq!(
+            s.on_connect(t0, 256, false, true),
+            vec![Action::Send { seq: 2, attempt: 3 }]
+        );
+        // The same life reconnects (a network cut): not a crash.
+        s.on_disconnect();
+        assert_eq!(
+            s.on_connect(t0, 256, false, false),
+            vec![Action::Send { seq: 2, attempt: 4 }]
+        );
+        // The second crash alone parks it; seq 3 goes next, alone.
+        s.on_disconnect();
+        let actions = s.on_connect(t0, 256, false, true);
+        assert!(
+            matches!(&actions[0], Action::Park { seq: 2, reason, .. } if reason.starts_with("crashed the processor")),
+            "{actions:?}"
+        );
+        assert_eq!(actions[1..], [Action::Send { seq: 3, attempt: 2 }]);
+        s.on_ack(3, 2, t0);
+        s.on_progress(t0, processed(4));
+        assert_eq!(s.suspects(), 0);
+        assert!(s.can_send(), "the window opens again");
+    }
+
+    #[test]
     fn paused_processor_is_never_given_up() {
         let t0 = Instant::now();
         let mut s = sender();
-        s.on_connect(t0, 256, true);
+        s.on_connect(t0, 256, true, false);
         s.on_offer(1, t0);
         for _ in 0..50 {
             let now = s.next_deadline().unwrap();
@@ -732,13 +871,13 @@ mod tests {
             1,
         );
         assert_eq!(s.acked_floor(), 4);
-        s.on_connect(t0, 256, false);
+        s.on_connect(t0, 256, false, false);
         assert_eq!(s.on_offer(4, t0), Offer::Send);
         assert_eq!(s.on_offer(5, t0), Offer::Skip);
         assert_eq!(s.on_offer(6, t0), Offer::Send);
         s.on_disconnect();
         assert!(s.next_deadline().is_none());
-        let resent = s.on_connect(t0, 256, false);
+        let resent = s.on_connect(t0, 256, false, false);
         assert_eq!(
             resent,
             vec![

@@ -166,6 +166,7 @@ pub async fn start(
         metrics: parts.metrics,
         synced: pb::Totals::default(),
         ordering: parts.ordering,
+        last_life: None,
         floor_since: (0, Instant::now()),
     };
     tracker.spawn(state.run(
@@ -225,6 +226,8 @@ struct State {
     /// Totals as last copied into the metrics.
     synced: pb::Totals,
     ordering: pb::Ordering,
+    /// The life and id of the last processor that said hello.
+    last_life: Option<(u64, String)>,
     /// The floor as the last snapshot saw it, and since when.
     floor_since: (Seq, Instant),
 }
@@ -291,7 +294,16 @@ impl State {
         } else {
             new.hello.window
         };
-        let resend = self.sender.on_connect(now, processor_window, self.paused);
+        let life = (new.hello.life, new.hello.processor_id.clone());
+        let new_life = match &self.last_life {
+            Some((last, id)) if new.hello.life == 0 => *id != new.hello.processor_id || *last != 0,
+            Some((last, _)) => *last != new.hello.life,
+            None => true,
+        };
+        self.last_life = Some(life);
+        let resend = self
+            .sender
+            .on_connect(now, processor_window, self.paused, new_life);
         tracing::info!(
             session = id,
             processor = %new.hello.processor_id,

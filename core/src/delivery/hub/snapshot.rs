@@ -142,6 +142,7 @@ impl State {
                 .collect(),
             ordering: self.ordering as i32,
             floor_holder,
+            suspects: self.sender.suspects() as u32,
         };
         self.sync_metrics(&snapshot);
         self.snapshot_tx.send_replace(Arc::new(snapshot));
