@@ -44,6 +44,7 @@ async fn metrics_match_the_run() -> anyhow::Result<()> {
             .publish(pb::PublishRequest {
                 kind: kind.into(),
                 payload: format!("[{n}]").into_bytes(),
+                idempotency_key: if n == 1 { "m-1".into() } else { String::new() },
                 ..Default::default()
             })
             .await?;
@@ -52,6 +53,15 @@ async fn metrics_match_the_run() -> anyhow::Result<()> {
     assert_eq!(status, 422);
     let (status, _) = post_json(core.http, "/v1/events", "{").await?;
     assert_eq!(status, 400);
+    // An idempotency key reused with another payload: counted once, as a
+    // conflict (by the ingest writer), not also as invalid.
+    let (status, _) = post_json(
+        core.http,
+        "/v1/events",
+        r#"{"kind":"sum","payload":[2],"idempotency_key":"m-1"}"#,
+    )
+    .await?;
+    assert_eq!(status, 422);
 
     let text = wait_for(
         "metrics after 100 results",
@@ -81,8 +91,12 @@ async fn metrics_match_the_run() -> anyhow::Result<()> {
         ),
         Some(1.0)
     );
+    assert_eq!(
+        sample(&text, "ackflow_publish_rejected_total{reason=\"conflict\"}"),
+        Some(1.0)
+    );
     assert_eq!(sample(&text, "ackflow_head_seq"), Some(100.0));
-    assert_eq!(sample(&text, "ackflow_window"), Some(256.0));
+    assert_eq!(sample(&text, "ackflow_window"), Some(1024.0));
     assert_eq!(sample(&text, "ackflow_processor_connected"), Some(1.0));
     assert_eq!(
         sample(&text, "ackflow_publish_to_result_seconds_count"),
