@@ -30,6 +30,7 @@ async fn unstorable_outputs_are_stored_cut_and_the_floor_moves() -> anyhow::Resu
                 processor_id: "hostile".into(),
                 window: 256,
                 algorithms: vec!["sha256".into()],
+                ..Default::default()
             })),
         })
         .await?;
@@ -62,7 +63,10 @@ async fn unstorable_outputs_are_stored_cut_and_the_floor_moves() -> anyhow::Resu
         .collect();
     out_tx
         .send(pb::ProcessorMessage {
-            body: Some(pb::processor_message::Body::Acks(pb::AckBatch { acks })),
+            body: Some(pb::processor_message::Body::Acks(pb::AckBatch {
+                acks,
+                ..Default::default()
+            })),
         })
         .await?;
 

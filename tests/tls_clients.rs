@@ -67,6 +67,7 @@ async fn processor_and_monitor_connect_with_their_ca() {
             processor_id: "tls".into(),
             window: 16,
             algorithms: vec![],
+            ..Default::default()
         })),
     };
     let err = delivery

@@ -90,6 +90,7 @@ async fn wrong_tokens_are_refused_everywhere() {
             processor_id: "intruder".into(),
             window: 16,
             algorithms: vec![],
+            ..Default::default()
         })),
     };
     let wrong_processor = [

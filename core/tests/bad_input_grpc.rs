@@ -373,6 +373,7 @@ fn malformed_frames_are_refused() {
             processor_id: "p".into(),
             window: 16,
             algorithms: vec![],
+            ..Default::default()
         })),
     }
     .encode_to_vec();
@@ -479,11 +480,13 @@ fn a_processor_talking_nonsense_changes_nothing() {
                     processor_id: "nonsense".into(),
                     window,
                     algorithms: vec!["\u{0}".into(); 3],
+                    ..Default::default()
                 })),
             };
             let acks = pb::ProcessorMessage {
                 body: Some(pb::processor_message::Body::Acks(pb::AckBatch {
                     acks: acks.into_iter().map(|(s, st, o)| ack(s, st, o)).collect(),
+                    ..Default::default()
                 })),
             };
             let status = pb::ProcessorMessage {
@@ -525,6 +528,7 @@ fn a_processor_talking_nonsense_changes_nothing() {
                 processor_id: "well-behaved".into(),
                 window: 16,
                 algorithms: vec!["sum".into()],
+                ..Default::default()
             })),
         })
         .await
@@ -556,6 +560,7 @@ fn a_processor_talking_nonsense_changes_nothing() {
                     processing_us: 1,
                     reject: false,
                 }],
+                ..Default::default()
             })),
         })
         .await

@@ -114,6 +114,7 @@ async fn tokens_are_required_when_configured() {
             processor_id: "p".into(),
             window: 16,
             algorithms: vec![],
+            ..Default::default()
         })),
     };
     let err = delivery

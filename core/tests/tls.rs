@@ -144,6 +144,7 @@ async fn grpc_and_rest_are_served_over_tls() {
             processor_id: "p".into(),
             window: 16,
             algorithms: vec![],
+            ..Default::default()
         })),
     };
     let err = delivery
