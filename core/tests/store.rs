@@ -479,7 +479,7 @@ fn conflict(index: usize, key: &str, original: Original) -> Conflict {
 /// or replayed, with no gap in the seqs.
 async fn a_reused_key_refuses_only_its_own_request(store: SharedStore) {
     let original = event("sum", "[1]", Some("a"));
-    append(&store, 1, 1, &ids(1), &[original.clone()])
+    append(&store, 1, 1, &ids(1), std::slice::from_ref(&original))
         .await
         .unwrap();
     let mut batch = AppendBatch::new();
