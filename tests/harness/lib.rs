@@ -156,6 +156,12 @@ impl Proc {
         self.child.id()
     }
 
+    /// Waits for the process to exit by itself; returns the exit code
+    /// (`None`: killed by a signal).
+    pub async fn wait(&mut self) -> anyhow::Result<Option<i32>> {
+        Ok(self.child.wait().await?.code())
+    }
+
     /// SIGKILL: no chance to clean up.
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
