@@ -227,7 +227,8 @@ pub struct App {
     pub retransmit_samples: VecDeque<u64>,
     /// Duplicate drops per snapshot interval, oldest first.
     pub duplicate_drop_samples: VecDeque<u64>,
-    /// The latest results, oldest first.
+    /// The latest results with their keys, oldest first, in the order core
+    /// stored them (not seq order: keys are processed side by side).
     pub results: VecDeque<pb::ResultFeed>,
     /// The event log, oldest first.
     pub log: VecDeque<LogLine>,
@@ -894,6 +895,30 @@ mod tests {
             app.handle(AppEvent::Admin(Update::Lagged(1)));
         }
         assert_eq!(app.log.len(), MAX_LOG_LINES);
+    }
+
+    #[test]
+    fn results_keep_their_keys_in_the_order_they_arrived() {
+        let mut app = App::new("http://core", None);
+        for (seq, key) in [(5, "user-2"), (3, "user-1"), (6, ""), (4, "user-1")] {
+            app.handle(AppEvent::Admin(Update::Feed(pb::FeedEvent {
+                at_us: 0,
+                kind: Some(pb::feed_event::Kind::Result(pb::ResultFeed {
+                    seq,
+                    key: key.into(),
+                    ..Default::default()
+                })),
+            })));
+        }
+        let shown: Vec<(u64, &str)> = app
+            .results
+            .iter()
+            .map(|r| (r.seq, r.key.as_str()))
+            .collect();
+        assert_eq!(
+            shown,
+            [(5, "user-2"), (3, "user-1"), (6, ""), (4, "user-1")]
+        );
     }
 
     #[test]

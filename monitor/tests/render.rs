@@ -40,9 +40,10 @@ fn feed(app: &mut App, at_ms: i64, kind: Kind) {
     })));
 }
 
-fn result(seq: u64, kind: &str, ok: bool, latency_us: u64, output: &str) -> Kind {
+fn result(seq: u64, key: &str, kind: &str, ok: bool, latency_us: u64, output: &str) -> Kind {
     Kind::Result(pb::ResultFeed {
         seq,
+        key: key.into(),
         kind: kind.into(),
         status: if ok {
             pb::ResultStatus::Ok
@@ -132,6 +133,7 @@ fn snapshots(app: &mut App, shape: &Shape, retransmit_every: u64, rates: pb::Rat
                 held_us: h.held_us.saturating_sub((39 - i) * 200_000),
                 ..h
             }),
+            suspects: 0,
         };
         app.handle(AppEvent::Admin(Update::Snapshot(snapshot)));
         app.handle(AppEvent::Tick);
@@ -231,12 +233,19 @@ fn running_app() -> App {
         ("wordcount", true, "11"),
         ("sleep", true, "slept 5 ms"),
     ];
-    for (i, (kind, ok, output)) in outputs.into_iter().enumerate() {
+    // Keys are processed side by side, so results are stored in seq order
+    // within a key but not across keys.
+    let keys = [
+        "user-1", "user-12", "", "user-1", "slow-1", "user-3", "", "user-12", "user-3", "user-7",
+    ];
+    let order = [1, 0, 2, 4, 3, 5, 7, 6, 9, 8];
+    for (n, i) in order.into_iter().enumerate() {
+        let (kind, ok, output) = outputs[i];
         let seq = 1213 + i as u64;
         feed(
             &mut app,
-            8000 + i as i64 * 50,
-            result(seq, kind, ok, 3_000 + i as u64 * 1_700, output),
+            8000 + n as i64 * 50,
+            result(seq, keys[i], kind, ok, 3_000 + i as u64 * 1_700, output),
         );
     }
     feed(
@@ -370,6 +379,12 @@ fn paused_app() -> App {
             7000 + i as i64 * 10,
             result(
                 1151 + i,
+                // The long key is cut, control characters are replaced.
+                match i {
+                    1 => "customer-7f3a9c2e-4b1d-49aa-8c55-1e0f6d2b9a77",
+                    3 => "line\nbreak",
+                    _ => "",
+                },
                 "sha256",
                 true,
                 2_400,
@@ -524,6 +539,36 @@ fn global_order_and_a_floor_held_long_show_in_both_layouts() {
             Some(ratatui::style::Color::Yellow),
             "{width}x{height}: the floor holder is highlighted"
         );
+    }
+}
+
+#[test]
+fn result_keys_show_in_both_layouts() {
+    let running = running_app();
+    let paused = paused_app();
+    for (width, height) in [(120, 40), (80, 24)] {
+        let s = screen(&draw(&running, width, height));
+        // Seqs 1213..1222 are only in the results table ("–": no key).
+        for wanted in [
+            "seq key",
+            "1221 user-3",
+            "1219 –",
+            "1220 user-12",
+            "1217 slow-1",
+        ] {
+            assert!(
+                s.contains(wanted),
+                "{width}x{height}: no {wanted:?} in\n{s}"
+            );
+        }
+        // A long key is cut and a control character replaced.
+        let s = screen(&draw(&paused, width, height));
+        for wanted in ["1152 custome", "1154 line\u{fffd}br"] {
+            assert!(
+                s.contains(wanted),
+                "{width}x{height}: no {wanted:?} in\n{s}"
+            );
+        }
     }
 }
 

@@ -11,17 +11,16 @@ use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Gauge, Paragraph, Row, Table};
 
-use super::{DIM, effective_offset, panel, right, visible_rows};
+use super::{
+    DIM, KEY_MAX_WIDTH, KEY_MIN_WIDTH, effective_offset, key_cell, key_width_wanted, panel, right,
+    visible_rows,
+};
 use crate::app::{App, Focus};
-use crate::fmt::{fmt_key, fmt_us};
+use crate::fmt::fmt_us;
 
 /// Cells of the countdown bar when the panel is wide enough, and when not.
 const COUNTDOWN_CELLS: usize = 8;
 const COUNTDOWN_CELLS_NARROW: usize = 4;
-/// Widest key column; longer keys are cut with `…`.
-const KEY_MAX_WIDTH: u16 = 16;
-/// A key column narrower than this says too little to be worth its room.
-const KEY_MIN_WIDTH: u16 = 4;
 /// Most in-flight entries in a snapshot (core sends the lowest 512 seqs of
 /// its window, see `Snapshot.in_flight`): a full list may not be all.
 const IN_FLIGHT_SHOWN_MAX: usize = 512;
@@ -190,23 +189,11 @@ pub(super) fn render_in_flight(app: &App, frame: &mut Frame, area: Rect, with_ga
         .max()
         .unwrap_or(3)
         .max(3) as u16;
-    let key_wanted = shown
-        .iter()
-        .filter(|e| !e.key.is_empty())
-        .map(|e| Span::raw(fmt_key(&e.key, usize::from(KEY_MAX_WIDTH))).width() as u16)
-        .max();
+    let key_wanted = key_width_wanted(shown.iter().map(|e| e.key.as_str()));
     let cols = columns(table_area.width, seq_width, key_wanted);
-    let key_cell = |key: &str| -> Option<Cell<'static>> {
-        let width = usize::from(cols.key?);
-        Some(if key.is_empty() {
-            Cell::from(Span::styled(fmt_key(key, width), DIM))
-        } else {
-            Cell::from(fmt_key(key, width))
-        })
-    };
     let rows = shown.iter().map(|e| {
         let mut cells = vec![right(e.seq.to_string())];
-        cells.extend(key_cell(&e.key));
+        cells.extend(cols.key.map(|width| key_cell(&e.key, width)));
         if e.acked {
             let storing = if cols.countdown_cells == COUNTDOWN_CELLS {
                 "acked, storing"

@@ -39,6 +39,7 @@ use self::log::render_log;
 use self::offline::render_offline;
 use self::results::render_results;
 use crate::app::App;
+use crate::fmt::fmt_key;
 
 /// Narrowest terminal that gets the wide layout.
 pub const WIDE_MIN_WIDTH: u16 = 110;
@@ -47,6 +48,10 @@ pub const WIDE_MIN_HEIGHT: u16 = 30;
 
 const DIM: Style = Style::new().fg(Color::DarkGray);
 const FOCUSED: Color = Color::Cyan;
+/// Widest key column (in-flight and results); longer keys are cut with `…`.
+const KEY_MAX_WIDTH: u16 = 16;
+/// A key column narrower than this says too little to be worth its room.
+const KEY_MIN_WIDTH: u16 = 4;
 
 /// Draws the whole dashboard for `app` into `frame`.
 pub fn render(app: &App, frame: &mut Frame) {
@@ -211,6 +216,27 @@ fn effective_offset(offset: usize, len: usize, visible: usize) -> usize {
 /// A right-aligned cell, for numbers.
 fn right(text: String) -> Cell<'static> {
     Cell::from(Line::from(text).alignment(Alignment::Right))
+}
+
+/// Cells the longest of `keys` takes once cut to [`KEY_MAX_WIDTH`], at
+/// least the header's; `None` when no row has a key, so the table leaves
+/// the column out.
+fn key_width_wanted<'a>(keys: impl Iterator<Item = &'a str>) -> Option<u16> {
+    keys.filter(|k| !k.is_empty())
+        .map(|k| Span::raw(fmt_key(k, usize::from(KEY_MAX_WIDTH))).width() as u16)
+        .max()
+        .map(|w| w.max("key".len() as u16))
+}
+
+/// An event's key in a column `width` cells wide: cut, with control
+/// characters replaced (see [`fmt_key`]); a dim `–` when it has none.
+fn key_cell(key: &str, width: u16) -> Cell<'static> {
+    let text = fmt_key(key, usize::from(width));
+    if key.is_empty() {
+        Cell::from(Span::styled(text, DIM))
+    } else {
+        Cell::from(text)
+    }
 }
 
 /// A `width`×`height` rectangle in the middle of `area` (clipped to it).
