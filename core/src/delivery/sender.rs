@@ -446,11 +446,12 @@ impl Sender {
     /// once per smoothed round trip per event, and it never counts towards
     /// `max_deliver`.
     ///
-    /// `received_below` spares the others: an event the processor has is
-    /// waiting for its turn (behind an earlier event of its key, or for a
+    /// `received_below` spares the others: an event a running processor has
+    /// is waiting for its turn (behind an earlier event of its key, or for a
     /// free slot) or running, and a copy would only be dropped. Its
     /// deadline still comes and counts a timeout (see [`on_tick`]), but
-    /// nothing is sent.
+    /// nothing is sent. (A paused processor still gets copies, to show the
+    /// timers at work.)
     ///
     /// [`on_tick`]: Self::on_tick
     pub fn on_progress(&mut self, now: Instant, progress: Progress) -> Vec<Action> {
@@ -574,8 +575,12 @@ impl Sender {
                 .backoff(f.waits + 1, self.config.max_backoff, &mut self.rng);
             f.deadline = now + f.backoff;
             timer = Some(timer.map_or(f.deadline, |t| t.min(f.deadline)));
-            if *seq < self.progress.received_below {
-                continue; // the processor has it: waiting or running
+            // The processor has it: waiting behind its key or running. A
+            // paused processor gets copies all the same (they are dropped
+            // as duplicates): pausing is how an operator watches the
+            // timers, retransmits and duplicate drops work.
+            if *seq < self.progress.received_below && self.link == Link::Running {
+                continue;
             }
             f.attempt += 1;
             f.last_sent = now;
