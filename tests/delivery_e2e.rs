@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ackflow_proto::v1 as pb;
+use ackflow_tests::checker::{Phase, parse_processed};
 use ackflow_tests::{Client, Core, PgDb, all_events, start_processor, wait_for};
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -80,19 +81,20 @@ async fn publish_all(client: Client, per_second: u64, acked: Arc<AtomicU64>) {
     }
 }
 
-/// Checks the processed log: within each processor life, seqs strictly
-/// increase. Returns the number of lives seen.
+/// Checks the processed log: within each processor life, the events (none
+/// has a key: one lane) start in strictly increasing seq order. Returns the
+/// number of lives seen.
 fn check_processing_order(log: &Path) -> anyhow::Result<usize> {
-    let text = std::fs::read_to_string(log)?;
-    let mut last: HashMap<&str, u64> = HashMap::new();
-    for line in text.lines() {
-        let mut parts = line.split_whitespace();
-        let (Some(life), Some(seq)) = (parts.next(), parts.next()) else {
-            anyhow::bail!("malformed processed-log line {line:?}");
-        };
-        let seq: u64 = seq.parse()?;
-        if let Some(prev) = last.insert(life, seq) {
-            anyhow::ensure!(seq > prev, "life {life} processed {seq} after {prev}");
+    let (lines, _torn) = parse_processed(&std::fs::read_to_string(log)?)?;
+    let mut last: HashMap<String, u64> = HashMap::new();
+    for line in lines.iter().filter(|l| l.phase == Phase::Start) {
+        if let Some(prev) = last.insert(line.life.clone(), line.seq) {
+            anyhow::ensure!(
+                line.seq > prev,
+                "life {} started {} after {prev}",
+                line.life,
+                line.seq
+            );
         }
     }
     Ok(last.len())
@@ -288,10 +290,11 @@ async fn pause_retransmits_then_drains() -> anyhow::Result<()> {
     })
     .await?;
     processor.terminate().await?;
-    let text = std::fs::read_to_string(&log)?;
-    let seqs: Vec<u64> = text
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+    let (lines, _torn) = parse_processed(&std::fs::read_to_string(&log)?)?;
+    let seqs: Vec<u64> = lines
+        .iter()
+        .filter(|l| l.phase == Phase::Start)
+        .map(|l| l.seq)
         .collect();
     assert_eq!(
         seqs,
