@@ -512,6 +512,28 @@ fn keyed_lanes_and_the_floor_holder_show_in_both_layouts() {
 }
 
 #[test]
+fn crash_suspects_show_in_both_layouts_only_while_there_are_any() {
+    let mut app = running_app();
+    for (width, height) in [(120, 40), (80, 24)] {
+        let s = screen(&draw(&app, width, height));
+        assert!(!s.contains("suspects"), "{width}x{height}: none yet\n{s}");
+    }
+    if let Some(snapshot) = app.snapshot.as_mut() {
+        snapshot.suspects = 17;
+    }
+    for (width, height, wanted) in [
+        (120, 40, "crash suspects 17 (one at a time)"),
+        (80, 24, "suspects 17"),
+    ] {
+        let s = screen(&draw(&app, width, height));
+        assert!(
+            s.contains(wanted),
+            "{width}x{height}: no {wanted:?} in\n{s}"
+        );
+    }
+}
+
+#[test]
 fn global_order_and_a_floor_held_long_show_in_both_layouts() {
     let app = paused_app();
     for (width, height) in [(120, 40), (80, 24)] {

@@ -5,7 +5,9 @@
 //! floor holder: the unresolved event at the acked floor, which holds back
 //! everything the window may send after it (head-of-line). A floor holder
 //! held longer than [`FLOOR_HELD_LONG_US`] is highlighted, since that is
-//! when one slow event starts to stall the others.
+//! when one slow event starts to stall the others. While core isolates
+//! crash suspects (events in flight when a processor life ended, sent one at
+//! a time until each is acked), their count is shown in yellow.
 
 use ackflow_proto::v1 as pb;
 use ratatui::style::{Color, Style, Stylize};
@@ -74,6 +76,31 @@ pub(super) fn lanes_line(app: &App, width: u16) -> Paragraph<'static> {
         ),
         item(0, floor_holder(s.floor_holder.as_ref(), narrow)),
     ];
+    let mut items = items;
+    if s.suspects > 0 {
+        // After a processor life ended with events in flight, core sends
+        // one at a time to find an event that crashes the processor.
+        items.insert(
+            1,
+            item(
+                0,
+                vec![
+                    Span::styled(
+                        if narrow {
+                            "suspects "
+                        } else {
+                            "crash suspects "
+                        },
+                        Style::new().fg(Color::Yellow),
+                    ),
+                    Span::styled(
+                        format!("{} (one at a time)", s.suspects),
+                        Style::new().fg(Color::Yellow).bold(),
+                    ),
+                ],
+            ),
+        );
+    }
     Paragraph::new(fit(items, "  ", width))
 }
 
