@@ -164,15 +164,20 @@ impl pb::admin_server::Admin for AdminService {
             other => Status::unavailable(other.to_string()),
         })?;
         let new_seq = appended.first().map(|a| a.seq).unwrap_or_default();
-        self.store
+        let marked = self
+            .store
             .mark_requeued(seq, new_seq)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
-        let _ = self
-            .hub
-            .commands_tx
-            .send(Command::Requeued { seq, new_seq })
-            .await;
+        // Requeues of one seq that raced past the check above all replay
+        // the same copy; only the one that marked the entry counts it.
+        if marked {
+            let _ = self
+                .hub
+                .commands_tx
+                .send(Command::Requeued { seq, new_seq })
+                .await;
+        }
         Ok(Response::new(pb::RequeueReply { new_seq }))
     }
 }

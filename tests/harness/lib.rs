@@ -4,11 +4,13 @@
 //!
 //! [`chaos`] is the chaos runner (behind the `ackflow-chaos` binary and
 //! `tests/chaos.rs`), [`checker`] its total-queue checker, [`proxy`] the
-//! fault-injecting TCP proxy it puts between the processor and core.
+//! fault-injecting TCP proxy it puts between the processor and core;
+//! [`fake_processor`] a hand-made processor that acks or rejects as told.
 
 pub mod chaos;
 pub mod chaos_store;
 pub mod checker;
+pub mod fake_processor;
 pub mod proxy;
 pub mod small_fs;
 pub mod throwaway_pg;
