@@ -232,7 +232,7 @@ mod tests {
         let keys = stored("k", 7, Some(&original));
         let plan = plan(
             10,
-            &batch(&[&[original.clone()], &[event("[2]", Some("k"))]]),
+            &batch(&[std::slice::from_ref(&original), &[event("[2]", Some("k"))]]),
             &keys,
         );
         assert_eq!(seqs(&plan.outcomes[0]), vec![(7, true)]);
