@@ -81,8 +81,12 @@ async fn processor_and_monitor_connect_with_their_ca() {
         "Bearer processor-token-0123456789".parse().unwrap(),
     );
     let mut inbound = delivery.subscribe(request).await.unwrap().into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+        .await
+        .expect("a welcome within 10 s")
+        .unwrap();
     assert!(matches!(
-        inbound.message().await.unwrap().and_then(|m| m.body),
+        first.and_then(|m| m.body),
         Some(pb::core_message::Body::Welcome(_))
     ));
     drop(inbound);
@@ -102,10 +106,15 @@ async fn processor_and_monitor_connect_with_their_ca() {
         "not a certificate error (is core up?): {err:?}"
     );
     processor.tls_ca = None;
+    let err = processor
+        .tls(Endpoint::from_shared(url.clone()).unwrap())
+        .expect_err("https without a CA was accepted");
     assert!(
-        processor
-            .tls(Endpoint::from_shared(url.clone()).unwrap())
-            .is_err()
+        matches!(
+            err,
+            ackflow_processor::tls::TlsConfigError::MissingCa { .. }
+        ),
+        "not the missing CA: {err:?}"
     );
 
     // The monitor: its watch stream connects over TLS with the admin token.
@@ -135,5 +144,139 @@ async fn processor_and_monitor_connect_with_their_ca() {
     assert!(snapshot.is_some());
     cancel.cancel();
     let _ = watch.await;
+    running.stop().await;
+}
+
+/// Counts the lines of `log` that contain `text` (0 while the file does not
+/// exist).
+fn lines_with(log: &Path, text: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(text))
+        .count()
+}
+
+/// Lines of the processor's `log` that say core refused the subscription
+/// for its token.
+fn refused_for_token(log: &Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("subscribe refused") && l.to_ascii_lowercase().contains("token"))
+        .count()
+}
+
+/// The processor binary against a TLS core that requires a processor
+/// token, all three at once: with `--token` and `--tls-domain localhost`
+/// (core's certificate names only localhost; the URL says 127.0.0.1) it
+/// processes every event; with a wrong token it is refused at subscribe,
+/// again and again; without `--tls-domain` it never gets past the
+/// handshake. The refused ones change nothing while the good one works, so
+/// the refusals are the token's and the name's doing, not a core that is
+/// down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_processor_binary_uses_its_token_and_tls_domain() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = pki(dir.path(), "core");
+    let token = "processor-token-0123456789";
+    let mut config = ackflow_core::config::Config::for_tests(None, dir.path().join("data"));
+    config.tls_cert = Some(cert);
+    config.tls_key = Some(key);
+    config.processor_token = Some(token.into());
+    let running = start(config).await.unwrap();
+    let url = format!("https://127.0.0.1:{}", running.grpc_addr.port());
+    let ca = ca.display().to_string();
+    let spawn = |name: &str, args: &[&str]| {
+        let home = dir.path().join(name);
+        std::fs::create_dir_all(&home).unwrap();
+        let mut all = vec!["--tls-ca", ca.as_str(), "--processor-id", name];
+        all.extend(args);
+        let proc = ackflow_tests::start_processor(&home, &url, &all).unwrap();
+        (proc, home.join("processor.log"))
+    };
+    let (_wrong_token, wrong_token_log) = spawn(
+        "wrong-token",
+        &[
+            "--tls-domain",
+            "localhost",
+            "--token",
+            "not-the-processor-token",
+        ],
+    );
+    let (_no_domain, no_domain_log) = spawn("no-domain", &["--token", token]);
+
+    // Both are refused, twice each (they retry), while core stays unsubscribed.
+    ackflow_tests::wait_for("two refusals each", Duration::from_secs(30), || {
+        let (a, b) = (&wrong_token_log, &no_domain_log);
+        async move {
+            (refused_for_token(a) >= 2
+                && lines_with(b, "cannot connect") >= 2)
+                .then_some(())
+        }
+    })
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nwrong token:\n{}\nno domain:\n{}",
+            std::fs::read_to_string(&wrong_token_log).unwrap_or_default(),
+            std::fs::read_to_string(&no_domain_log).unwrap_or_default()
+        )
+    });
+    for log in [&wrong_token_log, &no_domain_log] {
+        assert_eq!(lines_with(log, "connected to core"), 0, "{}", log.display());
+    }
+    let snapshot = running.hub.snapshot_rx.borrow().clone();
+    assert_eq!(
+        snapshot.processor.as_ref().map(|p| p.connection),
+        Some(pb::ProcessorConnection::Disconnected as i32),
+        "a refused processor is not connected"
+    );
+
+    // The right token and name: connected, and every event resolved.
+    let (_good, good_log) = spawn("good", &["--tls-domain", "localhost", "--token", token]);
+    let events: Vec<_> = (0..5)
+        .map(|n| ackflow_core::model::NewEvent {
+            kind: "sum".into(),
+            key: None,
+            payload: format!("[{n}, 1]").into_bytes(),
+            idempotency_key: None,
+        })
+        .collect();
+    running.ingest.publish(events).await.unwrap();
+    let mut snapshots = running.hub.snapshot_rx.clone();
+    let resolved = tokio::time::timeout(
+        Duration::from_secs(30),
+        snapshots.wait_for(|s| s.acked_floor == 6),
+    )
+    .await
+    .map(|_| ());
+    assert!(
+        resolved.is_ok(),
+        "the processor with the right token and name did not resolve the events:\n{}",
+        std::fs::read_to_string(&good_log).unwrap_or_default()
+    );
+    drop(snapshots);
+    let processor = running
+        .hub
+        .snapshot_rx
+        .borrow()
+        .processor
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(
+        processor.processor_id, "good",
+        "the one connected is the good one"
+    );
+    for seq in 1..=5 {
+        let view = running.store.event(seq).await.unwrap().unwrap();
+        let result = view.result.expect("a result");
+        assert_eq!(
+            result.output,
+            format!("{}", seq),
+            "seq {seq}: [{}, 1] sums to {seq}",
+            seq - 1
+        );
+    }
     running.stop().await;
 }
