@@ -3,7 +3,9 @@
 //! core URL connects; the wrong CA does not; tokens still apply.
 //!
 //! The processor's stream client must build its endpoint through
-//! `Config::tls` for the binary to use TLS; this test checks that endpoint.
+//! `Config::tls` for the binary to use TLS; the first test checks that
+//! endpoint, the second runs the processor binary itself with `--token`
+//! and `--tls-domain`.
 
 use std::path::Path;
 use std::time::Duration;
