@@ -8,17 +8,20 @@
 //! that the faults were exercised.
 //!
 //! `pause_retransmits_then_drains`: pausing the processor makes core
-//! retransmit at growing intervals and the processor drop duplicates; on
-//! resume the window drains in order.
+//! retransmit with a doubling backoff (read from the feed) and the
+//! processor drop duplicates; on resume the window drains in order.
 //!
 //! `a_stuck_watcher_never_slows_delivery`: an admin watcher that stops
 //! reading does not hold delivery back, and is told how much it missed.
+//!
+//! `set_faults_is_relayed_to_the_processor`: `Admin.SetFaults` reaches the
+//! connected processor and the next one to connect, and clearing it too.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ackflow_proto::v1 as pb;
 use ackflow_tests::checker::{Phase, parse_processed};
@@ -232,44 +235,51 @@ async fn pause_retransmits_then_drains() -> anyhow::Result<()> {
     for n in 10..40 {
         ingest.publish(publish(n)).await?;
     }
-    // Retransmits of the lowest in-flight seq, with the time each was seen.
-    let mut retransmits: Vec<(Instant, u32, u64)> = Vec::new();
+    // Retransmits of the lowest in-flight seq: (attempt, armed backoff).
+    let mut retransmits: Vec<(u32, u64)> = Vec::new();
     let mut paused_seen = false;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while retransmits.len() < 4 && Instant::now() < deadline {
-        let Some(update) = feed.message().await? else {
-            break;
-        };
-        match update.update {
-            Some(pb::watch_update::Update::Feed(pb::FeedEvent {
-                kind: Some(pb::feed_event::Kind::Retransmit(r)),
-                ..
-            })) if r.seq == 11 => retransmits.push((Instant::now(), r.attempt, r.backoff_us)),
-            Some(pb::watch_update::Update::Snapshot(s)) => {
-                let connection = s.processor.map(|p| p.connection).unwrap_or_default();
-                paused_seen |= connection == pb::ProcessorConnection::Paused as i32;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while retransmits.len() < 4 {
+            let Some(update) = feed.message().await? else {
+                break;
+            };
+            match update.update {
+                Some(pb::watch_update::Update::Feed(pb::FeedEvent {
+                    kind: Some(pb::feed_event::Kind::Retransmit(r)),
+                    ..
+                })) if r.seq == 11 => retransmits.push((r.attempt, r.backoff_us)),
+                Some(pb::watch_update::Update::Snapshot(s)) => {
+                    let connection = s.processor.map(|p| p.connection).unwrap_or_default();
+                    paused_seen |= connection == pb::ProcessorConnection::Paused as i32;
+                }
+                _ => {}
             }
-            _ => {}
         }
-    }
+        anyhow::Ok(())
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("4 retransmits of seq 11 within 60 s: saw {retransmits:?}"))??;
     assert!(
         paused_seen,
         "the snapshot never showed the processor paused"
     );
     assert!(
         retransmits.len() >= 4,
-        "only {} retransmits of seq 11",
+        "only {} retransmits of seq 11 (the feed ended)",
         retransmits.len()
     );
+    // What core armed, from the feed (never the wall clock, which carries
+    // the machine's scheduling noise): each wait doubles, give or take the
+    // ±20 % jitter, so consecutive waits differ by a factor in (1.33, 3);
+    // 100 ms doubled three times stays under the 3 s cap.
     for pair in retransmits.windows(2) {
-        assert_eq!(pair[1].1, pair[0].1 + 1, "attempts go up by one");
-        assert!(pair[1].2 > pair[0].2, "backoff grows: {retransmits:?}");
+        let ((a0, b0), (a1, b1)) = (pair[0], pair[1]);
+        assert_eq!(a1, a0 + 1, "attempts go up by one: {retransmits:?}");
+        assert!(
+            b1 * 3 > b0 * 4 && b1 < b0 * 3,
+            "the backoff doubles (within the jitter): {retransmits:?}"
+        );
     }
-    let gaps: Vec<Duration> = retransmits.windows(2).map(|p| p[1].0 - p[0].0).collect();
-    // The armed backoffs (checked above) grow exactly; the observed gaps also
-    // carry scheduling noise, so compare the ends, which differ by at least
-    // 2.6x (two doublings with ±20 % jitter).
-    assert!(gaps.last() > gaps.first(), "intervals grow: {gaps:?}");
 
     let before = core.snapshot().await?;
     assert_eq!(before.acked_floor, 11, "nothing is acked while paused");
@@ -329,7 +339,12 @@ async fn a_stuck_watcher_never_slows_delivery() -> anyhow::Result<()> {
         ..Default::default()
     }));
     let mut replies = ingest.publish_stream(requests).await?.into_inner();
-    while replies.message().await?.is_some() {}
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while replies.message().await?.is_some() {}
+        anyhow::Ok(())
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the publish stream did not finish within 120 s"))??;
     wait_for("every event resolved", Duration::from_secs(120), || async {
         let s = core.snapshot().await.ok()?;
         (s.acked_floor > n).then_some(())
@@ -346,6 +361,102 @@ async fn a_stuck_watcher_never_slows_delivery() -> anyhow::Result<()> {
     })
     .await??;
     assert!(missed > 0, "the stuck watcher was not told it lagged");
+    processor.terminate().await?;
+    Ok(())
+}
+
+/// Waits for the admin snapshot to show `faults` in force.
+async fn snapshot_shows(core: &Core, faults: pb::Faults) -> anyhow::Result<()> {
+    wait_for(
+        &format!("the snapshot to show {faults:?}"),
+        Duration::from_secs(10),
+        || async move {
+            let s = core.snapshot().await.ok()?;
+            (s.faults == Some(faults)).then_some(())
+        },
+    )
+    .await
+}
+
+/// `Admin.SetFaults` reaches the processor that is connected and every
+/// processor that connects later, and clearing the faults reaches it too.
+/// The fault used, `duplicate: 1.0`, hands every incoming event to the
+/// receiver twice, so its effect is in the processor's own status report:
+/// one duplicate drop per event. Each check waits for a status report sent
+/// after the processor received the last event (`next_expected`, which
+/// only status reports carry), so it sees every drop those events caused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_faults_is_relayed_to_the_processor() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let core = Core::start(dir.path(), None, &[]).await?;
+    let mut processor = start_processor(dir.path(), &core.grpc_url(), &[])?;
+    let mut ingest = core.ingest().await?;
+    let mut admin = core.admin().await?;
+    let mut published = 0u64;
+    // Publishes `n` events and waits until they are resolved and the
+    // processor has reported receiving them; returns that snapshot's totals.
+    let mut publish = async |n: u64| -> anyhow::Result<pb::Totals> {
+        for _ in 0..n {
+            published += 1;
+            ingest
+                .publish(pb::PublishRequest {
+                    kind: "sum".into(),
+                    payload: format!("[{published}]").into_bytes(),
+                    ..Default::default()
+                })
+                .await?;
+        }
+        let head = published;
+        let core = &core;
+        let snapshot = wait_for(
+            &format!("events up to {head} resolved and reported received"),
+            Duration::from_secs(30),
+            || async move {
+                let s = core.snapshot().await.ok()?;
+                (s.acked_floor == head + 1 && s.next_expected == head + 1).then_some(s)
+            },
+        )
+        .await?;
+        Ok(snapshot.totals.unwrap_or_default())
+    };
+
+    let clean = publish(10).await?;
+    assert_eq!(
+        clean.duplicate_drops, 0,
+        "no fault, no duplicate: {clean:?}"
+    );
+
+    let faults = pb::Faults {
+        duplicate: 1.0,
+        ..Default::default()
+    };
+    let reply = admin.set_faults(faults).await?.into_inner();
+    assert!(reply.relayed, "a connected processor gets the faults");
+    snapshot_shows(&core, faults).await?;
+    let faulty = publish(20).await?;
+    assert!(
+        faulty.duplicate_drops - clean.duplicate_drops >= 20,
+        "every event handed twice drops one copy: {clean:?} then {faulty:?}"
+    );
+
+    // A new processor gets the faults when it connects.
+    processor.kill().await;
+    processor = start_processor(dir.path(), &core.grpc_url(), &[])?;
+    let reconnected = publish(10).await?;
+    assert!(
+        reconnected.duplicate_drops - faulty.duplicate_drops >= 10,
+        "the new processor duplicates too: {faulty:?} then {reconnected:?}"
+    );
+
+    let reply = admin.set_faults(pb::Faults::default()).await?.into_inner();
+    assert!(reply.relayed);
+    snapshot_shows(&core, pb::Faults::default()).await?;
+    let cleared = publish(10).await?;
+    assert!(
+        cleared.duplicate_drops - reconnected.duplicate_drops
+            <= cleared.retransmits - reconnected.retransmits,
+        "duplicates after the faults were cleared (beyond retransmits): {reconnected:?} then {cleared:?}"
+    );
     processor.terminate().await?;
     Ok(())
 }
