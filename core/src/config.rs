@@ -1,10 +1,11 @@
 //! Configuration: every flag has an environment variable and a default, and
 //! `ackflow-core --help` explains each one.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ackflow_proto::token::{self, Token};
 use clap::Parser;
 
 use crate::delivery::sender::SenderConfig;
@@ -93,15 +94,46 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_RETENTION", default_value = "7d", value_parser = Retention::parse)]
     pub retention: Retention,
 
-    /// Bearer token the processor must present on Delivery.Subscribe.
-    #[arg(long, env = "ACKFLOW_PROCESSOR_TOKEN", hide_env_values = true)]
-    pub processor_token: Option<String>,
+    /// Bearer token publishers must present on every REST route but /healthz, /readyz and /metrics (publishing and reading events and results) and on the gRPC Ingest service. Unset: anyone who reaches the ports may publish and read.
+    #[arg(
+        long,
+        env = "ACKFLOW_PUBLISH_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "publish_token_file"
+    )]
+    pub publish_token: Option<Token>,
 
-    /// Bearer token required on the Admin service (the monitor).
-    #[arg(long, env = "ACKFLOW_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    /// File holding --publish-token (one trailing newline is ignored), so the token is in no process listing or environment.
+    #[arg(long, env = "ACKFLOW_PUBLISH_TOKEN_FILE", value_name = "PATH")]
+    pub publish_token_file: Option<PathBuf>,
 
-    /// Allow binding a non-loopback address without tokens.
+    /// Bearer token the processor must present on Delivery.Subscribe. Unset: anyone who reaches the gRPC port may take the event stream and store results.
+    #[arg(
+        long,
+        env = "ACKFLOW_PROCESSOR_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "processor_token_file"
+    )]
+    pub processor_token: Option<Token>,
+
+    /// File holding --processor-token (one trailing newline is ignored).
+    #[arg(long, env = "ACKFLOW_PROCESSOR_TOKEN_FILE", value_name = "PATH")]
+    pub processor_token_file: Option<PathBuf>,
+
+    /// Bearer token required on the Admin service (the monitor: watch, pause, resume, faults, requeue). Unset: anyone who reaches the gRPC port may use it.
+    #[arg(
+        long,
+        env = "ACKFLOW_ADMIN_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "admin_token_file"
+    )]
+    pub admin_token: Option<Token>,
+
+    /// File holding --admin-token (one trailing newline is ignored).
+    #[arg(long, env = "ACKFLOW_ADMIN_TOKEN_FILE", value_name = "PATH")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// Serve on a non-loopback --http-addr or --grpc-addr even though a service there has no token, so anyone who reaches the port may use it (core warns at start). Without it core refuses to start and names the missing token flags. Tokens that are set are required either way.
     #[arg(long, env = "ACKFLOW_INSECURE")]
     pub insecure: bool,
 
@@ -137,6 +169,12 @@ pub struct Config {
     /// Longest time a graceful shutdown may take before core exits anyway, in seconds.
     #[arg(long, env = "ACKFLOW_SHUTDOWN_TIMEOUT_S", default_value_t = 10)]
     pub shutdown_timeout_s: u64,
+}
+
+/// True for 127.0.0.0/8 and ::1 (also written as an IPv4-mapped IPv6
+/// address): only this machine can connect.
+pub fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
 }
 
 /// What is processed in seq order (`--ordering`).
@@ -205,32 +243,103 @@ impl Config {
         }
     }
 
+    /// Replaces each `--*-token-file` by the token read from it, so the
+    /// rest of core sees only tokens. Errors name the flag and the file.
+    pub fn load_token_files(&mut self) -> Result<(), String> {
+        for (flag, token, file) in [
+            (
+                "--publish-token",
+                &mut self.publish_token,
+                &mut self.publish_token_file,
+            ),
+            (
+                "--processor-token",
+                &mut self.processor_token,
+                &mut self.processor_token_file,
+            ),
+            (
+                "--admin-token",
+                &mut self.admin_token,
+                &mut self.admin_token_file,
+            ),
+        ] {
+            let Some(path) = file.take() else { continue };
+            if token.is_some() {
+                return Err(format!(
+                    "{flag} and {flag}-file exclude each other: set one"
+                ));
+            }
+            *token = token::from_flag_or_file(flag, None, Some(&path))?;
+        }
+        Ok(())
+    }
+
+    /// Each listener on a non-loopback address whose services lack a
+    /// token, with the token flags they lack: REST serves publishers; gRPC
+    /// serves publishers (Ingest), the processor (Delivery) and the monitor
+    /// (Admin).
+    pub fn unguarded(&self) -> Vec<String> {
+        let has = |token: &Option<Token>, file: &Option<PathBuf>| token.is_some() || file.is_some();
+        let publish = (
+            "--publish-token",
+            has(&self.publish_token, &self.publish_token_file),
+        );
+        let processor = (
+            "--processor-token",
+            has(&self.processor_token, &self.processor_token_file),
+        );
+        let admin = (
+            "--admin-token",
+            has(&self.admin_token, &self.admin_token_file),
+        );
+        let mut unguarded = Vec::new();
+        for (flag, addr, roles) in [
+            ("--http-addr", self.http_addr, &[publish][..]),
+            (
+                "--grpc-addr",
+                self.grpc_addr,
+                &[publish, processor, admin][..],
+            ),
+        ] {
+            if is_loopback(addr.ip()) {
+                continue;
+            }
+            let missing: Vec<&str> = roles
+                .iter()
+                .filter(|(_, set)| !set)
+                .map(|(flag, _)| *flag)
+                .collect();
+            if !missing.is_empty() {
+                unguarded.push(format!("{flag} {addr} needs {}", missing.join(", ")));
+            }
+        }
+        unguarded
+    }
+
     /// Checks combinations clap cannot.
     pub fn check(&self) -> Result<(), String> {
-        let public = |addr: &SocketAddr| !addr.ip().is_loopback();
-        if !self.insecure
-            && public(&self.grpc_addr)
-            && (self.processor_token.is_none() || self.admin_token.is_none())
-        {
+        let unguarded = self.unguarded();
+        if !self.insecure && !unguarded.is_empty() {
             return Err(format!(
-                "--grpc-addr {} is not a loopback address: set --processor-token and --admin-token (or pass --insecure)",
-                self.grpc_addr
-            ));
-        }
-        if !self.insecure && public(&self.http_addr) && self.admin_token.is_none() {
-            return Err(format!(
-                "--http-addr {} is not a loopback address: set --admin-token (or pass --insecure)",
-                self.http_addr
+                "refusing to serve a service without a token on a non-loopback address: {}. \
+                 Set these tokens (or their -file forms), listen on a loopback address, or \
+                 start with --insecure to let anyone who reaches the port use those services",
+                unguarded.join("; ")
             ));
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("--tls-cert and --tls-key go together: set both or neither".into());
         }
         for (flag, token) in [
+            ("--publish-token", &self.publish_token),
             ("--processor-token", &self.processor_token),
             ("--admin-token", &self.admin_token),
         ] {
-            if token.as_ref().is_some_and(|t| t.len() < 16) {
+            let Some(token) = token else { continue };
+            if let Some(why) = token.defect() {
+                return Err(format!("{flag} {why}"));
+            }
+            if token.expose().len() < 16 {
                 return Err(format!("{flag} must be at least 16 characters"));
             }
         }
@@ -261,5 +370,107 @@ impl Config {
             max_payload_bytes: self.max_request_bytes as usize,
             max_batch_events: self.max_batch_events as usize,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Config {
+        let mut all = vec!["ackflow-core"];
+        all.extend_from_slice(args);
+        Config::try_parse_from(all).expect("valid flags")
+    }
+
+    #[test]
+    fn beyond_loopback_every_role_there_needs_a_token() {
+        let token = "a-token-of-sixteen-chars";
+        // Loopback (127.0.0.0/8, ::1) needs none.
+        assert!(config(&[]).check().is_ok());
+        assert!(
+            config(&["--http-addr", "127.1.2.3:1", "--grpc-addr", "[::1]:2"])
+                .check()
+                .is_ok()
+        );
+        // REST serves publishers only.
+        let err = config(&["--http-addr", "0.0.0.0:8080"])
+            .check()
+            .unwrap_err();
+        assert!(
+            err.contains("--http-addr 0.0.0.0:8080 needs --publish-token.")
+                && !err.contains("--grpc-addr"),
+            "{err}"
+        );
+        // gRPC serves all three roles; only the missing ones are named.
+        let err = config(&["--grpc-addr", "[::]:50051", "--admin-token", token])
+            .check()
+            .unwrap_err();
+        assert!(
+            err.contains("--grpc-addr [::]:50051 needs --publish-token, --processor-token.")
+                && err.contains("--insecure"),
+            "{err}"
+        );
+        let everything = [
+            "--http-addr",
+            "0.0.0.0:8080",
+            "--grpc-addr",
+            "0.0.0.0:50051",
+            "--publish-token",
+            "publish-token-0123456789",
+            "--processor-token",
+            "processor-token-0123456789",
+            "--admin-token-file",
+            "/run/secrets/admin",
+        ];
+        assert!(config(&everything).check().is_ok());
+        // --insecure is the explicit override; unguarded() still tells.
+        let insecure = config(&["--http-addr", "10.0.0.1:8080", "--insecure"]);
+        assert!(insecure.check().is_ok());
+        assert_eq!(insecure.unguarded().len(), 1);
+    }
+
+    #[test]
+    fn tokens_are_checked_without_being_quoted() {
+        let err = config(&["--publish-token", "short"]).check().unwrap_err();
+        assert_eq!(err, "--publish-token must be at least 16 characters");
+        let err = config(&["--admin-token", "with a space in it, long"])
+            .check()
+            .unwrap_err();
+        assert!(
+            err.starts_with("--admin-token must be visible ASCII"),
+            "{err}"
+        );
+        assert!(!err.contains("space in it"), "{err}");
+        // A flag and its -file form exclude each other.
+        assert!(
+            Config::try_parse_from([
+                "ackflow-core",
+                "--processor-token",
+                "processor-token-0123456789",
+                "--processor-token-file",
+                "/x",
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn token_files_replace_their_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("publish");
+        std::fs::write(&file, "publish-token-0123456789\n").unwrap();
+        let mut config = config(&["--publish-token-file", file.to_str().unwrap()]);
+        config.load_token_files().unwrap();
+        assert_eq!(
+            config.publish_token.as_ref().map(Token::expose),
+            Some("publish-token-0123456789")
+        );
+        assert!(config.publish_token_file.is_none());
+        std::fs::write(&file, "\n").unwrap();
+        let mut config = self::config(&["--publish-token-file", file.to_str().unwrap()]);
+        let err = config.load_token_files().unwrap_err();
+        assert!(err.starts_with("--publish-token-file: "), "{err}");
+        assert!(err.contains("no token"), "{err}");
     }
 }

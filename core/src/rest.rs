@@ -2,7 +2,8 @@
 //! with `oneshot` and no socket.
 //!
 //! Errors are `application/problem+json` (RFC 9457): 400 malformed JSON
-//! (or an `Idempotency-Key` header on the batch route), 404 unknown event,
+//! (or an `Idempotency-Key` header on the batch route), 401 without the
+//! publish token when one is set (`auth.rs`), 404 unknown event,
 //! 413 over the size limit, 415 wrong content type, 422 an invalid field or
 //! an idempotency key reused for a different request, 503 store unavailable
 //! or queue full. A request that fails stores nothing.
@@ -78,6 +79,12 @@ impl Problem {
             extensions: serde_json::Map::new(),
             counted: false,
         }
+    }
+
+    /// A request without the publish token (see `auth::require_publish_token`,
+    /// which adds the `WWW-Authenticate` challenge).
+    pub(crate) fn unauthorized(detail: &'static str) -> Self {
+        Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized", detail)
     }
 
     /// An idempotency key reused for a different request: 422 with the key

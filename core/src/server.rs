@@ -17,10 +17,11 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::admin::AdminService;
-use crate::auth::bearer;
-use crate::config::Config;
+use crate::auth::{bearer, require_publish_token};
+use crate::config::{Config, is_loopback};
 use crate::delivery::hub::{self, Hub, HubParts};
 use crate::delivery::service::DeliveryService;
 use crate::grpc::IngestService;
@@ -66,8 +67,17 @@ impl Running {
 }
 
 /// Starts core and returns once it listens.
-pub async fn start(config: Config) -> anyhow::Result<Running> {
+pub async fn start(mut config: Config) -> anyhow::Result<Running> {
+    config.load_token_files().map_err(anyhow::Error::msg)?;
     config.check().map_err(anyhow::Error::msg)?;
+    let unguarded = config.unguarded();
+    if !unguarded.is_empty() {
+        // Only reachable with --insecure: check() refuses this otherwise.
+        tracing::warn!(
+            "--insecure: anyone who reaches these ports may use their services: {}",
+            unguarded.join("; ")
+        );
+    }
     // Read before anything starts, so a bad certificate fails fast.
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => {
@@ -75,8 +85,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
         _ => None,
     };
-    if tls.is_none()
-        && (!config.http_addr.ip().is_loopback() || !config.grpc_addr.ip().is_loopback())
+    if tls.is_none() && (!is_loopback(config.http_addr.ip()) || !is_loopback(config.grpc_addr.ip()))
     {
         tracing::warn!(
             "listening beyond loopback without TLS: tokens and events travel in clear text (set --tls-cert and --tls-key)"
@@ -184,11 +193,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         max_request_bytes: config.max_request_bytes as usize,
         storage,
     })
-    .merge(metrics_route(metrics.clone()))
-    .layer(axum::middleware::from_fn_with_state(
-        metrics.clone(),
-        count_rejections,
-    ));
+    .merge(metrics_route(metrics.clone()));
+    let rest = require_publish_token(rest, config.publish_token.clone()).layer(
+        axum::middleware::from_fn_with_state(metrics.clone(), count_rejections),
+    );
     let http_cancel = cancel.clone();
     match &tls {
         Some(material) => {
@@ -225,12 +233,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building the reflection service")?;
-    let ingest_service = pb::ingest_server::IngestServer::new(IngestService {
-        ingest: ingest.clone(),
-        limits: config.limits(),
-        cancel: cancel.clone(),
-    })
-    .max_decoding_message_size(max_message);
+    let ingest_service = InterceptedService::new(
+        pb::ingest_server::IngestServer::new(IngestService {
+            ingest: ingest.clone(),
+            limits: config.limits(),
+            cancel: cancel.clone(),
+        })
+        .max_decoding_message_size(max_message),
+        bearer(config.publish_token.clone()),
+    );
     let delivery_service = pb::delivery_server::DeliveryServer::with_interceptor(
         DeliveryService {
             hub: hub.clone(),
@@ -282,7 +293,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             tracing::error!(error = %e, "gRPC server failed");
         }
     });
-    tracing::info!(%http_addr, %grpc_addr, tls = tls.is_some(), window = config.window, ordering = ?config.ordering, "core listening");
+    tracing::info!(
+        %http_addr,
+        %grpc_addr,
+        tls = tls.is_some(),
+        publish_token = config.publish_token.is_some(),
+        processor_token = config.processor_token.is_some(),
+        admin_token = config.admin_token.is_some(),
+        window = config.window,
+        ordering = ?config.ordering,
+        "core listening"
+    );
     Ok(Running {
         http_addr,
         grpc_addr,

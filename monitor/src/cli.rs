@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
 
+use ackflow_proto::token::{self, Token};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -28,9 +29,18 @@ pub struct Cli {
     #[arg(long, env = "ACKFLOW_CORE", default_value = "http://127.0.0.1:50051")]
     pub core: String,
 
-    /// Bearer token for core's Admin service (core's --admin-token).
-    #[arg(long, env = "ACKFLOW_ADMIN_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    /// Bearer token for core's Admin service (core's --admin-token). Sent only over TLS (an https:// --core) or to a loopback address.
+    #[arg(
+        long,
+        env = "ACKFLOW_ADMIN_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<Token>,
+
+    /// File holding --token (one trailing newline is ignored), so the token is in no process listing or environment.
+    #[arg(long, env = "ACKFLOW_ADMIN_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
 
     /// PEM certificate of the CA that signed core's TLS certificate; needs an https:// --core.
     #[arg(long, env = "ACKFLOW_TLS_CA")]
@@ -56,6 +66,14 @@ pub enum Mode {
     Demo(DemoArgs),
 }
 
+/// What the dashboard watches, once the flags are checked.
+enum Watch {
+    /// The demo's own core, processor and traffic.
+    Demo(DemoArgs),
+    /// A core that runs elsewhere.
+    Core(Box<Core>),
+}
+
 /// `ackflow-monitor.log` in the system's temporary directory.
 fn default_log_file() -> PathBuf {
     std::env::temp_dir().join("ackflow-monitor.log")
@@ -66,6 +84,17 @@ fn default_log_file() -> PathBuf {
 /// is not a terminal.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A mistake in the flags is reported before anything needs a terminal.
+    let watch = match cli.command {
+        Some(Mode::Demo(args)) => Watch::Demo(args),
+        None => match core(&cli) {
+            Ok(core) => Watch::Core(Box::new(core)),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     if let Err(e) = terminal::ensure_terminal() {
         eprintln!("{e}");
         return ExitCode::from(EXIT_NOT_A_TERMINAL);
@@ -92,17 +121,9 @@ pub fn main() -> ExitCode {
             tracing::info!("signal received; quitting");
             on_signal.cancel();
         });
-        match cli.command {
-            Some(Mode::Demo(args)) => demo::run(args, shutdown).await,
-            None => {
-                let core = Core::new(&cli.core, cli.token.as_deref()).and_then(|core| {
-                    core.with_tls(cli.tls_ca.as_deref(), cli.tls_domain.as_deref())
-                });
-                match core {
-                    Ok(core) => watch_core(core, shutdown).await,
-                    Err(e) => Err(e),
-                }
-            }
+        match watch {
+            Watch::Demo(args) => demo::run(args, shutdown).await,
+            Watch::Core(core) => watch_core(*core, shutdown).await,
         }
     });
     // Commands still in flight must not hold the exit up.
@@ -115,6 +136,15 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Core as the flags describe it: its URL, TLS, and the admin token (from
+/// --token or --token-file), which goes in clear text to loopback only.
+fn core(cli: &Cli) -> anyhow::Result<Core> {
+    let token = token::from_flag_or_file("--token", cli.token.as_ref(), cli.token_file.as_deref())
+        .map_err(anyhow::Error::msg)?;
+    Core::new(&cli.core, token.as_ref().map(Token::expose))?
+        .with_tls(cli.tls_ca.as_deref(), cli.tls_domain.as_deref())
 }
 
 /// The dashboard against a core that runs elsewhere.

@@ -83,12 +83,17 @@ pub struct Core {
 
 impl Core {
     /// Core at `url` (`http://host:port`; a bare `host:port` gets `http://`).
+    /// A token goes in clear text to a loopback address only: beyond it,
+    /// `url` must be `https://`.
     pub fn new(url: &str, token: Option<&str>) -> anyhow::Result<Self> {
         let url = if url.contains("://") {
             url.to_string()
         } else {
             format!("http://{url}")
         };
+        if token.is_some() {
+            ackflow_processor::tls::check_token_transport(&url)?;
+        }
         let endpoint = Endpoint::from_shared(url.clone())
             .with_context(|| format!("--core {url:?} is not a valid URL"))?
             .connect_timeout(CONNECT_TIMEOUT)
@@ -422,6 +427,19 @@ mod tests {
         let core = Core::new("127.0.0.1:50051", None).expect("valid");
         assert_eq!(core.url, "http://127.0.0.1:50051");
         assert!(Core::new("http://exa mple:1", None).is_err());
+    }
+
+    #[test]
+    fn a_token_goes_in_clear_text_to_loopback_only() {
+        let token = Some("admin-token-0123456789");
+        assert!(Core::new("127.0.0.1:50051", token).is_ok());
+        assert!(Core::new("http://localhost:50051", token).is_ok());
+        assert!(Core::new("https://core.example:50051", token).is_ok());
+        assert!(Core::new("http://core.example:50051", None).is_ok());
+        for url in ["http://core.example:50051", "10.0.0.1:50051"] {
+            let err = Core::new(url, token).err().expect("refused");
+            assert!(err.to_string().contains("clear text"), "{url}: {err}");
+        }
     }
 
     #[test]

@@ -60,6 +60,10 @@ pub async fn run_with(
     let endpoint = config
         .tls(endpoint)
         .context("configuring TLS towards core")?;
+    let authorization = match config.token()? {
+        Some(token) => Some(token.authorization().context("--token")?),
+        None => None,
+    };
     let processor_id = config
         .processor_id
         .clone()
@@ -90,6 +94,7 @@ pub async fn run_with(
     }
     let mut life = Life {
         config: config.clone(),
+        authorization,
         processor_id,
         life: fastrand::u64(1..),
         algorithms: registry.kinds(),
@@ -129,6 +134,9 @@ pub async fn run_with(
 /// State that lives as long as the process.
 struct Life {
     config: Config,
+    /// `Bearer <token>` for Delivery.Subscribe, checked at start (see
+    /// [`Config::token`]).
+    authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     processor_id: String,
     /// Drawn at start, sent in every `Hello`: tells core a restart from a
     /// reconnection.
@@ -149,15 +157,14 @@ struct Life {
 impl Life {
     /// One stream; returns why it ended.
     async fn session(&mut self, channel: Channel, cancel: &CancellationToken) -> String {
-        let token = self.config.token.clone();
+        let authorization = self.authorization.clone();
         let mut client = pb::delivery_client::DeliveryClient::with_interceptor(
             channel,
             move |mut request: tonic::Request<()>| {
-                if let Some(token) = &token {
-                    let value = format!("Bearer {token}")
-                        .parse()
-                        .map_err(|_| tonic::Status::invalid_argument("token is not ASCII"))?;
-                    request.metadata_mut().insert("authorization", value);
+                if let Some(value) = &authorization {
+                    request
+                        .metadata_mut()
+                        .insert("authorization", value.clone());
                 }
                 Ok(request)
             },

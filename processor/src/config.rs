@@ -1,5 +1,6 @@
 //! Processor configuration: flags with environment fallbacks and defaults.
 
+use ackflow_proto::token::{self, Token};
 use clap::Parser;
 
 /// ackflow processor: receives events from core in order, runs the
@@ -11,9 +12,18 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_CORE", default_value = "http://127.0.0.1:50051")]
     pub core: String,
 
-    /// Bearer token for Delivery.Subscribe (core's --processor-token).
-    #[arg(long, env = "ACKFLOW_PROCESSOR_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    /// Bearer token for Delivery.Subscribe (core's --processor-token). Sent only over TLS (an https:// --core) or to a loopback address.
+    #[arg(
+        long,
+        env = "ACKFLOW_PROCESSOR_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<Token>,
+
+    /// File holding --token (one trailing newline is ignored), so the token is in no process listing or environment.
+    #[arg(long, env = "ACKFLOW_PROCESSOR_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<std::path::PathBuf>,
 
     /// PEM certificate of the CA that signed core's TLS certificate; needs an https:// --core.
     #[arg(long, env = "ACKFLOW_TLS_CA")]
@@ -116,6 +126,19 @@ impl Config {
             self.tls_ca.as_deref(),
             self.tls_domain.as_deref(),
         )
+    }
+
+    /// The token to send, read from --token-file when that is set, once
+    /// it is known that it can travel safely: over TLS, or in clear text to
+    /// a loopback address only.
+    pub fn token(&self) -> anyhow::Result<Option<Token>> {
+        let token =
+            token::from_flag_or_file("--token", self.token.as_ref(), self.token_file.as_deref())
+                .map_err(anyhow::Error::msg)?;
+        if token.is_some() {
+            crate::tls::check_token_transport(&self.core)?;
+        }
+        Ok(token)
     }
 
     /// Fault settings from the flags.

@@ -23,6 +23,12 @@ pub enum TlsConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A token would travel in clear text beyond this machine.
+    #[error(
+        "refusing to send the token in clear text to {url}: use an https:// core URL with --tls-ca \
+         (a plain http:// URL may carry a token to a loopback address only)"
+    )]
+    TokenInClear { url: String },
     /// tonic refused the TLS settings.
     #[error("configuring TLS: {0}")]
     Tonic(#[from] tonic::transport::Error),
@@ -58,9 +64,64 @@ pub fn configure(
     }
 }
 
+/// Refuses a bearer token towards `url` when it would cross the network
+/// unencrypted: an `http://` URL (or one without a scheme, which is
+/// `http://`) whose host is not 127.0.0.0/8, `::1` or `localhost`. Anyone
+/// on the path could read the token and use it. Names are not resolved:
+/// any other name counts as remote.
+pub fn check_token_transport(url: &str) -> Result<(), TlsConfigError> {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    if scheme.eq_ignore_ascii_case("https") {
+        return Ok(());
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback());
+    if loopback {
+        Ok(())
+    } else {
+        Err(TlsConfigError::TokenInClear { url: url.into() })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_go_in_clear_text_to_loopback_only() {
+        for url in [
+            "http://127.0.0.1:50051",
+            "http://127.8.9.10:1",
+            "http://[::1]:50051",
+            "http://localhost:50051",
+            "HTTP://LOCALHOST",
+            "127.0.0.1:50051",
+            "https://core.example:50051",
+            "https://10.0.0.1:50051",
+        ] {
+            assert!(check_token_transport(url).is_ok(), "{url}");
+        }
+        for url in [
+            "http://10.0.0.1:50051",
+            "http://core.example:50051",
+            "http://0.0.0.0:50051",
+            "http://[2001:db8::1]:50051",
+            "http://localhost.example:1",
+            "http://127.0.0.1@evil.example:1",
+            "core:50051",
+        ] {
+            let err = check_token_transport(url).unwrap_err();
+            assert!(err.to_string().contains("https://"), "{url}: {err}");
+        }
+    }
 
     #[test]
     fn scheme_and_ca_must_agree() {
