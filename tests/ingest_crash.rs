@@ -1,7 +1,8 @@
 //! Kills core with SIGKILL while clients publish concurrently (gRPC unary,
 //! gRPC stream and REST), restarts it, and checks on both stores that every
 //! publish that got a 2xx/OK is stored exactly once, with seqs strictly
-//! increasing and no gaps. The same with SIGTERM, which must also exit 0.
+//! increasing and no gaps. The same with SIGTERM, which must also exit 0;
+//! and SIGTERM while a processor runs with acks waiting to be stored.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -189,4 +190,254 @@ async fn sigkill_loses_no_acknowledged_publish_postgres() -> anyhow::Result<()> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_answers_every_publish_and_exits_0() -> anyhow::Result<()> {
     crash_and_check(None, true).await
+}
+
+/// What one publisher saw: the seqs it was told, and how each refusal
+/// looked.
+#[derive(Default)]
+struct Publisher {
+    acked: Vec<(u64, String)>,
+    /// Answers that were not a 2xx/OK (status codes, or transport errors).
+    refusals: Vec<String>,
+}
+
+/// Publishes over gRPC unary until core refuses the connection itself;
+/// an answered error (UNAVAILABLE while shutting down) does not stop it.
+async fn persistent_grpc_publisher(core: Client, id: usize) -> Publisher {
+    let mut seen = Publisher::default();
+    let Ok(mut client) = core.ingest().await else {
+        return seen;
+    };
+    for n in 0.. {
+        let tag = format!("grpc{id}-{n}");
+        let request = pb::PublishRequest {
+            kind: "sha256".into(),
+            payload: payload(&tag),
+            idempotency_key: tag.clone(),
+            ..Default::default()
+        };
+        match client.publish(request).await {
+            Ok(reply) => seen.acked.push((reply.into_inner().seq, tag)),
+            Err(status) => {
+                seen.refusals
+                    .push(format!("{:?}: {}", status.code(), status.message()));
+                // A new connection: refused once core stopped listening.
+                match core.ingest().await {
+                    Ok(again) => client = again,
+                    Err(e) => {
+                        seen.refusals.push(format!("connect: {e}"));
+                        return seen;
+                    }
+                }
+            }
+        }
+    }
+    seen
+}
+
+/// Publishes over REST until the connection is refused.
+async fn persistent_rest_publisher(core: Client, id: usize) -> Publisher {
+    let mut seen = Publisher::default();
+    for n in 0.. {
+        let tag = format!("rest{id}-{n}");
+        let body = format!(r#"{{"kind":"sha256","payload":{{"tag":"{tag}"}}}}"#);
+        match post_json(core.http, "/v1/events", &body).await {
+            Ok((202, text)) => {
+                let json: serde_json::Value =
+                    serde_json::from_str(&text).expect("202 body is JSON");
+                let seq = json["seq"].as_u64().expect("202 body has a seq");
+                seen.acked.push((seq, tag));
+            }
+            Ok((status, _)) => seen.refusals.push(status.to_string()),
+            Err(e) => {
+                seen.refusals.push(format!("connect: {e}"));
+                return seen;
+            }
+        }
+    }
+    seen
+}
+
+/// Waits (bounded) for `service`'s health watch to say `status`.
+async fn health_says(
+    watch: &mut tonic::Streaming<tonic_health::pb::HealthCheckResponse>,
+    status: tonic_health::pb::health_check_response::ServingStatus,
+) -> anyhow::Result<()> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(reply) = watch.message().await? {
+            if reply.status == status as i32 {
+                return anyhow::Ok(());
+            }
+        }
+        anyhow::bail!("the health watch ended before {status:?}")
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("health did not say {status:?} within 10 s"))?
+}
+
+/// SIGTERM while a processor runs and acks are in flight: core stops
+/// accepting (its gRPC health turns NOT_SERVING), answers every publish,
+/// stores every ack it received and exits 0; publishers that keep going
+/// through errors are refused in the end, and every publish they were told
+/// was stored is stored. To be sure acks are waiting to be stored at the
+/// signal, the test holds a lock that blocks inserts into `results`, and
+/// lets go only once core is shutting down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_with_acks_in_flight_stores_every_ack_received() -> anyhow::Result<()> {
+    use sqlx::Connection;
+    use tonic_health::pb::health_check_response::ServingStatus;
+
+    let db = PgDb::create("sigterm").await?;
+    let dir = tempfile::tempdir()?;
+    let mut core = Core::start(dir.path(), Some(&db.url), &[]).await?;
+    let mut processor = ackflow_tests::start_processor(dir.path(), &core.grpc_url(), &[])?;
+    let client = Core::attach(core.grpc, core.http);
+    let mut publishers = tokio::task::JoinSet::new();
+    for id in 0..2 {
+        publishers.spawn(persistent_grpc_publisher(client, id));
+        publishers.spawn(persistent_rest_publisher(client, id));
+    }
+    let core_ref = &core;
+    wait_for("results flowing", Duration::from_secs(60), || async move {
+        let s = core_ref.snapshot().await.ok()?;
+        (s.acked_floor > 200).then_some(())
+    })
+    .await?;
+
+    // Hold inserts into results: acks pile up in core, accepted, unstored.
+    let mut locker = sqlx::PgConnection::connect(&db.url).await?;
+    sqlx::query("BEGIN").execute(&mut locker).await?;
+    sqlx::query("LOCK TABLE results IN SHARE MODE")
+        .execute(&mut locker)
+        .await?;
+    let before = wait_for(
+        "100 acks received and not stored",
+        Duration::from_secs(60),
+        || async move {
+            let s = core_ref.snapshot().await.ok()?;
+            let t = s.totals?;
+            (t.acked >= t.results_ok + t.results_failed + 100).then_some(t)
+        },
+    )
+    .await?;
+
+    let mut health = tonic_health::pb::health_client::HealthClient::new(
+        ackflow_tests::channel(core.grpc).await?,
+    );
+    let mut watch = health
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: "ackflow.v1.Ingest".into(),
+        })
+        .await?
+        .into_inner();
+    health_says(&mut watch, ServingStatus::Serving).await?;
+
+    core.proc.signal("-TERM")?;
+    health_says(&mut watch, ServingStatus::NotServing).await?;
+    drop(watch);
+    sqlx::query("COMMIT").execute(&mut locker).await?;
+    let code = tokio::time::timeout(Duration::from_secs(30), core.proc.wait())
+        .await
+        .map_err(|_| anyhow::anyhow!("core still runs 30 s after SIGTERM"))??;
+    assert_eq!(code, Some(0), "graceful shutdown exit code");
+    let log = std::fs::read_to_string(&core.proc.log)?;
+    assert!(
+        !log.contains("shutdown timed out"),
+        "the shutdown waited for its timeout:\n{}",
+        core.proc.log_tail(30)
+    );
+
+    let mut seen = Publisher::default();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(publisher) = publishers.join_next().await {
+            let publisher = publisher.expect("publisher task");
+            seen.acked.extend(publisher.acked);
+            seen.refusals.extend(publisher.refusals);
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("publishers still run 30 s after core exited"))?;
+    // Refusals a client can retry: core's UNAVAILABLE or 503 while it shuts
+    // down, a request the client cancelled as the connection closed before
+    // it went out, or no connection at all.
+    for refusal in &seen.refusals {
+        assert!(
+            refusal.starts_with("connect:")
+                || refusal.starts_with("Unavailable: ")
+                || refusal == "Cancelled: operation was canceled"
+                || refusal == "503",
+            "a publish refused with {refusal} while core shut down"
+        );
+    }
+
+    // Every ack core had received when the lock was taken is stored, and
+    // the persisted floor is not ahead of the stored results.
+    let store = ackflow_core::store::open(&db.url).await?;
+    let events = all_events(&db.url).await?;
+    let results = events.iter().filter(|v| v.result.is_some()).count() as u64;
+    assert!(
+        results >= before.acked,
+        "core had received {} acks, {} results stored after SIGTERM",
+        before.acked,
+        results
+    );
+    let floor = store.delivery_cursor().await?.acked_floor;
+    for view in events.iter().filter(|v| v.event.seq < floor) {
+        assert!(
+            view.result.is_some() || view.dead.is_some(),
+            "seq {} is below the persisted floor {floor} but unresolved",
+            view.event.seq
+        );
+    }
+    // Every acknowledged publish is stored, at the seq it was told.
+    let tags: HashMap<u64, String> = events
+        .iter()
+        .map(|v| {
+            let json: serde_json::Value =
+                serde_json::from_slice(&v.event.payload).unwrap_or_default();
+            (
+                v.event.seq,
+                json["tag"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    for (seq, tag) in &seen.acked {
+        assert_eq!(tags.get(seq), Some(tag), "acknowledged {tag} lost or moved");
+    }
+    println!(
+        "{} publishes acknowledged, {} stored; {} acks received before the signal, {} results stored; {} refusals",
+        seen.acked.len(),
+        events.len(),
+        before.acked,
+        results,
+        seen.refusals.len()
+    );
+
+    // The processor, still running, finishes the rest with the next core:
+    // one result per event.
+    core.restart().await?;
+    let head = events.len() as u64;
+    let core_ref = &core;
+    wait_for(
+        "every event resolved",
+        Duration::from_secs(60),
+        || async move {
+            let s = core_ref.snapshot().await.ok()?;
+            (s.acked_floor == head + 1).then_some(())
+        },
+    )
+    .await?;
+    let events = all_events(&db.url).await?;
+    assert_eq!(
+        events.len() as u64,
+        head,
+        "no event appeared after the restart"
+    );
+    assert!(
+        events.iter().all(|v| v.result.is_some()),
+        "every event has its result"
+    );
+    processor.terminate().await?;
+    core.proc.terminate().await?;
+    db.drop_db().await
 }
