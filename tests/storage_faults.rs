@@ -12,6 +12,10 @@
 //! The disk is a tmpfs of a few MiB (see `harness/small_fs.rs`); on SQLite
 //! this test reproduces the bug where a full disk lost hundreds of
 //! acknowledged events (`core/src/store/sqlite.rs` explains it).
+//!
+//! `results_are_stored_once_postgres_is_back`: the result writer failing
+//! and retrying while PostgreSQL is down, and reads answering 503 with
+//! `Retry-After` meanwhile.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -469,4 +473,177 @@ async fn sqlite_full_disk_with_the_old_writer_is_caught() {
         !verdict.lost.is_empty() || !verdict.twice.is_empty(),
         "the old writer lost nothing: the scenario no longer reproduces the bug"
     );
+}
+
+/// The sum of the samples of `metric` whose labels contain every one of
+/// `labels`, in a Prometheus text page.
+fn metric_sum(page: &str, metric: &str, labels: &[&str]) -> f64 {
+    page.lines()
+        .filter(|l| l.starts_with(metric) && labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// Checks a 503 from a read while the store is down: `Retry-After`, and
+/// the kind of failure but not the database's own words.
+fn assert_store_unavailable(what: &str, response: &ackflow_tests::HttpResponse) {
+    assert_eq!(response.status, 503, "{what}: {}", response.body);
+    assert_eq!(
+        response.header("retry-after"),
+        Some("1"),
+        "{what}: a 503 without Retry-After"
+    );
+    let json: serde_json::Value = serde_json::from_str(&response.body).expect("problem+json");
+    assert_eq!(
+        json["title"], "Store unavailable",
+        "{what}: {}",
+        response.body
+    );
+    let detail = json["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("(unavailable)"), "{what}: {detail}");
+    for leak in [
+        "sqlx",
+        "connection",
+        "refused",
+        "127.0.0.1",
+        "pool",
+        "postgres",
+        "error",
+    ] {
+        assert!(
+            !response.body.to_ascii_lowercase().contains(leak),
+            "{what}: the database's text ({leak:?}) reached the client: {}",
+            response.body
+        );
+    }
+}
+
+/// PostgreSQL stops while a processor has events to ack: reads answer 503
+/// with `Retry-After` (and say nothing of the database's error); the acks
+/// core receives meanwhile cannot be stored, and the result writer retries
+/// them (`ackflow_store_errors_total{op="resolve"}` counts a failure)
+/// while the floor stays where it is; once PostgreSQL is back, every one of
+/// them is stored, once, with its own result, and the floor moves past
+/// them. Nothing delivers those events again (they are acked), so the floor
+/// can only get there by the writer retrying what it holds. The processor is paused while events reach it and resumed once
+/// the server is down, so that its acks arrive while it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn results_are_stored_once_postgres_is_back() {
+    let Some(fs) = SmallFs::mount("results_retry", 256).expect("tmpfs") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pg = ThrowawayPg::start(fs.path(), &dir.path().join("postgres.log"))
+        .expect("a throwaway PostgreSQL cluster");
+    let url = pg.url();
+    let core = Core::start(dir.path(), Some(&url), &[])
+        .await
+        .expect("core starts");
+    let mut processor = start_processor(dir.path(), &core.grpc_url(), &[]).expect("processor");
+    let publish = async |from: u64, to: u64| {
+        for n in from..=to {
+            let body = format!(r#"{{"kind":"sha256","payload":"event {n}"}}"#);
+            let response = http_exchange(
+                core.http,
+                "POST",
+                "/v1/events",
+                Some(("application/json", body.as_bytes())),
+            )
+            .await
+            .expect("core answers");
+            assert_eq!(response.status, 202, "publish {n}: {}", response.body);
+        }
+    };
+    let snapshot_until =
+        async |what: &str, check: &dyn Fn(&ackflow_proto::v1::Snapshot) -> bool| {
+            wait_for(what, Duration::from_secs(30), || async {
+                let s = core.snapshot().await.ok()?;
+                check(&s).then_some(s)
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}\ncore log:\n{}", core.proc.log_tail(30)))
+        };
+    publish(1, 20).await;
+    snapshot_until("the first 20 resolved", &|s| s.acked_floor == 21).await;
+
+    // Paused, the processor receives the next 30 events and holds them.
+    let mut admin = core.admin().await.expect("admin");
+    admin
+        .pause(ackflow_proto::v1::PauseRequest {})
+        .await
+        .expect("pause");
+    publish(21, 50).await;
+    snapshot_until("the processor to hold 21..=50", &|s| {
+        s.next_expected == 51 && s.acked_floor == 21
+    })
+    .await;
+
+    pg.stop().expect("stop PostgreSQL");
+    // Reads wait for a connection (up to the pool's 5 s) before they fail:
+    // they run beside the rest.
+    let reads: Vec<_> = ["/v1/events/5", "/v1/events?after=0"]
+        .into_iter()
+        .map(|path| {
+            let http = core.http;
+            tokio::spawn(async move { (path, http_exchange(http, "GET", path, None).await) })
+        })
+        .collect();
+
+    // Resumed: 30 acks arrive while the store is down.
+    admin
+        .resume(ackflow_proto::v1::ResumeRequest {})
+        .await
+        .expect("resume");
+    let acked = snapshot_until("30 more acks received", &|s| {
+        s.totals.is_some_and(|t| t.acked >= 50)
+    })
+    .await;
+    assert_eq!(acked.acked_floor, 21, "the floor moved with the store down");
+    let http = core.http;
+    wait_for(
+        "the result writer to fail and retry",
+        Duration::from_secs(30),
+        || async move {
+            let page = http_exchange(http, "GET", "/metrics", None)
+                .await
+                .ok()?
+                .body;
+            (metric_sum(&page, "ackflow_store_errors_total", &[r#"op="resolve""#]) >= 1.0)
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\ncore log:\n{}", core.proc.log_tail(30)));
+    let still = core.snapshot().await.expect("snapshot");
+    assert_eq!(still.acked_floor, 21, "the floor moved with the store down");
+    for read in reads {
+        let (path, response) = read.await.expect("read task");
+        assert_store_unavailable(path, &response.expect("core answers"));
+    }
+
+    pg.restart().expect("restart PostgreSQL");
+    snapshot_until("the floor past every event", &|s| s.acked_floor == 51).await;
+    let events = all_events(&url).await.expect("read the store");
+    assert_eq!(events.len(), 50, "one event per publish");
+    for view in &events {
+        let result = view
+            .result
+            .as_ref()
+            .unwrap_or_else(|| panic!("seq {} has no result", view.event.seq));
+        let digest = Sha256::digest(&view.event.payload);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(result.output, hex, "seq {}: its own result", view.event.seq);
+    }
+    let response = http_exchange(core.http, "GET", "/v1/events/30", None)
+        .await
+        .expect("core answers");
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert!(
+        response.body.contains(r#""state":"ok""#),
+        "{}",
+        response.body
+    );
+    processor.terminate().await.expect("processor stops");
+    let mut core = core;
+    core.proc.terminate().await.expect("core stops");
 }
