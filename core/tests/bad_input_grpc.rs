@@ -4,11 +4,13 @@
 //! frames, random-but-decodable requests, and a processor that says hello
 //! and then talks nonsense.
 //!
-//! Every call must end with a gRPC status (never a dropped connection, never
-//! `UNKNOWN`): undecodable protobuf is `INTERNAL` ("failed to decode
-//! Protobuf message", gRPC's convention), a frame over the size limit
-//! `OUT_OF_RANGE`, an invalid field `INVALID_ARGUMENT`. The store changes
-//! only by the publishes core acknowledged, and core keeps answering.
+//! Every call must end with a gRPC status within 10 s (never a dropped
+//! connection, never `UNKNOWN`, never silence; only a watch stays open,
+//! and then it has sent a snapshot): undecodable protobuf is `INTERNAL`
+//! ("failed to decode Protobuf message", gRPC's convention), a frame over
+//! the size limit `OUT_OF_RANGE`, an invalid field `INVALID_ARGUMENT`. The
+//! store changes only by the publishes core acknowledged, and core keeps
+//! answering.
 
 use std::time::Duration;
 
@@ -83,11 +85,18 @@ impl Drop for Fixture {
     }
 }
 
+/// The one method whose call may stay open: a watch streams snapshots
+/// until the client goes away.
+const WATCH: &str = "/ackflow.v1.Admin/Watch";
+
+/// How long a call may take to end (or a watch to send its first message).
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
 /// What came back from a raw call.
 #[derive(Debug)]
 struct Answer {
     /// `grpc-status`, from the headers (trailers-only) or the trailers;
-    /// `None` when the stream was still open after the timeout.
+    /// `None` for a watch that stays open (its first message arrived).
     code: Option<Code>,
     message: String,
     /// Length-prefixed messages in the response body.
@@ -132,9 +141,13 @@ fn code_of(headers: &http::HeaderMap) -> Option<(Code, String)> {
 }
 
 impl Fixture {
-    /// POSTs `body` as it is to `path`, with gRPC headers.
+    /// POSTs `body` as it is to `path`, with gRPC headers, and reads the
+    /// answer frame by frame. Every call must end within [`ANSWER_WITHIN`]
+    /// (a call that never answers fails the test), except a watch, which
+    /// may stay open: it counts as open once its first message arrives.
     fn raw(&self, path: &str, body: Vec<u8>) -> Answer {
         self.runtime.block_on(async {
+            let deadline = tokio::time::Instant::now() + ANSWER_WITHIN;
             let request = http::Request::builder()
                 .method("POST")
                 .uri(format!("http://localhost{path}"))
@@ -142,15 +155,12 @@ impl Fixture {
                 .header("te", "trailers")
                 .body(tonic::body::Body::new(Full::new(Bytes::from(body))))
                 .unwrap();
-            let response = tokio::time::timeout(
-                Duration::from_secs(10),
-                self.channel.clone().oneshot(request),
-            )
-            .await
-            .expect("core answered within 10 s")
-            .expect("the connection survived");
+            let response = tokio::time::timeout_at(deadline, self.channel.clone().oneshot(request))
+                .await
+                .unwrap_or_else(|_| panic!("{path}: no response headers within {ANSWER_WITHIN:?}"))
+                .expect("the connection survived");
             assert_eq!(response.status(), 200, "gRPC answers with HTTP 200");
-            let (parts, body) = response.into_parts();
+            let (parts, mut body) = response.into_parts();
             if let Some((code, message)) = code_of(&parts.headers) {
                 return Answer {
                     code: Some(code),
@@ -158,24 +168,46 @@ impl Fixture {
                     replies: Vec::new(),
                 };
             }
-            match tokio::time::timeout(Duration::from_millis(1500), body.collect()).await {
-                Ok(Ok(collected)) => {
-                    let trailers = collected.trailers().cloned().unwrap_or_default();
-                    let replies = unframe(&collected.to_bytes());
-                    let (code, message) = code_of(&trailers).expect("a grpc-status trailer");
-                    Answer {
-                        code: Some(code),
-                        message,
-                        replies,
+            let mut data = Vec::new();
+            loop {
+                let frame = tokio::time::timeout_at(deadline, body.frame())
+                    .await
+                    .unwrap_or_else(|_| {
+                        panic!(
+                            "{path}: neither a status nor a message within {ANSWER_WITHIN:?} \
+                             (after {} bytes)",
+                            data.len()
+                        )
+                    });
+                let frame = match frame {
+                    None => panic!("{path}: the response ended without a grpc-status"),
+                    Some(Err(e)) => panic!("{path}: the response body failed: {e}"),
+                    Some(Ok(frame)) => frame,
+                };
+                match frame.into_data() {
+                    Ok(bytes) => {
+                        data.extend_from_slice(&bytes);
+                        if path == WATCH && !unframe(&data).is_empty() {
+                            // A watch that sends its first snapshot is open
+                            // and alive.
+                            return Answer {
+                                code: None,
+                                message: String::new(),
+                                replies: unframe(&data),
+                            };
+                        }
+                    }
+                    Err(frame) => {
+                        let trailers = frame.into_trailers().unwrap_or_default();
+                        let (code, message) = code_of(&trailers)
+                            .unwrap_or_else(|| panic!("{path}: trailers without a grpc-status"));
+                        return Answer {
+                            code: Some(code),
+                            message,
+                            replies: unframe(&data),
+                        };
                     }
                 }
-                Ok(Err(e)) => panic!("the response body failed: {e}"),
-                // A stream that stays open (a watch): alive, not an error.
-                Err(_) => Answer {
-                    code: None,
-                    message: String::new(),
-                    replies: Vec::new(),
-                },
             }
         })
     }
@@ -277,7 +309,7 @@ fn garbage_protobuf_on_every_method() {
             let answer = f.raw(path, body);
             let stored = f.stored() - before;
             match answer.code {
-                None => prop_assert_eq!(path, "/ackflow.v1.Admin/Watch", "only a watch stays open"),
+                None => prop_assert_eq!(path, WATCH, "only a watch stays open"),
                 Some(code) => prop_assert!(
                     allowed(path).contains(&code),
                     "{path}: {code:?} {:?}",
@@ -310,6 +342,14 @@ fn garbage_protobuf_on_every_method() {
             Ok(())
         })
         .unwrap();
+    // A well-formed watch stays open, and what it sends is a snapshot.
+    let answer = f.raw(WATCH, frame(&pb::WatchRequest {}.encode_to_vec()));
+    assert_eq!(answer.code, None, "a watch ended: {}", answer.message);
+    let first = pb::WatchUpdate::decode(answer.replies[0].as_slice()).unwrap();
+    assert!(
+        matches!(first.update, Some(pb::watch_update::Update::Snapshot(_))),
+        "{first:?}"
+    );
     f.still_serves();
 }
 
@@ -422,19 +462,22 @@ fn malformed_frames_are_refused() {
             body.extend(malformed);
             let before = f.stored();
             let answer = f.raw(path, body);
-            if let Some(code) = answer.code {
-                prop_assert!(
-                    [
-                        Code::Internal,
-                        Code::OutOfRange,
-                        Code::InvalidArgument,
-                        Code::Ok,
-                    ]
-                    .contains(&code),
-                    "{path}: {code:?} {}",
-                    answer.message
-                );
-            }
+            let Some(code) = answer.code else {
+                return Err(TestCaseError::fail(format!(
+                    "{path} stayed open on a malformed frame"
+                )));
+            };
+            prop_assert!(
+                [
+                    Code::Internal,
+                    Code::OutOfRange,
+                    Code::InvalidArgument,
+                    Code::Ok,
+                ]
+                .contains(&code),
+                "{path}: {code:?} {}",
+                answer.message
+            );
             prop_assert_eq!(f.stored(), before);
             Ok(())
         })
@@ -503,13 +546,15 @@ fn a_processor_talking_nonsense_changes_nothing() {
             body.extend(frame(&garbage));
             let before = f.stored();
             let answer = f.raw("/ackflow.v1.Delivery/Subscribe", body);
-            if let Some(code) = answer.code {
-                prop_assert!(
-                    [Code::Ok, Code::Internal, Code::InvalidArgument].contains(&code),
-                    "{code:?} {}",
-                    answer.message
-                );
-            }
+            // The request ends, so core ends the stream.
+            let code = answer
+                .code
+                .expect("a subscription whose request ended ends");
+            prop_assert!(
+                [Code::Ok, Code::Internal, Code::InvalidArgument].contains(&code),
+                "{code:?} {}",
+                answer.message
+            );
             prop_assert_eq!(f.stored(), before);
             Ok(())
         })

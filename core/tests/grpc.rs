@@ -78,7 +78,10 @@ async fn publish_validates_and_replays() {
         .into_inner();
     let mut seen = Vec::new();
     let err = loop {
-        match replies.message().await {
+        let next = tokio::time::timeout(std::time::Duration::from_secs(10), replies.message())
+            .await
+            .expect("a reply or the error within 10 s");
+        match next {
             Ok(Some(reply)) => seen.push((reply.request_id, reply.seq)),
             Ok(None) => panic!("stream ended without the error"),
             Err(status) => break status,

@@ -390,7 +390,10 @@ async fn grpc_stream(postgres: bool) {
         .into_inner();
     let mut seen = Vec::new();
     let status = loop {
-        match replies.message().await {
+        let next = tokio::time::timeout(std::time::Duration::from_secs(10), replies.message())
+            .await
+            .expect("a reply or the conflict within 10 s");
+        match next {
             Ok(Some(reply)) => seen.push((reply.request_id, reply.seq, reply.replayed)),
             Ok(None) => panic!("the stream ended without the conflict"),
             Err(status) => break status,
