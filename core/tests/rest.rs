@@ -22,11 +22,23 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-/// A store whose writes can be made to fail or to hang, to provoke 503s.
+/// A store whose writes can be made to fail or to hang, and whose reads
+/// can be made to fail, to provoke 503s.
 struct Faulty {
     inner: SqliteStore,
     fail: AtomicBool,
     hang: AtomicBool,
+    /// Reads (and pings) fail with a text no client may see.
+    fail_reads: AtomicBool,
+}
+
+impl Faulty {
+    fn read(&self) -> Result<(), StoreError> {
+        if self.fail_reads.load(Ordering::SeqCst) {
+            return Err(StoreError::Corrupt("secret database text".into()));
+        }
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]
@@ -38,6 +50,7 @@ impl Store for Faulty {
         self.inner.migrate().await
     }
     async fn ping(&self) -> Result<(), StoreError> {
+        self.read()?;
         if self.fail.load(Ordering::SeqCst) {
             return Err(StoreError::Corrupt("store is down".into()));
         }
@@ -73,6 +86,7 @@ impl Store for Faulty {
         self.inner.events_from(from, limit).await
     }
     async fn event(&self, seq: Seq) -> Result<Option<EventView>, StoreError> {
+        self.read()?;
         self.inner.event(seq).await
     }
     async fn list_events(
@@ -81,6 +95,7 @@ impl Store for Faulty {
         limit: u32,
         status: Option<StatusFilter>,
     ) -> Result<Vec<EventView>, StoreError> {
+        self.read()?;
         self.inner.list_events(after, limit, status).await
     }
     async fn resolve(&self, r: &[ResultRow], d: &[DeadRow], f: Seq) -> Result<(), StoreError> {
@@ -119,6 +134,7 @@ async fn fixture(queue: usize) -> Fixture {
         inner,
         fail: AtomicBool::new(false),
         hang: AtomicBool::new(false),
+        fail_reads: AtomicBool::new(false),
     });
     let shared: SharedStore = store.clone();
     let cancel = CancellationToken::new();
@@ -457,5 +473,105 @@ async fn full_queue_is_503() {
     let full = full.expect("a full queue answers 503");
     assert!(full.2.contains("queue is full"), "{}", full.2);
     assert_eq!(stored(&f).await, 0);
+    // The same request again, for its headers: still full.
+    let (status, retry_after, body) = unavailable(&f, "POST", "/v1/events").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(
+        retry_after.as_deref(),
+        Some("1"),
+        "a full queue's 503: {body}"
+    );
     a.abort();
+}
+
+/// Sends a request (a valid publish for POSTs) and returns the status, the
+/// `Retry-After` header and the body.
+async fn unavailable(f: &Fixture, method: &str, uri: &str) -> (StatusCode, Option<String>, String) {
+    let body = match (method, uri) {
+        ("POST", "/v1/events/batch") => r#"{"events":[{"kind":"a","payload":1}]}"#,
+        ("POST", _) => r#"{"kind":"a","payload":1}"#,
+        _ => "",
+    };
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap();
+    let response = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        f.router.clone().oneshot(request),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{method} {uri}: no answer within 10 s"))
+    .unwrap();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let (status, _, body) = common::read_response(response).await;
+    (status, retry_after, body)
+}
+
+/// Every 503 tells the client when to come back: publishes and readiness
+/// while writes fail, reads and readiness while reads fail. A failed read
+/// says what kind of failure it was, never the store's own text.
+#[tokio::test]
+async fn every_503_carries_retry_after() {
+    let f = fixture(10).await;
+    let (status, _, body) = post(&f, "/v1/events", r#"{"kind":"a","payload":1}"#).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+
+    f.store.fail.store(true, Ordering::SeqCst);
+    for (method, uri) in [
+        ("POST", "/v1/events"),
+        ("POST", "/v1/events/batch"),
+        ("GET", "/readyz"),
+    ] {
+        let (status, retry_after, body) = unavailable(&f, method, uri).await;
+        assert_eq!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{method} {uri}: {body}"
+        );
+        assert_eq!(retry_after.as_deref(), Some("1"), "{method} {uri}: {body}");
+    }
+    f.store.fail.store(false, Ordering::SeqCst);
+    // Writes recover (the writer probes by itself); then reads fail.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while unavailable(&f, "GET", "/readyz").await.0 != StatusCode::OK {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready again within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    f.store.fail_reads.store(true, Ordering::SeqCst);
+    for uri in [
+        "/v1/events/1",
+        "/v1/events",
+        "/v1/events?after=0&limit=5",
+        "/readyz",
+    ] {
+        let (status, retry_after, body) = unavailable(&f, "GET", uri).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "GET {uri}: {body}");
+        assert_eq!(retry_after.as_deref(), Some("1"), "GET {uri}: {body}");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["status"], 503, "{body}");
+        assert!(
+            json["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("corrupt")),
+            "GET {uri}: the kind of failure: {body}"
+        );
+        assert!(
+            !body.contains("secret"),
+            "GET {uri}: the store's text leaked: {body}"
+        );
+    }
+    f.store.fail_reads.store(false, Ordering::SeqCst);
+    let (status, _, body) = unavailable(&f, "GET", "/v1/events/1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
