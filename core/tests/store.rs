@@ -158,8 +158,9 @@ async fn a_failed_batch_stores_nothing(store: SharedStore) {
             event("k", "c", None),
         ],
     )
-    .await;
-    assert!(err.is_err());
+    .await
+    .expect_err("a batch at a taken seq was stored");
+    assert_eq!(err.kind(), "constraint", "not the taken seq: {err}");
     assert_eq!(store.next_seq().await.unwrap(), 2);
     assert_eq!(store.events_from(0, 10).await.unwrap().len(), 1);
 }
