@@ -312,6 +312,19 @@ pub struct EventView {
     pub dead: Option<DeadView>,
 }
 
+impl EventView {
+    /// The variable-size bytes this view carries (payload, kind, key,
+    /// output, reason): what a read page is bounded by.
+    pub fn bytes(&self) -> usize {
+        let event = &self.event;
+        event.payload.len()
+            + event.kind.len()
+            + event.key.as_ref().map_or(0, String::len)
+            + self.result.as_ref().map_or(0, |r| r.output.len())
+            + self.dead.as_ref().map_or(0, |d| d.reason.len())
+    }
+}
+
 /// A dead (parked) event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadView {

@@ -22,6 +22,44 @@ use crate::model::{
     StatusFilter, StoredEvent,
 };
 
+/// The byte bound of a read page (see [`Store::list_page`]).
+pub(crate) struct PageBudget {
+    max_bytes: usize,
+    used: usize,
+    events: usize,
+}
+
+impl PageBudget {
+    pub(crate) fn new(max_bytes: usize) -> Self {
+        Self {
+            max_bytes,
+            used: 0,
+            events: 0,
+        }
+    }
+
+    /// Whether an event of `bytes` still fits (the first event always
+    /// does), counting it if so.
+    pub(crate) fn admits(&mut self, bytes: usize) -> bool {
+        if self.events > 0 && self.used.saturating_add(bytes) > self.max_bytes {
+            return false;
+        }
+        self.used = self.used.saturating_add(bytes);
+        self.events += 1;
+        true
+    }
+
+    /// The last seq of a page, given each candidate event's seq and size
+    /// in store order (None: no event).
+    pub(crate) fn last_seq(mut self, sizes: &[(i64, i64)]) -> Option<i64> {
+        sizes
+            .iter()
+            .take_while(|(_, bytes)| self.admits(usize::try_from(*bytes).unwrap_or(usize::MAX)))
+            .last()
+            .map(|(seq, _)| *seq)
+    }
+}
+
 /// A store failure. Every variant means "the operation did not happen"
 /// except where a commit's outcome is unknown, which callers treat alike:
 /// the client is told the store is unavailable and may retry (with an
@@ -137,6 +175,27 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
         status: Option<StatusFilter>,
     ) -> Result<Vec<EventView>, StoreError>;
+
+    /// Like [`Store::list_events`], but the page also stops before its
+    /// events' bytes ([`EventView::bytes`]) would pass `max_bytes`; it
+    /// always holds at least one event when one is there. The stores first
+    /// read the candidates' seqs and sizes (the database reads no payload
+    /// for that), then only the events of the page, so a read of many large
+    /// events holds one page in memory, not `limit` events. (This default,
+    /// for wrappers, reads `limit` events and cuts.)
+    async fn list_page(
+        &self,
+        after: Seq,
+        limit: u32,
+        max_bytes: usize,
+        status: Option<StatusFilter>,
+    ) -> Result<Vec<EventView>, StoreError> {
+        let mut views = self.list_events(after, limit, status).await?;
+        let mut page = PageBudget::new(max_bytes);
+        let keep = views.iter().take_while(|v| page.admits(v.bytes())).count();
+        views.truncate(keep);
+        Ok(views)
+    }
 
     /// Stores results and dead events (idempotently: an existing row wins)
     /// and the acked floor, in one transaction. The floor never moves back.

@@ -7,7 +7,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::idempotency::{self, StoredKey};
 use super::rows::{DeadRowDb, EventRow, VIEW_COLUMNS, VIEW_FROM, ViewRow, status_condition};
-use super::{Store, StoreError, seq_from_db, seq_to_db};
+use super::{PageBudget, Store, StoreError, seq_from_db, seq_to_db};
 use crate::model::{
     AppendBatch, DeadRow, DeadView, DeliveryCursor, EventView, RequestOutcome, ResultRow, Seq,
     StatusFilter, StoredEvent,
@@ -205,12 +205,36 @@ impl Store for PgStore {
         limit: u32,
         status: Option<StatusFilter>,
     ) -> Result<Vec<EventView>, StoreError> {
-        let rows: Vec<ViewRow> = sqlx::query_as(&format!(
-            "SELECT {VIEW_COLUMNS} FROM {VIEW_FROM} WHERE e.seq > $1 AND {} \
-             ORDER BY e.seq LIMIT $2",
-            status_condition(status)
+        self.list_page(after, limit, usize::MAX, status).await
+    }
+
+    async fn list_page(
+        &self,
+        after: Seq,
+        limit: u32,
+        max_bytes: usize,
+        status: Option<StatusFilter>,
+    ) -> Result<Vec<EventView>, StoreError> {
+        let condition = status_condition(status);
+        // What `EventView::bytes` counts, without reading a payload.
+        let sizes: Vec<(i64, i64)> = sqlx::query_as(&format!(
+            "SELECT e.seq, octet_length(e.payload)::int8 + octet_length(e.kind) + COALESCE(octet_length(e.key), 0) \
+             + COALESCE(octet_length(r.output), 0) + COALESCE(octet_length(d.reason), 0) \
+             FROM {VIEW_FROM} WHERE e.seq > $1 AND {condition} ORDER BY e.seq LIMIT $2"
         ))
         .bind(seq_to_db(after))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let Some(last) = PageBudget::new(max_bytes).last_seq(&sizes) else {
+            return Ok(Vec::new());
+        };
+        let rows: Vec<ViewRow> = sqlx::query_as(&format!(
+            "SELECT {VIEW_COLUMNS} FROM {VIEW_FROM} \
+             WHERE e.seq > $1 AND e.seq <= $2 AND {condition} ORDER BY e.seq LIMIT $3"
+        ))
+        .bind(seq_to_db(after))
+        .bind(last)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;

@@ -1,0 +1,193 @@
+//! Resource limits against the real core binary: what a client can make
+//! core hold in memory, and what it cannot keep others from.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ackflow_tests::{Core, http_request, post_json};
+use serde_json::Value;
+
+/// Events of about 1 MiB each (under the default --max-request-bytes of
+/// 1 MiB with the JSON around them).
+const LARGE_EVENTS: usize = 256;
+
+/// Core's peak RSS may not pass this while four clients read every large
+/// event at once (publishing them already takes it to about 330 MiB: the
+/// in-memory tail holds 64 MiB of them).
+const PEAK_BOUND_MIB: u64 = 512;
+
+/// Nor may the reads add more than this to the peak (measured: about 45
+/// MiB). Before payloads were written as stored, four such reads of 200
+/// events took core from 265 MB to a 13.4 GB peak.
+const READ_GROWTH_BOUND_MIB: u64 = 160;
+
+/// Elements of each large event's payload.
+const LARGE_ELEMENTS: usize = 500_000;
+
+/// The payload of large event `i` (0-based): a JSON array of numbers (about
+/// 1 MB), the shape that costs most as a JSON tree, led by `i` so pages can
+/// be checked.
+fn large_payload(i: usize) -> String {
+    format!("[{i}{}]", ",0".repeat(LARGE_ELEMENTS - 1))
+}
+
+/// Peak resident set size of process `pid`, in KiB (`VmHWM`).
+fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/{pid}/status"))
+}
+
+/// Checks one event's JSON against what was published (`seq_of[i]` is the
+/// seq of large event `i`); returns its seq. The payload is checked by its
+/// length and its leading index (comparing every element would take longer
+/// than the read in this unoptimised test).
+fn check_event(event: &Value, seq_of: &[u64]) -> anyhow::Result<u64> {
+    let seq = event["seq"]
+        .as_u64()
+        .ok_or_else(|| anyhow::anyhow!("no seq"))?;
+    anyhow::ensure!(event["kind"] == "large" && event["state"] == "pending");
+    let payload = event["payload"]
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("seq {seq}: the payload is not an array"))?;
+    let i = payload
+        .first()
+        .and_then(Value::as_u64)
+        .and_then(|i| usize::try_from(i).ok())
+        .ok_or_else(|| anyhow::anyhow!("seq {seq}: no leading index"))?;
+    anyhow::ensure!(seq_of.get(i) == Some(&seq), "payload {i} at seq {seq}");
+    anyhow::ensure!(
+        payload.len() == LARGE_ELEMENTS && payload.last() == Some(&Value::from(0)),
+        "payload of seq {seq}: {} elements, published {LARGE_ELEMENTS}",
+        payload.len()
+    );
+    Ok(seq)
+}
+
+/// Reads every event page by page with `limit=1000`, checking each against
+/// what was published; returns the number of pages.
+async fn read_all(http: SocketAddr, seq_of: Arc<Vec<u64>>) -> anyhow::Result<usize> {
+    let mut after = 0;
+    let mut pages = 0;
+    let mut next_seq = 1;
+    loop {
+        let path = format!("/v1/events?after={after}&limit=1000");
+        let (status, body) = http_request(http, "GET", &path, None).await?;
+        anyhow::ensure!(status == 200, "GET {path}: {status} {body:.200}");
+        // `FromStr` is compiled with serde_json's optimisation; a generic
+        // `from_str::<T>` would be compiled here, unoptimised, and take a
+        // minute over the gigabyte the four readers get.
+        let page: Value = body.parse()?;
+        let events = page["events"]
+            .as_array()
+            .ok_or_else(|| anyhow::anyhow!("no events array"))?;
+        let Some(last) = page["next_after"].as_u64() else {
+            anyhow::ensure!(
+                events.is_empty() && page["next_after"].is_null(),
+                "events without next_after"
+            );
+            break;
+        };
+        pages += 1;
+        for event in events {
+            let seq = check_event(event, &seq_of)?;
+            anyhow::ensure!(seq == next_seq, "seq {seq} where {next_seq} was due");
+            next_seq += 1;
+        }
+        anyhow::ensure!(
+            last == next_seq - 1,
+            "next_after {last} is not the page's last seq"
+        );
+        after = last;
+    }
+    anyhow::ensure!(
+        next_seq == LARGE_EVENTS as u64 + 1,
+        "read up to seq {next_seq}, expected {LARGE_EVENTS} events"
+    );
+    Ok(pages)
+}
+
+/// Four parallel `GET /v1/events?limit=1000` over 256 events of 1 MiB
+/// each: pages are cut by bytes (the client continues from `next_after`),
+/// every event comes back as published, and core's peak RSS stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_reads_of_large_events_keep_memory_bounded() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let core = Core::start(dir.path(), None, &[]).await?;
+    let pid = core
+        .proc
+        .pid()
+        .ok_or_else(|| anyhow::anyhow!("core exited"))?;
+    let http = core.http;
+    let started = Instant::now();
+
+    // Four publishers, each its share of the events, in order.
+    let mut publishers = Vec::new();
+    for lane in 0..4 {
+        publishers.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in (lane..LARGE_EVENTS).step_by(4) {
+                let body = format!(r#"{{"kind":"large","payload":{}}}"#, large_payload(i));
+                let (status, answer) = post_json(http, "/v1/events", &body).await?;
+                anyhow::ensure!(status == 202, "publish {i}: {status} {answer}");
+                let seq = serde_json::from_str::<serde_json::Value>(&answer)?["seq"]
+                    .as_u64()
+                    .ok_or_else(|| anyhow::anyhow!("no seq in {answer}"))?;
+                seqs.push((i, seq));
+            }
+            Ok(seqs)
+        }));
+    }
+    let mut seq_of = vec![0; LARGE_EVENTS];
+    for publisher in publishers {
+        for (i, seq) in publisher.await?? {
+            seq_of[i] = seq;
+        }
+    }
+    let seq_of = Arc::new(seq_of);
+    let published = started.elapsed();
+    let before = peak_rss_kib(pid)?;
+
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        readers.push(tokio::spawn(read_all(http, seq_of.clone())));
+    }
+    let mut pages = Vec::new();
+    for reader in readers {
+        pages.push(reader.await??);
+    }
+    let after = peak_rss_kib(pid)?;
+    eprintln!(
+        "published {LARGE_EVENTS} × 1 MB in {published:?}; read 4 × all in {:?} ({pages:?} pages); \
+         core peak RSS {} MiB after publishing, {} MiB after the reads",
+        started.elapsed() - published,
+        before / 1024,
+        after / 1024
+    );
+    // 1 MiB events at a 4 MiB page bound: at most four to a page.
+    for &n in &pages {
+        anyhow::ensure!(n >= LARGE_EVENTS / 4, "{n} pages: not cut by bytes");
+    }
+    anyhow::ensure!(
+        after / 1024 < PEAK_BOUND_MIB,
+        "core's peak RSS reached {} MiB (bound {PEAK_BOUND_MIB} MiB)",
+        after / 1024
+    );
+    anyhow::ensure!(
+        (after - before) / 1024 < READ_GROWTH_BOUND_MIB,
+        "the reads took core's peak RSS from {} to {} MiB (bound: +{READ_GROWTH_BOUND_MIB} MiB)",
+        before / 1024,
+        after / 1024
+    );
+
+    // One event by seq: the stored payload, as published.
+    let (status, body) = http_request(http, "GET", "/v1/events/7", None).await?;
+    anyhow::ensure!(status == 200, "GET /v1/events/7: {status}");
+    let event: Value = body.parse()?;
+    anyhow::ensure!(check_event(&event, &seq_of)? == 7);
+    Ok(())
+}
