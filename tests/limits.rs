@@ -3,9 +3,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use ackflow_tests::{Core, http_request, post_json};
+use ackflow_proto::v1 as pb;
+use ackflow_tests::{Core, http_request, post_json, wait_for};
 use serde_json::Value;
 
 /// Events of about 1 MiB each (under the default --max-request-bytes of
@@ -189,5 +190,44 @@ async fn parallel_reads_of_large_events_keep_memory_bounded() -> anyhow::Result<
     anyhow::ensure!(status == 200, "GET /v1/events/7: {status}");
     let event: Value = body.parse()?;
     anyhow::ensure!(check_event(&event, &seq_of)? == 7);
+    Ok(())
+}
+
+/// `--max-watchers 2`: a third `Admin.Watch` is refused with
+/// RESOURCE_EXHAUSTED while two are open, and served once one of them
+/// closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_streams_are_capped() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let core = Core::start(dir.path(), None, &["--max-watchers", "2"]).await?;
+    let watch = || async {
+        let mut admin = core.admin().await?;
+        let mut stream = admin.watch(pb::WatchRequest {}).await?.into_inner();
+        // Open means served: the first snapshot arrived.
+        let first = tokio::time::timeout(Duration::from_secs(10), stream.message()).await??;
+        anyhow::ensure!(first.is_some(), "the watch ended at once");
+        Ok::<_, anyhow::Error>(stream)
+    };
+    let first = watch().await?;
+    let _second = watch().await?;
+    let mut admin = core.admin().await?;
+    let refused = admin
+        .watch(pb::WatchRequest {})
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("a third watch was served"))?;
+    anyhow::ensure!(
+        refused.code() == tonic::Code::ResourceExhausted
+            && refused.message().contains("--max-watchers"),
+        "third watch: {refused:?}"
+    );
+    // A closed watch gives its place back.
+    drop(first);
+    let _third = wait_for(
+        "a place for a third watch",
+        Duration::from_secs(10),
+        || async { watch().await.ok() },
+    )
+    .await?;
     Ok(())
 }

@@ -2,9 +2,10 @@
 //! operator commands relayed to the processor by the hub.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use ackflow_proto::v1 as pb;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +22,13 @@ pub struct AdminService {
     pub store: SharedStore,
     pub ingest: Ingest,
     pub cancel: CancellationToken,
+    /// One permit per open `Watch` stream (`--max-watchers`): each holds a
+    /// task and a snapshot copy every 200 ms, so their number is bounded.
+    /// A stream's permit goes back when its task ends (the client left
+    /// or core stops).
+    pub watchers: Arc<Semaphore>,
+    /// `--max-watchers`, for the refusal's message.
+    pub max_watchers: u32,
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchUpdate, Status>> + Send>>;
@@ -61,11 +69,19 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         _request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{} Admin.Watch streams are open, the most core serves (--max-watchers); \
+                 retry when one closes",
+                self.max_watchers
+            ))
+        })?;
         let mut snapshot_rx = self.hub.snapshot_rx.clone();
         let mut feed_rx = self.hub.feed_tx.subscribe();
         let (tx, rx) = mpsc::channel(256);
         let cancel = self.cancel.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let first = snapshot_rx.borrow_and_update().clone();
             let mut next = Some(pb::watch_update::Update::Snapshot((*first).clone()));
             loop {
@@ -79,6 +95,9 @@ impl pb::admin_server::Admin for AdminService {
                 }
                 next = tokio::select! {
                     _ = cancel.cancelled() => return,
+                    // The client left: give the permit back now, not at
+                    // the next snapshot.
+                    _ = tx.closed() => return,
                     changed = snapshot_rx.changed() => match changed {
                         Ok(()) => Some(pb::watch_update::Update::Snapshot(
                             (**snapshot_rx.borrow_and_update()).clone(),

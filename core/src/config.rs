@@ -66,6 +66,14 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_MAX_REQUEST_BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(64..=(64 << 20)))]
     pub max_request_bytes: u64,
 
+    /// gRPC: most concurrent streams (calls) on one HTTP/2 connection; a client opening more waits for one to end (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(long, env = "ACKFLOW_GRPC_MAX_STREAMS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub grpc_max_streams: u32,
+
+    /// Most Admin.Watch streams open at once (all clients together); one more is refused with RESOURCE_EXHAUSTED until one closes.
+    #[arg(long, env = "ACKFLOW_MAX_WATCHERS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_watchers: u32,
+
     /// Most events in one POST /v1/events/batch.
     #[arg(long, env = "ACKFLOW_MAX_BATCH_EVENTS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub max_batch_events: u64,

@@ -33,6 +33,18 @@ use crate::store::{self, SharedStore};
 use crate::tail::Tail;
 use crate::tls::{self, TlsMaterial};
 
+/// gRPC: streams a peer may open and reset before core accepted them,
+/// beyond which the connection gets GOAWAY (h2's default, set here so it is
+/// documented and stays).
+const GRPC_MAX_PENDING_RESETS: usize = 20;
+
+/// gRPC: streams core may reset on one connection because of the peer's
+/// errors before it sends GOAWAY (hyper's default).
+const GRPC_MAX_LOCAL_RESETS: usize = 1024;
+
+/// gRPC: largest header block (metadata) of one call.
+const GRPC_MAX_HEADER_BYTES: u32 = 16 << 10;
+
 /// A started core.
 pub struct Running {
     /// Where the REST API listens (the real port when configured with 0).
@@ -255,6 +267,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
             store: store.clone(),
             ingest: ingest.clone(),
             cancel: cancel.clone(),
+            watchers: Arc::new(tokio::sync::Semaphore::new(config.max_watchers as usize)),
+            max_watchers: config.max_watchers,
         },
         bearer(config.admin_token.clone()),
     );
@@ -267,7 +281,15 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         conn
     });
     let grpc_cancel = cancel.clone();
+    // Per connection: at most --grpc-max-streams calls at once (a client
+    // opening more waits); a peer that keeps opening and resetting streams
+    // (the HTTP/2 "rapid reset" flood) or makes core reset many of its
+    // streams is sent GOAWAY; a peer that stops answering pings is dropped.
     let mut grpc_server = tonic::transport::Server::builder()
+        .max_concurrent_streams(config.grpc_max_streams)
+        .http2_max_pending_accept_reset_streams(Some(GRPC_MAX_PENDING_RESETS))
+        .http2_max_local_error_reset_streams(Some(GRPC_MAX_LOCAL_RESETS))
+        .http2_max_header_list_size(GRPC_MAX_HEADER_BYTES)
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)));
     if let Some(material) = &tls {
