@@ -324,17 +324,33 @@ async fn sigterm_with_acks_in_flight_stores_every_ack_received() -> anyhow::Resu
     let mut health = tonic_health::pb::health_client::HealthClient::new(
         ackflow_tests::channel(core.grpc).await?,
     );
-    let mut watch = health
-        .watch(tonic_health::pb::HealthCheckRequest {
-            service: "ackflow.v1.Ingest".into(),
-        })
-        .await?
-        .into_inner();
-    health_says(&mut watch, ServingStatus::Serving).await?;
+    // The server as a whole ("", what probes ask by default) and each
+    // service.
+    let names = [
+        "",
+        "ackflow.v1.Ingest",
+        "ackflow.v1.Delivery",
+        "ackflow.v1.Admin",
+    ];
+    let mut watches = Vec::new();
+    for name in names {
+        let mut watch = health
+            .watch(tonic_health::pb::HealthCheckRequest {
+                service: name.into(),
+            })
+            .await?
+            .into_inner();
+        health_says(&mut watch, ServingStatus::Serving).await?;
+        watches.push(watch);
+    }
 
     core.proc.signal("-TERM")?;
-    health_says(&mut watch, ServingStatus::NotServing).await?;
-    drop(watch);
+    for (name, watch) in names.iter().zip(watches.iter_mut()) {
+        health_says(watch, ServingStatus::NotServing)
+            .await
+            .map_err(|e| anyhow::anyhow!("health of {name:?}: {e}"))?;
+    }
+    drop(watches);
     sqlx::query("COMMIT").execute(&mut locker).await?;
     let code = tokio::time::timeout(Duration::from_secs(30), core.proc.wait())
         .await
