@@ -306,8 +306,19 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
             .add_service(admin_service)
             .serve_with_incoming_shutdown(incoming, async move {
                 grpc_cancel.cancelled().await;
+                // Every name a health check may ask for, the server as a
+                // whole ("") included, says NOT_SERVING while core drains.
                 health_reporter
                     .set_not_serving::<pb::ingest_server::IngestServer<IngestService>>()
+                    .await;
+                health_reporter
+                    .set_not_serving::<pb::delivery_server::DeliveryServer<DeliveryService>>()
+                    .await;
+                health_reporter
+                    .set_not_serving::<pb::admin_server::AdminServer<AdminService>>()
+                    .await;
+                health_reporter
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
                     .await;
             })
             .await;
