@@ -12,6 +12,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 
+/// A stream message within 10 s, or the test fails saying so.
+async fn bounded<T>(message: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(10), message)
+        .await
+        .expect("no stream message within 10 s")
+}
+
 const PUBLISH_TOKEN: &str = "publish-token-0123456789";
 const PROCESSOR_TOKEN: &str = "processor-token-0123456789";
 const ADMIN_TOKEN: &str = "admin-token-0123456789";
@@ -346,7 +353,7 @@ async fn ingest_needs_the_publish_token() {
         let err = match result {
             Err(status) => status,
             // A refusal may also arrive as the stream's first message.
-            Ok(replies) => replies.into_inner().message().await.unwrap_err(),
+            Ok(replies) => bounded(replies.into_inner().message()).await.unwrap_err(),
         };
         assert_eq!(
             err.code(),
@@ -376,7 +383,7 @@ async fn ingest_needs_the_publish_token() {
         .unwrap()
         .into_inner();
     let mut seqs = Vec::new();
-    while let Some(reply) = replies.message().await.unwrap() {
+    while let Some(reply) = bounded(replies.message()).await.unwrap() {
         seqs.push((reply.request_id, reply.seq));
     }
     assert_eq!(seqs, [(2, 2), (3, 3)]);
