@@ -9,6 +9,7 @@ use ackflow_proto::token::{self, Token};
 use clap::Parser;
 
 use crate::delivery::sender::SenderConfig;
+use crate::http::HttpLimits;
 use crate::ingest::IngestConfig;
 use crate::retention::Retention;
 use crate::validate::Limits;
@@ -65,6 +66,14 @@ pub struct Config {
     /// Largest request body (REST) or message (gRPC), and so the largest payload, in bytes.
     #[arg(long, env = "ACKFLOW_MAX_REQUEST_BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(64..=(64 << 20)))]
     pub max_request_bytes: u64,
+
+    /// REST: most connections open at once; one more is answered 503 (Retry-After: 1) and closed. Each takes a file descriptor: keep the process's limit (ulimit -n) above it.
+    #[arg(long, env = "ACKFLOW_HTTP_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub http_max_connections: u32,
+
+    /// REST: seconds a client may take to send a request's header (also the longest an idle keep-alive connection stays open); then the connection is closed.
+    #[arg(long, env = "ACKFLOW_HTTP_HEADER_TIMEOUT_S", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub http_header_timeout_s: u64,
 
     /// gRPC: most concurrent streams (calls) on one HTTP/2 connection; a client opening more waits for one to end (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
     #[arg(long, env = "ACKFLOW_GRPC_MAX_STREAMS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
@@ -370,6 +379,13 @@ impl Config {
             max_batch: self.commit_max_events as usize,
             linger: Duration::from_micros(self.commit_linger_us),
             queue: self.ingest_queue as usize,
+        }
+    }
+
+    pub fn http_limits(&self) -> HttpLimits {
+        HttpLimits {
+            max_connections: self.http_max_connections as usize,
+            header_timeout: Duration::from_secs(self.http_header_timeout_s),
         }
     }
 

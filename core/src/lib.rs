@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod grpc;
+pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod model;

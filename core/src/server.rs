@@ -31,7 +31,7 @@ use crate::rest::{RestState, app};
 use crate::retention::{self, RetentionParts, StorageStatus};
 use crate::store::{self, SharedStore};
 use crate::tail::Tail;
-use crate::tls::{self, TlsMaterial};
+use crate::tls::TlsMaterial;
 
 /// gRPC: streams a peer may open and reset before core accepted them,
 /// beyond which the connection gets GOAWAY (h2's default, set here so it is
@@ -209,25 +209,21 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     let rest = require_publish_token(rest, config.publish_token.clone()).layer(
         axum::middleware::from_fn_with_state(metrics.clone(), count_rejections),
     );
-    let http_cancel = cancel.clone();
-    match &tls {
-        Some(material) => {
-            let acceptor = material
+    let rest_tls = match &tls {
+        Some(material) => Some(
+            material
                 .rest_acceptor()
-                .context("configuring TLS for REST")?;
-            tracker.spawn(tls::serve_https(http_listener, acceptor, rest, http_cancel));
-        }
-        None => {
-            tracker.spawn(async move {
-                let served = axum::serve(http_listener, rest)
-                    .with_graceful_shutdown(async move { http_cancel.cancelled().await })
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "REST server failed");
-                }
-            });
-        }
-    }
+                .context("configuring TLS for REST")?,
+        ),
+        None => None,
+    };
+    tracker.spawn(crate::http::serve(
+        http_listener,
+        rest_tls,
+        rest,
+        config.http_limits(),
+        cancel.clone(),
+    ));
 
     let max_message = config.max_request_bytes as usize + 64 * 1024;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -307,19 +303,26 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
             .serve_with_incoming_shutdown(incoming, async move {
                 grpc_cancel.cancelled().await;
                 // Every name a health check may ask for, the server as a
-                // whole ("") included, says NOT_SERVING while core drains.
-                health_reporter
-                    .set_not_serving::<pb::ingest_server::IngestServer<IngestService>>()
-                    .await;
-                health_reporter
-                    .set_not_serving::<pb::delivery_server::DeliveryServer<DeliveryService>>()
-                    .await;
-                health_reporter
-                    .set_not_serving::<pb::admin_server::AdminServer<AdminService>>()
-                    .await;
-                health_reporter
-                    .set_service_status("", tonic_health::ServingStatus::NotServing)
-                    .await;
+                // whole ("") included, says NOT_SERVING while core drains;
+                // then the names are dropped, which ends every open
+                // Health.Watch stream after that last answer (a load
+                // balancer's watch would otherwise hold the graceful
+                // shutdown until --shutdown-timeout-s).
+                let mut health_reporter = health_reporter;
+                let names = [
+                    "",
+                    <pb::ingest_server::IngestServer<IngestService> as tonic::server::NamedService>::NAME,
+                    <pb::delivery_server::DeliveryServer<DeliveryService> as tonic::server::NamedService>::NAME,
+                    <pb::admin_server::AdminServer<AdminService> as tonic::server::NamedService>::NAME,
+                ];
+                for name in names {
+                    health_reporter
+                        .set_service_status(name, tonic_health::ServingStatus::NotServing)
+                        .await;
+                }
+                for name in names {
+                    health_reporter.clear_service_status(name).await;
+                }
             })
             .await;
         if let Err(e) = served {

@@ -2,10 +2,10 @@
 //! `--tls-cert` and `--tls-key` are configured.
 //!
 //! gRPC gets it through tonic's own rustls acceptor
-//! ([`TlsMaterial::grpc`]). REST is served by [`serve_https`]: an accept
-//! loop that does the TLS handshake (bounded by [`HANDSHAKE_TIMEOUT`]) and
-//! then serves the same axum router over HTTP/1.1 with hyper, stopping
-//! gracefully on the cancellation token like `axum::serve` does.
+//! ([`TlsMaterial::grpc`]). REST gets the acceptor of
+//! [`TlsMaterial::rest_acceptor`]: `crate::http::serve` does the TLS
+//! handshake (bounded by [`HANDSHAKE_TIMEOUT`]) on each connection, then
+//! serves the axum router over it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,10 +13,7 @@ use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 /// Longest a client may take to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -110,64 +107,4 @@ impl TlsMaterial {
             ))
             .timeout(HANDSHAKE_TIMEOUT)
     }
-}
-
-/// Serves `app` over HTTPS on `listener` until `cancel`; then stops
-/// accepting, lets every open connection finish its request, and returns.
-pub async fn serve_https(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    app: axum::Router,
-    cancel: CancellationToken,
-) {
-    let connections = TaskTracker::new();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = cancel.cancelled() => break,
-        };
-        let tcp = match accepted {
-            Ok((tcp, _)) => tcp,
-            Err(e) => {
-                // Out of file descriptors and the like: back off a little,
-                // as axum::serve does.
-                tracing::warn!(error = %e, "accepting a REST connection failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        let cancel = cancel.clone();
-        connections.spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!("TLS handshake timed out");
-                    return;
-                }
-            };
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                served = conn.as_mut() => {
-                    if let Err(e) = served {
-                        tracing::debug!(error = %e, "REST connection ended with an error");
-                    }
-                }
-                _ = cancel.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        });
-    }
-    connections.close();
-    connections.wait().await;
 }
