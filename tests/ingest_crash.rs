@@ -350,7 +350,15 @@ async fn sigterm_with_acks_in_flight_stores_every_ack_received() -> anyhow::Resu
             .await
             .map_err(|e| anyhow::anyhow!("health of {name:?}: {e}"))?;
     }
-    drop(watches);
+    // Then every watch ends, so none holds the graceful shutdown (kept open
+    // until core exits: the exit below must not wait for the timeout).
+    for (name, watch) in names.iter().zip(watches.iter_mut()) {
+        let end = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Ok(Some(_)) = watch.message().await {}
+        })
+        .await;
+        anyhow::ensure!(end.is_ok(), "the health watch of {name:?} stays open");
+    }
     sqlx::query("COMMIT").execute(&mut locker).await?;
     let code = tokio::time::timeout(Duration::from_secs(30), core.proc.wait())
         .await
