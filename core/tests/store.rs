@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use ackflow_core::metrics::CoreMetrics;
 use ackflow_core::model::{
-    AppendBatch, Appended, Conflict, DeadRow, DeliveryState, NewEvent, Original, ResultRow,
-    ResultStatus, StatusFilter,
+    AppendBatch, Appended, Conflict, DeadRow, DeliveryState, EventView, NewEvent, Original,
+    ResultRow, ResultStatus, StatusFilter,
 };
 use ackflow_core::retention;
 use ackflow_core::store::postgres::PgStore;
@@ -639,6 +639,51 @@ async fn raw_execute(guard: &Guard, sql: &str) {
     }
 }
 
+/// A page stops before its events' bytes pass the bound (always holding
+/// one event), counts outputs too, and still honours `limit` and `status`.
+async fn a_page_is_bounded_in_bytes(store: SharedStore) {
+    let payload = |n: usize| format!("[{}]", vec!["0"; n].join(","));
+    // Sizes (payload, kind and key): 2,001 + 2, then 1,001 + 2 each.
+    let batch = vec![
+        event("k", &payload(1000), None),
+        event("k", &payload(500), None),
+        event("k", &payload(500), None),
+        event("k", &payload(500), None),
+    ];
+    append(&store, 1, 1, &ids(batch.len()), &batch)
+        .await
+        .unwrap();
+    let seqs = |page: Vec<EventView>| page.iter().map(|v| v.event.seq).collect::<Vec<_>>();
+    let page = |after, limit, max_bytes, status| {
+        let store = store.clone();
+        async move {
+            store
+                .list_page(after, limit, max_bytes, status)
+                .await
+                .unwrap()
+        }
+    };
+    // The first event alone is over the bound: it still comes, alone.
+    assert_eq!(seqs(page(0, 10, 100, None).await), vec![1]);
+    assert_eq!(seqs(page(0, 10, 3004, None).await), vec![1]);
+    assert_eq!(seqs(page(0, 10, 3006, None).await), vec![1, 2]);
+    assert_eq!(seqs(page(1, 10, 2005, None).await), vec![2]);
+    assert_eq!(seqs(page(1, 10, 2006, None).await), vec![2, 3]);
+    assert_eq!(seqs(page(1, 2, usize::MAX, None).await), vec![2, 3]);
+    assert_eq!(seqs(page(4, 10, 100, None).await), Vec::<u64>::new());
+    // An output counts: with 1,000 bytes of output, seq 2 fills the page.
+    store
+        .resolve(&[result(2, ResultStatus::Ok, &"x".repeat(1000))], &[], 0)
+        .await
+        .unwrap();
+    assert_eq!(seqs(page(1, 10, 2006, None).await), vec![2]);
+    let pending = page(1, 10, 2006, Some(StatusFilter::Pending)).await;
+    assert_eq!(seqs(pending), vec![3, 4]);
+    // Each event as stored.
+    let first = page(0, 1, 100, None).await;
+    assert_eq!(first[0].event.payload, payload(1000).as_bytes());
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -696,6 +741,7 @@ suite_with_guard!(
 
 suite!(
     append_assigns_consecutive_seqs_and_replays_keys,
+    a_page_is_bounded_in_bytes,
     a_failed_batch_stores_nothing,
     a_reused_key_refuses_only_its_own_request,
     results_are_stored_once_and_the_floor_only_moves_forward,
