@@ -14,6 +14,11 @@
 //! `a_stuck_watcher_never_slows_delivery`: an admin watcher that stops
 //! reading does not hold delivery back, and is told how much it missed.
 //!
+//! `a_processor_built_from_the_library_runs_its_own_algorithm`: the
+//! `uppercase` example (`examples/uppercase.rs`, the processor library with
+//! one algorithm of its own) processes its kind end to end, keeps the
+//! built-ins, and its errors become failed results.
+//!
 //! `set_faults_is_relayed_to_the_processor`: `Admin.SetFaults` reaches the
 //! connected processor and the next one to connect, and clearing it too.
 
@@ -25,7 +30,10 @@ use std::time::Duration;
 
 use ackflow_proto::v1 as pb;
 use ackflow_tests::checker::{Phase, parse_processed};
-use ackflow_tests::{Client, Core, PgDb, all_events, start_processor, wait_for};
+use ackflow_tests::{
+    Client, Core, PgDb, all_events, http_request, post_json, start_example, start_processor,
+    wait_for,
+};
 use tokio_stream::wrappers::ReceiverStream;
 
 const EVENTS: u64 = 20_000;
@@ -457,6 +465,56 @@ async fn set_faults_is_relayed_to_the_processor() -> anyhow::Result<()> {
             <= cleared.retransmits - reconnected.retransmits,
         "duplicates after the faults were cleared (beyond retransmits): {reconnected:?} then {cleared:?}"
     );
+    processor.terminate().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processor_built_from_the_library_runs_its_own_algorithm() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let core = Core::start(dir.path(), None, &[]).await?;
+    let mut processor = start_example(dir.path(), "uppercase", &core.grpc_url(), &[])?;
+    let events = [
+        (
+            r#"{"kind":"uppercase","key":"a","payload":"hello"}"#,
+            "ok",
+            "HELLO",
+        ),
+        (
+            r#"{"kind":"uppercase","key":"b","payload":"keyed world"}"#,
+            "ok",
+            "KEYED WORLD",
+        ),
+        (
+            r#"{"kind":"uppercase","key":"a","payload":[1]}"#,
+            "failed",
+            "uppercase expects a JSON string",
+        ),
+        (r#"{"kind":"sum","payload":[1,2]}"#, "ok", "3"),
+    ];
+    for (body, _, _) in events {
+        let (status, text) = post_json(core.http, "/v1/events", body).await?;
+        anyhow::ensure!(status == 202, "publish {body}: {status} {text}");
+    }
+    let last = events.len() as u64;
+    let core_ref = &core;
+    wait_for(
+        "every event resolved",
+        Duration::from_secs(30),
+        || async move {
+            let s = core_ref.snapshot().await.ok()?;
+            (s.acked_floor > last).then_some(())
+        },
+    )
+    .await?;
+    for (seq, (body, state, output)) in (1..).zip(events) {
+        let (status, text) =
+            http_request(core.http, "GET", &format!("/v1/events/{seq}"), None).await?;
+        assert_eq!(status, 200, "GET {seq}: {text}");
+        let json: serde_json::Value = serde_json::from_str(&text)?;
+        assert_eq!(json["state"], state, "{body}: {text}");
+        assert_eq!(json["result"]["output"], output, "{body}: {text}");
+    }
     processor.terminate().await?;
     Ok(())
 }

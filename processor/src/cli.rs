@@ -10,15 +10,7 @@ use crate::config::Config;
 /// Parses the command line and runs until SIGINT/SIGTERM.
 pub fn main() -> ExitCode {
     let config = Config::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match config.log_format {
-        crate::config::LogFormat::Pretty => builder.try_init(),
-        crate::config::LogFormat::Json => builder.json().try_init(),
-    };
+    init_logging(config.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -26,16 +18,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        let cancel = CancellationToken::new();
-        let signal_cancel = cancel.clone();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            signal_cancel.cancel();
-        });
-        crate::client::run(config, cancel).await
-    });
+    let result = runtime.block_on(async { crate::client::run(config, cancel_on_signal()).await });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -43,6 +26,32 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs to stderr as `--log-format` says, filtered by `RUST_LOG` (default
+/// `info`). Does nothing if a subscriber is already set.
+pub fn init_logging(format: crate::config::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        crate::config::LogFormat::Pretty => builder.try_init(),
+        crate::config::LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// A token cancelled on SIGINT or SIGTERM (call inside a tokio runtime).
+pub fn cancel_on_signal() -> CancellationToken {
+    let cancel = CancellationToken::new();
+    let signal_cancel = cancel.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        signal_cancel.cancel();
+    });
+    cancel
 }
 
 async fn shutdown_signal() {

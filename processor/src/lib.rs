@@ -6,8 +6,12 @@
 //! The protocol logic is the sans-I/O [`receiver::Receiver`] with its
 //! [`lanes::Lanes`] (the ordering policy and the concurrency cap); [`client`]
 //! is the thin loop around it and [`executor`] runs the algorithms.
+//!
+//! To run it with algorithms of your own, see [`Processor`] (and the
+//! runnable `examples/uppercase.rs`).
 
 pub mod algorithms;
+pub mod builder;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -17,3 +21,8 @@ pub mod metrics;
 pub mod processed_log;
 pub mod receiver;
 pub mod tls;
+
+pub use ackflow_proto::v1::Event;
+pub use algorithms::{Algorithm, AlgorithmError, Outcome};
+pub use builder::Processor;
+pub use config::Config;

@@ -333,6 +333,20 @@ pub fn start_processor(dir: &Path, core_url: &str, extra: &[&str]) -> anyhow::Re
     Proc::spawn(&bin("e2e-processor"), &args, &[], dir.join("processor.log"))
 }
 
+/// Starts the example `name` (a processor built from the library, see
+/// `examples/`) against `core_url` with extra flags.
+pub fn start_example(
+    dir: &Path,
+    name: &str,
+    core_url: &str,
+    extra: &[&str],
+) -> anyhow::Result<Proc> {
+    let mut args = vec!["--core".to_string(), core_url.to_string()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let program = bin("examples").join(name);
+    Proc::spawn(&program, &args, &[], dir.join(format!("{name}.log")))
+}
+
 /// A gRPC channel to `addr`.
 pub async fn channel(addr: SocketAddr) -> anyhow::Result<Channel> {
     Ok(
