@@ -396,7 +396,7 @@ async fn snapshot_shows(core: &Core, faults: pb::Faults) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_faults_is_relayed_to_the_processor() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let core = Core::start(dir.path(), None, &[]).await?;
+    let core = Core::start(dir.path(), None, &["--allow-fault-injection"]).await?;
     let mut processor = start_processor(dir.path(), &core.grpc_url(), &[])?;
     let mut ingest = core.ingest().await?;
     let mut admin = core.admin().await?;

@@ -29,6 +29,8 @@ pub struct AdminService {
     pub watchers: Arc<Semaphore>,
     /// `--max-watchers`, for the refusal's message.
     pub max_watchers: u32,
+    /// `--allow-fault-injection`: whether `SetFaults` may set faults.
+    pub allow_fault_injection: bool,
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchUpdate, Status>> + Send>>;
@@ -143,6 +145,11 @@ impl pb::admin_server::Admin for AdminService {
         check_fraction("duplicate", faults.duplicate)?;
         if faults.delay_ms > 60_000 {
             return Err(Status::invalid_argument("delay_ms must be at most 60000"));
+        }
+        if !self.allow_fault_injection && faults != pb::Faults::default() {
+            return Err(Status::failed_precondition(
+                "fault injection is off: start core with --allow-fault-injection (demos and tests only)",
+            ));
         }
         self.command(|tx| Command::SetFaults(faults, tx)).await
     }

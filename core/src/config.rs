@@ -47,6 +47,10 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_MAX_DELIVER", default_value_t = 20)]
     pub max_deliver: u32,
 
+    /// Let Admin.SetFaults turn on the processor's fault injection (dropped events and acks, duplicates, delays, cut streams): for demos and tests. Off, a request that sets any fault is refused with FAILED_PRECONDITION (clearing them is always allowed); the processor's own fault flags are unaffected.
+    #[arg(long, env = "ACKFLOW_ALLOW_FAULT_INJECTION")]
+    pub allow_fault_injection: bool,
+
     /// Processor lives an event may end while it is the only event in flight before it is parked as dead ("crashed the processor"). After a processor life ends with events in flight, they are sent one at a time until each is acked or crashes alone; 0 = never park.
     #[arg(long, env = "ACKFLOW_MAX_CRASHES", default_value_t = 3)]
     pub max_crashes: u32,

@@ -265,6 +265,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
             cancel: cancel.clone(),
             watchers: Arc::new(tokio::sync::Semaphore::new(config.max_watchers as usize)),
             max_watchers: config.max_watchers,
+            allow_fault_injection: config.allow_fault_injection,
         },
         bearer(config.admin_token.clone()),
     );

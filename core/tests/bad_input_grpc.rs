@@ -284,6 +284,13 @@ fn allowed(path: &str) -> &'static [Code] {
             Code::FailedPrecondition,
         ],
         "/grpc.health.v1.Health/Check" => &[Code::Ok, Code::Internal, Code::NotFound],
+        // Any fault but none is refused: fault injection is off here.
+        "/ackflow.v1.Admin/SetFaults" => &[
+            Code::Ok,
+            Code::InvalidArgument,
+            Code::Internal,
+            Code::FailedPrecondition,
+        ],
         _ => &[Code::Ok, Code::InvalidArgument, Code::Internal],
     }
 }

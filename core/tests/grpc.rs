@@ -195,3 +195,25 @@ async fn health_and_reflection() {
     }
     running.stop().await;
 }
+
+#[tokio::test]
+async fn fault_injection_is_refused_unless_core_allows_it() {
+    let (running, _dir) = core(false).await;
+    let mut admin = pb::admin_client::AdminClient::new(channel(&running).await);
+    let faults = pb::Faults {
+        drop_acks: 0.5,
+        ..Default::default()
+    };
+    let err = admin.set_faults(faults).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("--allow-fault-injection"),
+        "names the flag: {}",
+        err.message()
+    );
+    // Clearing faults is always allowed.
+    admin
+        .set_faults(pb::Faults::default())
+        .await
+        .expect("clearing faults");
+}

@@ -83,6 +83,8 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     config.rto_min_ms = DEMO_RTO_MIN_MS;
     config.max_backoff_ms = DEMO_MAX_BACKOFF_MS;
     config.window = args.window;
+    // The demo's `f` key sets the processor's faults through core.
+    config.allow_fault_injection = true;
     let running = ackflow_core::server::start(config)
         .await
         .context("starting core")?;
