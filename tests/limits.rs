@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ackflow_proto::v1 as pb;
-use ackflow_tests::{Core, http_exchange, http_request, post_json, wait_for};
+use ackflow_tests::{Core, PgDb, all_events, http_exchange, http_request, post_json, wait_for};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -348,4 +348,120 @@ async fn connections_over_the_cap_get_503() -> anyhow::Result<()> {
     )
     .await?;
     Ok(())
+}
+
+/// Payload of queued publish `i`: about 700 KB, so two fit in 2 MiB and a
+/// third does not; led by `i` to tell them apart in the store.
+fn queued_payload(i: usize) -> String {
+    format!("[{i}{}]", ",0".repeat(350_000))
+}
+
+/// `--ingest-queue-bytes 2097152` with the events table locked: the first
+/// ~700 KB publish commits (blocked on the lock), the second waits in the
+/// queue, and publishes beyond the byte bound get 503 with Retry-After at
+/// once, although the queue has room for 10,000 requests; nothing of them
+/// is stored. Once the lock is released the held publishes commit and a new
+/// one is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_bytes_are_bounded() -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir()?;
+    let db = PgDb::create("queue_bytes").await?;
+    let core = Core::start(
+        dir.path(),
+        Some(&db.url),
+        &["--ingest-queue-bytes", "2097152"],
+    )
+    .await?;
+    let http = core.http;
+    let publish = move |i: usize| async move {
+        let body = format!(r#"{{"kind":"big","payload":{}}}"#, queued_payload(i));
+        http_exchange(
+            http,
+            "POST",
+            "/v1/events",
+            Some(("application/json", body.as_bytes())),
+        )
+        .await
+    };
+
+    let mut locker = sqlx::PgConnection::connect(&db.url).await?;
+    sqlx::query("BEGIN").execute(&mut locker).await?;
+    sqlx::query("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await?;
+    let mut publishes: Vec<_> = (0..4).map(|i| (i, tokio::spawn(publish(i)))).collect();
+    // Two fit (one committing, one queued); the other two are refused.
+    wait_for("two publishes answered", Duration::from_secs(60), || {
+        let done = publishes.iter().filter(|(_, p)| p.is_finished()).count();
+        async move { (done >= 2).then_some(()) }
+    })
+    .await?;
+    let (refused, held): (Vec<_>, Vec<_>) = publishes.drain(..).partition(|(_, p)| p.is_finished());
+    anyhow::ensure!(
+        refused.len() == 2,
+        "{} publishes answered while the store was locked (2 fit in the bound)",
+        refused.len()
+    );
+    for (i, p) in refused {
+        let answer = p.await??;
+        anyhow::ensure!(
+            answer.status == 503
+                && answer.header("retry-after").is_some()
+                && answer.header("content-type") == Some("application/problem+json"),
+            "publish {i} over the byte bound: {} {:?} {}",
+            answer.status,
+            answer.headers,
+            answer.body
+        );
+    }
+    let (status, metrics) = http_request(http, "GET", "/metrics", None).await?;
+    anyhow::ensure!(
+        status == 200
+            && metrics
+                .lines()
+                .any(|l| l.starts_with("ackflow_publish_rejected_total")
+                    && l.contains(r#"reason="queue_full""#)
+                    && l.ends_with(" 2")),
+        "the refusals are not counted as queue_full"
+    );
+
+    sqlx::query("COMMIT").execute(&mut locker).await?;
+    let mut accepted = Vec::new();
+    for (i, p) in held {
+        let answer = p.await??;
+        anyhow::ensure!(
+            answer.status == 202,
+            "held publish {i}: {} {}",
+            answer.status,
+            answer.body
+        );
+        accepted.push(i);
+    }
+    wait_for(
+        "a publish accepted after the lock was released",
+        Duration::from_secs(30),
+        || async { publish(4).await.ok().filter(|a| a.status == 202) },
+    )
+    .await?;
+    accepted.push(4);
+
+    let stored: Vec<usize> = all_events(&db.url)
+        .await?
+        .iter()
+        .map(|v| {
+            let text = std::str::from_utf8(&v.event.payload)?;
+            let lead = text.trim_start_matches('[').split(',').next().unwrap_or("");
+            Ok(lead.parse()?)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    accepted.sort_unstable();
+    let mut sorted = stored.clone();
+    sorted.sort_unstable();
+    anyhow::ensure!(
+        sorted == accepted,
+        "stored {stored:?}, accepted {accepted:?}"
+    );
+    drop(core);
+    db.drop_db().await
 }

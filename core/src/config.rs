@@ -103,6 +103,10 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_INGEST_QUEUE", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub ingest_queue: u64,
 
+    /// Bytes (payloads, keys, kinds, idempotency keys) that publish requests waiting for or in a commit may hold together; a request that would take them past it gets 503 / RESOURCE_EXHAUSTED like a full queue (a PublishStream waits for room instead). At least --max-request-bytes, so one largest request always fits.
+    #[arg(long, env = "ACKFLOW_INGEST_QUEUE_BYTES", default_value_t = 256 << 20, value_parser = clap::value_parser!(u64).range(64..=(4 << 30) - 1))]
+    pub ingest_queue_bytes: u64,
+
     /// Recent events kept in memory so a processor that keeps up never reads the store.
     #[arg(long, env = "ACKFLOW_TAIL_EVENTS", default_value_t = 65_536)]
     pub tail_events: usize,
@@ -348,6 +352,13 @@ impl Config {
                 unguarded.join("; ")
             ));
         }
+        if self.ingest_queue_bytes < self.max_request_bytes {
+            return Err(format!(
+                "--ingest-queue-bytes ({}) is below --max-request-bytes ({}): one largest \
+                 request would never fit in the ingest queue; raise --ingest-queue-bytes",
+                self.ingest_queue_bytes, self.max_request_bytes
+            ));
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("--tls-cert and --tls-key go together: set both or neither".into());
         }
@@ -383,6 +394,7 @@ impl Config {
             max_batch: self.commit_max_events as usize,
             linger: Duration::from_micros(self.commit_linger_us),
             queue: self.ingest_queue as usize,
+            queue_bytes: self.ingest_queue_bytes as usize,
         }
     }
 
@@ -409,6 +421,28 @@ mod tests {
         let mut all = vec!["ackflow-core"];
         all.extend_from_slice(args);
         Config::try_parse_from(all).expect("valid flags")
+    }
+
+    #[test]
+    fn the_ingest_queue_holds_at_least_one_largest_request() {
+        assert!(config(&["--ingest-queue-bytes", "1048576"]).check().is_ok());
+        let err = config(&["--ingest-queue-bytes", "1048575"])
+            .check()
+            .unwrap_err();
+        assert!(
+            err.contains("--ingest-queue-bytes (1048575) is below --max-request-bytes (1048576)"),
+            "{err}"
+        );
+        assert!(
+            config(&[
+                "--ingest-queue-bytes",
+                "2048",
+                "--max-request-bytes",
+                "2048"
+            ])
+            .check()
+            .is_ok()
+        );
     }
 
     #[test]

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -58,6 +58,10 @@ pub struct IngestConfig {
     /// Requests that may wait for the writer; beyond that, publishers are
     /// told to retry later.
     pub queue: usize,
+    /// Bytes (payloads, keys and kinds) that queued and committing requests
+    /// may hold together; a request that would pass it is refused like one
+    /// finding the queue full. Its bytes are given back once it is answered.
+    pub queue_bytes: usize,
 }
 
 /// Why a publish was not committed.
@@ -90,10 +94,31 @@ struct Pending {
     /// Number of events in each request, in order.
     requests: Vec<usize>,
     reply: Reply,
+    /// The request's share of `--ingest-queue-bytes`, given back when this
+    /// is dropped (after the reply was sent).
+    bytes: OwnedSemaphorePermit,
+}
+
+/// What a request counts against `--ingest-queue-bytes`.
+fn request_bytes(events: &[NewEvent]) -> usize {
+    events
+        .iter()
+        .map(|e| {
+            e.payload.len()
+                + e.kind.len()
+                + e.key.as_ref().map_or(0, String::len)
+                + e.idempotency_key.as_ref().map_or(0, String::len)
+        })
+        .sum()
 }
 
 impl Pending {
-    fn new(events: Vec<NewEvent>, each_alone: bool, reply: Reply) -> Self {
+    fn new(
+        events: Vec<NewEvent>,
+        each_alone: bool,
+        reply: Reply,
+        bytes: OwnedSemaphorePermit,
+    ) -> Self {
         let fingerprints = events.iter().map(NewEvent::fingerprint).collect();
         let requests = if each_alone {
             vec![1; events.len()]
@@ -105,6 +130,7 @@ impl Pending {
             fingerprints,
             requests,
             reply,
+            bytes,
         }
     }
 }
@@ -113,6 +139,10 @@ impl Pending {
 #[derive(Clone)]
 pub struct Ingest {
     queue_tx: mpsc::Sender<Pending>,
+    /// One permit per byte of `--ingest-queue-bytes`.
+    queue_bytes: Arc<Semaphore>,
+    /// `queue_bytes`' capacity, in permits.
+    queue_bytes_max: u32,
     head_rx: watch::Receiver<Seq>,
     published: Arc<AtomicU64>,
     metrics: Arc<CoreMetrics>,
@@ -149,8 +179,14 @@ impl Ingest {
             health: health.clone(),
         };
         tracker.spawn(writer.run(queue_rx, cancel));
+        let queue_bytes_max = config
+            .queue_bytes
+            .clamp(1, u32::MAX as usize)
+            .min(Semaphore::MAX_PERMITS) as u32;
         Self {
             queue_tx,
+            queue_bytes: Arc::new(Semaphore::new(queue_bytes_max as usize)),
+            queue_bytes_max,
             head_rx,
             published,
             metrics,
@@ -159,13 +195,25 @@ impl Ingest {
     }
 
     /// Queues `events` as one request (committed all or nothing) without
-    /// waiting for room: a full queue is an immediate [`IngestError::Full`].
-    /// Await the returned receiver for the outcome.
+    /// waiting for room: a full queue, or one whose queued bytes this
+    /// request would take past `--ingest-queue-bytes`, is an immediate
+    /// [`IngestError::Full`]. Await the returned receiver for the outcome.
     pub fn try_submit(&self, events: Vec<NewEvent>) -> Result<PendingReply, IngestError> {
         let (reply, rx) = oneshot::channel();
         let count = events.len() as u64;
+        let Ok(bytes) = self
+            .queue_bytes
+            .clone()
+            .try_acquire_many_owned(self.permits(&events))
+        else {
+            self.metrics
+                .publish_rejected
+                .with_label_values(&["queue_full"])
+                .inc_by(count);
+            return Err(IngestError::Full);
+        };
         self.queue_tx
-            .try_send(Pending::new(events, false, reply))
+            .try_send(Pending::new(events, false, reply, bytes))
             .map_err(|e| {
                 let (reason, err) = match e {
                     mpsc::error::TrySendError::Full(_) => ("queue_full", IngestError::Full),
@@ -185,11 +233,18 @@ impl Ingest {
     /// Queues `events`, each a request of its own (one event's conflict
     /// refuses only that event), waiting for room (streams use this: HTTP/2
     /// flow control then pushes back on the client). One queue operation
-    /// for all of them.
+    /// for all of them. Waits for room in `--ingest-queue-bytes` too (a
+    /// group larger than the whole bound waits for all of it).
     pub async fn submit_each(&self, events: Vec<NewEvent>) -> Result<PendingReply, IngestError> {
         let (reply, rx) = oneshot::channel();
+        let bytes = self
+            .queue_bytes
+            .clone()
+            .acquire_many_owned(self.permits(&events))
+            .await
+            .map_err(|_| IngestError::ShuttingDown)?;
         self.queue_tx
-            .send(Pending::new(events, true, reply))
+            .send(Pending::new(events, true, reply, bytes))
             .await
             .map_err(|_| IngestError::ShuttingDown)?;
         Ok(rx)
@@ -206,6 +261,12 @@ impl Ingest {
             // One request in, one outcome out: anything else is a bug.
             _ => Err(IngestError::Unavailable("other")),
         }
+    }
+
+    /// Permits `events` take from `queue_bytes`: their bytes, at most the
+    /// whole bound.
+    fn permits(&self, events: &[NewEvent]) -> u32 {
+        request_bytes(events).min(self.queue_bytes_max as usize) as u32
     }
 
     /// Highest committed seq (0 when empty); changes after every commit.
@@ -388,7 +449,10 @@ impl Writer {
         let mut append = AppendBatch::new();
         let mut requests = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
+        // The requests' bytes stay taken until every reply below was sent.
+        let mut bytes = Vec::with_capacity(batch.len());
         for p in batch {
+            bytes.push(p.bytes);
             let mut events = p.events.into_iter();
             let mut fingerprints = p.fingerprints.into_iter();
             for &size in &p.requests {

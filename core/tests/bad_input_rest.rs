@@ -56,6 +56,7 @@ fn fixture() -> Fixture {
                 max_batch: 100,
                 linger: std::time::Duration::ZERO,
                 queue: 100,
+                queue_bytes: 256 << 20,
             },
             1,
             Arc::new(ackflow_core::metrics::CoreMetrics::new()),

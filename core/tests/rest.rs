@@ -145,6 +145,7 @@ async fn fixture(queue: usize) -> Fixture {
             max_batch: 100,
             linger: std::time::Duration::ZERO,
             queue,
+            queue_bytes: 256 << 20,
         },
         1,
         Arc::new(ackflow_core::metrics::CoreMetrics::new()),
