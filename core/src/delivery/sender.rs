@@ -192,6 +192,10 @@ pub struct Sender {
     link: Link,
     /// Events in flight when a processor life ended, and crash counts.
     suspects: Suspects,
+    /// Some in-flight entry is held (not sent on this stream yet); spares
+    /// [`release_held`](Self::release_held) a scan of the window on every
+    /// ack batch when none is.
+    any_held: bool,
     /// Source of backoff jitter; seeded so that tests are reproducible.
     rng: fastrand::Rng,
 }
@@ -212,6 +216,7 @@ impl Sender {
             rto: RtoEstimator::new(config.rto_initial, config.rto_min, config.max_backoff),
             link: Link::Absent,
             suspects: Suspects::new(config.max_crashes),
+            any_held: false,
             rng: fastrand::Rng::with_seed(seed),
         };
         sender.skip_resolved();
@@ -322,6 +327,7 @@ impl Sender {
         for entry in self.entries.values_mut() {
             if let Entry::InFlight(f) = entry {
                 f.held = true;
+                self.any_held = true;
             }
         }
         actions.extend(self.release_held(now));
@@ -346,10 +352,12 @@ impl Sender {
     /// Sends held entries whose turn came: the lowest one in flight while
     /// suspects are isolated, all of them (in seq order) otherwise.
     fn release_held(&mut self, now: Instant) -> Vec<Action> {
-        if self.link == Link::Absent {
+        if self.link == Link::Absent || !self.any_held {
             return Vec::new();
         }
         let isolating = self.suspects.isolating();
+        // Without isolation this pass releases every held entry.
+        self.any_held = isolating;
         let rto = self.rto.rto();
         let mut actions = Vec::new();
         for seq in &self.unacked {
