@@ -111,7 +111,7 @@ pub async fn run_with(
         let started = Instant::now();
         let reason = match endpoint.connect().await {
             Ok(channel) => life.session(channel, &cancel).await,
-            Err(e) => format!("cannot connect: {e}"),
+            Err(e) => format!("cannot connect: {}", with_causes(&e)),
         };
         if cancel.is_cancelled() {
             break;
@@ -371,9 +371,46 @@ impl Life {
     }
 }
 
+/// An error with its chain of causes ("transport error: tls handshake:
+/// invalid peer certificate: UnknownIssuer"), so that a wrong CA or name
+/// does not read like a core that is down.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("transport error")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn connection_errors_name_their_cause() {
+        let e = Outer(std::io::Error::other(
+            "invalid peer certificate: UnknownIssuer",
+        ));
+        assert_eq!(
+            with_causes(&e),
+            "transport error: invalid peer certificate: UnknownIssuer"
+        );
     }
 }
