@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ackflow_proto::v1 as pb;
-use ackflow_tests::{Core, PgDb, all_events, http_exchange, http_request, post_json, wait_for};
+use ackflow_tests::{
+    Core, PgDb, all_events, bin, free_port, http_exchange, http_request, post_json, wait_for,
+};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -304,6 +306,109 @@ async fn idle_connections_do_not_block_a_publish() -> anyhow::Result<()> {
         "2000 idle connections opened in {opened:?}; a publish answered in {took:?}; \
          all closed by core {:?} after the first",
         first_connect.elapsed()
+    );
+    Ok(())
+}
+
+/// `--http-body-timeout-s 1`: a client that sends a header and then only
+/// part of the body it announced is answered 408 naming the flag, and
+/// nothing is stored; a whole publish on another connection is served
+/// meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_sent_too_slowly_is_answered_408() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let core = Core::start(dir.path(), None, &["--http-body-timeout-s", "1"]).await?;
+    let body = br#"{"kind":"slow","payload":[1,2,3]}"#;
+    let mut slow = TcpStream::connect(core.http).await?;
+    slow.write_all(
+        format!(
+            "POST /v1/events HTTP/1.1\r\nHost: core\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await?;
+    slow.write_all(&body[..10]).await?;
+    let (status, answer) =
+        post_json(core.http, "/v1/events", r#"{"kind":"fast","payload":1}"#).await?;
+    anyhow::ensure!(status == 202, "the whole publish: {status} {answer}");
+    // Core answers once the body timeout has passed, and closes.
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), slow.read_to_end(&mut response))
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer to the slow body within 20 s"))??;
+    let response = String::from_utf8_lossy(&response);
+    anyhow::ensure!(
+        response.starts_with("HTTP/1.1 408 "),
+        "the slow body: {response}"
+    );
+    anyhow::ensure!(
+        response.contains("--http-body-timeout-s"),
+        "the 408 names the flag: {response}"
+    );
+    let (status, page) = http_request(core.http, "GET", "/v1/events", None).await?;
+    anyhow::ensure!(status == 200, "list: {status} {page}");
+    let page: Value = serde_json::from_str(&page)?;
+    let kinds: Vec<&str> = page["events"]
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("no events array in {page}"))?
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    anyhow::ensure!(kinds == ["fast"], "stored: {kinds:?}");
+    Ok(())
+}
+
+/// Under an open-file limit of 512 (soft and hard), below the default
+/// `--http-max-connections` of 4096, core still starts and serves, and
+/// says at start which limit to raise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_low_open_file_limit_is_reported_at_start() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let log = dir.path().join("core.log");
+    let mut core = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -n 512 && exec "$0" "$@""#)
+        .arg(bin("e2e-core"))
+        .args([
+            "--http-addr",
+            &http.to_string(),
+            "--grpc-addr",
+            &grpc,
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&log)?)
+        .stderr(std::fs::OpenOptions::new().append(true).open(&log)?)
+        .kill_on_drop(true)
+        .spawn()?;
+    wait_for(
+        "core to serve a publish",
+        Duration::from_secs(60),
+        || async {
+            post_json(http, "/v1/events", r#"{"kind":"x","payload":1}"#)
+                .await
+                .ok()
+                .filter(|(status, _)| *status == 202)
+        },
+    )
+    .await?;
+    core.start_kill()?;
+    core.wait().await?;
+    let text = std::fs::read_to_string(&log)?;
+    let warning = text
+        .lines()
+        .find(|l| l.contains("open-file limit is 512"))
+        .ok_or_else(|| anyhow::anyhow!("no open-file warning in the log:\n{text}"))?;
+    anyhow::ensure!(
+        warning.contains("WARN") && warning.contains("--http-max-connections (4096)"),
+        "{warning}"
     );
     Ok(())
 }

@@ -79,6 +79,10 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_HTTP_HEADER_TIMEOUT_S", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub http_header_timeout_s: u64,
 
+    /// REST: seconds a client may take to send a request's body once its header is in; then it is answered 408 and nothing is stored.
+    #[arg(long, env = "ACKFLOW_HTTP_BODY_TIMEOUT_S", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub http_body_timeout_s: u64,
+
     /// gRPC: most concurrent streams (calls) on one HTTP/2 connection; a client opening more waits for one to end (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
     #[arg(long, env = "ACKFLOW_GRPC_MAX_STREAMS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub grpc_max_streams: u32,

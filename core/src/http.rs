@@ -9,7 +9,9 @@
 //!   send a request's whole header within it (hyper's
 //!   `header_read_timeout`), also on an idle keep-alive connection, or the
 //!   connection is closed. A connection that sends nothing, or half a
-//!   request, so holds its permit for that long at most.
+//!   request, so holds its permit for that long at most. The body has its
+//!   own limit, `--http-body-timeout-s`, applied where it is read
+//!   (`rest::read_json`).
 //!
 //! On cancellation the loop stops accepting, lets every open connection
 //! finish its request, and returns, like `axum::serve`.

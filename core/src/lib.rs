@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod fd_limit;
 pub mod grpc;
 pub mod http;
 pub mod ingest;

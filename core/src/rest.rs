@@ -9,6 +9,7 @@
 //! or queue full. A request that fails stores nothing.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -33,6 +34,8 @@ pub struct RestState {
     pub limits: Limits,
     /// Largest request body, in bytes.
     pub max_request_bytes: usize,
+    /// Longest a client may take to send a body (`--http-body-timeout-s`).
+    pub body_timeout: Duration,
     /// Warnings of the retention task (the disk running low), shown by
     /// `/readyz`.
     pub storage: StorageStatus,
@@ -290,9 +293,26 @@ async fn read_json<T: serde::de::DeserializeOwned>(
     if declared.is_some_and(|n| n > state.max_request_bytes) {
         return Err(too_large());
     }
-    let bytes: Bytes = axum::body::to_bytes(body, state.max_request_bytes)
-        .await
-        .map_err(|_| too_large())?;
+    // A client that trickles its body holds a connection and up to
+    // `max_request_bytes` of buffer: it gets `body_timeout` for all of it.
+    let bytes: Bytes = match tokio::time::timeout(
+        state.body_timeout,
+        axum::body::to_bytes(body, state.max_request_bytes),
+    )
+    .await
+    {
+        Ok(read) => read.map_err(|_| too_large())?,
+        Err(_) => {
+            return Err(Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "Request timeout",
+                format!(
+                    "the body was not received within {} s (--http-body-timeout-s)",
+                    state.body_timeout.as_secs()
+                ),
+            ));
+        }
+    };
     let text = std::str::from_utf8(&bytes).map_err(|_| {
         Problem::new(
             StatusCode::BAD_REQUEST,

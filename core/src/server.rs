@@ -24,6 +24,7 @@ use crate::auth::{bearer, require_publish_token};
 use crate::config::{Config, is_loopback};
 use crate::delivery::hub::{self, Hub, HubParts};
 use crate::delivery::service::DeliveryService;
+use crate::fd_limit;
 use crate::grpc::IngestService;
 use crate::ingest::Ingest;
 use crate::metrics::CoreMetrics;
@@ -82,6 +83,7 @@ impl Running {
 pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     config.load_token_files().map_err(anyhow::Error::msg)?;
     config.check().map_err(anyhow::Error::msg)?;
+    check_fd_limit(&config);
     let unguarded = config.unguarded();
     if !unguarded.is_empty() {
         // Only reachable with --insecure: check() refuses this otherwise.
@@ -203,6 +205,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         store: store.clone(),
         limits: config.limits(),
         max_request_bytes: config.max_request_bytes as usize,
+        body_timeout: Duration::from_secs(config.http_body_timeout_s),
         storage,
     })
     .merge(metrics_route(metrics.clone()));
@@ -448,6 +451,20 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+/// Raises the open-file limit and warns when it is too low for
+/// `--http-max-connections` (see [`fd_limit`]).
+fn check_fd_limit(config: &Config) {
+    let Some(limit) = fd_limit::raise() else {
+        return;
+    };
+    if limit.now > limit.was {
+        tracing::debug!(was = limit.was, now = limit.now, "open-file limit raised");
+    }
+    if let Some(warning) = fd_limit::warning(limit, u64::from(config.http_max_connections)) {
+        tracing::warn!("{warning}");
     }
 }
 

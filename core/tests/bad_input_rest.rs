@@ -71,6 +71,7 @@ fn fixture() -> Fixture {
                 max_batch_events: 10,
             },
             max_request_bytes: MAX_BODY,
+            body_timeout: std::time::Duration::from_secs(30),
             storage: Default::default(),
         });
         (router, store)

@@ -80,6 +80,7 @@ impl Core {
             store: running.store.clone(),
             limits,
             max_request_bytes,
+            body_timeout: std::time::Duration::from_secs(30),
             storage: Default::default(),
         });
         let channel =

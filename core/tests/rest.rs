@@ -160,6 +160,7 @@ async fn fixture(queue: usize) -> Fixture {
             max_batch_events: 3,
         },
         max_request_bytes: 1024,
+        body_timeout: std::time::Duration::from_secs(30),
         storage: Default::default(),
     });
     Fixture {
