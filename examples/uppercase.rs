@@ -16,7 +16,7 @@ struct Uppercase;
 impl Algorithm for Uppercase {
     async fn process(&self, event: &Event) -> Outcome {
         let text: String = serde_json::from_slice(&event.payload)
-            .map_err(|_| AlgorithmError("uppercase expects a JSON string".into()))?;
+            .map_err(|_| AlgorithmError::failed("uppercase expects a JSON string"))?;
         Ok(text.to_uppercase())
     }
 }

@@ -21,6 +21,11 @@
 //!
 //! `set_faults_is_relayed_to_the_processor`: `Admin.SetFaults` reaches the
 //! connected processor and the next one to connect, and clearing it too.
+//!
+//! `retry_later_keeps_key_order_and_parks_at_max_deliver`: an event whose
+//! algorithm asks to retry later is processed again after the wait it asked
+//! for, later events of its key wait for it while other keys go on, and an
+//! event that always asks is parked at `--max-deliver` with its reason.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -514,6 +519,119 @@ async fn a_processor_built_from_the_library_runs_its_own_algorithm() -> anyhow::
         let json: serde_json::Value = serde_json::from_str(&text)?;
         assert_eq!(json["state"], state, "{body}: {text}");
         assert_eq!(json["result"]["output"], output, "{body}: {text}");
+    }
+    processor.terminate().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_later_keeps_key_order_and_parks_at_max_deliver() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let core = Core::start(dir.path(), None, &["--max-deliver", "4"]).await?;
+    let log = dir.path().join("processed.log");
+    let log_arg = log.display().to_string();
+    let mut processor =
+        start_processor(dir.path(), &core.grpc_url(), &["--processed-log", &log_arg])?;
+    let events = [
+        // Seq 1 asks twice, 1 s apart; seq 2, of its key, must wait for it.
+        r#"{"kind":"retry","key":"a","payload":{"times":2,"after_ms":1000}}"#,
+        r#"{"kind":"sha256","key":"a","payload":"after the retries"}"#,
+        // Another key goes on meanwhile.
+        r#"{"kind":"sha256","key":"b","payload":"not held"}"#,
+        // Always asks: parked at the fourth request (--max-deliver 4).
+        r#"{"kind":"retry","key":"c","payload":{"times":1000}}"#,
+        // Its key goes on once core parked it.
+        r#"{"kind":"sha256","key":"c","payload":"after the park"}"#,
+    ];
+    for body in events {
+        let (status, text) = post_json(core.http, "/v1/events", body).await?;
+        anyhow::ensure!(status == 202, "publish {body}: {status} {text}");
+    }
+    let get = |seq: u64| {
+        let http = core.http;
+        async move {
+            let (status, text) =
+                http_request(http, "GET", &format!("/v1/events/{seq}"), None).await?;
+            anyhow::ensure!(status == 200, "GET {seq}: {status} {text}");
+            Ok::<serde_json::Value, anyhow::Error>(serde_json::from_str(&text)?)
+        }
+    };
+    // Key b's result is stored while seq 1 waits for its retry.
+    let core_ref = &core;
+    wait_for(
+        "seq 3 stored while seq 1 waits to be retried",
+        Duration::from_secs(30),
+        || async move {
+            let s = core_ref.snapshot().await.ok()?;
+            let waiting = s.in_flight.iter().any(|e| e.seq == 1 && e.retry);
+            let three = get(3).await.ok()?;
+            (waiting && three["state"] == "ok").then_some(())
+        },
+    )
+    .await?;
+    wait_for(
+        "every event resolved",
+        Duration::from_secs(60),
+        || async move {
+            let s = core_ref.snapshot().await.ok()?;
+            (s.acked_floor > events.len() as u64).then_some(())
+        },
+    )
+    .await?;
+    let one = get(1).await?;
+    assert_eq!(one["state"], "ok", "{one}");
+    let output = one["result"]["output"].as_str().unwrap_or_default();
+    assert!(output.starts_with("done at attempt "), "{one}");
+    for seq in [2, 3, 5] {
+        let event = get(seq).await?;
+        assert_eq!(event["state"], "ok", "seq {seq}: {event}");
+    }
+    let four = get(4).await?;
+    assert_eq!(four["state"], "dead", "{four}");
+    let reason = four["dead"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("retry later asked") && reason.contains("is asked to retry"),
+        "the park names the requests and the last reason: {four}"
+    );
+    let snapshot = core.snapshot().await?;
+    let retries = snapshot.totals.unwrap_or_default().retries;
+    assert!(
+        retries >= 3,
+        "seq 1's two requests and seq 4's at least one: {retries}"
+    );
+
+    // In the processor: seq 1 ran once per copy (attempts increasing) and
+    // seq 2 started only after seq 1's last run ended; seq 5 only after
+    // seq 4's last.
+    let (lines, _torn) = parse_processed(&std::fs::read_to_string(&log)?)?;
+    let position = |seq: u64, phase: Phase, last: bool| {
+        let mut found = lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.seq == seq && l.phase == phase)
+            .map(|(i, _)| i);
+        if last {
+            found.next_back()
+        } else {
+            found.next()
+        }
+    };
+    let attempts: Vec<u32> = lines
+        .iter()
+        .filter(|l| l.seq == 1 && l.phase == Phase::Start)
+        .map(|l| l.attempt)
+        .collect();
+    assert!(
+        attempts.len() == 3 && attempts.windows(2).all(|w| w[0] < w[1]),
+        "seq 1 ran three times, each a later copy: {attempts:?}"
+    );
+    for (before, after) in [(1, 2), (4, 5)] {
+        let ended = position(before, Phase::End, true).expect("an end line");
+        let started = position(after, Phase::Start, false).expect("a start line");
+        assert!(
+            ended < started,
+            "seq {after} started before seq {before}'s last run ended: {lines:?}"
+        );
     }
     processor.terminate().await?;
     Ok(())

@@ -58,7 +58,7 @@ async fn unstorable_outputs_are_stored_cut_and_the_floor_moves() -> anyhow::Resu
             status: pb::ResultStatus::Ok as i32,
             output: output.clone(),
             processing_us: 1,
-            reject: false,
+            ..Default::default()
         })
         .collect();
     out_tx

@@ -2,8 +2,8 @@
 //! processor's `Receiver` (with its lanes), wired through a simulated stream
 //! that loses, duplicates, reorders and delays messages, with
 //! disconnections, processor restarts, core restarts (resuming from the
-//! persisted floor, which lags), pauses, failed and rejected results, and
-//! parking after ack timeouts.
+//! persisted floor, which lags), pauses, failed and rejected results,
+//! retry-later requests, and parking after ack timeouts and requests.
 //!
 //! Each case picks an ordering (key or global), a concurrency, and windows
 //! for core and the processor (the processor's may be smaller). Events get
@@ -13,8 +13,9 @@
 //! cache bounds (nothing beyond the window, no cached ack evicted); at most
 //! `concurrency` runs at once; per processor life, every seq processed at
 //! most once, each lane processed in strictly increasing seq order, and never
-//! two events of one lane at once; only a running processor's event is
-//! parked after timeouts; with a poison event (processing it crashes the
+//! two events of one lane at once (an event that asked to retry later may
+//! run again, but nothing of its lane runs before it does); only a running
+//! processor's event is parked after timeouts; with a poison event (processing it crashes the
 //! processor, every time), only that event is parked for crashing; and the
 //! store is never asked for a second result (or dead entry) for a seq. Checked at the end, after the faults stop:
 //! every published event has exactly one stored result or dead entry and
@@ -25,7 +26,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use ackflow_core::delivery::sender::{AckOutcome, Action, Offer, Progress, Sender, SenderConfig};
+use ackflow_core::delivery::sender::{
+    AckOutcome, Action, Offer, Progress, RetryOutcome, Sender, SenderConfig,
+};
 use ackflow_core::model::DeliveryCursor;
 use ackflow_processor::lanes::Ordering;
 use ackflow_processor::receiver::{self, Receiver};
@@ -65,11 +68,17 @@ enum Outcome {
     Ok,
     Failed,
     Reject,
+    /// Retry later, asking for this many milliseconds.
+    Retry(u16),
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let outcome =
-        prop_oneof![8 => Just(Outcome::Ok), 1 => Just(Outcome::Failed), 1 => Just(Outcome::Reject)];
+    let outcome = prop_oneof![
+        8 => Just(Outcome::Ok),
+        1 => Just(Outcome::Failed),
+        1 => Just(Outcome::Reject),
+        1 => prop_oneof![Just(0u16), Just(700)].prop_map(Outcome::Retry),
+    ];
     prop_oneof![
         4 => (1u8..20).prop_map(Op::Publish),
         8 => (0u8..32).prop_map(Op::DeliverEvent),
@@ -289,8 +298,11 @@ impl Sim {
                         rejected || self.setup.max_deliver > 0,
                         "seq {seq} parked with max_deliver = 0: {reason}"
                     );
+                    // A retry-later request was made by a running
+                    // processor, whatever happened since.
+                    let asked = reason.starts_with("retry later");
                     assert!(
-                        rejected || (self.connected && !self.paused),
+                        rejected || asked || (self.connected && !self.paused),
                         "seq {seq} parked after timeouts while the processor was {}",
                         if self.connected { "paused" } else { "absent" }
                     );
@@ -329,7 +341,7 @@ impl Sim {
     fn progress(&self) -> Progress {
         Progress {
             processed_below: self.receiver.processed_below(),
-            received_below: self.receiver.next_expected(),
+            received_below: self.receiver.received_below(),
         }
     }
 
@@ -421,24 +433,45 @@ impl Sim {
             return;
         }
         let event = self.runs[i].pop_front().expect("runs are never empty");
+        // A retry request ends the run: the rest goes back to the lane.
+        let unprocessed: Vec<pb::Event> = match outcome {
+            Outcome::Retry(_) => self.runs[i].drain(..).collect(),
+            _ => Vec::new(),
+        };
         if self.runs[i].is_empty() {
             self.runs.swap_remove(i);
         }
         assert!(
-            self.processed.insert(event.seq),
+            !self.processed.contains(&event.seq),
             "life {}: seq {} processed twice",
             self.life,
             event.seq
         );
         let lane = self.lane_of(event.seq);
-        if let Some(last) = self.last_in_lane.insert(lane.clone(), event.seq) {
+        if let Some(last) = self.last_in_lane.get(&lane) {
             assert!(
-                event.seq > last,
+                event.seq > *last,
                 "life {}: lane {lane:?} processed seq {} after seq {last}",
                 self.life,
                 event.seq
             );
         }
+        if let Outcome::Retry(ms) = outcome {
+            // Not processed: it may (and must) run again before its lane
+            // goes on.
+            let ack = pb::Ack {
+                seq: event.seq,
+                attempt: event.attempt,
+                retry: true,
+                retry_after_ms: u64::from(ms),
+                ..Default::default()
+            };
+            let actions = self.receiver.on_retry_later(ack, unprocessed);
+            self.receive(actions);
+            return;
+        }
+        self.processed.insert(event.seq);
+        self.last_in_lane.insert(lane, event.seq);
         let ack = pb::Ack {
             seq: event.seq,
             attempt: event.attempt,
@@ -483,6 +516,15 @@ impl Sim {
             self.perform(fast);
             return;
         };
+        if ack.retry {
+            let after = Duration::from_millis(ack.retry_after_ms);
+            if let RetryOutcome::Park(park) = self.sender.on_retry(ack.seq, after, "busy", now) {
+                self.perform(vec![park]);
+            }
+            let fast = self.sender.on_progress(now, progress);
+            self.perform(fast);
+            return;
+        }
         let outcome = if ack.reject {
             match self.sender.on_reject(ack.seq, "panicked") {
                 Some(park) => {
@@ -599,9 +641,14 @@ impl Sim {
             "reorder buffer: {} > {two_windows}",
             self.receiver.buffered()
         );
+        // Plus events of runs in progress that core parked meanwhile (after
+        // timeouts): they finish in their own time, at most `concurrency`
+        // runs of them.
+        let floor = self.sender.acked_floor();
+        let parked_running = self.runs.iter().flatten().filter(|e| e.seq < floor).count();
         assert!(
-            self.receiver.unfinished() <= two_windows,
-            "admitted, unfinished: {} > {two_windows}",
+            self.receiver.unfinished() <= two_windows + parked_running,
+            "admitted, unfinished: {} > {two_windows} + {parked_running} parked while running",
             self.receiver.unfinished()
         );
         assert!(

@@ -26,6 +26,7 @@ pub struct CoreMetrics {
     pub duplicate_drops: IntCounter,
     pub dead: IntCounter,
     pub requeued: IntCounter,
+    pub retries: IntCounter,
     pub results: IntCounterVec,
     pub in_flight: IntGauge,
     pub window: IntGauge,
@@ -155,6 +156,10 @@ impl CoreMetrics {
             ),
             dead: counter("ackflow_dead_total", "Events parked as dead."),
             requeued: counter("ackflow_requeued_total", "Dead events published again."),
+            retries: counter(
+                "ackflow_retry_later_total",
+                "Retry-later requests from the processor (each counts toward --max-deliver).",
+            ),
             results: counter_vec(
                 "ackflow_results_total",
                 "Results stored, by status (ok, failed).",

@@ -505,6 +505,8 @@ fn a_processor_talking_nonsense_changes_nothing() {
         output,
         processing_us: u64::MAX,
         reject: seq.is_multiple_of(2),
+        retry: seq.is_multiple_of(3),
+        retry_after_ms: u64::MAX,
     };
     let strategy = (
         prop_oneof![Just(0u32), Just(1), Just(u32::MAX), any::<u32>()],
@@ -610,7 +612,7 @@ fn a_processor_talking_nonsense_changes_nothing() {
                     status: pb::ResultStatus::Ok as i32,
                     output: "1".into(),
                     processing_us: 1,
-                    reject: false,
+                    ..Default::default()
                 }],
                 ..Default::default()
             })),

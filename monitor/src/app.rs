@@ -162,6 +162,8 @@ pub const FAULT_PROFILES: [FaultProfile; 4] = [
 pub enum LogKind {
     /// Core sent an event again after its ack deadline passed.
     Retransmit,
+    /// The processor asked to process an event again later.
+    Retry,
     /// The processor reported duplicate drops.
     Duplicate,
     /// The processor connected to or disconnected from core.
@@ -567,6 +569,22 @@ impl App {
                     r.seq,
                     r.attempt,
                     crate::fmt::fmt_us(r.backoff_us)
+                ),
+            ),
+            Kind::Retry(r) => self.push_log(
+                at,
+                LogKind::Retry,
+                format!(
+                    "retry later: seq {}{} attempt {} asked, sent again in {}: {}",
+                    r.seq,
+                    if r.key.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (key {})", r.key)
+                    },
+                    r.attempt,
+                    crate::fmt::fmt_us(r.after_us),
+                    r.reason
                 ),
             ),
             Kind::Duplicate(d) => self.push_log(

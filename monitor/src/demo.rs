@@ -9,7 +9,9 @@
 //!
 //! The traffic generator publishes a mix of kinds through core's ingest
 //! writer, including a few that always fail and a few with no algorithm, so
-//! the results table shows both outcomes. The traffic is keyed like real
+//! the results table shows both outcomes, and a few that ask once to be
+//! retried half a second later, so the in-flight panel and the event log
+//! show retry-later at work. The traffic is keyed like real
 //! traffic: a few hot keys carry half the events, many cold keys the rest,
 //! and some events have no key. Every few seconds one slow event (a `sleep`
 //! of one to three seconds) goes to one of two slow keys, so the dashboard
@@ -234,14 +236,16 @@ fn slow_event(rng: &mut fastrand::Rng, key: &str) -> NewEvent {
 }
 
 /// The `n`th demo event: mostly `sha256`, `wordcount`, `sum` and `sleep`
-/// (5 to 50 ms), about 3% `fail` (always a failed result) and 1%
-/// `unknown-kind` (no algorithm: also a failed result), keyed by
+/// (5 to 50 ms), about 3% `fail` (always a failed result), 1%
+/// `unknown-kind` (no algorithm: also a failed result) and 1% `retry`
+/// (asks once to be retried 500 ms later), keyed by
 /// [`random_key`].
 fn random_event(rng: &mut fastrand::Rng, n: u64) -> NewEvent {
     let roll = rng.u32(0..100);
     let (kind, payload): (&str, Value) = match roll {
         0 => ("unknown-kind", json!({ "n": n })),
         1..=3 => ("fail", json!({ "n": n })),
+        4 => ("retry", json!({ "times": 1, "after_ms": 500 })),
         _ => match roll % 4 {
             0 => (
                 "sha256",
@@ -284,6 +288,7 @@ mod tests {
                 "sha256" | "wordcount" => assert!(payload.is_string()),
                 "sum" => assert!(payload.is_array()),
                 "sleep" => assert!((5..=50).contains(&payload.as_u64().unwrap_or(0))),
+                "retry" => assert_eq!(payload["times"], 1),
                 "fail" | "unknown-kind" => {}
                 other => panic!("unexpected kind {other}"),
             }
@@ -292,6 +297,7 @@ mod tests {
         let share = |kind: &str| f64::from(kinds.get(kind).copied().unwrap_or(0)) / 10_000.0;
         assert!((0.02..0.04).contains(&share("fail")), "{kinds:?}");
         assert!((0.005..0.015).contains(&share("unknown-kind")), "{kinds:?}");
+        assert!((0.005..0.015).contains(&share("retry")), "{kinds:?}");
         for kind in ["sha256", "wordcount", "sum", "sleep"] {
             assert!((0.2..0.28).contains(&share(kind)), "{kinds:?}");
         }

@@ -72,6 +72,7 @@ fn entry(
         backoff_us: backoff_ms * 1000,
         acked: false,
         key: key.into(),
+        retry: false,
     }
 }
 
@@ -104,6 +105,7 @@ fn snapshots(app: &mut App, shape: &Shape, retransmit_every: u64, rates: pb::Rat
         totals.retransmits += (i % retransmit_every == 0) as u64 * (1 + i % 3);
         totals.duplicate_drops += (i % 7 == 3) as u64 * 2;
         totals.duplicate_acks = totals.duplicate_drops / 2;
+        totals.retries = i / 10;
         totals.results_ok = shape.acked_floor - 40;
         totals.results_failed = 39 - shape.dead.len() as u64;
         totals.dead = shape.dead.len() as u64;
@@ -161,7 +163,11 @@ fn running_app() -> App {
                 ..Default::default()
             },
             entry(1225, "", 1, 210, 0, 200),
-            entry(1226, "user-12", 1, 120, 80, 200),
+            // Asked by the processor to retry it later.
+            pb::InFlightEntry {
+                retry: true,
+                ..entry(1226, "user-12", 2, 900, 400, 500)
+            },
             entry(1227, "user-3", 1, 60, 140, 200),
             entry(1228, "user-7", 1, 10, 190, 200),
         ],

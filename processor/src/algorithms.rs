@@ -1,10 +1,19 @@
 //! Algorithms, chosen by an event's kind.
 //!
 //! Implement [`Algorithm`] to add one; `process` is async, so an algorithm
-//! that waits (a timer, a network call) holds no thread while it waits. An
-//! algorithm's error becomes a *failed result* (stored like any other: the
-//! event is acknowledged, not retried); only a panic makes the processor
-//! reject the event, which core then parks as dead.
+//! that waits (a timer, a network call) holds no thread while it waits.
+//! Three outcomes:
+//!
+//! * `Ok(output)`: an *ok result*, stored.
+//! * `Err(AlgorithmError::Failed(reason))`: a *failed result*, stored like
+//!   any other (the event is acknowledged, never retried).
+//! * `Err(AlgorithmError::RetryLater { .. })`: no result yet. Core sends the
+//!   event again after its backoff or the wait asked for, whichever is
+//!   longer; later events of its key wait for it. Each request counts
+//!   toward core's `--max-deliver`, after which the event is parked as dead
+//!   with the last reason.
+//!
+//! A panic makes the processor reject the event, which core parks as dead.
 //!
 //! CPU-bound work runs through [`cpu_bound`]: inline when the payload is
 //! small (tens of microseconds, cheaper than a thread hand-off), on tokio's
@@ -20,10 +29,45 @@ use std::time::Duration;
 use ackflow_proto::v1 as pb;
 use sha2::{Digest, Sha256};
 
-/// Why an algorithm could not produce an output.
+/// Why an algorithm produced no output.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct AlgorithmError(pub String);
+pub enum AlgorithmError {
+    /// The event cannot be processed: stored as its failed result with this
+    /// reason, never retried.
+    #[error("{0}")]
+    Failed(String),
+    /// Not now (a dependency is down, a rate limit was hit): process the
+    /// event again later, at the earliest after `after` (core's backoff
+    /// when longer or `None`). Later events of its key wait for it.
+    #[error("retry later: {reason}")]
+    RetryLater {
+        reason: String,
+        after: Option<Duration>,
+    },
+}
+
+impl AlgorithmError {
+    /// A failed result.
+    pub fn failed(reason: impl Into<String>) -> Self {
+        Self::Failed(reason.into())
+    }
+
+    /// Retry after core's backoff.
+    pub fn retry_later(reason: impl Into<String>) -> Self {
+        Self::RetryLater {
+            reason: reason.into(),
+            after: None,
+        }
+    }
+
+    /// Retry after `after` at the earliest.
+    pub fn retry_after(reason: impl Into<String>, after: Duration) -> Self {
+        Self::RetryLater {
+            reason: reason.into(),
+            after: Some(after),
+        }
+    }
+}
 
 /// What an algorithm returns.
 pub type Outcome = Result<String, AlgorithmError>;
@@ -49,7 +93,10 @@ pub async fn cpu_bound(event: &pb::Event, f: fn(&[u8]) -> Outcome) -> Outcome {
     match tokio::task::spawn_blocking(move || f(&payload)).await {
         Ok(outcome) => outcome,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(_) => Err(AlgorithmError("the processor is shutting down".into())),
+        // Not processed: the event is sent again (to this or the next life).
+        Err(_) => Err(AlgorithmError::retry_later(
+            "the processor is shutting down",
+        )),
     }
 }
 
@@ -77,7 +124,7 @@ impl Algorithm for WordCount {
     async fn process(&self, event: &pb::Event) -> Outcome {
         cpu_bound(event, |payload| {
             let text: String = serde_json::from_slice(payload)
-                .map_err(|_| AlgorithmError("wordcount expects a JSON string".into()))?;
+                .map_err(|_| AlgorithmError::failed("wordcount expects a JSON string"))?;
             Ok(text.split_whitespace().count().to_string())
         })
         .await
@@ -91,10 +138,10 @@ impl Algorithm for Sum {
     async fn process(&self, event: &pb::Event) -> Outcome {
         cpu_bound(event, |payload| {
             let numbers: Vec<f64> = serde_json::from_slice(payload)
-                .map_err(|_| AlgorithmError("sum expects a JSON array of numbers".into()))?;
+                .map_err(|_| AlgorithmError::failed("sum expects a JSON array of numbers"))?;
             let total: f64 = numbers.iter().sum();
             if !total.is_finite() {
-                return Err(AlgorithmError("sum overflowed".into()));
+                return Err(AlgorithmError::failed("sum overflowed"));
             }
             Ok(total.to_string())
         })
@@ -112,9 +159,9 @@ const MAX_SLEEP_MS: u64 = 60_000;
 impl Algorithm for Sleep {
     async fn process(&self, event: &pb::Event) -> Outcome {
         let ms: u64 = serde_json::from_slice(&event.payload)
-            .map_err(|_| AlgorithmError("sleep expects a JSON number of milliseconds".into()))?;
+            .map_err(|_| AlgorithmError::failed("sleep expects a JSON number of milliseconds"))?;
         if ms > MAX_SLEEP_MS {
-            return Err(AlgorithmError(format!(
+            return Err(AlgorithmError::failed(format!(
                 "sleep is limited to {MAX_SLEEP_MS} ms"
             )));
         }
@@ -128,7 +175,35 @@ pub struct Fail;
 
 impl Algorithm for Fail {
     async fn process(&self, _event: &pb::Event) -> Outcome {
-        Err(AlgorithmError("this algorithm always fails".into()))
+        Err(AlgorithmError::failed("this algorithm always fails"))
+    }
+}
+
+/// Asks to be retried later until its attempt number passes `times`, then
+/// succeeds: shows retry-later at work. Payload `{"times": 2,
+/// "after_ms": 500}` (`after_ms` optional: core's backoff).
+pub struct RetryLater;
+
+impl Algorithm for RetryLater {
+    async fn process(&self, event: &pb::Event) -> Outcome {
+        let bad = || AlgorithmError::failed(r#"retry expects {"times": N, "after_ms": M}"#);
+        let p: serde_json::Value = serde_json::from_slice(&event.payload).map_err(|_| bad())?;
+        let times = p["times"].as_u64().ok_or_else(bad)?;
+        let after_ms = match &p["after_ms"] {
+            serde_json::Value::Null => None,
+            ms => Some(ms.as_u64().ok_or_else(bad)?),
+        };
+        if u64::from(event.attempt) > times {
+            return Ok(format!("done at attempt {}", event.attempt));
+        }
+        let reason = format!(
+            "attempt {} of the first {times} is asked to retry",
+            event.attempt
+        );
+        Err(match after_ms {
+            Some(ms) => AlgorithmError::retry_after(reason, Duration::from_millis(ms)),
+            None => AlgorithmError::retry_later(reason),
+        })
     }
 }
 
@@ -167,7 +242,8 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The built-in algorithms: `sha256`, `wordcount`, `sum`, `sleep`, `fail`.
+    /// The built-in algorithms: `sha256`, `wordcount`, `sum`, `sleep`,
+    /// `fail`, `retry`.
     pub fn builtin() -> Self {
         let mut r = Self::default();
         r.register("sha256", Sha256Hex);
@@ -175,6 +251,7 @@ impl Registry {
         r.register("sum", Sum);
         r.register("sleep", Sleep);
         r.register("fail", Fail);
+        r.register("retry", RetryLater);
         r
     }
 
@@ -195,7 +272,7 @@ impl Registry {
     pub async fn process(&self, event: &pb::Event) -> Outcome {
         match self.by_kind.get(&event.kind) {
             Some(algorithm) => algorithm.process_boxed(event).await,
-            None => Err(AlgorithmError(format!(
+            None => Err(AlgorithmError::failed(format!(
                 "no algorithm for kind {:?}",
                 event.kind
             ))),
@@ -232,6 +309,28 @@ mod tests {
         assert_eq!(run("sleep", b"1").await.unwrap(), "slept 1 ms");
         assert!(run("fail", b"1").await.is_err());
         assert!(run("nope", b"1").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn retry_asks_until_its_attempt_passes_times() {
+        let r = Registry::builtin();
+        let mut event = ev("retry", br#"{"times":2,"after_ms":300}"#);
+        for attempt in 1..=2 {
+            event.attempt = attempt;
+            assert_eq!(
+                r.process(&event).await,
+                Err(AlgorithmError::RetryLater {
+                    reason: format!("attempt {attempt} of the first 2 is asked to retry"),
+                    after: Some(Duration::from_millis(300)),
+                })
+            );
+        }
+        event.attempt = 3;
+        assert_eq!(r.process(&event).await.unwrap(), "done at attempt 3");
+        assert!(matches!(
+            r.process(&ev("retry", b"1")).await,
+            Err(AlgorithmError::Failed(_))
+        ));
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@
 //! impl Algorithm for Uppercase {
 //!     async fn process(&self, event: &Event) -> Outcome {
 //!         let text: String = serde_json::from_slice(&event.payload)
-//!             .map_err(|_| AlgorithmError("uppercase expects a JSON string".into()))?;
+//!             .map_err(|_| AlgorithmError::failed("uppercase expects a JSON string"))?;
 //!         Ok(text.to_uppercase())
 //!     }
 //! }
@@ -28,10 +28,14 @@
 //! Every guarantee holds for your algorithm as for the built-ins: events of
 //! one key one at a time in seq order (or all in order, under core's
 //! `--ordering global`), at most `--concurrency` calls at once, each event
-//! at most once per processor life, at-least-once across lives — so make a
-//! side effect idempotent (the event's `id` is a natural key for it). An
-//! `Err` is stored as a failed result (not retried); a panic rejects the
-//! event, which core parks as dead.
+//! at most once per processor life (once per copy it asked to retry),
+//! at-least-once across lives — so make a side effect idempotent (the
+//! event's `id` is a natural key for it). `Err(AlgorithmError::Failed)` is
+//! stored as a failed result (not retried); `Err(AlgorithmError::RetryLater
+//! {..})` has core send the event again later (see [`AlgorithmError`]); a
+//! panic rejects the event, which core parks as dead.
+//!
+//! [`AlgorithmError`]: crate::AlgorithmError
 
 use tokio_util::sync::CancellationToken;
 

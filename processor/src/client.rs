@@ -18,7 +18,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::algorithms::Registry;
 use crate::config::Config;
-use crate::executor::Executor;
+use crate::executor::{Done, Executor};
 use crate::lanes::Ordering;
 use crate::metrics::ProcessorMetrics;
 use crate::processed_log::ProcessedLog;
@@ -147,7 +147,7 @@ struct Life {
     /// Runs the runs the receiver starts.
     executor: Executor,
     /// Acks from the executor's runs.
-    done_rx: mpsc::UnboundedReceiver<Vec<pb::Ack>>,
+    done_rx: mpsc::UnboundedReceiver<Done>,
     rng: fastrand::Rng,
     metrics: Arc<ProcessorMetrics>,
     /// Receiver counters as last copied into the metrics.
@@ -308,9 +308,16 @@ impl Life {
         }
     }
 
-    fn on_done(&mut self, done: Vec<pb::Ack>, acks: &mut Vec<pb::Ack>) {
-        for ack in done {
-            let actions = self.receiver.on_processed(ack);
+    fn on_done(&mut self, done: Done, acks: &mut Vec<pb::Ack>) {
+        let mut unprocessed = Some(done.unprocessed);
+        for ack in done.acks {
+            let actions = if ack.retry {
+                // Only the last ack of a run asks to retry.
+                let rest = unprocessed.take().unwrap_or_default();
+                self.receiver.on_retry_later(ack, rest)
+            } else {
+                self.receiver.on_processed(ack)
+            };
             self.perform(actions, acks);
         }
     }
@@ -332,7 +339,7 @@ impl Life {
             body: Some(pb::processor_message::Body::Acks(pb::AckBatch {
                 acks: batch,
                 processed_below: self.receiver.processed_below(),
-                received_below: self.receiver.next_expected(),
+                received_below: self.receiver.received_below(),
             })),
         };
         out_tx.send(msg).await.is_ok()
@@ -366,6 +373,7 @@ impl Life {
                 concurrency: self.receiver.concurrency() as u32,
                 lanes_active: self.receiver.lanes_active() as u32,
                 processed_below: self.receiver.processed_below(),
+                received_below: self.receiver.received_below(),
             })),
         }
     }

@@ -2,7 +2,9 @@
 //! of one lane, see [`crate::lanes`]) gets its own tokio task, which
 //! processes its events one after the other and hands their acks back in
 //! batches. Runs of different lanes proceed at the same time; the receiver
-//! caps how many (`--concurrency`).
+//! caps how many (`--concurrency`). An event whose algorithm asks to retry
+//! later ends its run: the events after it are handed back unprocessed,
+//! since they may not start before it.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 use ackflow_proto::v1 as pb;
 use tokio::sync::mpsc;
 
-use crate::algorithms::{Outcome, Registry};
+use crate::algorithms::{AlgorithmError, Outcome, Registry};
 use crate::metrics::ProcessorMetrics;
 use crate::processed_log::ProcessedLog;
 
@@ -24,11 +26,20 @@ use crate::processed_log::ProcessedLog;
 /// before it (core would time them out).
 const ACK_HOLD: Duration = Duration::from_millis(1);
 
-/// Starts runs; their acks come back on the channel given to [`new`](Self::new).
+/// What a run hands back: acks in seq order and, when the last one asks to
+/// retry later, the events of the run after it, not processed.
+#[derive(Debug, Default)]
+pub struct Done {
+    pub acks: Vec<pb::Ack>,
+    pub unprocessed: Vec<pb::Event>,
+}
+
+/// Starts runs; what they did comes back on the channel given to
+/// [`new`](Self::new).
 #[derive(Clone)]
 pub struct Executor {
     registry: Registry,
-    done_tx: mpsc::UnboundedSender<Vec<pb::Ack>>,
+    done_tx: mpsc::UnboundedSender<Done>,
     log: ProcessedLog,
     metrics: Arc<AlgorithmMetrics>,
 }
@@ -36,7 +47,7 @@ pub struct Executor {
 impl Executor {
     pub fn new(
         registry: Registry,
-        done_tx: mpsc::UnboundedSender<Vec<pb::Ack>>,
+        done_tx: mpsc::UnboundedSender<Done>,
         log: ProcessedLog,
         metrics: &ProcessorMetrics,
     ) -> Self {
@@ -58,44 +69,74 @@ impl Executor {
     async fn run(self, run: Vec<pb::Event>) {
         let mut done = Vec::with_capacity(run.len());
         let mut held_since = Instant::now();
-        for event in run {
+        let mut run = run.into_iter();
+        while let Some(event) = run.next() {
             self.log.start(event.seq, event.attempt);
             let started = Instant::now();
             let outcome = CatchUnwind(Box::pin(self.registry.process(&event))).await;
             let elapsed = started.elapsed();
-            let (status, output, reject) = match outcome {
-                Ok(Ok(output)) => (pb::ResultStatus::Ok, output, false),
-                Ok(Err(e)) => (pb::ResultStatus::Failed, e.0, false),
-                Err(_) => (
-                    pb::ResultStatus::Failed,
-                    format!("the {:?} algorithm panicked", event.kind),
-                    true,
-                ),
+            let mut ack = pb::Ack {
+                seq: event.seq,
+                attempt: event.attempt,
+                status: pb::ResultStatus::Failed as i32,
+                processing_us: elapsed.as_micros() as u64,
+                ..Default::default()
             };
-            self.metrics.observe(&event.kind, status, reject, elapsed);
+            let verdict = match outcome {
+                Ok(Ok(output)) => {
+                    ack.status = pb::ResultStatus::Ok as i32;
+                    ack.output = output;
+                    Verdict::Ok
+                }
+                Ok(Err(AlgorithmError::Failed(reason))) => {
+                    ack.output = reason;
+                    Verdict::Failed
+                }
+                Ok(Err(AlgorithmError::RetryLater { reason, after })) => {
+                    ack.retry = true;
+                    ack.retry_after_ms = after.map_or(0, |a| a.as_millis() as u64);
+                    ack.output = reason;
+                    Verdict::Retry
+                }
+                Err(_) => {
+                    ack.reject = true;
+                    ack.output = format!("the {:?} algorithm panicked", event.kind);
+                    Verdict::Rejected
+                }
+            };
+            self.metrics.observe(&event.kind, verdict, elapsed);
             self.log.end(event.seq, event.attempt);
             if done.is_empty() {
                 held_since = Instant::now();
             }
-            done.push(pb::Ack {
-                seq: event.seq,
-                attempt: event.attempt,
-                status: status as i32,
-                output,
-                processing_us: elapsed.as_micros() as u64,
-                reject,
-            });
-            if held_since.elapsed() >= ACK_HOLD && !self.release(std::mem::take(&mut done)) {
+            done.push(ack);
+            if verdict == Verdict::Retry {
+                // The rest of the run waits for this event's next copy.
+                self.release(Done {
+                    acks: done,
+                    unprocessed: run.collect(),
+                });
+                return;
+            }
+            if held_since.elapsed() >= ACK_HOLD
+                && !self.release(Done {
+                    acks: std::mem::take(&mut done),
+                    unprocessed: Vec::new(),
+                })
+            {
                 return;
             }
         }
         if !done.is_empty() {
-            self.release(done);
+            self.release(Done {
+                acks: done,
+                unprocessed: Vec::new(),
+            });
         }
     }
 
     /// Hands acks back; false when the processor is stopping.
-    fn release(&self, done: Vec<pb::Ack>) -> bool {
+    fn release(&self, done: Done) -> bool {
         // The log is written before the acks leave.
         self.log.flush();
         self.done_tx.send(done).is_ok()
@@ -127,9 +168,19 @@ struct AlgorithmMetrics {
     unknown: Handles,
 }
 
+/// How one call ended, as counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Ok,
+    Failed,
+    Retry,
+    Rejected,
+}
+
 struct Handles {
     ok: prometheus::IntCounter,
     failed: prometheus::IntCounter,
+    retry: prometheus::IntCounter,
     rejected: prometheus::IntCounter,
     seconds: prometheus::Histogram,
 }
@@ -140,6 +191,7 @@ impl Handles {
         Self {
             ok: counter("ok"),
             failed: counter("failed"),
+            retry: counter("retry"),
             rejected: counter("rejected"),
             seconds: metrics.processing_seconds.with_label_values(&[algorithm]),
         }
@@ -157,12 +209,13 @@ impl AlgorithmMetrics {
         }
     }
 
-    fn observe(&self, kind: &str, status: pb::ResultStatus, reject: bool, took: Duration) {
+    fn observe(&self, kind: &str, verdict: Verdict, took: Duration) {
         let h = self.by_algorithm.get(kind).unwrap_or(&self.unknown);
-        match (reject, status) {
-            (true, _) => h.rejected.inc(),
-            (false, pb::ResultStatus::Ok) => h.ok.inc(),
-            (false, _) => h.failed.inc(),
+        match verdict {
+            Verdict::Ok => h.ok.inc(),
+            Verdict::Failed => h.failed.inc(),
+            Verdict::Retry => h.retry.inc(),
+            Verdict::Rejected => h.rejected.inc(),
         }
         h.seconds.observe(took.as_secs_f64());
     }

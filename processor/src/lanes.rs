@@ -20,6 +20,11 @@
 //! the `concurrency` calls that may be in progress; it keeps a lane with a
 //! backlog (global order, or one hot key) from paying a scheduling round
 //! trip per event.
+//!
+//! An event whose algorithm asks to retry later *defers* its lane: the
+//! lane keeps the event's place and starts nothing until core sends the
+//! event again (a copy with a higher attempt), or core's floor passes it
+//! (core parked it).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -71,6 +76,9 @@ struct Lane {
     queue: VecDeque<pb::Event>,
     /// Events of the run in progress that have not finished; 0: idle.
     running: usize,
+    /// The event whose algorithm asked to retry later, and the attempt that
+    /// asked: nothing starts until a later copy of it comes.
+    deferred: Option<(Seq, u32)>,
 }
 
 /// Per-lane queues, the lanes ready to start, and the calls in progress.
@@ -87,8 +95,11 @@ pub struct Lanes {
     ready: BTreeMap<Seq, LaneId>,
     /// Lane of each event handed out and not finished.
     started: HashMap<Seq, LaneId>,
-    /// Every admitted seq not finished (queued or started), lowest first.
+    /// Every admitted seq not finished (queued, started or deferred),
+    /// lowest first.
     unfinished: BTreeSet<Seq>,
+    /// The lane of each deferred event.
+    deferred: BTreeMap<Seq, LaneId>,
     /// Runs in progress.
     running: usize,
 }
@@ -103,6 +114,7 @@ impl Lanes {
             ready: BTreeMap::new(),
             started: HashMap::new(),
             unfinished: BTreeSet::new(),
+            deferred: BTreeMap::new(),
             running: 0,
         }
     }
@@ -157,7 +169,7 @@ impl Lanes {
         let id = self.ordering.lane_of(&event);
         self.unfinished.insert(event.seq);
         let lane = self.by_id.entry(id.clone()).or_default();
-        if lane.running == 0 && lane.queue.is_empty() {
+        if lane.running == 0 && lane.queue.is_empty() && lane.deferred.is_none() {
             self.ready.insert(event.seq, id);
         }
         lane.queue.push_back(event);
@@ -203,9 +215,91 @@ impl Lanes {
         true
     }
 
+    /// The algorithm asked to retry `seq` (copy `attempt`) later, which ended
+    /// its run: `unprocessed` are the run's events after it. The lane keeps
+    /// them and starts nothing until [`resume`](Self::resume). Returns false
+    /// when `seq` was not started (a duplicate report).
+    pub fn defer(&mut self, seq: Seq, attempt: u32, unprocessed: Vec<pb::Event>) -> bool {
+        let Some(id) = self.started.remove(&seq) else {
+            return false;
+        };
+        for event in &unprocessed {
+            self.started.remove(&event.seq);
+        }
+        let lane = self.by_id.get_mut(&id).expect("a started lane exists");
+        // The run ended here: everything before it in the run finished.
+        lane.running = 0;
+        self.running -= 1;
+        for event in unprocessed.into_iter().rev() {
+            lane.queue.push_front(event);
+        }
+        lane.deferred = Some((seq, attempt));
+        self.deferred.insert(seq, id);
+        true
+    }
+
+    /// The lowest event waiting for a new copy.
+    pub fn lowest_deferred(&self) -> Option<Seq> {
+        self.deferred.keys().next().copied()
+    }
+
+    /// Whether `seq` waits for a new copy (see [`defer`](Self::defer)).
+    pub fn is_deferred(&self, seq: Seq) -> bool {
+        self.deferred.contains_key(&seq)
+    }
+
+    /// A copy of a deferred event arrived: a later attempt than the one
+    /// that asked puts it back at the head of its lane, ready to start.
+    /// Returns false for an older copy (a duplicate).
+    pub fn resume(&mut self, event: pb::Event) -> bool {
+        let Some(id) = self.deferred.get(&event.seq) else {
+            return false;
+        };
+        let lane = self.by_id.get_mut(id).expect("a deferred lane exists");
+        match lane.deferred {
+            Some((_, asked)) if event.attempt > asked => {}
+            _ => return false,
+        }
+        let id = self.deferred.remove(&event.seq).expect("deferred");
+        lane.deferred = None;
+        self.ready.insert(event.seq, id);
+        lane.queue.push_front(event);
+        true
+    }
+
+    /// Core's floor passed deferred events: it parked them (no copy will
+    /// come). Their lanes go on.
+    fn release_deferred_below(&mut self, floor: Seq) {
+        while let Some(entry) = self.deferred.first_entry() {
+            if *entry.key() >= floor {
+                break;
+            }
+            let (seq, id) = entry.remove_entry();
+            self.unfinished.remove(&seq);
+            let lane = self.by_id.get_mut(&id).expect("a deferred lane exists");
+            lane.deferred = None;
+            match lane.queue.front() {
+                Some(next) => {
+                    self.ready.insert(next.seq, id);
+                }
+                None => {
+                    self.by_id.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Core's acked floor: every seq below it is resolved. Deferred events
+    /// below it were parked; queued ones were resolved without this
+    /// processor life (see [`forget_below`](Self::forget_below)).
+    pub fn on_floor(&mut self, floor: Seq) {
+        self.release_deferred_below(floor);
+    }
+
     /// Drops queued events below `floor`: core resolved them without this
     /// processor life, and will not take a result for them.
     pub fn forget_below(&mut self, floor: Seq) {
+        self.release_deferred_below(floor);
         if self.unfinished.first().is_none_or(|s| *s >= floor) {
             return;
         }
@@ -218,10 +312,11 @@ impl Lanes {
         self.ready.clear();
         self.by_id.retain(|_, lane| {
             lane.queue.retain(|e| e.seq >= floor);
-            lane.running > 0 || !lane.queue.is_empty()
+            lane.running > 0 || !lane.queue.is_empty() || lane.deferred.is_some()
         });
         for (id, lane) in &self.by_id {
             if lane.running == 0
+                && lane.deferred.is_none()
                 && let Some(head) = lane.queue.front()
             {
                 self.ready.insert(head.seq, id.clone());
@@ -303,6 +398,45 @@ mod tests {
         l.start(&mut runs);
         assert_eq!(l.ordering(), Ordering::Key);
         assert_eq!(seqs(&runs), vec![vec![4], vec![5]]);
+    }
+
+    #[test]
+    fn a_deferred_event_holds_its_lane_until_a_later_copy_or_the_floor() {
+        let mut l = Lanes::new(Ordering::Key, 4);
+        for (seq, key) in [(1, "a"), (2, "a"), (3, "b"), (4, "a")] {
+            l.admit(ev(seq, key));
+        }
+        let mut runs = Vec::new();
+        l.start(&mut runs);
+        assert_eq!(seqs(&runs), vec![vec![1, 2, 4], vec![3]]);
+        // Seq 1 asks to retry: seqs 2 and 4 of its run are handed back.
+        assert!(l.defer(1, 1, vec![ev(2, "a"), ev(4, "a")]));
+        assert!(!l.defer(1, 1, Vec::new()), "reported twice");
+        assert_eq!((l.running(), l.lowest_unfinished()), (1, Some(1)));
+        l.admit(ev(5, "a"));
+        runs.clear();
+        l.start(&mut runs);
+        assert!(runs.is_empty(), "key a waits for seq 1");
+        assert!(l.finish(3));
+        l.start(&mut runs);
+        assert!(runs.is_empty(), "still, with a free slot");
+        // An old copy changes nothing; a later one starts key a again.
+        let copy = |attempt| pb::Event {
+            attempt,
+            ..ev(1, "a")
+        };
+        assert!(!l.resume(copy(1)));
+        assert!(l.resume(copy(2)));
+        l.start(&mut runs);
+        assert_eq!(seqs(&runs), vec![vec![1, 2, 4, 5]]);
+        // Deferred again, then parked by core: the floor passes it.
+        assert!(l.defer(1, 2, vec![ev(2, "a"), ev(4, "a"), ev(5, "a")]));
+        runs.clear();
+        l.on_floor(2);
+        assert!(!l.is_deferred(1));
+        l.start(&mut runs);
+        assert_eq!(seqs(&runs), vec![vec![2, 4, 5]]);
+        assert_eq!(l.lowest_unfinished(), Some(2));
     }
 
     #[test]

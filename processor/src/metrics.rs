@@ -46,7 +46,7 @@ impl ProcessorMetrics {
         let processed = IntCounterVec::new(
             Opts::new(
                 "ackflow_processor_processed_total",
-                "Events processed, by algorithm and status (ok, failed, rejected).",
+                "Events processed, by algorithm and status (ok, failed, retry: asked to retry later, rejected).",
             ),
             &["algorithm", "status"],
         )

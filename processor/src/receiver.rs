@@ -13,7 +13,9 @@
 //!   while an earlier event of its key is lost in transit.
 //! * Events above it wait in the reorder buffer. Core never sends a seq at
 //!   or beyond `acked_floor + 2 × window` (the floor it sends along), so the
-//!   buffer, the lanes and the result cache each hold at most two windows.
+//!   buffer, the lanes and the result cache each hold at most two windows
+//!   (the lanes also the runs in progress whose event core parked after
+//!   timeouts meanwhile: at most `concurrency` of them).
 //! * An event below it, or already buffered, is a duplicate: dropped,
 //!   counted, and — if its result is cached — acked again, because the first
 //!   ack may have been lost. The cache keeps results from core's acked floor
@@ -22,6 +24,10 @@
 //!   not finished: every seq below it has a cached ack or is below core's
 //!   floor, so core resends an in-flight event below it at once (its ack was
 //!   lost) instead of waiting for a timeout.
+//! * Retry later: an event whose algorithm asks to retry later gets no
+//!   cached ack (it has no result) and defers its lane (see
+//!   [`crate::lanes`]): the copy core sends later (a higher attempt) is
+//!   processed again, older copies are duplicates.
 //! * Paused: events are still received and admitted (so the stream keeps
 //!   flowing and control messages arrive) but nothing new starts; on resume
 //!   the lanes start again, lowest seq first.
@@ -54,6 +60,8 @@ pub struct Counters {
     pub acks_resent: u64,
     /// Events handed out to be processed.
     pub processed: u64,
+    /// Events whose algorithm asked to retry later.
+    pub retries: u64,
     /// Events dropped because they were two windows or more beyond
     /// `next_expected` (core never sends those; counted to make a protocol
     /// bug visible).
@@ -122,6 +130,16 @@ impl Receiver {
         self.lanes.lowest_unfinished().unwrap_or(self.next_expected)
     }
 
+    /// Every seq below it was received in this life and will be processed
+    /// without core sending it again: `next_expected`, or the lowest event
+    /// waiting for a new copy after asking to retry later (core must send
+    /// that copy even if the request was lost).
+    pub fn received_below(&self) -> Seq {
+        self.lanes
+            .lowest_deferred()
+            .map_or(self.next_expected, |s| s.min(self.next_expected))
+    }
+
     pub fn ordering(&self) -> Ordering {
         self.lanes.ordering()
     }
@@ -161,9 +179,13 @@ impl Receiver {
         self.counters
     }
 
-    /// Most entries the result cache may hold.
+    /// Most entries the result cache may hold: two windows above core's
+    /// floor, plus the acks of events core parked while they ran here (they
+    /// finish below the floor; at most one per run, so `concurrency`). The
+    /// lowest go first, so those are evicted before any ack core may still
+    /// ask for.
     pub fn cache_capacity(&self) -> usize {
-        2 * self.max_window
+        2 * self.max_window + self.lanes.concurrency()
     }
 
     /// A new stream started: core's floor, window, pause state and ordering.
@@ -189,6 +211,7 @@ impl Receiver {
     /// never send them again: skip ahead.
     pub fn on_floor(&mut self, acked_floor: Seq) -> Vec<Action> {
         self.cache = self.cache.split_off(&acked_floor);
+        self.lanes.on_floor(acked_floor);
         if self.next_expected != 0 && acked_floor > self.next_expected {
             self.next_expected = acked_floor;
             self.buffer = self.buffer.split_off(&acked_floor);
@@ -203,6 +226,14 @@ impl Receiver {
             return Vec::new();
         }
         let seq = event.seq;
+        if seq < self.next_expected
+            && self.lanes.is_deferred(seq)
+            && self.lanes.resume(event.clone())
+        {
+            let mut actions = Vec::new();
+            self.start(&mut actions);
+            return actions;
+        }
         if seq < self.next_expected || self.buffer.contains_key(&seq) {
             if !self.dedup && seq < self.next_expected {
                 self.counters.processed += 1;
@@ -238,6 +269,19 @@ impl Receiver {
         if lane_freed {
             self.start(&mut actions);
         }
+        actions
+    }
+
+    /// The algorithm asked to retry `ack.seq` later (`ack.retry`), which
+    /// ended its run before `unprocessed`. Nothing is cached: the next copy
+    /// is processed again. Its lane waits for that copy; the others go on.
+    pub fn on_retry_later(&mut self, ack: pb::Ack, unprocessed: Vec<pb::Event>) -> Vec<Action> {
+        if !self.lanes.defer(ack.seq, ack.attempt, unprocessed) {
+            return Vec::new();
+        }
+        self.counters.retries += 1;
+        let mut actions = vec![Action::Ack(ack)];
+        self.start(&mut actions);
         actions
     }
 
@@ -359,6 +403,50 @@ mod tests {
         r.on_processed(ack(2));
         assert_eq!(r.processed_below(), 4);
         assert_eq!(r.lanes_active(), 0);
+    }
+
+    #[test]
+    fn retry_later_holds_its_key_and_runs_a_later_copy_again() {
+        let mut r = Receiver::new(16, 8, true);
+        r.on_welcome(1, 16, false, Ordering::Key);
+        assert_eq!(started(&r.on_event(keyed(1, 1, "a"))), vec![vec![1]]);
+        assert_eq!(
+            started(&r.on_event(keyed(2, 1, "a"))),
+            Vec::<Vec<Seq>>::new()
+        );
+        let retry = pb::Ack {
+            seq: 1,
+            attempt: 1,
+            retry: true,
+            ..Default::default()
+        };
+        // Seq 1 ran alone (seq 2 came after its run started).
+        let actions = r.on_retry_later(retry, Vec::new());
+        assert!(
+            matches!(actions.as_slice(), [Action::Ack(a)] if a.retry),
+            "{actions:?}"
+        );
+        assert_eq!(r.cached(), 0, "no result to cache");
+        assert_eq!(r.processed_below(), 1, "seq 1 is not processed");
+        assert_eq!(r.received_below(), 1, "core must send seq 1 again");
+        assert_eq!(
+            started(&r.on_event(keyed(3, 1, "b"))),
+            vec![vec![3]],
+            "key b goes on"
+        );
+        // A duplicate of the copy that asked is dropped, unanswered.
+        assert!(r.on_event(keyed(1, 1, "a")).is_empty());
+        assert_eq!(r.counters().duplicate_drops, 1);
+        // Core's next copy runs, with seq 2 after it.
+        assert_eq!(started(&r.on_event(keyed(1, 2, "a"))), vec![vec![1, 2]]);
+        assert_eq!(r.received_below(), 4);
+        r.on_processed(pb::Ack {
+            attempt: 2,
+            ..ack(1)
+        });
+        r.on_processed(ack(2));
+        r.on_processed(ack(3));
+        assert_eq!((r.processed_below(), r.counters().retries), (4, 1));
     }
 
     #[test]

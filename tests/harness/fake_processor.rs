@@ -128,7 +128,7 @@ pub fn ok(event: &pb::Event, output: &str) -> pb::Ack {
         status: pb::ResultStatus::Ok as i32,
         output: output.into(),
         processing_us: 1,
-        reject: false,
+        ..Default::default()
     }
 }
 
@@ -142,6 +142,7 @@ pub fn reject(event: &pb::Event, reason: &str) -> pb::Ack {
         output: reason.into(),
         processing_us: 1,
         reject: true,
+        ..Default::default()
     }
 }
 

@@ -11,7 +11,7 @@
 //! ```text
 //!   on_send ──▶ InFlight ──on_ack / on_reject / max_deliver──▶ Acked ──on_stored──▶ Resolved
 //!                 ▲   │ deadline: retransmit, attempt+1, backoff doubles
-//!                 └───┘
+//!                 └───┘ on_retry: sent again after max(backoff, the wait asked for)
 //! ```
 //!
 //! The floor moves over leading `Resolved` entries only: a seq is below the
@@ -41,7 +41,8 @@ pub struct SenderConfig {
     /// window`, and below `acked_floor + 2 × window`.
     pub window: u32,
     /// Ack timeouts (counted only while the processor runs and the event
-    /// blocks the floor) after which an event is parked as dead. 0: never.
+    /// blocks the floor) plus retry-later requests after which an event is
+    /// parked as dead. 0: never.
     pub max_deliver: u32,
     /// Retransmission timeout before the first round-trip sample.
     pub rto_initial: Duration,
@@ -100,6 +101,11 @@ pub struct InFlight {
     /// Not sent on this stream yet: it waits for its turn while suspects
     /// are isolated (see `suspects.rs`). No timer runs for it.
     pub held: bool,
+    /// The processor asked to retry it later: it is sent again at
+    /// `deadline`, whatever the processor has, and no timeout is counted.
+    pub retry: bool,
+    /// Retry-later requests, which count towards `max_deliver`.
+    pub retries: u32,
 }
 
 /// Delivery state of one seq in the window.
@@ -151,6 +157,21 @@ pub enum AckOutcome {
     /// The seq was never sent: ignore.
     Unknown,
 }
+
+/// Result of [`Sender::on_retry`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryOutcome {
+    /// Sent again after `wait` (the longer of the backoff and the wait
+    /// asked for).
+    Scheduled { wait: Duration },
+    /// `max_deliver` reached: park it.
+    Park(Action),
+    /// Not in flight, held, or already waiting to be retried: ignored.
+    Ignored,
+}
+
+/// Longest wait a retry-later request may ask for; longer ones are cut.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// Result of [`Sender::on_offer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,7 +363,8 @@ impl Sender {
             .entries
             .iter()
             .filter_map(|(seq, e)| match e {
-                Entry::InFlight(f) if !f.held => Some(*seq),
+                // One waiting to be retried was not being processed.
+                Entry::InFlight(f) if !f.held && !f.retry => Some(*seq),
                 _ => None,
             })
             .collect();
@@ -366,6 +388,7 @@ impl Sender {
             };
             if f.held {
                 f.held = false;
+                f.retry = false;
                 f.attempt += 1;
                 f.last_sent = now;
                 f.backoff = rto;
@@ -415,6 +438,8 @@ impl Sender {
                 timeouts: 0,
                 waits: 0,
                 held: false,
+                retry: false,
+                retries: 0,
             }),
         );
         self.unacked.insert(seq);
@@ -467,14 +492,18 @@ impl Sender {
             return Vec::new();
         }
         self.progress.processed_below = self.progress.processed_below.max(progress.processed_below);
-        self.progress.received_below = self.progress.received_below.max(progress.received_below);
+        // Not a max: it goes down when the processor waits for a new copy
+        // of an event that asked to retry later. The stream keeps reports in
+        // order, so the latest one is the truth (a stale one in a simulation
+        // that reorders them only delays a copy until the next report).
+        self.progress.received_below = progress.received_below;
         let guard = self.rto.srtt().unwrap_or(self.config.rto_min);
         let mut actions = Vec::new();
         for seq in self.unacked.range(..self.progress.processed_below) {
             let Some(Entry::InFlight(f)) = self.entries.get_mut(seq) else {
                 continue;
             };
-            if f.held || now.saturating_duration_since(f.last_sent) < guard {
+            if f.held || f.retry || now.saturating_duration_since(f.last_sent) < guard {
                 continue;
             }
             f.attempt += 1;
@@ -498,6 +527,50 @@ impl Sender {
             attempts: f.attempt,
             reason: format!("rejected by the processor: {reason}"),
         })
+    }
+
+    /// The processor asks to process `seq` again later, at the earliest
+    /// after `after` (see `Ack.retry`). Not an ack: the event stays in
+    /// flight, and is sent again after the longer of its backoff and
+    /// `after` (cut to [`MAX_RETRY_AFTER`]), whatever the processor says it
+    /// has. The request counts towards `max_deliver` with the timeouts; at
+    /// the limit the event is parked with `reason`.
+    pub fn on_retry(
+        &mut self,
+        seq: Seq,
+        after: Duration,
+        reason: &str,
+        now: Instant,
+    ) -> RetryOutcome {
+        let Some(Entry::InFlight(f)) = self.entries.get_mut(&seq) else {
+            return RetryOutcome::Ignored;
+        };
+        if f.held || f.retry {
+            return RetryOutcome::Ignored;
+        }
+        f.retries += 1;
+        if self.config.max_deliver > 0 && f.timeouts + f.retries >= self.config.max_deliver {
+            let (retries, timeouts) = (f.retries, f.timeouts);
+            let f = self.take_in_flight(seq).expect("in flight");
+            return RetryOutcome::Park(Action::Park {
+                seq,
+                attempts: f.attempt,
+                reason: format!(
+                    "retry later asked {retries} times ({timeouts} timeouts; --max-deliver {}): {reason}",
+                    self.config.max_deliver
+                ),
+            });
+        }
+        f.waits += 1;
+        let backoff = self
+            .rto
+            .backoff(f.waits + 1, self.config.max_backoff, &mut self.rng);
+        let wait = backoff.max(after.min(MAX_RETRY_AFTER));
+        f.retry = true;
+        f.backoff = wait;
+        f.deadline = now + wait;
+        self.timer = Some(self.timer.map_or(f.deadline, |t| t.min(f.deadline)));
+        RetryOutcome::Scheduled { wait }
     }
 
     /// If `seq` is in flight, marks it acked (awaiting the store) and
@@ -556,6 +629,24 @@ impl Sender {
                 timer = Some(timer.map_or(f.deadline, |t| t.min(f.deadline)));
                 continue;
             }
+            if f.retry {
+                // The wait the processor asked for is over: send it again
+                // (the processor holds its lane until it comes), with a
+                // fresh ack timeout.
+                f.retry = false;
+                f.attempt += 1;
+                f.last_sent = now;
+                f.backoff = self
+                    .rto
+                    .backoff(f.waits + 1, self.config.max_backoff, &mut self.rng);
+                f.deadline = now + f.backoff;
+                timer = Some(timer.map_or(f.deadline, |t| t.min(f.deadline)));
+                actions.push(Action::Send {
+                    seq: *seq,
+                    attempt: f.attempt,
+                });
+                continue;
+            }
             // Only the lowest in-flight event is sure not to be waiting for
             // another one: every lower seq is acked, so under either ordering
             // the processor can start it as soon as it has it. The others
@@ -564,11 +655,18 @@ impl Sender {
             if self.link == Link::Running && Some(*seq) == lowest_in_flight {
                 f.timeouts += 1;
             }
-            if self.config.max_deliver > 0 && f.timeouts >= self.config.max_deliver {
+            if self.config.max_deliver > 0 && f.timeouts + f.retries >= self.config.max_deliver {
+                let reason = match f.retries {
+                    0 => format!("no ack after {} timeouts", f.timeouts),
+                    n => format!(
+                        "no ack after {} timeouts and {n} retry-later requests",
+                        f.timeouts
+                    ),
+                };
                 actions.push(Action::Park {
                     seq: *seq,
                     attempts: f.attempt,
-                    reason: format!("no ack after {} timeouts", f.timeouts),
+                    reason,
                 });
                 *entry = Entry::Acked;
                 self.unacked.remove(seq);
@@ -587,6 +685,8 @@ impl Sender {
             // paused processor gets copies all the same (they are dropped
             // as duplicates): pausing is how an operator watches the
             // timers, retransmits and duplicate drops work.
+            // (An event waiting for a new copy after asking to retry later
+            // is not below `received_below`: the processor stops it there.)
             if *seq < self.progress.received_below && self.link == Link::Running {
                 continue;
             }
@@ -727,6 +827,95 @@ mod tests {
         // Seq 2 was not the blocker: it never counted a timeout.
         assert!(matches!(s.entries.get(&2), Some(Entry::InFlight(f)) if f.timeouts == 0));
         let _ = now;
+    }
+
+    #[test]
+    fn retry_later_waits_the_longer_wait_then_parks_at_max_deliver() {
+        let t0 = Instant::now();
+        let mut s = sender();
+        s.on_connect(t0, 256, false, false);
+        s.on_offer(1, t0);
+        s.on_offer(2, t0);
+        // The processor has both; seq 1 asks to be retried in 10 s, far
+        // longer than the backoff.
+        s.on_progress(t0, processed(1));
+        let RetryOutcome::Scheduled { wait } = s.on_retry(1, Duration::from_secs(10), "busy", t0)
+        else {
+            panic!("scheduled expected");
+        };
+        assert_eq!(
+            wait,
+            Duration::from_secs(10),
+            "the longer of backoff and the wait asked"
+        );
+        assert_eq!(
+            s.on_retry(1, Duration::ZERO, "busy", t0),
+            RetryOutcome::Ignored,
+            "already waiting"
+        );
+        assert_eq!(s.lowest_unacked(), 1, "still in flight: it holds the floor");
+        // Seq 2's deadline passes first; seq 1 is not due.
+        let early = t0 + Duration::from_secs(5);
+        assert!(s.on_tick(early).iter().all(|a| !matches!(
+            a,
+            Action::Send { seq: 1, .. } | Action::Retransmit { seq: 1, .. }
+        )));
+        // At 10 s it is sent again although the processor has received it,
+        // as a plain send (not a retransmit), with no timeout counted.
+        let due = t0 + wait;
+        let actions = s.on_tick(due);
+        assert!(
+            actions.contains(&Action::Send { seq: 1, attempt: 2 }),
+            "{actions:?}"
+        );
+        assert!(
+            matches!(s.entries.get(&1), Some(Entry::InFlight(f)) if f.timeouts == 0 && f.retries == 1 && !f.retry)
+        );
+        // That copy is lost: the processor still waits for one (its
+        // received_below stops at seq 1), so the ack timeout sends another.
+        let mut now = due;
+        let resent = (0..10).any(|_| {
+            now = s.next_deadline().unwrap();
+            s.on_tick(now)
+                .iter()
+                .any(|a| matches!(a, Action::Retransmit { seq: 1, .. }))
+        });
+        assert!(resent, "seq 1 is sent again after its ack timeout");
+        // Retry requests count with the timeouts towards max_deliver (3):
+        // one timeout, one request so far, the next request parks.
+        match s.on_retry(1, Duration::ZERO, "still busy", now) {
+            RetryOutcome::Park(Action::Park { seq: 1, reason, .. }) => {
+                assert!(
+                    reason.contains("still busy") && reason.contains("retry later asked 2 times"),
+                    "{reason}"
+                );
+            }
+            other => panic!("park expected, got {other:?}"),
+        }
+        assert_eq!(
+            s.on_retry(1, Duration::ZERO, "late", now),
+            RetryOutcome::Ignored
+        );
+    }
+
+    #[test]
+    fn an_event_waiting_to_be_retried_is_no_crash_suspect() {
+        let t0 = Instant::now();
+        let mut s = sender();
+        s.on_connect(t0, 256, false, false);
+        s.on_offer(1, t0);
+        s.on_offer(2, t0);
+        s.on_retry(1, Duration::from_secs(60), "later", t0);
+        s.on_disconnect();
+        // A new life: only seq 2 was being processed when the stream ended;
+        // both are sent again at once (a new session does not keep the wait).
+        let actions = s.on_connect(t0, 256, false, true);
+        assert_eq!(s.suspects(), 1);
+        assert_eq!(
+            actions,
+            vec![Action::Send { seq: 1, attempt: 2 }],
+            "isolating: the lowest first"
+        );
     }
 
     #[test]

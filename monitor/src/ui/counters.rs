@@ -73,6 +73,11 @@ pub(super) fn render_counters(app: &App, frame: &mut Frame, area: Rect) {
         Paragraph::new(Line::from(vec![
             Span::raw("duplicate acks "),
             Span::styled(totals.duplicate_acks.to_string(), Style::new().bold()),
+            Span::raw("  retry later "),
+            Span::styled(
+                totals.retries.to_string(),
+                Style::new().fg(Color::LightBlue).bold(),
+            ),
         ])),
         acks,
     );

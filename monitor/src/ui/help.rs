@@ -34,6 +34,7 @@ const LEGEND: &[&str] = &[
     "keys active: keys with an event running or waiting",
     "floor holder: the unresolved event at the acked",
     "  floor; it holds back the window (head-of-line)",
+    "↻ (in flight): the processor asked to retry it later",
 ];
 
 pub(super) fn render_help(app: &App, frame: &mut Frame, area: Rect) {

@@ -1,6 +1,8 @@
 //! The in-flight panel: the window's unresolved events in seq order (the
 //! lowest first, as they hold the acked floor back), each with its key, its
-//! attempt, its age and a countdown to its next retransmit; and the window
+//! attempt, its age and a countdown to its next retransmit (for an event
+//! the processor asked to retry later, marked `↻` and blue: to its next
+//! send); and the window
 //! gauge, drawn inside the panel in the wide layout and on the counter line
 //! in the compact one.
 
@@ -17,6 +19,9 @@ use super::{
 };
 use crate::app::{App, Focus};
 use crate::fmt::fmt_us;
+
+/// An event the processor asked to retry later (as in the event log).
+const RETRY_LATER: Style = Style::new().fg(Color::LightBlue);
 
 /// Cells of the countdown bar when the panel is wide enough, and when not.
 const COUNTDOWN_CELLS: usize = 8;
@@ -153,12 +158,22 @@ pub(super) fn render_in_flight(app: &App, frame: &mut Frame, area: Rect, with_ga
     };
     let visible = visible_rows(table_area, 1);
     let offset = effective_offset(app.scroll.in_flight, entries.len(), visible);
-    let retrying = entries.iter().filter(|e| !e.acked && e.attempt > 1).count();
+    let retrying = entries
+        .iter()
+        .filter(|e| !e.acked && !e.retry && e.attempt > 1)
+        .count();
+    let retry_later = entries.iter().filter(|e| !e.acked && e.retry).count();
     let mut title = vec![Span::raw(" In flight ")];
     if retrying > 0 {
         title.push(Span::styled(
             format!("{retrying} retrying "),
             Style::new().fg(Color::Yellow).bold(),
+        ));
+    }
+    if retry_later > 0 {
+        title.push(Span::styled(
+            format!("{retry_later} retry later "),
+            RETRY_LATER.bold(),
         ));
     }
     if offset > 0 {
@@ -205,12 +220,18 @@ pub(super) fn render_in_flight(app: &App, frame: &mut Frame, area: Rect, with_ga
                 .style(Style::new().fg(Color::Green).add_modifier(Modifier::DIM));
         }
         let style = match e.attempt {
+            _ if e.retry => RETRY_LATER,
             0 | 1 => Style::new(),
             2..=4 => Style::new().fg(Color::Yellow),
             _ => Style::new().fg(Color::LightRed).bold(),
         };
+        let attempt = if e.retry {
+            format!("↻ {}", e.attempt)
+        } else {
+            e.attempt.to_string()
+        };
         cells.extend([
-            right(e.attempt.to_string()),
+            right(attempt),
             right(fmt_us(e.age_us)),
             Cell::from(countdown(e, cols.countdown_cells)),
         ]);

@@ -1,4 +1,4 @@
-//! The event log panel: what happened (retransmits, duplicate drops,
+//! The event log panel: what happened (retransmits, retry-later requests, duplicate drops,
 //! connections, pauses, dead events) and the monitor's own doings, newest
 //! first, coloured by kind.
 
@@ -15,6 +15,7 @@ use crate::fmt::fmt_clock;
 fn log_style(kind: LogKind) -> Style {
     match kind {
         LogKind::Retransmit => Style::new().fg(Color::Yellow),
+        LogKind::Retry => Style::new().fg(Color::LightBlue),
         LogKind::Duplicate => Style::new().fg(Color::Magenta),
         LogKind::Connection => Style::new().fg(Color::Cyan),
         LogKind::Pause => Style::new().fg(Color::Blue).bold(),

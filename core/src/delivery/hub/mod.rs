@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::results::Resolution;
-use super::sender::{AckOutcome, Action, Offer, Progress, Sender, SenderConfig};
+use super::sender::{AckOutcome, Action, Offer, Progress, RetryOutcome, Sender, SenderConfig};
 use crate::ingest::Ingest;
 use crate::metrics::CoreMetrics;
 use crate::model::{DeadRow, DeadView, ResultRow, ResultStatus, Seq, SharedEvent, now_us};
@@ -353,7 +353,10 @@ impl State {
                 Some(pb::processor_message::Body::Status(status)) => {
                     let progress = Progress {
                         processed_below: status.processed_below,
-                        received_below: status.next_expected,
+                        received_below: match status.received_below {
+                            0 => status.next_expected,
+                            below => below,
+                        },
                     };
                     self.on_status(status);
                     let actions = self.sender.on_progress(Instant::now(), progress);
@@ -381,6 +384,34 @@ impl State {
                     .on_reject(ack.seq, &storable_text(ack.output, MAX_REASON_BYTES))
                 {
                     resolution.dead.push(self.park(seq, attempts, reason));
+                }
+                continue;
+            }
+            if ack.retry {
+                let reason = storable_text(ack.output, MAX_REASON_BYTES);
+                let after = Duration::from_millis(ack.retry_after_ms);
+                match self.sender.on_retry(ack.seq, after, &reason, now) {
+                    RetryOutcome::Scheduled { wait } => {
+                        self.totals.retries += 1;
+                        tracing::debug!(seq = ack.seq, ?wait, %reason, "retry later");
+                        let key = self.key_of(ack.seq);
+                        self.feed(pb::feed_event::Kind::Retry(pb::RetryFeed {
+                            seq: ack.seq,
+                            attempt: ack.attempt,
+                            after_us: wait.as_micros() as u64,
+                            reason: short(&reason, 80),
+                            key,
+                        }));
+                    }
+                    RetryOutcome::Park(Action::Park {
+                        seq,
+                        attempts,
+                        reason,
+                    }) => {
+                        self.totals.retries += 1;
+                        resolution.dead.push(self.park(seq, attempts, reason));
+                    }
+                    RetryOutcome::Park(_) | RetryOutcome::Ignored => {}
                 }
                 continue;
             }
@@ -688,6 +719,14 @@ impl State {
             self.status = pb::ProcessorStatus::default();
             self.feed_connection(false, &session.processor_id, session.id, reason);
         }
+    }
+
+    /// The key of an event in the window (empty: no key, or not held).
+    fn key_of(&self, seq: Seq) -> String {
+        self.payloads
+            .get(&seq)
+            .and_then(|e| e.key.clone())
+            .unwrap_or_default()
     }
 
     fn feed(&self, kind: pb::feed_event::Kind) {

@@ -10,7 +10,7 @@ use ackflow_proto::v1 as pb;
 
 use super::State;
 use crate::delivery::sender::{Entry, Link};
-use crate::model::{Seq, now_us};
+use crate::model::now_us;
 
 /// Most in-flight entries in a snapshot (the lowest seqs): the window can
 /// hold thousands, a dashboard shows a few dozen.
@@ -39,12 +39,6 @@ impl State {
             }
             _ => pb::Rates::default(),
         };
-        let key_of = |seq: Seq| {
-            self.payloads
-                .get(&seq)
-                .and_then(|e| e.key.clone())
-                .unwrap_or_default()
-        };
         let in_flight = self
             .sender
             .entries()
@@ -57,12 +51,13 @@ impl State {
                         as u64,
                     backoff_us: f.backoff.as_micros() as u64,
                     acked: false,
-                    key: key_of(seq),
+                    key: self.key_of(seq),
+                    retry: f.retry,
                 }),
                 Entry::Acked => Some(pb::InFlightEntry {
                     seq,
                     acked: true,
-                    key: key_of(seq),
+                    key: self.key_of(seq),
                     ..Default::default()
                 }),
                 Entry::Resolved => None,
@@ -81,7 +76,7 @@ impl State {
                 };
                 Some(pb::FloorHolder {
                     seq,
-                    key: key_of(seq),
+                    key: self.key_of(seq),
                     held_us: now.saturating_duration_since(since).as_micros() as u64,
                     attempt,
                 })
@@ -160,6 +155,7 @@ impl State {
             .inc_by(t.duplicate_drops - s.duplicate_drops);
         m.dead.inc_by(t.dead - s.dead);
         m.requeued.inc_by(t.requeued - s.requeued);
+        m.retries.inc_by(t.retries - s.retries);
         m.results
             .with_label_values(&["ok"])
             .inc_by(t.results_ok - s.results_ok);
