@@ -23,6 +23,7 @@ use crate::lanes::Ordering;
 use crate::metrics::ProcessorMetrics;
 use crate::processed_log::ProcessedLog;
 use crate::receiver::{Action, Receiver};
+use crate::webhook::Webhooks;
 
 /// How often the processor reports its state to core.
 const STATUS_EVERY: Duration = Duration::from_millis(200);
@@ -42,12 +43,23 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     run_with(config, registry, cancel).await
 }
 
-/// Runs the processor with a custom set of algorithms.
+/// Runs the processor with a custom set of algorithms (and the webhooks
+/// of `--webhook`, which replace an algorithm of the same kind).
 pub async fn run_with(
     config: Config,
-    registry: Registry,
+    mut registry: Registry,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    if !config.webhooks.is_empty() {
+        let hooks = Webhooks::new(
+            Duration::from_millis(config.webhook_timeout_ms),
+            config.concurrency as usize,
+        );
+        for target in &config.webhooks {
+            tracing::info!(kind = %target.kind, url = %target.url, "webhook");
+            registry.register(&target.kind, hooks.to(target.url.clone()));
+        }
+    }
     let endpoint = Endpoint::from_shared(config.core.clone())
         .with_context(|| format!("--core {:?} is not a valid URL", config.core))?
         .connect_timeout(Duration::from_secs(5))

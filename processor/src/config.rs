@@ -33,7 +33,7 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_TLS_DOMAIN")]
     pub tls_domain: Option<String>,
 
-    /// Largest window this processor accepts; its reorder buffer and ack cache hold at most twice this.
+    /// Largest window this processor accepts; its reorder buffer holds at most twice this, its ack cache twice this plus --concurrency.
     #[arg(long, env = "ACKFLOW_PROCESSOR_WINDOW", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub window: u32,
 
@@ -76,6 +76,14 @@ pub struct Config {
     /// Append two lines per processed event (`life seq attempt start` when it starts, `life seq attempt end` when it ends) to this file; used by the end-to-end tests to check processing order and that no key runs twice at once.
     #[arg(long, env = "ACKFLOW_PROCESSED_LOG")]
     pub processed_log: Option<std::path::PathBuf>,
+
+    /// Process events of KIND by posting them to an HTTP endpoint: KIND=URL (http:// only), repeatable; replaces a built-in of that kind. The contract (request, headers, which answers mean ok, failed or retry later) is in the README under "Webhooks".
+    #[arg(long = "webhook", value_name = "KIND=URL")]
+    pub webhooks: Vec<crate::webhook::Target>,
+
+    /// A webhook call that has not answered within this many milliseconds (connecting included) is given up and the event retried later.
+    #[arg(long, env = "ACKFLOW_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub webhook_timeout_ms: u64,
 
     /// Register the `crash` algorithm, which aborts the processor process: for tests and the demo, to show core parking an event that crashes the processor (--max-crashes). Never in production.
     #[arg(long, env = "ACKFLOW_ENABLE_CRASH")]

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod processed_log;
 pub mod receiver;
 pub mod tls;
+pub mod webhook;
 
 pub use ackflow_proto::v1::Event;
 pub use algorithms::{Algorithm, AlgorithmError, Outcome};
