@@ -3,7 +3,7 @@
 //! so it gets every guarantee the built-ins get: one call per key at a time
 //! in seq order, at most `--concurrency` calls at once.
 //!
-//! The contract (README, "Webhooks"):
+//! The contract (README, "Process your own events"):
 //!
 //! * request: `POST URL`, the body the event's payload exactly as published
 //!   (`content-type: application/json`), headers `ackflow-seq`,
