@@ -4,24 +4,37 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ackflow_proto::v1 as pb;
 use ackflow_tests::{
-    Core, PgDb, all_events, bin, free_port, http_exchange, http_request, post_json, wait_for,
+    Core, PgDb, all_events, bin, free_port, http_exchange, http_request, post_json,
+    start_processor, wait_for,
 };
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Events of about 1 MiB each (under the default --max-request-bytes of
-/// 1 MiB with the JSON around them).
-const LARGE_EVENTS: usize = 256;
+/// 1 MiB with the JSON around them): 256, or `ACKFLOW_LARGE_EVENTS` (a
+/// page holds four whatever their number; 1,000 takes minutes to publish).
+fn large_events() -> usize {
+    std::env::var("ACKFLOW_LARGE_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(256)
+}
 
 /// Core's peak RSS may not pass this while four clients read every large
-/// event at once (publishing them already takes it to about 330 MiB: the
-/// in-memory tail holds 64 MiB of them).
+/// event at once.
 const PEAK_BOUND_MIB: u64 = 512;
+
+/// Nor after publishing them with no processor (measured: about 155 MiB:
+/// the in-memory tail holds 64 MiB of them, the backlog reader 16 MiB
+/// read ahead). Before the reader was bounded in bytes it held up to 3,072
+/// events, whatever their size: 331 MiB for 256 events, 1.1 GiB for 1,000.
+const PUBLISH_PEAK_BOUND_MIB: u64 = 256;
 
 /// Nor may the reads add more than this to the peak (measured: about 45
 /// MiB). Before payloads were written as stored, four such reads of 200
@@ -111,13 +124,15 @@ async fn read_all(http: SocketAddr, seq_of: Arc<Vec<u64>>) -> anyhow::Result<usi
         after = last;
     }
     anyhow::ensure!(
-        next_seq == LARGE_EVENTS as u64 + 1,
-        "read up to seq {next_seq}, expected {LARGE_EVENTS} events"
+        next_seq == seq_of.len() as u64 + 1,
+        "read up to seq {next_seq}, expected {} events",
+        seq_of.len()
     );
     Ok(pages)
 }
 
 /// Four parallel `GET /v1/events?limit=1000` over 256 events of 1 MiB
+/// (see [`large_events`])
 /// each: pages are cut by bytes (the client continues from `next_after`),
 /// every event comes back as published, and core's peak RSS stays bounded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,13 +145,14 @@ async fn parallel_reads_of_large_events_keep_memory_bounded() -> anyhow::Result<
         .ok_or_else(|| anyhow::anyhow!("core exited"))?;
     let http = core.http;
     let started = Instant::now();
+    let large = large_events();
 
     // Four publishers, each its share of the events, in order.
     let mut publishers = Vec::new();
     for lane in 0..4 {
         publishers.push(tokio::spawn(async move {
             let mut seqs = Vec::new();
-            for i in (lane..LARGE_EVENTS).step_by(4) {
+            for i in (lane..large).step_by(4) {
                 let body = format!(r#"{{"kind":"large","payload":{}}}"#, large_payload(i));
                 let (status, answer) = post_json(http, "/v1/events", &body).await?;
                 anyhow::ensure!(status == 202, "publish {i}: {status} {answer}");
@@ -148,7 +164,7 @@ async fn parallel_reads_of_large_events_keep_memory_bounded() -> anyhow::Result<
             Ok(seqs)
         }));
     }
-    let mut seq_of = vec![0; LARGE_EVENTS];
+    let mut seq_of = vec![0; large];
     for publisher in publishers {
         for (i, seq) in publisher.await?? {
             seq_of[i] = seq;
@@ -168,7 +184,7 @@ async fn parallel_reads_of_large_events_keep_memory_bounded() -> anyhow::Result<
     }
     let after = peak_rss_kib(pid)?;
     eprintln!(
-        "published {LARGE_EVENTS} × 1 MB in {published:?}; read 4 × all in {:?} ({pages:?} pages); \
+        "published {large} × 1 MB in {published:?}; read 4 × all in {:?} ({pages:?} pages); \
          core peak RSS {} MiB after publishing, {} MiB after the reads",
         started.elapsed() - published,
         before / 1024,
@@ -176,8 +192,13 @@ async fn parallel_reads_of_large_events_keep_memory_bounded() -> anyhow::Result<
     );
     // 1 MiB events at a 4 MiB page bound: at most four to a page.
     for &n in &pages {
-        anyhow::ensure!(n >= LARGE_EVENTS / 4, "{n} pages: not cut by bytes");
+        anyhow::ensure!(n >= large / 4, "{n} pages: not cut by bytes");
     }
+    anyhow::ensure!(
+        before / 1024 < PUBLISH_PEAK_BOUND_MIB,
+        "publishing took core's peak RSS to {} MiB (bound {PUBLISH_PEAK_BOUND_MIB} MiB)",
+        before / 1024
+    );
     anyhow::ensure!(
         after / 1024 < PEAK_BOUND_MIB,
         "core's peak RSS reached {} MiB (bound {PEAK_BOUND_MIB} MiB)",
@@ -307,6 +328,69 @@ async fn idle_connections_do_not_block_a_publish() -> anyhow::Result<()> {
          all closed by core {:?} after the first",
         first_connect.elapsed()
     );
+    Ok(())
+}
+
+/// `--window-bytes 8 MiB` with 1 MB events and the processor paused: core
+/// sends events until their payloads fill the budget (at most one event
+/// past 8 MiB), not until the window of 1,024 events is full; on resume
+/// every event is processed. Before the budget, all 40 were in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_bytes_in_flight_are_bounded() -> anyhow::Result<()> {
+    const EVENTS: u64 = 40;
+    let dir = tempfile::tempdir()?;
+    let core = Core::start(dir.path(), None, &["--window-bytes", "8388608"]).await?;
+    let mut processor = start_processor(dir.path(), &core.grpc_url(), &[])?;
+    let core_ref = &core;
+    wait_for(
+        "the processor to connect",
+        Duration::from_secs(30),
+        || async move {
+            let s = core_ref.snapshot().await.ok()?;
+            let connected = s.processor?.connection == pb::ProcessorConnection::Running as i32;
+            connected.then_some(())
+        },
+    )
+    .await?;
+    let mut admin = core.admin().await?;
+    admin.pause(pb::PauseRequest {}).await?;
+    for i in 0..EVENTS {
+        // A JSON string of about 1 MB.
+        let body = format!(
+            r#"{{"kind":"sha256","payload":"{i} {}"}}"#,
+            "x".repeat(1_000_000)
+        );
+        let (status, answer) = post_json(core.http, "/v1/events", &body).await?;
+        anyhow::ensure!(status == 202, "publish {i}: {status} {answer}");
+    }
+    // Until core has retransmitted (the window has stood still for an RTO),
+    // no snapshot may show more than 9 events above the floor.
+    let most = Arc::new(AtomicU64::new(0));
+    wait_for("a retransmit while paused", Duration::from_secs(60), || {
+        let most = most.clone();
+        async move {
+            let s = core_ref.snapshot().await.ok()?;
+            most.fetch_max(s.next_to_send - s.acked_floor, Ordering::Relaxed);
+            (s.totals?.retransmits > 0).then_some(())
+        }
+    })
+    .await?;
+    let most = most.load(Ordering::Relaxed);
+    anyhow::ensure!(
+        (1..=9).contains(&most),
+        "{most} events in flight with 8 MiB of 1 MB payloads"
+    );
+    admin.resume(pb::ResumeRequest {}).await?;
+    wait_for(
+        "every event processed",
+        Duration::from_secs(60),
+        || async move {
+            let s = core_ref.snapshot().await.ok()?;
+            (s.acked_floor > EVENTS).then_some(())
+        },
+    )
+    .await?;
+    processor.terminate().await?;
     Ok(())
 }
 

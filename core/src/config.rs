@@ -39,9 +39,13 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_ORDERING", value_enum, default_value_t = Ordering::Key)]
     pub ordering: Ordering,
 
-    /// In-flight window: most seqs sent but not yet acknowledged. Core and the processor each hold at most twice this many events (so at most 2 × window × the largest event, --max-request-bytes); under key ordering it must cover the processor's --concurrency several times over, since a slow event at the floor holds back sending past the window.
+    /// In-flight window: most seqs sent but not yet acknowledged. Core and the processor each hold at most twice this many events, and core at most --window-bytes of their payloads; under key ordering it must cover the processor's --concurrency several times over, since a slow event at the floor holds back sending past the window.
     #[arg(long, env = "ACKFLOW_WINDOW", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub window: u32,
+
+    /// Most payload bytes in flight (sent and their results not stored yet); with large events it binds before --window. An event larger than it is sent alone.
+    #[arg(long, env = "ACKFLOW_WINDOW_BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1..=(16u64 << 30)))]
+    pub window_bytes: u64,
 
     /// Ack timeouts (while the processor runs) after which the blocking event is parked as dead; 0 = never.
     #[arg(long, env = "ACKFLOW_MAX_DELIVER", default_value_t = 20)]

@@ -162,6 +162,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
             unsafe_floor_on_send: config.unsafe_floor_on_send,
             metrics: metrics.clone(),
             ordering: config.ordering.to_pb(),
+            window_bytes: config.window_bytes as usize,
         },
         &tracker,
     )

@@ -82,8 +82,13 @@ impl Store for Faulty {
         }
         self.inner.append(first_seq, at, batch).await
     }
-    async fn events_from(&self, from: Seq, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
-        self.inner.events_from(from, limit).await
+    async fn events_from(
+        &self,
+        from: Seq,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.inner.events_from(from, limit, max_bytes).await
     }
     async fn event(&self, seq: Seq) -> Result<Option<EventView>, StoreError> {
         self.read()?;

@@ -134,12 +134,12 @@ async fn append_assigns_consecutive_seqs_and_replays_keys(store: SharedStore) {
     assert_eq!((again[0].seq, again[0].replayed), (2, true));
     assert_eq!((again[1].seq, again[1].replayed), (4, false));
 
-    let events = store.events_from(2, 10).await.unwrap();
+    let events = store.events_from(2, 10, usize::MAX).await.unwrap();
     let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, vec![2, 3, 4]);
     assert_eq!(events[0].payload, b"2");
     assert_eq!(events[0].published_at_us, 42);
-    assert_eq!(store.events_from(1, 2).await.unwrap().len(), 2);
+    assert_eq!(store.events_from(1, 2, usize::MAX).await.unwrap().len(), 2);
 }
 
 async fn a_failed_batch_stores_nothing(store: SharedStore) {
@@ -162,7 +162,7 @@ async fn a_failed_batch_stores_nothing(store: SharedStore) {
     .expect_err("a batch at a taken seq was stored");
     assert_eq!(err.kind(), "constraint", "not the taken seq: {err}");
     assert_eq!(store.next_seq().await.unwrap(), 2);
-    assert_eq!(store.events_from(0, 10).await.unwrap().len(), 1);
+    assert_eq!(store.events_from(0, 10, usize::MAX).await.unwrap().len(), 1);
 }
 
 async fn results_are_stored_once_and_the_floor_only_moves_forward(store: SharedStore) {
@@ -328,7 +328,7 @@ fn dead(seq: u64) -> DeadRow {
 
 async fn seqs_stored(store: &SharedStore) -> Vec<u64> {
     store
-        .events_from(0, 100)
+        .events_from(0, 100, usize::MAX)
         .await
         .unwrap()
         .iter()
@@ -528,7 +528,7 @@ async fn a_reused_key_refuses_only_its_own_request(store: SharedStore) {
     assert_eq!(out[4], Err(conflict(0, "b", Original::Stored { seq: 3 })));
     assert_eq!(store.next_seq().await.unwrap(), 4);
     let stored: Vec<(u64, Vec<u8>)> = store
-        .events_from(1, 10)
+        .events_from(1, 10, usize::MAX)
         .await
         .unwrap()
         .into_iter()
@@ -671,6 +671,21 @@ async fn a_page_is_bounded_in_bytes(store: SharedStore) {
     assert_eq!(seqs(page(1, 10, 2006, None).await), vec![2, 3]);
     assert_eq!(seqs(page(1, 2, usize::MAX, None).await), vec![2, 3]);
     assert_eq!(seqs(page(4, 10, 100, None).await), Vec::<u64>::new());
+    // The delivery read counts payloads only (2,001, then 1,001 each) and
+    // starts at its seq.
+    let delivery = |from, limit, max_bytes| {
+        let store = store.clone();
+        async move {
+            let events = store.events_from(from, limit, max_bytes).await.unwrap();
+            events.iter().map(|e| e.seq).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(delivery(1, 10, 100).await, vec![1], "the first alone");
+    assert_eq!(delivery(1, 10, 3001).await, vec![1]);
+    assert_eq!(delivery(1, 10, 3002).await, vec![1, 2]);
+    assert_eq!(delivery(2, 10, 2002).await, vec![2, 3]);
+    assert_eq!(delivery(2, 2, usize::MAX).await, vec![2, 3]);
+    assert_eq!(delivery(5, 10, 100).await, Vec::<u64>::new());
     // An output counts: with 1,000 bytes of output, seq 2 fills the page.
     store
         .resolve(&[result(2, ResultStatus::Ok, &"x".repeat(1000))], &[], 0)

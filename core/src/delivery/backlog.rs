@@ -2,14 +2,15 @@
 //! order, from the in-memory tail when it has them and from the store in
 //! pages otherwise.
 //!
-//! Its output channel is small and bounded, so memory does not depend on the
-//! backlog: with a million events waiting, at most one page plus the channel
-//! is in memory.
+//! Its output is bounded in events and in bytes, so memory does not depend on
+//! the backlog: with a million events waiting, at most one page (of at most
+//! [`PAGE`] events and [`READ_AHEAD_BYTES`] of payload) plus the channel
+//! (as many again) is in memory, however large the events.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{Seq, SharedEvent};
@@ -19,6 +20,47 @@ use crate::tail::Tail;
 /// Events read from the store per query.
 pub const PAGE: u32 = 1024;
 
+/// Payload bytes read from the store per query, and waiting in the channel.
+pub const READ_AHEAD_BYTES: usize = 16 << 20;
+
+/// An event on its way to the hub. It holds its payload's share of the
+/// channel's byte budget until the hub drops it.
+pub struct ReadAhead {
+    pub event: SharedEvent,
+    _bytes: OwnedSemaphorePermit,
+}
+
+/// The sending half: the channel and its byte budget.
+pub struct ReadAheadTx {
+    tx: mpsc::Sender<ReadAhead>,
+    budget: Arc<Semaphore>,
+}
+
+/// A channel of at most `2 × PAGE` events and [`READ_AHEAD_BYTES`] of
+/// payload (an event larger than that goes alone).
+pub fn channel() -> (ReadAheadTx, mpsc::Receiver<ReadAhead>) {
+    let (tx, rx) = mpsc::channel(2 * PAGE as usize);
+    let budget = Arc::new(Semaphore::new(READ_AHEAD_BYTES));
+    (ReadAheadTx { tx, budget }, rx)
+}
+
+impl ReadAheadTx {
+    /// Waits for room, then sends; false when the hub is gone.
+    async fn send(&self, event: SharedEvent) -> bool {
+        let cost = event.payload.len().clamp(1, READ_AHEAD_BYTES) as u32;
+        let Ok(bytes) = self.budget.clone().acquire_many_owned(cost).await else {
+            return false;
+        };
+        self.tx
+            .send(ReadAhead {
+                event,
+                _bytes: bytes,
+            })
+            .await
+            .is_ok()
+    }
+}
+
 /// Streams events `from..` into `events_tx` until cancelled or the receiver
 /// goes away.
 pub async fn run(
@@ -26,7 +68,7 @@ pub async fn run(
     store: SharedStore,
     tail: Arc<Tail>,
     mut head_rx: watch::Receiver<Seq>,
-    events_tx: mpsc::Sender<SharedEvent>,
+    events_tx: ReadAheadTx,
     cancel: CancellationToken,
 ) {
     let mut next = from;
@@ -45,7 +87,7 @@ pub async fn run(
         }
         let batch = match tail.read(next, PAGE as usize) {
             Some(events) if !events.is_empty() => events,
-            _ => match store.events_from(next, PAGE).await {
+            _ => match store.events_from(next, PAGE, READ_AHEAD_BYTES).await {
                 Ok(events) => {
                     store_errors = 0;
                     events.into_iter().map(Arc::new).collect()
@@ -71,7 +113,7 @@ pub async fn run(
             }
             next += 1;
             tokio::select! {
-                sent = events_tx.send(event) => if sent.is_err() { return },
+                sent = events_tx.send(event) => if !sent { return },
                 _ = cancel.cancelled() => return,
             }
         }

@@ -162,8 +162,16 @@ pub trait Store: Send + Sync + 'static {
         batch: &AppendBatch,
     ) -> Result<Vec<RequestOutcome>, StoreError>;
 
-    /// Up to `limit` events with seq >= `from`, in seq order.
-    async fn events_from(&self, from: Seq, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Up to `limit` events with seq >= `from`, in seq order, stopping
+    /// before their payloads would pass `max_bytes` (at least one event
+    /// when one is there). The database cuts the page (a running total of
+    /// payload sizes), so no event past it is loaded.
+    async fn events_from(
+        &self,
+        from: Seq,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
 
     /// One event with its delivery state.
     async fn event(&self, seq: Seq) -> Result<Option<EventView>, StoreError>;

@@ -293,13 +293,25 @@ impl Store for SqliteStore {
         Ok(plan.outcomes)
     }
 
-    async fn events_from(&self, from: Seq, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+    async fn events_from(
+        &self,
+        from: Seq,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        // One query: the running total of payload sizes cuts the page in
+        // the database, so rows past the budget never reach this process.
         let rows: Vec<EventRow> = sqlx::query_as(
-            "SELECT seq, id, kind, key, payload, published_at_us FROM events \
-             WHERE seq >= ? ORDER BY seq LIMIT ?",
+            "SELECT seq, id, kind, key, payload, published_at_us FROM ( \
+               SELECT seq, id, kind, key, payload, published_at_us, \
+                 row_number() OVER (ORDER BY seq) AS n, \
+                 sum(length(payload)) OVER (ORDER BY seq) AS running \
+               FROM events WHERE seq >= ? ORDER BY seq LIMIT ?) \
+             WHERE n = 1 OR running <= ? ORDER BY seq",
         )
         .bind(seq_to_db(from))
         .bind(i64::from(limit))
+        .bind(i64::try_from(max_bytes).unwrap_or(i64::MAX))
         .fetch_all(&self.readers)
         .await?;
         rows.into_iter().map(EventRow::into_event).collect()

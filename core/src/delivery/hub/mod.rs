@@ -9,6 +9,7 @@
 //! `snapshot.rs` turns the hub's state into the admin snapshot and the
 //! Prometheus metrics.
 
+mod payloads;
 mod snapshot;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -21,6 +22,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::payloads::Payloads;
+use super::backlog::{self, ReadAhead};
 use super::results::Resolution;
 use super::sender::{AckOutcome, Action, Offer, Progress, RetryOutcome, Sender, SenderConfig};
 use crate::ingest::Ingest;
@@ -94,6 +97,8 @@ pub struct HubParts {
     pub metrics: Arc<CoreMetrics>,
     /// What processors must keep in order (`--ordering`), sent in `Welcome`.
     pub ordering: pb::Ordering,
+    /// Most payload bytes in the window (`--window-bytes`).
+    pub window_bytes: usize,
 }
 
 /// Loads the cursor, starts the hub, the backlog reader and the result
@@ -115,7 +120,7 @@ pub async fn start(
     let (commands_tx, commands_rx) = mpsc::channel(64);
     let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(pb::Snapshot::default()));
     let (feed_tx, _) = broadcast::channel(FEED_CAPACITY);
-    let (events_tx, events_rx) = mpsc::channel(2 * super::backlog::PAGE as usize);
+    let (events_tx, events_rx) = backlog::channel();
     let (rows_tx, rows_rx) = mpsc::unbounded_channel();
     let (stored_tx, stored_rx) = mpsc::unbounded_channel();
     let floor = Arc::new(AtomicU64::new(sender.acked_floor()));
@@ -123,7 +128,7 @@ pub async fn start(
     // The reader and writer stop with their channels, after the hub, so a
     // shutdown stores every ack the hub has accepted.
     let inner_cancel = CancellationToken::new();
-    tracker.spawn(super::backlog::run(
+    tracker.spawn(backlog::run(
         sender.next_to_send(),
         parts.store.clone(),
         parts.tail.clone(),
@@ -147,7 +152,7 @@ pub async fn start(
         store: parts.store,
         session: None,
         session_counter: 0,
-        payloads: BTreeMap::new(),
+        payloads: Payloads::new(parts.window_bytes),
         acked: BTreeMap::new(),
         rows_tx,
         floor,
@@ -200,7 +205,7 @@ struct State {
     session_counter: u64,
     /// Events of the window (sent, not yet resolved), for retransmits and
     /// for the result feed. Bounded by the window.
-    payloads: BTreeMap<Seq, SharedEvent>,
+    payloads: Payloads,
     /// What the ack said, kept until the result is stored, for the result
     /// counters and feed. Bounded by the window.
     acked: BTreeMap<Seq, AckedInfo>,
@@ -237,7 +242,7 @@ impl State {
         mut self,
         mut sessions_rx: mpsc::Receiver<NewSession>,
         mut commands_rx: mpsc::Receiver<Command>,
-        mut events_rx: mpsc::Receiver<SharedEvent>,
+        mut events_rx: mpsc::Receiver<ReadAhead>,
         mut stored_rx: mpsc::UnboundedReceiver<Vec<Seq>>,
         cancel: CancellationToken,
         inner_cancel: CancellationToken,
@@ -249,7 +254,7 @@ impl State {
                 .sender
                 .next_deadline()
                 .map(tokio::time::Instant::from_std);
-            let can_send = self.sender.can_send();
+            let can_send = self.sender.can_send() && self.payloads.has_room();
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 Some(session) = sessions_rx.recv() => self.on_session(session).await,
@@ -484,20 +489,23 @@ impl State {
         }
     }
 
-    async fn on_events(&mut self, first: SharedEvent, events_rx: &mut mpsc::Receiver<SharedEvent>) {
+    async fn on_events(&mut self, first: ReadAhead, events_rx: &mut mpsc::Receiver<ReadAhead>) {
         let now = Instant::now();
         let mut batch = Vec::new();
         let mut next = Some(first);
-        while let Some(event) = next.take() {
+        while let Some(ReadAhead { event, .. }) = next.take() {
             match self.sender.on_offer(event.seq, now) {
                 Offer::Send => {
                     batch.push(to_pb(&event, 1));
-                    self.payloads.insert(event.seq, event);
+                    self.payloads.insert(event);
                     self.totals.delivered += 1;
                 }
                 Offer::Skip | Offer::OutOfOrder => {}
             }
-            if batch.len() >= MAX_EVENTS_PER_MESSAGE || !self.sender.can_send() {
+            if batch.len() >= MAX_EVENTS_PER_MESSAGE
+                || !self.sender.can_send()
+                || !self.payloads.has_room()
+            {
                 break;
             }
             next = events_rx.try_recv().ok();
