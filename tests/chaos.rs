@@ -64,6 +64,10 @@ async fn a_short_chaos_run_keeps_every_guarantee() -> anyhow::Result<()> {
     // Low enough that the cap binds at times (the checker holds every life
     // to it), high enough for the hot keys not to starve the rest.
     config.concurrency = 8;
+    // 5 % of the events go to a webhook that answers 10 % of calls with 503
+    // and lets 2 % hang past the timeout: each is retried later, and must
+    // still end as exactly one result, in order within its key.
+    config.webhooks = 0.05;
     config.drain_timeout = Duration::from_secs(90);
     config.publish_timeout = Duration::from_secs(120);
     let outcome = run_valid(&config).await?;
@@ -84,6 +88,12 @@ async fn a_short_chaos_run_keeps_every_guarantee() -> anyhow::Result<()> {
     assert!(
         p.max_in_progress > 1,
         "no two calls ever overlapped: key ordering was not exercised\n{r}"
+    );
+    let (_, errors, hangs) = outcome.webhook.expect("the webhook endpoint ran");
+    assert!(
+        errors > 0 && hangs > 0 && p.retries > 0,
+        "the webhook faults were not exercised: {errors} 503s, {hangs} hangs, {} retries",
+        p.retries
     );
     Ok(())
 }

@@ -604,11 +604,11 @@ async fn retry_later_keeps_key_order_and_parks_at_max_deliver() -> anyhow::Resul
     // seq 2 started only after seq 1's last run ended; seq 5 only after
     // seq 4's last.
     let (lines, _torn) = parse_processed(&std::fs::read_to_string(&log)?)?;
-    let position = |seq: u64, phase: Phase, last: bool| {
+    let position = |seq: u64, phases: &[Phase], last: bool| {
         let mut found = lines
             .iter()
             .enumerate()
-            .filter(|(_, l)| l.seq == seq && l.phase == phase)
+            .filter(|(_, l)| l.seq == seq && phases.contains(&l.phase))
             .map(|(i, _)| i);
         if last {
             found.next_back()
@@ -625,9 +625,14 @@ async fn retry_later_keeps_key_order_and_parks_at_max_deliver() -> anyhow::Resul
         attempts.len() == 3 && attempts.windows(2).all(|w| w[0] < w[1]),
         "seq 1 ran three times, each a later copy: {attempts:?}"
     );
+    let asked = lines
+        .iter()
+        .filter(|l| l.seq == 1 && l.phase == Phase::Retry)
+        .count();
+    assert_eq!(asked, 2, "two of them asked to retry");
     for (before, after) in [(1, 2), (4, 5)] {
-        let ended = position(before, Phase::End, true).expect("an end line");
-        let started = position(after, Phase::Start, false).expect("a start line");
+        let ended = position(before, &[Phase::End, Phase::Retry], true).expect("an end line");
+        let started = position(after, &[Phase::Start], false).expect("a start line");
         assert!(
             ended < started,
             "seq {after} started before seq {before}'s last run ended: {lines:?}"

@@ -105,7 +105,11 @@ impl Executor {
                 }
             };
             self.metrics.observe(&event.kind, verdict, elapsed);
-            self.log.end(event.seq, event.attempt);
+            if verdict == Verdict::Retry {
+                self.log.retry(event.seq, event.attempt);
+            } else {
+                self.log.end(event.seq, event.attempt);
+            }
             if done.is_empty() {
                 held_since = Instant::now();
             }

@@ -1,8 +1,9 @@
 //! `--processed-log`: two lines per event an algorithm processes, one when it
-//! starts and one when it ends (`life seq attempt start|end`), written in the
+//! starts and one when it ends (`life seq attempt start|end`, or `retry`
+//! instead of `end` when the algorithm asked to retry later), written in the
 //! order they happen across all running calls. The end-to-end checker reads
 //! it to prove order per key, that no key ran twice at once, and that no seq
-//! was processed twice in one life.
+//! was processed twice in one life (again only after a `retry`).
 //!
 //! Lines are buffered and written in chunks; the executor flushes before it
 //! hands acks back, so the checker never sees a result whose processing is
@@ -45,6 +46,11 @@ impl ProcessedLog {
 
     pub fn end(&self, seq: u64, attempt: u32) {
         self.record(seq, attempt, "end");
+    }
+
+    /// The call ended asking to retry later: the event may start again.
+    pub fn retry(&self, seq: u64, attempt: u32) {
+        self.record(seq, attempt, "retry");
     }
 
     fn record(&self, seq: u64, attempt: u32, phase: &str) {

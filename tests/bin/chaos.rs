@@ -65,6 +65,15 @@ struct Args {
     /// Longest sleep event, in milliseconds.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     sleep_max_ms: u64,
+    /// Fraction of the publishes of kind `hook`, which the processor posts to a webhook endpoint the run serves and which fails on purpose (0: none).
+    #[arg(long, default_value_t = 0.05, value_parser = fraction)]
+    webhooks: f64,
+    /// Fraction of the webhook calls answered 503 (retry later).
+    #[arg(long, default_value_t = 0.1, value_parser = fraction)]
+    webhook_errors: f64,
+    /// Fraction of the webhook calls that hang past the processor's --webhook-timeout-ms (retry later).
+    #[arg(long, default_value_t = 0.02, value_parser = fraction)]
+    webhook_hangs: f64,
     /// SIGKILLs of the processor, each followed by a new processor life.
     #[arg(long, default_value_t = 10)]
     processor_kills: u32,
@@ -185,6 +194,9 @@ fn config(args: &Args) -> ChaosConfig {
     c.unkeyed = args.unkeyed;
     c.sleep_fraction = args.sleep_fraction;
     c.sleep_ms = (1, args.sleep_max_ms);
+    c.webhooks = args.webhooks;
+    c.webhook_errors = args.webhook_errors;
+    c.webhook_hangs = args.webhook_hangs;
     c.processor_kills = args.processor_kills;
     c.core_kills = args.core_kills;
     c.pauses = args.pauses;

@@ -31,6 +31,7 @@
 
 mod faults;
 mod publishers;
+pub mod webhook;
 pub mod workload;
 
 use std::collections::HashMap;
@@ -121,6 +122,13 @@ pub struct ChaosConfig {
     pub disk_fills: u32,
     /// Shortest and longest time the disk stays full, in milliseconds.
     pub disk_full_ms: (u64, u64),
+    /// Fraction of events of kind `hook`, processed by the run's webhook
+    /// endpoint (see `chaos/webhook.rs`); 0: no endpoint.
+    pub webhooks: f64,
+    /// Fraction of webhook calls answered 503.
+    pub webhook_errors: f64,
+    /// Fraction of webhook calls that hang past the timeout.
+    pub webhook_hangs: f64,
     /// Extra flags for core (e.g. the hidden `--unsafe-floor-on-send`).
     pub core_args: Vec<String>,
     /// Extra flags for every processor life (e.g. the hidden `--no-dedup`).
@@ -172,6 +180,9 @@ impl ChaosConfig {
             pad: 0,
             disk_fills: 0,
             disk_full_ms: (1_000, 3_000),
+            webhooks: 0.0,
+            webhook_errors: 0.1,
+            webhook_hangs: 0.02,
             pg_cluster: ("15".into(), "main".into()),
             core_args: Vec::new(),
             processor_args: Vec::new(),
@@ -201,6 +212,8 @@ pub struct ChaosOutcome {
     pub last_core_totals: pb::Totals,
     /// Proxy counters: connections, resets, frozen, bytes.
     pub proxy: (u64, u64, u64, u64),
+    /// The webhook endpoint's answers: ok, 503, hung (when it ran).
+    pub webhook: Option<(u64, u64, u64)>,
     /// Where the logs are (kept when the run is invalid or `keep` is set).
     pub dir: Option<PathBuf>,
 }
@@ -251,6 +264,13 @@ impl ChaosOutcome {
             all_s = self.elapsed.as_secs_f64(),
             drained = self.drained,
         );
+        if let Some((ok, errors, hangs)) = self.webhook {
+            s.push_str(&format!(
+                "webhook ({:.0} % of events): {ok} calls answered, {errors} answered 503, {hangs} hung past {} ms\n",
+                config.webhooks * 100.0,
+                webhook::TIMEOUT_MS
+            ));
+        }
         s.push_str(&self.report.to_string());
         if let Some(dir) = &self.dir {
             s.push_str(&format!("\nlogs kept in {}", dir.display()));
@@ -332,6 +352,26 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosOutcome> {
         config.concurrency.to_string(),
     ];
     processor_args.extend(config.processor_args.iter().cloned());
+    let endpoint_cancel = CancellationToken::new();
+    let _stop_endpoint = endpoint_cancel.clone().drop_guard();
+    let webhook_counts = if config.webhooks > 0.0 {
+        let (addr, counts) = webhook::start(
+            config.seed,
+            config.webhook_errors,
+            config.webhook_hangs,
+            endpoint_cancel.clone(),
+        )
+        .await?;
+        processor_args.extend([
+            "--webhook".to_string(),
+            format!("hook=http://{addr}/hook"),
+            "--webhook-timeout-ms".to_string(),
+            webhook::TIMEOUT_MS.to_string(),
+        ]);
+        Some(counts)
+    } else {
+        None
+    };
     let mut processors = Processors {
         dir: dir.path().to_path_buf(),
         core_url: proxy.url(),
@@ -529,6 +569,13 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosOutcome> {
             stats.frozen.load(Ordering::Relaxed),
             stats.bytes.load(Ordering::Relaxed),
         ),
+        webhook: webhook_counts.map(|c| {
+            (
+                c.ok.load(Ordering::Relaxed),
+                c.errors.load(Ordering::Relaxed),
+                c.hangs.load(Ordering::Relaxed),
+            )
+        }),
         dir,
     })
 }

@@ -15,7 +15,8 @@
 //!   ([`ChaosConfig::sleep_fraction`]), so calls of different keys really
 //!   are in progress at the same time; of the rest mostly `sha256`, some
 //!   `wordcount` and `sum`, and 1 % `fail` (a failed result is a result
-//!   too).
+//!   too); a fraction ([`ChaosConfig::webhooks`]) of `hook` events, which
+//!   the processor posts to the run's failing webhook endpoint.
 
 use super::ChaosConfig;
 
@@ -38,6 +39,8 @@ pub struct Workload {
     key_rank: Vec<u32>,
     /// Milliseconds each publish sleeps, 0 when it is no `sleep` event.
     sleep_ms: Vec<u16>,
+    /// Whether each publish is a `hook` event.
+    hook: Vec<bool>,
     /// Appended to every `sha256` payload ([`ChaosConfig::pad`]).
     pad: String,
 }
@@ -57,6 +60,10 @@ impl Workload {
         let (lo, hi) = config.sleep_ms;
         let mut key_rank = Vec::with_capacity(config.events as usize);
         let mut sleep_ms = Vec::with_capacity(config.events as usize);
+        // Drawn from a stream of their own, so that runs without webhooks
+        // keep the workload they had.
+        let mut hook_rng = fastrand::Rng::with_seed(config.seed ^ 0x686f_6f6b_7321);
+        let mut hook = Vec::with_capacity(config.events as usize);
         for _ in 0..config.events {
             let unkeyed = cumulative.is_empty() || rng.f64() < config.unkeyed;
             let draw = rng.f64() * total;
@@ -68,10 +75,12 @@ impl Workload {
             let sleep = rng.f64() < config.sleep_fraction;
             let ms = if hi > lo { rng.u64(lo..=hi) } else { lo };
             sleep_ms.push(if sleep { ms.clamp(1, 60_000) as u16 } else { 0 });
+            hook.push(config.webhooks > 0.0 && hook_rng.f64() < config.webhooks);
         }
         Self {
             key_rank,
             sleep_ms,
+            hook,
             pad: " ".repeat(config.pad),
         }
     }
@@ -100,7 +109,9 @@ impl Workload {
         };
         let sleep = self.sleep_ms.get(i).copied().unwrap_or(0);
         let pad = &self.pad;
+        let hook = self.hook.get(i).copied().unwrap_or(false);
         let (kind, payload) = match (sleep, n % 100) {
+            _ if hook => ("hook", format!(r#""chaos hook {n}""#)),
             (ms @ 1.., _) => ("sleep", ms.to_string()),
             (_, 0) => ("fail", "null".into()),
             (_, 1..=9) => ("wordcount", format!(r#""chaos event number {n}""#)),

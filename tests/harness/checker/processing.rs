@@ -3,16 +3,20 @@
 //! A processor life writes two lines per event it processes, in the order
 //! they happen across all its concurrent calls: `<life> <seq> <attempt>
 //! start` when the algorithm starts the event and `<life> <seq> <attempt>
-//! end` when it finishes. (Older processors wrote one line, `<life> <seq>
+//! end` when it finishes (`retry` instead of `end` when the algorithm asked
+//! to retry later: the event may then start again in the same life, before
+//! any later event of its lane). (Older processors wrote one line, `<life> <seq>
 //! <attempt>`, per event processed one at a time; it reads as a start
 //! followed at once by its end.)
 //!
 //! # Verdicts, per processor life
 //!
-//! * **duplicate processing**: a seq started twice. Reprocessing in a
-//!   *later* life is at-least-once working as designed and is only counted.
+//! * **duplicate processing**: a seq started twice, not after a `retry`.
+//!   Reprocessing in a *later* life is at-least-once working as designed
+//!   and is only counted.
 //! * **order violation**: an event started after a higher seq of its lane
-//!   had started.
+//!   had started (also an event started again after its `retry` when a
+//!   later event of its lane started meanwhile).
 //! * **overlap**: an event started while another event of its lane had
 //!   started and not ended: one key processed twice at once.
 //! * **over the cap**: more events in progress at once than the processor's
@@ -41,6 +45,8 @@ use super::{Ordering, first};
 pub enum Phase {
     Start,
     End,
+    /// Ended, asking to retry later.
+    Retry,
 }
 
 /// One line of a processor's `--processed-log`.
@@ -76,6 +82,7 @@ pub fn parse_processed(text: &str) -> anyhow::Result<(Vec<Processed>, u64)> {
             None => &[Phase::Start, Phase::End],
             Some(&"start") => &[Phase::Start],
             Some(&"end") => &[Phase::End],
+            Some(&"retry") => &[Phase::Retry],
             Some(_) => &[],
         };
         let parsed = match fields.as_slice() {
@@ -181,6 +188,8 @@ pub struct ProcessingReport {
     pub max_in_progress: u64,
     /// Seqs started in more than one life (at-least-once across crashes).
     pub reprocessed_across_lives: u64,
+    /// Calls that ended asking to retry later.
+    pub retries: u64,
     /// (life, seq) started more than once in one life.
     pub duplicates: Vec<(String, Seq)>,
     /// Events started after a higher seq of their lane, in one life.
@@ -255,7 +264,7 @@ impl fmt::Display for ProcessingReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "  processing ({} ordering): {} events started by {} processor lives, at most {} at once (cap {}); {} unfinished and {} lines torn by kills; {} seqs reprocessed by a later life",
+            "  processing ({} ordering): {} events started by {} processor lives, at most {} at once (cap {}); {} unfinished and {} lines torn by kills; {} seqs reprocessed by a later life; {} calls asked to retry later",
             self.ordering,
             self.started,
             self.lives,
@@ -264,7 +273,8 @@ impl fmt::Display for ProcessingReport {
                 .map_or_else(|| "not checked".to_string(), |c| c.to_string()),
             self.unfinished,
             self.torn_lines,
-            self.reprocessed_across_lives
+            self.reprocessed_across_lives,
+            self.retries
         )
     }
 }
@@ -282,6 +292,8 @@ struct LaneState {
 #[derive(Default)]
 struct LifeState {
     started: HashSet<Seq>,
+    /// Seqs whose last call asked to retry later: they may start again.
+    retrying: HashSet<Seq>,
     lanes: HashMap<Lane, LaneState>,
     /// Open starts per seq (a duplicate may open a second one).
     open: HashMap<Seq, u32>,
@@ -313,10 +325,14 @@ pub fn check(
             Phase::Start => {
                 report.started += 1;
                 lives_of_seq.entry(p.seq).or_default().insert(life_name);
+                let again = life.retrying.remove(&p.seq);
                 let first_time = life.started.insert(p.seq);
-                if !first_time {
+                if !first_time && !again {
                     report.duplicates.push((p.life.clone(), p.seq));
                 }
+                // A start after a retry is held to its lane's order like a
+                // first one: nothing later of its lane may have started.
+                let first_time = first_time || again;
                 match &lane_id {
                     None => {
                         if first_time {
@@ -353,14 +369,19 @@ pub fn check(
                 life.in_progress += 1;
                 life.most_in_progress = life.most_in_progress.max(life.in_progress);
             }
-            Phase::End => {
+            Phase::End | Phase::Retry => {
                 let Some(open) = life.open.get_mut(&p.seq).filter(|n| **n > 0) else {
                     report.unmatched_ends.push((p.life.clone(), p.seq));
                     continue;
                 };
                 *open -= 1;
                 life.in_progress -= 1;
-                ended.insert(p.seq);
+                if p.phase == Phase::Retry {
+                    report.retries += 1;
+                    life.retrying.insert(p.seq);
+                } else {
+                    ended.insert(p.seq);
+                }
                 if let Some(id) = &lane_id
                     && let Some(lane) = life.lanes.get_mut(id)
                     && let Some(n) = lane.running.get_mut(&p.seq)
@@ -441,6 +462,45 @@ mod tests {
         assert!(r.is_valid(), "{r}");
         assert_eq!(r.processing.max_in_progress, 3);
         assert_eq!(r.processing.started, 6);
+    }
+
+    /// Seqs 2, 4, 5 and 6 processed once each, after what a test gives.
+    const REST: &str = "L 2 1 start\nL 2 1 end\nL 4 1 start\nL 4 1 end\n\
+                        L 5 1 start\nL 5 1 end\nL 6 1 start\nL 6 1 end\n";
+
+    #[test]
+    fn an_event_may_start_again_after_asking_to_retry() {
+        let r = keyed_run(&format!(
+            "L 1 1 start\nL 1 1 retry\nL 1 3 start\nL 1 3 retry\nL 1 4 start\nL 1 4 end\n\
+             L 3 1 start\nL 3 1 end\n{REST}"
+        ));
+        assert!(r.is_valid(), "{r}");
+        assert_eq!((r.processing.retries, r.processing.started), (2, 8));
+        // Started again after an end, not a retry: a duplicate.
+        let r = keyed_run(&format!(
+            "L 1 1 start\nL 1 1 end\nL 1 2 start\nL 1 2 end\nL 3 1 start\nL 3 1 end\n{REST}"
+        ));
+        assert_eq!(r.processing.duplicates, vec![("L".to_string(), 1)], "{r}");
+    }
+
+    #[test]
+    fn a_later_event_of_the_lane_before_the_retry_is_an_order_violation() {
+        // Seq 3 (key a) ran while seq 1 (key a) waited for its retry.
+        let r = keyed_run(&format!(
+            "L 1 1 start\nL 1 1 retry\nL 3 1 start\nL 3 1 end\nL 1 2 start\nL 1 2 end\n{REST}"
+        ));
+        assert!(!r.is_valid());
+        assert_eq!(
+            r.processing.order_violations,
+            vec![OrderViolation {
+                life: "L".into(),
+                lane: Lane::Key("a".into()),
+                after: 3,
+                seq: 1,
+            }],
+            "{r}"
+        );
+        assert!(r.processing.duplicates.is_empty());
     }
 
     #[test]
