@@ -6,9 +6,14 @@
 //! Architecture invariant: only this task mutates delivery state, so there
 //! are no locks on the hot path; everything else talks to it by message.
 //!
+//! Around this event loop (session I/O, sending events, timers, commands),
+//! one file per concern: `acks.rs` turns acks into results, dead entries
+//! and retry schedules and takes the writer's "stored" back;
+//! `payloads.rs` keeps the window's payloads within `--window-bytes`;
 //! `snapshot.rs` turns the hub's state into the admin snapshot and the
 //! Prometheus metrics.
 
+mod acks;
 mod payloads;
 mod snapshot;
 
@@ -22,16 +27,16 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::acks::AckedInfo;
 use self::payloads::Payloads;
 use super::backlog::{self, ReadAhead};
 use super::results::Resolution;
-use super::sender::{AckOutcome, Action, Offer, Progress, RetryOutcome, Sender, SenderConfig};
+use super::sender::{Action, Offer, Progress, Sender, SenderConfig};
 use crate::ingest::Ingest;
 use crate::metrics::CoreMetrics;
-use crate::model::{DeadRow, DeadView, ResultRow, ResultStatus, Seq, SharedEvent, now_us};
+use crate::model::{DeadView, Seq, SharedEvent, now_us};
 use crate::store::SharedStore;
 use crate::tail::Tail;
-use crate::validate::{MAX_OUTPUT_BYTES, MAX_REASON_BYTES, storable_text};
 
 /// Most events in one `EventBatch` message.
 const MAX_EVENTS_PER_MESSAGE: usize = 256;
@@ -374,121 +379,6 @@ impl State {
         }
     }
 
-    fn on_acks(&mut self, batch: pb::AckBatch) {
-        let now = Instant::now();
-        let stored_at_us = now_us();
-        let mut resolution = Resolution::default();
-        for ack in batch.acks {
-            if ack.reject {
-                if let Some(Action::Park {
-                    seq,
-                    attempts,
-                    reason,
-                }) = self
-                    .sender
-                    .on_reject(ack.seq, &storable_text(ack.output, MAX_REASON_BYTES))
-                {
-                    resolution.dead.push(self.park(seq, attempts, reason));
-                }
-                continue;
-            }
-            if ack.retry {
-                let reason = storable_text(ack.output, MAX_REASON_BYTES);
-                let after = Duration::from_millis(ack.retry_after_ms);
-                match self.sender.on_retry(ack.seq, after, &reason, now) {
-                    RetryOutcome::Scheduled { wait } => {
-                        self.totals.retries += 1;
-                        tracing::debug!(seq = ack.seq, ?wait, %reason, "retry later");
-                        let key = self.key_of(ack.seq);
-                        self.feed(pb::feed_event::Kind::Retry(pb::RetryFeed {
-                            seq: ack.seq,
-                            attempt: ack.attempt,
-                            after_us: wait.as_micros() as u64,
-                            reason: short(&reason, 80),
-                            key,
-                        }));
-                    }
-                    RetryOutcome::Park(Action::Park {
-                        seq,
-                        attempts,
-                        reason,
-                    }) => {
-                        self.totals.retries += 1;
-                        resolution.dead.push(self.park(seq, attempts, reason));
-                    }
-                    RetryOutcome::Park(_) | RetryOutcome::Ignored => {}
-                }
-                continue;
-            }
-            match self.sender.on_ack(ack.seq, ack.attempt, now) {
-                AckOutcome::Accepted { attempts } => {
-                    self.totals.acked += 1;
-                    let status = if ack.status == pb::ResultStatus::Ok as i32 {
-                        ResultStatus::Ok
-                    } else {
-                        ResultStatus::Failed
-                    };
-                    self.acked.insert(
-                        ack.seq,
-                        AckedInfo {
-                            status,
-                            output: short(&ack.output, 80),
-                            attempt: attempts,
-                        },
-                    );
-                    resolution.results.push(ResultRow {
-                        seq: ack.seq,
-                        status,
-                        output: storable_text(ack.output, MAX_OUTPUT_BYTES),
-                        attempt: attempts,
-                        processing_us: ack.processing_us,
-                        stored_at_us,
-                    });
-                }
-                AckOutcome::Duplicate => self.totals.duplicate_acks += 1,
-                AckOutcome::Unknown => {
-                    tracing::debug!(seq = ack.seq, "ack for a seq never sent ignored");
-                }
-            }
-        }
-        if !resolution.results.is_empty() || !resolution.dead.is_empty() {
-            // The writer outlives the hub, so this only fails after a crash
-            // of the writer, in which case the events are delivered again.
-            let _ = self.rows_tx.send(resolution);
-        }
-    }
-
-    fn on_status(&mut self, status: pb::ProcessorStatus) {
-        let more = status
-            .duplicate_drops
-            .saturating_sub(self.status.duplicate_drops);
-        if more > 0 {
-            self.totals.duplicate_drops += more;
-            self.feed(pb::feed_event::Kind::Duplicate(pb::DuplicateFeed {
-                count: more,
-                total: self.totals.duplicate_drops,
-            }));
-        }
-        self.status = status;
-    }
-
-    fn park(&mut self, seq: Seq, attempts: u32, reason: String) -> DeadRow {
-        tracing::warn!(seq, attempts, %reason, "event parked as dead");
-        self.totals.dead += 1;
-        self.dead_dirty = true;
-        self.feed(pb::feed_event::Kind::Dead(pb::DeadFeed {
-            seq,
-            reason: reason.clone(),
-            attempts,
-        }));
-        DeadRow {
-            seq,
-            reason,
-            attempts,
-            parked_at_us: now_us(),
-        }
-    }
-
     async fn on_events(&mut self, first: ReadAhead, events_rx: &mut mpsc::Receiver<ReadAhead>) {
         let now = Instant::now();
         let mut batch = Vec::new();
@@ -523,45 +413,6 @@ impl State {
         }
         if !batch.is_empty() {
             self.send_events(batch).await;
-        }
-    }
-
-    fn on_stored(&mut self, seqs: Vec<Seq>) {
-        let feed = self.feed_tx.receiver_count() > 0;
-        let now = now_us();
-        for seq in &seqs {
-            let event = self.payloads.remove(seq);
-            let Some(acked) = self.acked.remove(seq) else {
-                continue; // a dead entry
-            };
-            match acked.status {
-                ResultStatus::Ok => self.totals.results_ok += 1,
-                ResultStatus::Failed => self.totals.results_failed += 1,
-            }
-            if let Some(event) = &event {
-                let latency = (now - event.published_at_us).max(0) as f64 / 1e6;
-                self.metrics.publish_to_result_seconds.observe(latency);
-            }
-            if let (true, Some(event)) = (feed, event) {
-                let status = match acked.status {
-                    ResultStatus::Ok => pb::ResultStatus::Ok,
-                    ResultStatus::Failed => pb::ResultStatus::Failed,
-                };
-                self.feed(pb::feed_event::Kind::Result(pb::ResultFeed {
-                    seq: *seq,
-                    kind: event.kind.clone(),
-                    status: status as i32,
-                    latency_us: (now - event.published_at_us).max(0) as u64,
-                    output: acked.output,
-                    attempt: acked.attempt,
-                    key: event.key.clone().unwrap_or_default(),
-                }));
-            }
-        }
-        if self.sender.on_stored(seqs) {
-            self.floor
-                .store(self.sender.acked_floor(), Ordering::Release);
-            self.floor_since = (self.sender.acked_floor(), Instant::now());
         }
     }
 
@@ -753,21 +604,6 @@ impl State {
             session,
             reason: reason.to_string(),
         }));
-    }
-}
-
-struct AckedInfo {
-    status: ResultStatus,
-    /// The output cut for the feed.
-    output: String,
-    attempt: u32,
-}
-
-/// `text` cut to at most `max` characters.
-fn short(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &text[..i]),
-        None => text.to_string(),
     }
 }
 

@@ -1,0 +1,188 @@
+//! Acks into results: each ack batch from the processor becomes result
+//! rows, dead entries (rejections, retry requests past `--max-deliver`) and
+//! retry schedules in the `Sender`; the rows go to the results writer, and
+//! once they are durable the floor moves and the feed and metrics hear of
+//! them. The processor's status reports land here too.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use ackflow_proto::v1 as pb;
+
+use super::State;
+use crate::delivery::results::Resolution;
+use crate::delivery::sender::{AckOutcome, Action, RetryOutcome};
+use crate::model::{DeadRow, ResultRow, ResultStatus, Seq, now_us};
+use crate::validate::{MAX_OUTPUT_BYTES, MAX_REASON_BYTES, storable_text};
+
+impl State {
+    pub(super) fn on_acks(&mut self, batch: pb::AckBatch) {
+        let now = Instant::now();
+        let stored_at_us = now_us();
+        let mut resolution = Resolution::default();
+        for ack in batch.acks {
+            if ack.reject {
+                if let Some(Action::Park {
+                    seq,
+                    attempts,
+                    reason,
+                }) = self
+                    .sender
+                    .on_reject(ack.seq, &storable_text(ack.output, MAX_REASON_BYTES))
+                {
+                    resolution.dead.push(self.park(seq, attempts, reason));
+                }
+                continue;
+            }
+            if ack.retry {
+                let reason = storable_text(ack.output, MAX_REASON_BYTES);
+                let after = Duration::from_millis(ack.retry_after_ms);
+                match self.sender.on_retry(ack.seq, after, &reason, now) {
+                    RetryOutcome::Scheduled { wait } => {
+                        self.totals.retries += 1;
+                        tracing::debug!(seq = ack.seq, ?wait, %reason, "retry later");
+                        let key = self.key_of(ack.seq);
+                        self.feed(pb::feed_event::Kind::Retry(pb::RetryFeed {
+                            seq: ack.seq,
+                            attempt: ack.attempt,
+                            after_us: wait.as_micros() as u64,
+                            reason: short(&reason, 80),
+                            key,
+                        }));
+                    }
+                    RetryOutcome::Park(Action::Park {
+                        seq,
+                        attempts,
+                        reason,
+                    }) => {
+                        self.totals.retries += 1;
+                        resolution.dead.push(self.park(seq, attempts, reason));
+                    }
+                    RetryOutcome::Park(_) | RetryOutcome::Ignored => {}
+                }
+                continue;
+            }
+            match self.sender.on_ack(ack.seq, ack.attempt, now) {
+                AckOutcome::Accepted { attempts } => {
+                    self.totals.acked += 1;
+                    let status = if ack.status == pb::ResultStatus::Ok as i32 {
+                        ResultStatus::Ok
+                    } else {
+                        ResultStatus::Failed
+                    };
+                    self.acked.insert(
+                        ack.seq,
+                        AckedInfo {
+                            status,
+                            output: short(&ack.output, 80),
+                            attempt: attempts,
+                        },
+                    );
+                    resolution.results.push(ResultRow {
+                        seq: ack.seq,
+                        status,
+                        output: storable_text(ack.output, MAX_OUTPUT_BYTES),
+                        attempt: attempts,
+                        processing_us: ack.processing_us,
+                        stored_at_us,
+                    });
+                }
+                AckOutcome::Duplicate => self.totals.duplicate_acks += 1,
+                AckOutcome::Unknown => {
+                    tracing::debug!(seq = ack.seq, "ack for a seq never sent ignored");
+                }
+            }
+        }
+        if !resolution.results.is_empty() || !resolution.dead.is_empty() {
+            // The writer outlives the hub, so this only fails after a crash
+            // of the writer, in which case the events are delivered again.
+            let _ = self.rows_tx.send(resolution);
+        }
+    }
+
+    pub(super) fn on_status(&mut self, status: pb::ProcessorStatus) {
+        let more = status
+            .duplicate_drops
+            .saturating_sub(self.status.duplicate_drops);
+        if more > 0 {
+            self.totals.duplicate_drops += more;
+            self.feed(pb::feed_event::Kind::Duplicate(pb::DuplicateFeed {
+                count: more,
+                total: self.totals.duplicate_drops,
+            }));
+        }
+        self.status = status;
+    }
+
+    pub(super) fn park(&mut self, seq: Seq, attempts: u32, reason: String) -> DeadRow {
+        tracing::warn!(seq, attempts, %reason, "event parked as dead");
+        self.totals.dead += 1;
+        self.dead_dirty = true;
+        self.feed(pb::feed_event::Kind::Dead(pb::DeadFeed {
+            seq,
+            reason: reason.clone(),
+            attempts,
+        }));
+        DeadRow {
+            seq,
+            reason,
+            attempts,
+            parked_at_us: now_us(),
+        }
+    }
+
+    pub(super) fn on_stored(&mut self, seqs: Vec<Seq>) {
+        let feed = self.feed_tx.receiver_count() > 0;
+        let now = now_us();
+        for seq in &seqs {
+            let event = self.payloads.remove(seq);
+            let Some(acked) = self.acked.remove(seq) else {
+                continue; // a dead entry
+            };
+            match acked.status {
+                ResultStatus::Ok => self.totals.results_ok += 1,
+                ResultStatus::Failed => self.totals.results_failed += 1,
+            }
+            if let Some(event) = &event {
+                let latency = (now - event.published_at_us).max(0) as f64 / 1e6;
+                self.metrics.publish_to_result_seconds.observe(latency);
+            }
+            if let (true, Some(event)) = (feed, event) {
+                let status = match acked.status {
+                    ResultStatus::Ok => pb::ResultStatus::Ok,
+                    ResultStatus::Failed => pb::ResultStatus::Failed,
+                };
+                self.feed(pb::feed_event::Kind::Result(pb::ResultFeed {
+                    seq: *seq,
+                    kind: event.kind.clone(),
+                    status: status as i32,
+                    latency_us: (now - event.published_at_us).max(0) as u64,
+                    output: acked.output,
+                    attempt: acked.attempt,
+                    key: event.key.clone().unwrap_or_default(),
+                }));
+            }
+        }
+        if self.sender.on_stored(seqs) {
+            self.floor
+                .store(self.sender.acked_floor(), Ordering::Release);
+            self.floor_since = (self.sender.acked_floor(), Instant::now());
+        }
+    }
+}
+
+/// An ack accepted, waiting for its result row to be stored.
+pub(super) struct AckedInfo {
+    status: ResultStatus,
+    /// The output cut for the feed.
+    output: String,
+    attempt: u32,
+}
+
+/// `text` cut to at most `max` characters.
+fn short(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}
