@@ -84,7 +84,7 @@ pub struct Config {
     pub http_header_timeout_s: u64,
 
     /// REST: seconds a client may take to send a request's body once its header is in; then it is answered 408 and nothing is stored.
-    #[arg(long, env = "ACKFLOW_HTTP_BODY_TIMEOUT_S", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, env = "ACKFLOW_HTTP_BODY_TIMEOUT_S", default_value_t = crate::rest::DEFAULT_BODY_TIMEOUT_S, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub http_body_timeout_s: u64,
 
     /// gRPC: most concurrent streams (calls) on one HTTP/2 connection; a client opening more waits for one to end (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).

@@ -41,6 +41,28 @@ pub struct RestState {
     pub storage: StorageStatus,
 }
 
+/// Default of `--http-body-timeout-s`.
+pub const DEFAULT_BODY_TIMEOUT_S: u64 = 30;
+
+impl RestState {
+    /// The state with the default body timeout and no storage warnings.
+    pub fn new(
+        ingest: Ingest,
+        store: SharedStore,
+        limits: Limits,
+        max_request_bytes: usize,
+    ) -> Self {
+        Self {
+            ingest,
+            store,
+            limits,
+            max_request_bytes,
+            body_timeout: Duration::from_secs(DEFAULT_BODY_TIMEOUT_S),
+            storage: StorageStatus::default(),
+        }
+    }
+}
+
 /// The router.
 pub fn app(state: RestState) -> Router {
     Router::new()

@@ -202,12 +202,14 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     let grpc_addr = grpc_listener.local_addr()?;
 
     let rest = app(RestState {
-        ingest: ingest.clone(),
-        store: store.clone(),
-        limits: config.limits(),
-        max_request_bytes: config.max_request_bytes as usize,
         body_timeout: Duration::from_secs(config.http_body_timeout_s),
         storage,
+        ..RestState::new(
+            ingest.clone(),
+            store.clone(),
+            config.limits(),
+            config.max_request_bytes as usize,
+        )
     })
     .merge(metrics_route(metrics.clone()));
     let rest = require_publish_token(rest, config.publish_token.clone()).layer(

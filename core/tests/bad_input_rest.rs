@@ -63,17 +63,11 @@ fn fixture() -> Fixture {
             cancel.clone(),
             &TaskTracker::new(),
         );
-        let router = app(RestState {
-            ingest,
-            store: store.clone(),
-            limits: Limits {
-                max_payload_bytes: MAX_BODY,
-                max_batch_events: 10,
-            },
-            max_request_bytes: MAX_BODY,
-            body_timeout: std::time::Duration::from_secs(30),
-            storage: Default::default(),
-        });
+        let limits = Limits {
+            max_payload_bytes: MAX_BODY,
+            max_batch_events: 10,
+        };
+        let router = app(RestState::new(ingest, store.clone(), limits, MAX_BODY));
         (router, store)
     });
     Fixture {

@@ -75,14 +75,12 @@ impl Core {
         let limits = config.limits();
         let max_request_bytes = config.max_request_bytes as usize;
         let running = start(config).await.expect("core starts");
-        let router = app(RestState {
-            ingest: running.ingest.clone(),
-            store: running.store.clone(),
+        let router = app(RestState::new(
+            running.ingest.clone(),
+            running.store.clone(),
             limits,
             max_request_bytes,
-            body_timeout: std::time::Duration::from_secs(30),
-            storage: Default::default(),
-        });
+        ));
         let channel =
             tonic::transport::Endpoint::from_shared(format!("http://{}", running.grpc_addr))
                 .unwrap()

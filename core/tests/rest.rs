@@ -157,17 +157,11 @@ async fn fixture(queue: usize) -> Fixture {
         cancel.clone(),
         &TaskTracker::new(),
     );
-    let router = app(RestState {
-        ingest,
-        store: shared,
-        limits: Limits {
-            max_payload_bytes: 1024,
-            max_batch_events: 3,
-        },
-        max_request_bytes: 1024,
-        body_timeout: std::time::Duration::from_secs(30),
-        storage: Default::default(),
-    });
+    let limits = Limits {
+        max_payload_bytes: 1024,
+        max_batch_events: 3,
+    };
+    let router = app(RestState::new(ingest, shared, limits, 1024));
     Fixture {
         router,
         store,
