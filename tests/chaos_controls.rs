@@ -10,6 +10,9 @@
 //! * SQLite written through the old writer (`--unsafe-sqlx-transactions`),
 //!   whose transactions a full disk desynchronised: acknowledged publishes
 //!   are lost when its disk fills, and that loss must be reported.
+//! * Core not told that a kind is at most once (the checker still holds
+//!   `sha256` to it): after processor kills, events that were in flight
+//!   are processed again by the next life, and that must be reported.
 //! * The processor ignoring core's key ordering (`--unsafe-ignore-order`):
 //!   every event starts as soon as it arrives, so events of one hot key run
 //!   at the same time (and may start out of seq order): processing of one
@@ -75,6 +78,24 @@ async fn a_processor_ignoring_key_order_is_reported() -> anyhow::Result<()> {
         "ignoring order must not lose anything:\n{r}"
     );
     assert_eq!(r.duplicate_count(), 0, "nor duplicate anything:\n{r}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_once_delivered_at_least_once_is_reported() -> anyhow::Result<()> {
+    let mut config = control(5);
+    config.at_most_once = vec!["sha256".into()];
+    config.at_most_once_unenforced = true;
+    config.processor_kills = 2;
+    let outcome = chaos::run(&config).await?;
+    println!("{}", outcome.summary(&config));
+    let r = &outcome.report;
+    assert!(
+        !r.repeated_at_most_once.is_empty(),
+        "the checker missed at-most-once events processed twice:\n{r}"
+    );
+    assert!(!r.is_valid());
+    assert_eq!(r.loss_count(), 0, "nothing is lost:\n{r}");
     Ok(())
 }
 

@@ -47,6 +47,10 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_WINDOW_BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1..=(16u64 << 30)))]
     pub window_bytes: u64,
 
+    /// Deliver events of this kind at most once (repeatable, or a comma-separated list): sent once, never again, not even after a crash; where an at-least-once event would be sent again (its processor's stream ended, core restarted, the algorithm asked to retry it later) it is abandoned instead: stored with result status "abandoned" and counted in ackflow_results_total{status="abandoned"}. For kinds where a repeat is worse than a gap. Every other kind is delivered at least once.
+    #[arg(long = "at-most-once", value_name = "KIND", env = "ACKFLOW_AT_MOST_ONCE", value_delimiter = ',', value_parser = crate::validate::kind)]
+    pub at_most_once: Vec<String>,
+
     /// Ack timeouts (while the processor runs) after which the blocking event is parked as dead; 0 = never.
     #[arg(long, env = "ACKFLOW_MAX_DELIVER", default_value_t = 20)]
     pub max_deliver: u32,

@@ -210,6 +210,10 @@ pub type RequestOutcome = Result<Vec<Appended>, Conflict>;
 pub enum ResultStatus {
     Ok,
     Failed,
+    /// Core gave up on an event of an at-most-once kind whose one copy went
+    /// out but whose result never came (see `delivery::guarantee`). Written
+    /// by core only: a processor's ack is ok or failed.
+    Abandoned,
 }
 
 impl ResultStatus {
@@ -217,14 +221,15 @@ impl ResultStatus {
         match self {
             ResultStatus::Ok => "ok",
             ResultStatus::Failed => "failed",
+            ResultStatus::Abandoned => "abandoned",
         }
     }
 
     pub fn from_db(value: i16) -> Self {
-        if value == 1 {
-            ResultStatus::Ok
-        } else {
-            ResultStatus::Failed
+        match value {
+            1 => ResultStatus::Ok,
+            3 => ResultStatus::Abandoned,
+            _ => ResultStatus::Failed,
         }
     }
 
@@ -232,6 +237,7 @@ impl ResultStatus {
         match self {
             ResultStatus::Ok => 1,
             ResultStatus::Failed => 2,
+            ResultStatus::Abandoned => 3,
         }
     }
 }
@@ -262,7 +268,7 @@ pub struct DeadRow {
 pub enum DeliveryState {
     /// Committed, no result yet.
     Pending,
-    /// Acknowledged with a result (ok or failed).
+    /// Resolved with a result: ok, failed, or abandoned (at-most-once kinds).
     Done(ResultStatus),
     /// Parked as dead.
     Dead,
@@ -284,6 +290,7 @@ pub enum StatusFilter {
     Pending,
     Ok,
     Failed,
+    Abandoned,
     Dead,
 }
 
@@ -295,9 +302,10 @@ impl std::str::FromStr for StatusFilter {
             "pending" => Ok(StatusFilter::Pending),
             "ok" => Ok(StatusFilter::Ok),
             "failed" => Ok(StatusFilter::Failed),
+            "abandoned" => Ok(StatusFilter::Abandoned),
             "dead" => Ok(StatusFilter::Dead),
             other => Err(format!(
-                "unknown status {other:?}: expected pending, ok, failed or dead"
+                "unknown status {other:?}: expected pending, ok, failed, abandoned or dead"
             )),
         }
     }
@@ -345,4 +353,8 @@ pub struct DeliveryCursor {
     /// Resolved seqs at or above the floor (selective acks stored before a
     /// restart), in increasing order.
     pub resolved_above: Vec<Seq>,
+    /// Unresolved seqs at or above the floor whose sent mark is durable:
+    /// events of at-most-once kinds whose one copy may have gone out before
+    /// a restart. They are abandoned, never sent again.
+    pub sent_above: Vec<Seq>,
 }

@@ -22,6 +22,7 @@ use tonic::service::interceptor::InterceptedService;
 use crate::admin::AdminService;
 use crate::auth::{bearer, require_publish_token};
 use crate::config::{Config, is_loopback};
+use crate::delivery::guarantee::Guarantees;
 use crate::delivery::hub::{self, Hub, HubParts};
 use crate::delivery::service::DeliveryService;
 use crate::fd_limit;
@@ -163,6 +164,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
             metrics: metrics.clone(),
             ordering: config.ordering.to_pb(),
             window_bytes: config.window_bytes as usize,
+            guarantees: Guarantees::at_most_once(config.at_most_once.iter().cloned()),
         },
         &tracker,
     )

@@ -40,27 +40,27 @@ fn field(field: &'static str, reason: impl Into<String>) -> Invalid {
     }
 }
 
-/// Checks the fields of one event. The payload must already be JSON text.
-pub fn check(event: &NewEvent, limits: &Limits) -> Result<(), Invalid> {
-    if event.kind.is_empty() {
-        return Err(field("kind", "must not be empty"));
+/// Checks an event kind: 1 to 64 letters, digits, '_', '-' and '.'. Also
+/// the value parser of core's `--at-most-once`.
+pub fn kind(kind: &str) -> Result<String, String> {
+    if kind.is_empty() {
+        return Err("must not be empty".into());
     }
-    if event.kind.len() > MAX_KIND_LEN {
-        return Err(field(
-            "kind",
-            format!("longer than {MAX_KIND_LEN} characters"),
-        ));
+    if kind.len() > MAX_KIND_LEN {
+        return Err(format!("longer than {MAX_KIND_LEN} characters"));
     }
-    if !event
-        .kind
+    if !kind
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
     {
-        return Err(field(
-            "kind",
-            "only letters, digits, '_', '-' and '.' are allowed",
-        ));
+        return Err("only letters, digits, '_', '-' and '.' are allowed".into());
     }
+    Ok(kind.to_string())
+}
+
+/// Checks the fields of one event. The payload must already be JSON text.
+pub fn check(event: &NewEvent, limits: &Limits) -> Result<(), Invalid> {
+    kind(&event.kind).map_err(|reason| field("kind", reason))?;
     if event.key.as_ref().is_some_and(|k| k.len() > MAX_KEY_LEN) {
         return Err(field("key", format!("longer than {MAX_KEY_LEN} bytes")));
     }

@@ -106,6 +106,9 @@ impl Store for Faulty {
     async fn resolve(&self, r: &[ResultRow], d: &[DeadRow], f: Seq) -> Result<(), StoreError> {
         self.inner.resolve(r, d, f).await
     }
+    async fn mark_sent(&self, seqs: &[Seq], at_us: i64) -> Result<(), StoreError> {
+        self.inner.mark_sent(seqs, at_us).await
+    }
     async fn delivery_cursor(&self) -> Result<DeliveryCursor, StoreError> {
         self.inner.delivery_cursor().await
     }

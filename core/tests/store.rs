@@ -699,6 +699,35 @@ async fn a_page_is_bounded_in_bytes(store: SharedStore) {
     assert_eq!(first[0].event.payload, payload(1000).as_bytes());
 }
 
+async fn sent_marks_name_the_unresolved_events_that_may_have_gone_out(store: SharedStore) {
+    let batch: Vec<NewEvent> = (0..5).map(|i| event("k", &i.to_string(), None)).collect();
+    append(&store, 1, 1, &ids(5), &batch).await.unwrap();
+    store.mark_sent(&[2, 3, 4], 10).await.unwrap();
+    store.mark_sent(&[3], 11).await.unwrap(); // marked twice: one row
+    let abandoned = result(3, ResultStatus::Abandoned, "abandoned: its stream ended");
+    store
+        .resolve(&[result(2, ResultStatus::Ok, "done"), abandoned], &[], 1)
+        .await
+        .unwrap();
+    let cursor = store.delivery_cursor().await.unwrap();
+    assert_eq!(cursor.sent_above, vec![4], "2 and 3 are resolved");
+    assert_eq!(cursor.resolved_above, vec![2, 3]);
+    let view = store.event(3).await.unwrap().unwrap();
+    assert_eq!(view.state, DeliveryState::Done(ResultStatus::Abandoned));
+    assert_eq!(view.state.as_str(), "abandoned");
+    let listed: Vec<u64> = store
+        .list_events(0, 10, Some(StatusFilter::Abandoned))
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.event.seq)
+        .collect();
+    assert_eq!(listed, vec![3]);
+    // Marks below the floor are history: not reported.
+    store.resolve(&[], &[], 5).await.unwrap();
+    assert!(store.delivery_cursor().await.unwrap().sent_above.is_empty());
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -762,4 +791,5 @@ suite!(
     results_are_stored_once_and_the_floor_only_moves_forward,
     dead_events_are_listed_and_requeued_once,
     the_default_settings_are_durable,
+    sent_marks_name_the_unresolved_events_that_may_have_gone_out,
 );

@@ -73,6 +73,7 @@ fn entry(
         acked: false,
         key: key.into(),
         retry: false,
+        at_most_once: false,
     }
 }
 

@@ -290,10 +290,12 @@ impl Lanes {
     }
 
     /// Core's acked floor: every seq below it is resolved. Deferred events
-    /// below it were parked; queued ones were resolved without this
-    /// processor life (see [`forget_below`](Self::forget_below)).
+    /// below it were parked or abandoned; queued ones were resolved without
+    /// this processor life (parked or abandoned while they waited here, or
+    /// done by an earlier life): core takes no result for them, so they are
+    /// dropped. Runs in progress finish.
     pub fn on_floor(&mut self, floor: Seq) {
-        self.release_deferred_below(floor);
+        self.forget_below(floor);
     }
 
     /// Drops queued events below `floor`: core resolved them without this

@@ -74,6 +74,9 @@ struct Args {
     /// Fraction of the webhook calls that hang past the processor's --webhook-timeout-ms (retry later).
     #[arg(long, default_value_t = 0.02, value_parser = fraction)]
     webhook_hangs: f64,
+    /// Kind core delivers at most once (repeatable; core's --at-most-once): the checker lets its events be abandoned and flags any run twice. The workload's kinds: sha256, wordcount, sum, fail, sleep, hook.
+    #[arg(long = "at-most-once", value_name = "KIND")]
+    at_most_once: Vec<String>,
     /// SIGKILLs of the processor, each followed by a new processor life.
     #[arg(long, default_value_t = 10)]
     processor_kills: u32,
@@ -197,6 +200,7 @@ fn config(args: &Args) -> ChaosConfig {
     c.webhooks = args.webhooks;
     c.webhook_errors = args.webhook_errors;
     c.webhook_hangs = args.webhook_hangs;
+    c.at_most_once = args.at_most_once.clone();
     c.processor_kills = args.processor_kills;
     c.core_kills = args.core_kills;
     c.pauses = args.pauses;

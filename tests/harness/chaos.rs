@@ -129,6 +129,13 @@ pub struct ChaosConfig {
     pub webhook_errors: f64,
     /// Fraction of webhook calls that hang past the timeout.
     pub webhook_hangs: f64,
+    /// Kinds core delivers at most once (`--at-most-once`): the checker
+    /// allows them to be abandoned and forbids them to run twice.
+    pub at_most_once: Vec<String>,
+    /// Negative control: core is not given `--at-most-once`, so it
+    /// delivers those kinds at least once, and the checker, which still
+    /// holds them to at most once, must see some run twice.
+    pub at_most_once_unenforced: bool,
     /// Extra flags for core (e.g. the hidden `--unsafe-floor-on-send`).
     pub core_args: Vec<String>,
     /// Extra flags for every processor life (e.g. the hidden `--no-dedup`).
@@ -184,6 +191,8 @@ impl ChaosConfig {
             webhook_errors: 0.1,
             webhook_hangs: 0.02,
             pg_cluster: ("15".into(), "main".into()),
+            at_most_once: Vec::new(),
+            at_most_once_unenforced: false,
             core_args: Vec::new(),
             processor_args: Vec::new(),
             drain_timeout: Duration::from_secs(180),
@@ -264,6 +273,17 @@ impl ChaosOutcome {
             all_s = self.elapsed.as_secs_f64(),
             drained = self.drained,
         );
+        if !config.at_most_once.is_empty() {
+            s.push_str(&format!(
+                "at most once: {}{}\n",
+                config.at_most_once.join(", "),
+                if config.at_most_once_unenforced {
+                    " (checker only: core not told, a negative control)"
+                } else {
+                    ""
+                }
+            ));
+        }
         if let Some((ok, errors, hangs)) = self.webhook {
             s.push_str(&format!(
                 "webhook ({:.0} % of events): {ok} calls answered, {errors} answered 503, {hangs} hung past {} ms\n",
@@ -337,6 +357,11 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosOutcome> {
         dir.path().display()
     ));
     let mut core_args = vec!["--ordering".to_string(), config.ordering.as_flag().into()];
+    if !config.at_most_once_unenforced {
+        for kind in &config.at_most_once {
+            core_args.extend(["--at-most-once".to_string(), kind.clone()]);
+        }
+    }
     core_args.extend(config.core_args.iter().cloned());
     let mut core = store.start_core(dir.path(), &core_args).await?;
     let proxy = Proxy::start(core.grpc, config.half_open_hold).await?;
@@ -538,7 +563,7 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosOutcome> {
     }
     core.proc.terminate().await.context("stopping core")?;
 
-    let stored = read_store(store.url()).await?;
+    let stored = read_store(store.url(), &config.at_most_once).await?;
     let (processed, torn) = checker::read_processed(&processors.logs())?;
     // Lives of the negative controls that bypass the lanes (no dedup,
     // ignoring order) are not held to the cap.
@@ -583,7 +608,7 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosOutcome> {
 /// Every stored event with its state, ordering key and idempotency key.
 /// The state and key come through core's store code (`list_events`); the
 /// idempotency key, which no API returns, straight from the events table.
-async fn read_store(url: &str) -> anyhow::Result<Vec<checker::Stored>> {
+async fn read_store(url: &str, at_most_once: &[String]) -> anyhow::Result<Vec<checker::Stored>> {
     use sqlx::Connection;
     let query = "SELECT seq, idempotency_key FROM events";
     let rows: Vec<(i64, Option<String>)> = if url.starts_with("sqlite:") {
@@ -607,6 +632,7 @@ async fn read_store(url: &str) -> anyhow::Result<Vec<checker::Stored>> {
             idempotency_key: idempotency_keys.remove(&view.event.seq),
             key: view.event.key,
             state: view.state,
+            at_most_once: at_most_once.contains(&view.event.kind),
         })
         .collect())
 }

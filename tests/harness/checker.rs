@@ -36,6 +36,17 @@
 //! the processed logs (the processor writes them before its acks leave),
 //! and every processed seq is a stored event.
 //!
+//! # At-most-once kinds
+//!
+//! An event whose kind core delivers at most once (`--at-most-once`) may
+//! end with a result of status abandoned: a loss by design, counted, not a
+//! violation. Two verdicts replace the ones it is spared:
+//!
+//! * **abandoned at least once**: an event of any other kind abandoned. It
+//!   is a loss.
+//! * **repeated at most once**: an at-most-once event started more than
+//!   once, in any lives together (not only within one).
+//!
 //! Publishes whose outcome is unknown (every attempt failed or timed out
 //! before a reply) are counted apart, never as lost; the ones that were
 //! committed anyway are "recovered" (and must then be delivered like any
@@ -163,8 +174,10 @@ pub struct Stored {
     pub idempotency_key: Option<String>,
     /// The ordering key.
     pub key: Option<String>,
-    /// Result (ok or failed), dead, or nothing yet.
+    /// Result (ok, failed or abandoned), dead, or nothing yet.
     pub state: DeliveryState,
+    /// Its kind is delivered at most once (core's `--at-most-once`).
+    pub at_most_once: bool,
 }
 
 /// Why an acknowledged publish counts as lost.
@@ -222,6 +235,12 @@ pub struct Report {
     /// Stored events parked as dead (documented behaviour, not a loss; a
     /// chaos run with default limits should see none).
     pub dead: u64,
+    /// At-most-once events abandoned (a loss by design, not a violation).
+    pub abandoned: u64,
+    /// Events of at-least-once kinds abandoned: lost.
+    pub abandoned_at_least_once: Vec<Seq>,
+    /// At-most-once events started more than once (all lives together).
+    pub repeated_at_most_once: Vec<Seq>,
     /// Distinct ordering keys among the stored events.
     pub keys: u64,
     /// Stored events without an ordering key.
@@ -248,17 +267,19 @@ pub struct Report {
 }
 
 impl Report {
-    /// Lost acknowledged events plus stored events never delivered.
+    /// Lost acknowledged events, stored events never delivered, and
+    /// at-least-once events abandoned.
     pub fn loss_count(&self) -> u64 {
-        (self.lost.len() + self.never_delivered.len()) as u64
+        (self.lost.len() + self.never_delivered.len() + self.abandoned_at_least_once.len()) as u64
     }
 
-    /// Events stored twice, acks that disagree, and duplicate processing
-    /// within one processor life.
+    /// Events stored twice, acks that disagree, duplicate processing
+    /// within one processor life, and at-most-once events processed twice.
     pub fn duplicate_count(&self) -> u64 {
         (self.duplicate_events.len()
             + self.conflicting_acks.len()
-            + self.processing.duplicates.len()) as u64
+            + self.processing.duplicates.len()
+            + self.repeated_at_most_once.len()) as u64
     }
 
     /// Events of one lane started out of seq order or while another of the
@@ -336,11 +357,18 @@ pub fn check(
         match event.state {
             DeliveryState::Done(ResultStatus::Ok) => report.results_ok += 1,
             DeliveryState::Done(ResultStatus::Failed) => report.results_failed += 1,
+            DeliveryState::Done(ResultStatus::Abandoned) if event.at_most_once => {
+                report.abandoned += 1
+            }
+            DeliveryState::Done(ResultStatus::Abandoned) => {
+                report.abandoned_at_least_once.push(event.seq)
+            }
             DeliveryState::Dead => report.dead += 1,
             DeliveryState::Pending => report.never_delivered.push(event.seq),
         }
     }
     report.never_delivered.sort_unstable();
+    report.abandoned_at_least_once.sort_unstable();
     report.unexpected.sort_unstable();
     report.rekeyed.sort_by_key(|r| r.seq);
     report.keys = per_key.len() as u64;
@@ -396,9 +424,24 @@ pub fn check(
     );
     report.processing = processing;
     report.processing.ordering = ordering;
+    let mut starts: HashMap<Seq, u32> = HashMap::new();
+    for p in processed {
+        if p.phase == Phase::Start && by_seq.get(&p.seq).is_some_and(|e| e.at_most_once) {
+            *starts.entry(p.seq).or_default() += 1;
+        }
+    }
+    report.repeated_at_most_once = starts
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(seq, _)| seq)
+        .collect();
+    report.repeated_at_most_once.sort_unstable();
     report.unlogged_results = stored
         .iter()
-        .filter(|e| matches!(e.state, DeliveryState::Done(_)) && !ended.contains(&e.seq))
+        .filter(|e| {
+            matches!(e.state, DeliveryState::Done(status) if status != ResultStatus::Abandoned)
+                && !ended.contains(&e.seq)
+        })
         .map(|e| e.seq)
         .collect();
     report.unlogged_results.sort_unstable();
@@ -429,8 +472,8 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  store: {} events, {} ok, {} failed, {} dead",
-            self.stored, self.results_ok, self.results_failed, self.dead
+            "  store: {} events, {} ok, {} failed, {} dead, {} abandoned (at most once)",
+            self.stored, self.results_ok, self.results_failed, self.dead, self.abandoned
         )?;
         let hottest = match &self.hottest_key {
             Some((key, n)) => format!(
@@ -449,10 +492,15 @@ impl fmt::Display for Report {
             ("lost acknowledged events", self.lost.len()),
             ("never delivered", self.never_delivered.len()),
             (
+                "abandoned, at least once",
+                self.abandoned_at_least_once.len(),
+            ),
+            (
                 "duplicate events/acks",
                 self.duplicate_events.len() + self.conflicting_acks.len(),
             ),
             ("duplicate processing", p.duplicates.len()),
+            ("at most once, run twice", self.repeated_at_most_once.len()),
             ("order violations (lane)", p.order_violations.len()),
             ("concurrent in one lane", p.overlaps.len()),
             ("lives over the cap", p.over_cap.len()),
@@ -476,6 +524,20 @@ impl fmt::Display for Report {
                 f,
                 "\n  first never delivered: {:?}",
                 first(&self.never_delivered)
+            )?;
+        }
+        if !self.abandoned_at_least_once.is_empty() {
+            write!(
+                f,
+                "\n  first abandoned at least once: {:?}",
+                first(&self.abandoned_at_least_once)
+            )?;
+        }
+        if !self.repeated_at_most_once.is_empty() {
+            write!(
+                f,
+                "\n  first at most once, run twice: {:?}",
+                first(&self.repeated_at_most_once)
             )?;
         }
         if let Some((ik, seqs)) = self.duplicate_events.iter().next() {
@@ -517,6 +579,7 @@ mod tests {
             idempotency_key: Some(ik.into()),
             key: key.map(str::to_string),
             state,
+            at_most_once: false,
         }
     }
 
@@ -625,6 +688,40 @@ mod tests {
         let r = check(&h, &store, &p, Ordering::Key, None);
         assert_eq!(r.unlogged_results, vec![2]);
         assert_eq!(r.processing.not_stored, vec![("l1".to_string(), 7)]);
+        assert_eq!(r.violations(), 2, "{r}");
+    }
+
+    #[test]
+    fn at_most_once_may_be_abandoned_but_never_run_twice() {
+        const ABANDONED: DeliveryState = DeliveryState::Done(ResultStatus::Abandoned);
+        let h = history(&[
+            ("a", None, 1),
+            ("b", None, 2),
+            ("c", None, 3),
+            ("d", None, 4),
+        ]);
+        let once = |s: Stored| Stored {
+            at_most_once: true,
+            ..s
+        };
+        let store = [
+            once(stored(1, "a", None, ABANDONED)), // by design: no violation
+            once(stored(2, "b", None, OK)),        // run in two lives
+            stored(3, "c", None, ABANDONED),       // at least once: lost
+            stored(4, "d", None, OK),              // at least once: may run twice
+        ];
+        let mut p = whole("l1", &[2, 3, 4]);
+        p.extend(whole("l2", &[2, 4]));
+        let r = check(&h, &store, &p, Ordering::Key, None);
+        assert_eq!(r.abandoned, 1);
+        assert_eq!(r.abandoned_at_least_once, vec![3]);
+        assert_eq!(r.repeated_at_most_once, vec![2]);
+        assert!(r.lost.is_empty(), "{r}");
+        assert!(
+            r.unlogged_results.is_empty(),
+            "an abandoned result has no processing: {r}"
+        );
+        assert_eq!((r.loss_count(), r.duplicate_count()), (1, 1), "{r}");
         assert_eq!(r.violations(), 2, "{r}");
     }
 }

@@ -15,6 +15,10 @@
 //!   prefix, and runs each lane one event at a time, in seq order. The mode
 //!   (`--ordering`, sent in `Welcome`) decides the lanes: one per key (events
 //!   without a key share one) or one for everything.
+//! * **At most once, per kind.** Kinds named with `--at-most-once` trade
+//!   the first guarantee for its opposite: sent once, never again, and
+//!   abandoned (a result with status `abandoned`) where another copy would
+//!   be needed. See `guarantee.rs`.
 //! * **Progress.** A poison event (the one blocking the floor, timing out
 //!   `max_deliver` times while the processor runs, or rejected by it) is
 //!   parked as dead; the floor moves past it; `Admin.Requeue` publishes it
@@ -63,6 +67,7 @@
 //! The state machine ([`sender::Sender`]) does no I/O; [`hub`] runs it.
 
 pub mod backlog;
+pub mod guarantee;
 pub mod hub;
 pub mod results;
 pub mod rto;

@@ -17,6 +17,16 @@
 //! The floor moves over leading `Resolved` entries only: a seq is below the
 //! floor only once its result (or its dead entry) is durable.
 //!
+//! An event of an at-most-once kind (see `guarantee.rs`) first waits in
+//! `Marking` until its sent mark is durable (`on_marked`), then goes out
+//! once and is never sent again: no retransmit, no fast retransmit, no
+//! resend on a new stream, no retry. Where an at-least-once event would get
+//! another copy after its processor's stream ended, or when the processor
+//! asks to retry it later, it is abandoned (`Action::Abandon`: a result row
+//! with status abandoned); after a restart, one with a sent mark and no
+//! result is abandoned when offered (`Offer::Abandon`). Its timeouts count
+//! towards `max_deliver` as any event's do.
+//!
 //! The window has two bounds. The first is the in-flight window `W`: every
 //! seq sent is below `lowest_unacked + W`, where `lowest_unacked` is the
 //! lowest `InFlight` seq (or `next_to_send` when none is). It is gated by
@@ -30,6 +40,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use super::guarantee::Guarantee;
 use super::rto::RtoEstimator;
 use super::suspects::Suspects;
 use crate::model::{DeliveryCursor, Seq};
@@ -106,11 +117,16 @@ pub struct InFlight {
     pub retry: bool,
     /// Retry-later requests, which count towards `max_deliver`.
     pub retries: u32,
+    /// At most once: sent once, never again (see the module docs). Held
+    /// only before its one copy went out.
+    pub once: bool,
 }
 
 /// Delivery state of one seq in the window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entry {
+    /// At most once: its sent mark is being stored; not sent yet, no timer.
+    Marking,
     InFlight(InFlight),
     /// The ack (or a park decision) arrived; the store write is pending.
     Acked,
@@ -131,6 +147,13 @@ pub enum Action {
     },
     /// Park `seq` as dead and store it as such.
     Park {
+        seq: Seq,
+        attempts: u32,
+        reason: String,
+    },
+    /// At most once: give `seq` up, storing a result with status abandoned
+    /// and `reason` as its output.
+    Abandon {
         seq: Seq,
         attempts: u32,
         reason: String,
@@ -164,8 +187,9 @@ pub enum RetryOutcome {
     /// Sent again after `wait` (the longer of the backoff and the wait
     /// asked for).
     Scheduled { wait: Duration },
-    /// `max_deliver` reached: park it.
-    Park(Action),
+    /// It ends here: parked (`max_deliver` reached) or abandoned (at most
+    /// once). Carry out the action.
+    End(Action),
     /// Not in flight, held, or already waiting to be retried: ignored.
     Ignored,
 }
@@ -180,6 +204,12 @@ pub enum Offer {
     Send,
     /// Already resolved (stored before a restart): do not send.
     Skip,
+    /// At most once: store its sent mark, then call
+    /// [`Sender::on_marked`], which sends it.
+    Mark,
+    /// At most once, and its sent mark was stored before a restart: it may
+    /// have gone out. Abandon it (store a result with status abandoned).
+    Abandon,
     /// Not the next seq to send (stale): ignore.
     OutOfOrder,
 }
@@ -209,6 +239,8 @@ pub struct Sender {
     /// Seqs at or above `next_to_send` found resolved at start-up (results
     /// stored out of order before a restart); skipped when reached.
     resolved_ahead: BTreeSet<Seq>,
+    /// Unresolved seqs with a sent mark at start-up; abandoned when reached.
+    sent_ahead: BTreeSet<Seq>,
     rto: RtoEstimator,
     link: Link,
     /// Events in flight when a processor life ended, and crash counts.
@@ -234,6 +266,7 @@ impl Sender {
             timer: None,
             progress: Progress::default(),
             resolved_ahead: cursor.resolved_above.into_iter().collect(),
+            sent_ahead: cursor.sent_above.into_iter().collect(),
             rto: RtoEstimator::new(config.rto_initial, config.rto_min, config.max_backoff),
             link: Link::Absent,
             suspects: Suspects::new(config.max_crashes),
@@ -345,6 +378,27 @@ impl Sender {
                 });
             }
         }
+        // At most once: a copy went out on the stream that ended, and
+        // another could be processed a second time (by another processor
+        // life, or after a retry-later request that never arrived).
+        let sent_once: Vec<Seq> = self
+            .entries
+            .iter()
+            .filter_map(|(seq, e)| match e {
+                Entry::InFlight(f) if f.once && !f.held => Some(*seq),
+                _ => None,
+            })
+            .collect();
+        for seq in sent_once {
+            if let Some(f) = self.take_in_flight(seq) {
+                actions.push(Action::Abandon {
+                    seq,
+                    attempts: f.attempt,
+                    reason: "abandoned: the processor's stream ended before its result arrived"
+                        .to_string(),
+                });
+            }
+        }
         for entry in self.entries.values_mut() {
             if let Entry::InFlight(f) = entry {
                 f.held = true;
@@ -389,7 +443,10 @@ impl Sender {
             if f.held {
                 f.held = false;
                 f.retry = false;
-                f.attempt += 1;
+                if !f.once {
+                    // (a held at-most-once entry never went out)
+                    f.attempt += 1;
+                }
                 f.last_sent = now;
                 f.backoff = rto;
                 f.deadline = now + rto;
@@ -413,9 +470,9 @@ impl Sender {
         }
     }
 
-    /// The next committed event, `seq`, is available. Call only when
-    /// [`can_send`](Self::can_send).
-    pub fn on_offer(&mut self, seq: Seq, now: Instant) -> Offer {
+    /// The next committed event, `seq`, is available; `guarantee` is its
+    /// kind's. Call only when [`can_send`](Self::can_send).
+    pub fn on_offer(&mut self, seq: Seq, guarantee: Guarantee, now: Instant) -> Offer {
         if seq != self.next_to_send {
             return Offer::OutOfOrder;
         }
@@ -425,6 +482,45 @@ impl Sender {
             self.advance_floor();
             return Offer::Skip;
         }
+        if self.sent_ahead.remove(&seq) {
+            // Whatever its kind's guarantee is now: it was sent at most once.
+            self.entries.insert(seq, Entry::Acked);
+            return Offer::Abandon;
+        }
+        if guarantee == Guarantee::AtMostOnce {
+            self.entries.insert(seq, Entry::Marking);
+            self.unacked.insert(seq);
+            return Offer::Mark;
+        }
+        self.insert_in_flight(seq, false, now);
+        Offer::Send
+    }
+
+    /// The sent marks of `seqs` are durable: each still waiting for its
+    /// mark is sent now (held until the next stream when none is open).
+    pub fn on_marked(&mut self, seqs: impl IntoIterator<Item = Seq>, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for seq in seqs {
+            if self.entries.get(&seq) != Some(&Entry::Marking) {
+                continue;
+            }
+            let held = self.link == Link::Absent;
+            self.insert_in_flight(seq, true, now);
+            if held {
+                if let Some(Entry::InFlight(f)) = self.entries.get_mut(&seq) {
+                    f.held = true;
+                }
+                self.any_held = true;
+            } else {
+                actions.push(Action::Send { seq, attempt: 1 });
+            }
+        }
+        actions
+    }
+
+    /// A new in-flight entry for `seq`, sent now as attempt 1 (its timer
+    /// armed).
+    fn insert_in_flight(&mut self, seq: Seq, once: bool, now: Instant) {
         let rto = self.rto.rto();
         let deadline = now + rto;
         self.entries.insert(
@@ -440,11 +536,11 @@ impl Sender {
                 held: false,
                 retry: false,
                 retries: 0,
+                once,
             }),
         );
         self.unacked.insert(seq);
         self.timer = Some(self.timer.map_or(deadline, |t| t.min(deadline)));
-        Offer::Send
     }
 
     /// An ack for `seq`, sent by the processor for the copy `attempt`.
@@ -455,6 +551,7 @@ impl Sender {
         match self.entries.get(&seq) {
             None => AckOutcome::Unknown,
             Some(Entry::Acked | Entry::Resolved) => AckOutcome::Duplicate,
+            Some(Entry::Marking) => AckOutcome::Unknown,
             Some(Entry::InFlight(_)) => {
                 let Some(f) = self.take_in_flight(seq) else {
                     return AckOutcome::Unknown;
@@ -479,6 +576,10 @@ impl Sender {
     /// once per smoothed round trip per event, and it never counts towards
     /// `max_deliver`.
     ///
+    /// An at-most-once event below `processed_below` is abandoned instead:
+    /// the processor sends an ack before any report that counts it, on the
+    /// same ordered stream, so its result is lost.
+    ///
     /// `received_below` spares the others: an event a running processor has
     /// is waiting for its turn (behind an earlier event of its key, or for a
     /// free slot) or running, and a copy would only be dropped. Its
@@ -499,10 +600,18 @@ impl Sender {
         self.progress.received_below = progress.received_below;
         let guard = self.rto.srtt().unwrap_or(self.config.rto_min);
         let mut actions = Vec::new();
+        let mut lost_once = Vec::new();
         for seq in self.unacked.range(..self.progress.processed_below) {
             let Some(Entry::InFlight(f)) = self.entries.get_mut(seq) else {
                 continue;
             };
+            if f.once && !f.held {
+                // Its one copy was processed on this stream, and its ack,
+                // which the processor sends before any report that counts
+                // it, did not come: lost for good, and no copy may earn it.
+                lost_once.push(*seq);
+                continue;
+            }
             if f.held || f.retry || now.saturating_duration_since(f.last_sent) < guard {
                 continue;
             }
@@ -514,6 +623,15 @@ impl Sender {
                 attempt: f.attempt,
                 backoff: f.backoff,
             });
+        }
+        for seq in lost_once {
+            if let Some(f) = self.take_in_flight(seq) {
+                actions.push(Action::Abandon {
+                    seq,
+                    attempts: f.attempt,
+                    reason: "abandoned: processed, but its result was lost on the way".to_string(),
+                });
+            }
         }
         actions.extend(self.release_held(now));
         actions
@@ -534,7 +652,8 @@ impl Sender {
     /// flight, and is sent again after the longer of its backoff and
     /// `after` (cut to [`MAX_RETRY_AFTER`]), whatever the processor says it
     /// has. The request counts towards `max_deliver` with the timeouts; at
-    /// the limit the event is parked with `reason`.
+    /// the limit the event is parked with `reason`. An at-most-once event
+    /// is abandoned instead: it is never sent twice.
     pub fn on_retry(
         &mut self,
         seq: Seq,
@@ -548,11 +667,21 @@ impl Sender {
         if f.held || f.retry {
             return RetryOutcome::Ignored;
         }
+        if f.once {
+            let f = self.take_in_flight(seq).expect("in flight");
+            return RetryOutcome::End(Action::Abandon {
+                seq,
+                attempts: f.attempt,
+                reason: format!(
+                    "abandoned: retry later asked, and an at-most-once event is never sent twice: {reason}"
+                ),
+            });
+        }
         f.retries += 1;
         if self.config.max_deliver > 0 && f.timeouts + f.retries >= self.config.max_deliver {
             let (retries, timeouts) = (f.retries, f.timeouts);
             let f = self.take_in_flight(seq).expect("in flight");
-            return RetryOutcome::Park(Action::Park {
+            return RetryOutcome::End(Action::Park {
                 seq,
                 attempts: f.attempt,
                 reason: format!(
@@ -681,6 +810,9 @@ impl Sender {
                 .backoff(f.waits + 1, self.config.max_backoff, &mut self.rng);
             f.deadline = now + f.backoff;
             timer = Some(timer.map_or(f.deadline, |t| t.min(f.deadline)));
+            if f.once {
+                continue; // never a second copy: it waits for its ack
+            }
             // The processor has it: waiting behind its key or running. A
             // paused processor gets copies all the same (they are dropped
             // as duplicates): pausing is how an operator watches the
@@ -762,7 +894,7 @@ mod tests {
         s.on_connect(t0, 256, false, false);
         for seq in 1..=4 {
             assert!(s.can_send());
-            assert_eq!(s.on_offer(seq, t0), Offer::Send);
+            assert_eq!(s.on_offer(seq, Guarantee::AtLeastOnce, t0), Offer::Send);
         }
         assert!(!s.can_send(), "4 in flight");
         assert_eq!(s.on_ack(2, 1, t0), AckOutcome::Accepted { attempts: 1 });
@@ -777,14 +909,14 @@ mod tests {
         assert_eq!(s.lowest_unacked(), 3);
         assert!(s.can_send(), "acks open the window before the store");
         for seq in 5..=6 {
-            assert_eq!(s.on_offer(seq, t0), Offer::Send);
+            assert_eq!(s.on_offer(seq, Guarantee::AtLeastOnce, t0), Offer::Send);
         }
         assert!(!s.can_send(), "3..=6 in flight");
         for seq in 3..=6 {
             s.on_ack(seq, 1, t0);
         }
         for seq in 7..=8 {
-            assert_eq!(s.on_offer(seq, t0), Offer::Send);
+            assert_eq!(s.on_offer(seq, Guarantee::AtLeastOnce, t0), Offer::Send);
         }
         assert_eq!(s.window_used(), 2);
         assert!(
@@ -802,8 +934,8 @@ mod tests {
         let t0 = Instant::now();
         let mut s = sender();
         s.on_connect(t0, 256, false, false);
-        s.on_offer(1, t0);
-        s.on_offer(2, t0);
+        s.on_offer(1, Guarantee::AtLeastOnce, t0);
+        s.on_offer(2, Guarantee::AtLeastOnce, t0);
         let mut now = t0;
         let mut waits = Vec::new();
         let mut parked = None;
@@ -834,8 +966,8 @@ mod tests {
         let t0 = Instant::now();
         let mut s = sender();
         s.on_connect(t0, 256, false, false);
-        s.on_offer(1, t0);
-        s.on_offer(2, t0);
+        s.on_offer(1, Guarantee::AtLeastOnce, t0);
+        s.on_offer(2, Guarantee::AtLeastOnce, t0);
         // The processor has both; seq 1 asks to be retried in 10 s, far
         // longer than the backoff.
         s.on_progress(t0, processed(1));
@@ -884,7 +1016,7 @@ mod tests {
         // Retry requests count with the timeouts towards max_deliver (3):
         // one timeout, one request so far, the next request parks.
         match s.on_retry(1, Duration::ZERO, "still busy", now) {
-            RetryOutcome::Park(Action::Park { seq: 1, reason, .. }) => {
+            RetryOutcome::End(Action::Park { seq: 1, reason, .. }) => {
                 assert!(
                     reason.contains("still busy") && reason.contains("retry later asked 2 times"),
                     "{reason}"
@@ -903,8 +1035,8 @@ mod tests {
         let t0 = Instant::now();
         let mut s = sender();
         s.on_connect(t0, 256, false, false);
-        s.on_offer(1, t0);
-        s.on_offer(2, t0);
+        s.on_offer(1, Guarantee::AtLeastOnce, t0);
+        s.on_offer(2, Guarantee::AtLeastOnce, t0);
         s.on_retry(1, Duration::from_secs(60), "later", t0);
         s.on_disconnect();
         // A new life: only seq 2 was being processed when the stream ended;
@@ -924,7 +1056,7 @@ mod tests {
         let mut s = sender();
         s.on_connect(t0, 256, false, false);
         for seq in 1..=3 {
-            s.on_offer(seq, t0);
+            s.on_offer(seq, Guarantee::AtLeastOnce, t0);
         }
         // The ack of seq 1 was lost; the ack of seq 2 arrives, saying every
         // seq below 3 was processed.
@@ -961,7 +1093,7 @@ mod tests {
         let mut s = sender();
         s.on_connect(t0, 256, false, false);
         for seq in 1..=3 {
-            s.on_offer(seq, t0);
+            s.on_offer(seq, Guarantee::AtLeastOnce, t0);
         }
         // Seqs 1 and 2 arrived (seq 1 is running, seq 2 waits behind it);
         // seq 3 was lost.
@@ -977,7 +1109,9 @@ mod tests {
                 match action {
                     Action::Retransmit { seq, .. } => assert_eq!(seq, 3, "only the lost one"),
                     Action::Park { seq, .. } => parked = Some(seq),
-                    Action::Send { .. } => panic!("no sends on a tick"),
+                    Action::Send { .. } | Action::Abandon { .. } => {
+                        panic!("no sends or abandons on a tick: {action:?}")
+                    }
                 }
             }
         }
@@ -998,7 +1132,7 @@ mod tests {
         let mut s = sender(); // max_crashes 2
         s.on_connect(t0, 256, false, true);
         for seq in 1..=3 {
-            s.on_offer(seq, t0);
+            s.on_offer(seq, Guarantee::AtLeastOnce, t0);
         }
         // Seq 2 crashes the processor with seqs 1..=3 in flight: nobody is
         // blamed, all three are suspects, sent one at a time.
@@ -1045,7 +1179,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = sender();
         s.on_connect(t0, 256, true, false);
-        s.on_offer(1, t0);
+        s.on_offer(1, Guarantee::AtLeastOnce, t0);
         for _ in 0..50 {
             let now = s.next_deadline().unwrap();
             let actions = s.on_tick(now);
@@ -1069,14 +1203,15 @@ mod tests {
             DeliveryCursor {
                 acked_floor: 3,
                 resolved_above: vec![3, 5],
+                sent_above: vec![],
             },
             1,
         );
         assert_eq!(s.acked_floor(), 4);
         s.on_connect(t0, 256, false, false);
-        assert_eq!(s.on_offer(4, t0), Offer::Send);
-        assert_eq!(s.on_offer(5, t0), Offer::Skip);
-        assert_eq!(s.on_offer(6, t0), Offer::Send);
+        assert_eq!(s.on_offer(4, Guarantee::AtLeastOnce, t0), Offer::Send);
+        assert_eq!(s.on_offer(5, Guarantee::AtLeastOnce, t0), Offer::Skip);
+        assert_eq!(s.on_offer(6, Guarantee::AtLeastOnce, t0), Offer::Send);
         s.on_disconnect();
         assert!(s.next_deadline().is_none());
         let resent = s.on_connect(t0, 256, false, false);
@@ -1091,5 +1226,168 @@ mod tests {
         s.on_ack(6, 2, t0);
         s.on_stored([4, 6]);
         assert_eq!(s.acked_floor(), 7);
+    }
+
+    const ONCE: Guarantee = Guarantee::AtMostOnce;
+
+    fn abandoned(actions: &[Action]) -> Vec<Seq> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Abandon { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn sent(actions: &[Action]) -> Vec<Seq> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send { seq, .. } | Action::Retransmit { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn at_most_once_goes_out_only_after_its_mark_and_never_again() {
+        let t0 = Instant::now();
+        let mut s = sender();
+        s.on_connect(t0, 256, false, false);
+        assert_eq!(s.on_offer(1, ONCE, t0), Offer::Mark);
+        assert_eq!(s.on_ack(1, 1, t0), AckOutcome::Unknown, "not sent yet");
+        assert!(
+            s.on_tick(t0 + Duration::from_secs(5)).is_empty(),
+            "no timer while marking"
+        );
+        assert_eq!(
+            s.on_marked([1], t0),
+            vec![Action::Send { seq: 1, attempt: 1 }]
+        );
+        assert!(
+            s.on_marked([1], t0).is_empty(),
+            "a mark reported twice sends nothing"
+        );
+        // Deadlines pass, the processor does not say it has it: still no copy.
+        let mut now = t0;
+        for _ in 0..2 {
+            now += Duration::from_secs(3);
+            assert!(sent(&s.on_tick(now)).is_empty());
+        }
+        let running = Progress {
+            processed_below: 1,
+            received_below: 2,
+        };
+        assert!(s.on_progress(now, running).is_empty());
+        // Its ack is a result like any other.
+        assert_eq!(s.on_ack(1, 1, now), AckOutcome::Accepted { attempts: 1 });
+        assert!(s.on_stored([1]));
+        assert_eq!(s.acked_floor(), 2);
+    }
+
+    #[test]
+    fn at_most_once_processed_without_its_ack_is_abandoned_not_sent_again() {
+        let t0 = Instant::now();
+        let mut s = sender();
+        s.on_connect(t0, 256, false, false);
+        s.on_offer(1, ONCE, t0);
+        s.on_offer(2, Guarantee::AtLeastOnce, t0);
+        s.on_marked([1], t0);
+        // Both processed, both acks lost: the at-least-once one goes again
+        // to earn its cached ack; the at-most-once one is given up.
+        let actions = s.on_progress(t0 + Duration::from_secs(1), processed(3));
+        assert_eq!(sent(&actions), vec![2]);
+        assert_eq!(abandoned(&actions), vec![1]);
+        assert_eq!(s.on_ack(1, 1, t0), AckOutcome::Duplicate, "too late");
+    }
+
+    #[test]
+    fn at_most_once_timeouts_still_park_it() {
+        let t0 = Instant::now();
+        let mut s = sender();
+        s.on_connect(t0, 256, false, false);
+        s.on_offer(1, ONCE, t0);
+        s.on_marked([1], t0);
+        let mut now = t0;
+        let mut parked = false;
+        for _ in 0..10 {
+            now += Duration::from_secs(3);
+            let actions = s.on_tick(now);
+            assert!(sent(&actions).is_empty(), "never a copy: {actions:?}");
+            parked |= actions
+                .iter()
+                .any(|a| matches!(a, Action::Park { seq: 1, .. }));
+        }
+        assert!(parked, "--max-deliver applies to it as to any event");
+    }
+
+    #[test]
+    fn at_most_once_is_abandoned_where_another_copy_would_go() {
+        let t0 = Instant::now();
+        let mut s = sender();
+        s.on_connect(t0, 256, false, false);
+        for seq in 1..=3 {
+            s.on_offer(seq, ONCE, t0);
+        }
+        s.on_offer(4, Guarantee::AtLeastOnce, t0);
+        s.on_marked([1, 2], t0);
+        // 1: retry later asked.
+        match s.on_retry(1, Duration::ZERO, "busy", t0) {
+            RetryOutcome::End(Action::Abandon { seq: 1, reason, .. }) => {
+                assert!(reason.contains("busy"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // The stream ends with 2 sent, 3 still being marked, 4 sent.
+        s.on_disconnect();
+        let actions = s.on_connect(t0, 256, false, false);
+        assert_eq!(
+            abandoned(&actions),
+            vec![2],
+            "same life or not: never a second copy"
+        );
+        assert_eq!(sent(&actions), vec![4], "at least once goes again");
+        // 3's mark arrives now: it goes out once, as attempt 1.
+        assert_eq!(
+            s.on_marked([3], t0),
+            vec![Action::Send { seq: 3, attempt: 1 }]
+        );
+        assert!(s.on_stored([1, 2]));
+        assert_eq!(s.acked_floor(), 3);
+    }
+
+    #[test]
+    fn at_most_once_marked_while_no_stream_goes_out_on_the_next_one() {
+        let t0 = Instant::now();
+        let mut s = sender();
+        s.on_connect(t0, 256, false, false);
+        s.on_offer(1, ONCE, t0);
+        s.on_disconnect();
+        assert!(s.on_marked([1], t0).is_empty(), "no stream");
+        let actions = s.on_connect(t0, 256, false, true);
+        assert_eq!(actions, vec![Action::Send { seq: 1, attempt: 1 }]);
+        s.on_disconnect();
+        let actions = s.on_connect(t0, 256, false, true);
+        assert_eq!(abandoned(&actions), vec![1]);
+        assert!(sent(&actions).is_empty());
+    }
+
+    #[test]
+    fn a_sent_mark_found_at_start_abandons_the_event_whatever_its_kind_is_now() {
+        let t0 = Instant::now();
+        let cursor = DeliveryCursor {
+            acked_floor: 1,
+            resolved_above: vec![],
+            sent_above: vec![2],
+        };
+        let mut s = Sender::new(cfg(), cursor, 1);
+        s.on_connect(t0, 256, false, true);
+        assert_eq!(s.on_offer(1, Guarantee::AtLeastOnce, t0), Offer::Send);
+        assert_eq!(s.on_offer(2, Guarantee::AtLeastOnce, t0), Offer::Abandon);
+        assert_eq!(s.on_ack(2, 1, t0), AckOutcome::Duplicate);
+        s.on_ack(1, 1, t0);
+        assert!(s.on_stored([1, 2]));
+        assert_eq!(s.acked_floor(), 3);
     }
 }

@@ -214,7 +214,12 @@ pub trait Store: Send + Sync + 'static {
         acked_floor: Seq,
     ) -> Result<(), StoreError>;
 
-    /// The persisted floor and the resolved seqs at or above it.
+    /// Stores sent marks for `seqs` (events of at-most-once kinds about to
+    /// go out; idempotently), in one transaction. See [`DeliveryCursor::sent_above`].
+    async fn mark_sent(&self, seqs: &[Seq], sent_at_us: i64) -> Result<(), StoreError>;
+
+    /// The persisted floor, the resolved seqs at or above it, and the
+    /// unresolved ones with a sent mark.
     async fn delivery_cursor(&self) -> Result<DeliveryCursor, StoreError>;
 
     /// Dead events not requeued yet, newest first.
@@ -227,7 +232,7 @@ pub trait Store: Send + Sync + 'static {
     /// Retention (see `crate::retention`): deletes, in one transaction, up
     /// to `limit` events published before `published_before_us` together
     /// with their results, lowest seqs first, and returns how many events
-    /// went. Only an event that has a result, lies below the persisted acked
+    /// went (with their sent marks). Only an event that has a result, lies below the persisted acked
     /// floor and is not the highest stored seq can go: unresolved and dead
     /// events are never deleted, and the highest seq stays because
     /// [`Store::next_seq`] is derived from it (deleting it would hand its
@@ -284,6 +289,11 @@ pub(crate) fn seq_from_db(value: i64) -> Result<Seq, StoreError> {
 }
 
 /// Helper for both backends: converts a seq to its stored i64.
+/// Seqs read as one-column rows.
+pub(crate) fn seqs(rows: Vec<(i64,)>) -> Result<Vec<Seq>, StoreError> {
+    rows.into_iter().map(|(s,)| seq_from_db(s)).collect()
+}
+
 pub(crate) fn seq_to_db(seq: Seq) -> i64 {
     // Seqs are assigned from 1 upwards; 2^63 events are out of reach.
     i64::try_from(seq).unwrap_or(i64::MAX)
@@ -411,6 +421,7 @@ pub(crate) mod rows {
             Some(StatusFilter::Pending) => "r.seq IS NULL AND d.seq IS NULL",
             Some(StatusFilter::Ok) => "r.status = 1",
             Some(StatusFilter::Failed) => "r.status = 2",
+            Some(StatusFilter::Abandoned) => "r.status = 3",
             Some(StatusFilter::Dead) => "r.seq IS NULL AND d.seq IS NOT NULL",
         }
     }

@@ -7,7 +7,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::idempotency::{self, StoredKey};
 use super::rows::{DeadRowDb, EventRow, VIEW_COLUMNS, VIEW_FROM, ViewRow, status_condition};
-use super::{PageBudget, Store, StoreError, seq_from_db, seq_to_db};
+use super::{PageBudget, Store, StoreError, seq_from_db, seq_to_db, seqs};
 use crate::model::{
     AppendBatch, DeadRow, DeadView, DeliveryCursor, EventView, RequestOutcome, ResultRow, Seq,
     StatusFilter, StoredEvent,
@@ -309,6 +309,19 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn mark_sent(&self, seqs: &[Seq], sent_at_us: i64) -> Result<(), StoreError> {
+        let seqs: Vec<i64> = seqs.iter().map(|s| seq_to_db(*s)).collect();
+        sqlx::query(
+            "INSERT INTO sent (seq, sent_at_us) SELECT s, $2 FROM UNNEST($1::int8[]) AS s \
+             ON CONFLICT (seq) DO NOTHING",
+        )
+        .bind(&seqs)
+        .bind(sent_at_us)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn delivery_cursor(&self) -> Result<DeliveryCursor, StoreError> {
         let (floor,): (i64,) =
             sqlx::query_as("SELECT acked_floor FROM delivery_cursor WHERE id = 1")
@@ -321,12 +334,19 @@ impl Store for PgStore {
         .bind(floor)
         .fetch_all(&self.pool)
         .await?;
+        let sent: Vec<(i64,)> = sqlx::query_as(
+            "SELECT s.seq FROM sent s WHERE s.seq >= $1 \
+               AND NOT EXISTS (SELECT 1 FROM results r WHERE r.seq = s.seq) \
+               AND NOT EXISTS (SELECT 1 FROM dead d WHERE d.seq = s.seq) \
+             ORDER BY s.seq",
+        )
+        .bind(floor)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(DeliveryCursor {
             acked_floor: seq_from_db(floor)?,
-            resolved_above: rows
-                .into_iter()
-                .map(|(s,)| seq_from_db(s))
-                .collect::<Result<_, _>>()?,
+            resolved_above: seqs(rows)?,
+            sent_above: seqs(sent)?,
         })
     }
 
@@ -372,6 +392,8 @@ impl Store for PgStore {
                  DELETE FROM results WHERE seq IN \
                      (SELECT seq FROM candidates WHERE published_at_us < $1) \
                  RETURNING seq \
+             ), marks AS ( \
+                 DELETE FROM sent WHERE seq IN (SELECT seq FROM gone) \
              ) \
              DELETE FROM events WHERE seq IN (SELECT seq FROM gone)",
         )

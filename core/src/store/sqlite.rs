@@ -30,7 +30,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use super::idempotency::{self, StoredKey};
 use super::rows::{DeadRowDb, EventRow, VIEW_COLUMNS, VIEW_FROM, ViewRow, status_condition};
-use super::{PageBudget, Store, StoreError, seq_from_db, seq_to_db};
+use super::{PageBudget, Store, StoreError, seq_from_db, seq_to_db, seqs};
 use crate::model::{
     AppendBatch, DeadRow, DeadView, DeliveryCursor, EventView, RequestOutcome, ResultRow, Seq,
     StatusFilter, StoredEvent,
@@ -410,6 +410,22 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn mark_sent(&self, seqs: &[Seq], sent_at_us: i64) -> Result<(), StoreError> {
+        let seqs = serde_json::to_string(&seqs)
+            .map_err(|e| StoreError::Corrupt(format!("encoding seqs to mark: {e}")))?;
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT INTO sent (seq, sent_at_us) SELECT value, ?2 FROM json_each(?1) WHERE TRUE \
+             ON CONFLICT (seq) DO NOTHING",
+        )
+        .bind(&seqs)
+        .bind(sent_at_us)
+        .execute(tx.conn())
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn delivery_cursor(&self) -> Result<DeliveryCursor, StoreError> {
         let (floor,): (i64,) =
             sqlx::query_as("SELECT acked_floor FROM delivery_cursor WHERE id = 1")
@@ -422,12 +438,19 @@ impl Store for SqliteStore {
         .bind(floor)
         .fetch_all(&self.readers)
         .await?;
+        let sent: Vec<(i64,)> = sqlx::query_as(
+            "SELECT s.seq FROM sent s WHERE s.seq >= ?1 \
+               AND NOT EXISTS (SELECT 1 FROM results r WHERE r.seq = s.seq) \
+               AND NOT EXISTS (SELECT 1 FROM dead d WHERE d.seq = s.seq) \
+             ORDER BY s.seq",
+        )
+        .bind(floor)
+        .fetch_all(&self.readers)
+        .await?;
         Ok(DeliveryCursor {
             acked_floor: seq_from_db(floor)?,
-            resolved_above: rows
-                .into_iter()
-                .map(|(s,)| seq_from_db(s))
-                .collect::<Result<_, _>>()?,
+            resolved_above: seqs(rows)?,
+            sent_above: seqs(sent)?,
         })
     }
 
@@ -483,6 +506,10 @@ impl Store for SqliteStore {
             let seqs = serde_json::to_string(&doomed.iter().map(|(s,)| *s).collect::<Vec<_>>())
                 .map_err(|e| StoreError::Corrupt(format!("encoding seqs to prune: {e}")))?;
             sqlx::query("DELETE FROM results WHERE seq IN (SELECT value FROM json_each(?))")
+                .bind(&seqs)
+                .execute(tx.conn())
+                .await?;
+            sqlx::query("DELETE FROM sent WHERE seq IN (SELECT value FROM json_each(?))")
                 .bind(&seqs)
                 .execute(tx.conn())
                 .await?;

@@ -81,21 +81,28 @@ pub(super) fn render_counters(app: &App, frame: &mut Frame, area: Rect) {
         ])),
         acks,
     );
-    frame.render_widget(
-        Paragraph::new(Line::from(vec![
-            Span::raw("results ok "),
+    let mut result_spans = vec![
+        Span::raw("results ok "),
+        Span::styled(
+            totals.results_ok.to_string(),
+            Style::new().fg(Color::Green).bold(),
+        ),
+        Span::raw("  failed "),
+        Span::styled(
+            totals.results_failed.to_string(),
+            Style::new().fg(Color::Red).bold(),
+        ),
+    ];
+    if totals.abandoned > 0 {
+        result_spans.extend([
+            Span::raw("  abandoned "),
             Span::styled(
-                totals.results_ok.to_string(),
-                Style::new().fg(Color::Green).bold(),
+                totals.abandoned.to_string(),
+                Style::new().fg(Color::Yellow).bold(),
             ),
-            Span::raw("  failed "),
-            Span::styled(
-                totals.results_failed.to_string(),
-                Style::new().fg(Color::Red).bold(),
-            ),
-        ])),
-        results,
-    );
+        ]);
+    }
+    frame.render_widget(Paragraph::new(Line::from(result_spans)), results);
     frame.render_widget(
         Paragraph::new(Line::from(vec![
             Span::raw("dead "),

@@ -15,8 +15,10 @@ use super::{
 use crate::app::{App, Focus};
 use crate::fmt::fmt_ms;
 
-/// Width of the status column (`failed`).
+/// Width of the status column (`failed`), and with an abandoned result
+/// shown (`abandoned`).
 const STATUS_WIDTH: u16 = 6;
+const STATUS_ABANDONED_WIDTH: u16 = 9;
 /// Width of the latency column (`18.3`, `12345`).
 const LATENCY_WIDTH: u16 = 5;
 /// Width of the attempt column (its header).
@@ -41,6 +43,8 @@ const OUTPUT_WITH_ATTEMPT_WIDTH: u16 = 24;
 /// are always there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Columns {
+    /// Width of the status column.
+    status: u16,
     /// Width of the key column; `None` leaves it out.
     key: Option<u16>,
     /// Width of the kind column; longer kinds are cut.
@@ -57,7 +61,7 @@ impl Columns {
     /// Cells taken by every column but the output, with one space between
     /// columns.
     fn fixed_width(&self, seq_width: u16) -> u16 {
-        let mut width = seq_width + 1 + self.kind + 1 + STATUS_WIDTH;
+        let mut width = seq_width + 1 + self.kind + 1 + self.status;
         if let Some(key) = self.key {
             width += 1 + key;
         }
@@ -76,9 +80,16 @@ impl Columns {
 /// whose longest kind takes `kind_wanted`. What goes first as the table
 /// narrows: the attempt (almost always 1), then the full length of the kind
 /// and of the key, then the output, then the latency, and last the key.
-fn columns(width: u16, seq_width: u16, key_wanted: Option<u16>, kind_wanted: u16) -> Columns {
+fn columns(
+    width: u16,
+    seq_width: u16,
+    status: u16,
+    key_wanted: Option<u16>,
+    kind_wanted: u16,
+) -> Columns {
     let kind_full = kind_wanted.clamp(KIND_MIN_WIDTH, KIND_MAX_WIDTH);
     let full = Columns {
+        status,
         key: key_wanted,
         kind: kind_full,
         latency: true,
@@ -152,6 +163,13 @@ pub(super) fn render_results(app: &App, frame: &mut Frame, area: Rect) {
         ),
         Span::raw(" "),
     ];
+    if totals.abandoned > 0 {
+        title.push(Span::styled(
+            format!("abandoned {}", totals.abandoned),
+            Style::new().fg(Color::Yellow),
+        ));
+        title.push(Span::raw(" "));
+    }
     let block_inner = Block::bordered().inner(area);
     let visible = visible_rows(block_inner, 1);
     let offset = effective_offset(app.scroll.results, app.results.len(), visible);
@@ -186,11 +204,28 @@ pub(super) fn render_results(app: &App, frame: &mut Frame, area: Rect) {
         .unwrap_or(0)
         .min(usize::from(KIND_MAX_WIDTH)) as u16;
     let key_wanted = key_width_wanted(shown.iter().map(|r| r.key.as_str()));
-    let cols = columns(block_inner.width, seq_width, key_wanted, kind_wanted);
+    let status_width = if shown
+        .iter()
+        .any(|r| r.status() == pb::ResultStatus::Abandoned)
+    {
+        STATUS_ABANDONED_WIDTH
+    } else {
+        STATUS_WIDTH
+    };
+    let cols = columns(
+        block_inner.width,
+        seq_width,
+        status_width,
+        key_wanted,
+        kind_wanted,
+    );
     let rows = shown.into_iter().map(|r| {
         let status = match r.status() {
             pb::ResultStatus::Ok => Span::styled("ok", Style::new().fg(Color::Green)),
             pb::ResultStatus::Failed => Span::styled("failed", Style::new().fg(Color::Red).bold()),
+            pb::ResultStatus::Abandoned => {
+                Span::styled("abandoned", Style::new().fg(Color::Yellow))
+            }
             pb::ResultStatus::Unspecified => Span::styled("?", DIM),
         };
         let mut cells = vec![right(r.seq.to_string())];
@@ -220,7 +255,7 @@ pub(super) fn render_results(app: &App, frame: &mut Frame, area: Rect) {
     }
     widths.extend([
         Constraint::Length(cols.kind),
-        Constraint::Length(STATUS_WIDTH),
+        Constraint::Length(cols.status),
     ]);
     header.extend([Cell::from("kind"), Cell::from("status")]);
     if cols.latency {
@@ -248,6 +283,7 @@ mod tests {
 
     fn cols(key: Option<u16>, kind: u16, latency: bool, attempt: bool, output: bool) -> Columns {
         Columns {
+            status: STATUS_WIDTH,
             key,
             kind,
             latency,
@@ -260,53 +296,56 @@ mod tests {
     fn columns_give_way_as_the_panel_narrows() {
         // Wide: everything, key and kind at full length.
         assert_eq!(
-            columns(80, 4, Some(12), 12),
+            columns(80, 4, STATUS_WIDTH, Some(12), 12),
             cols(Some(12), 12, true, true, true)
         );
         // The wide layout at 120 columns (58 inside the panel): the attempt
         // goes first.
         assert_eq!(
-            columns(58, 4, Some(7), 12),
+            columns(58, 4, STATUS_WIDTH, Some(7), 12),
             cols(Some(7), 12, true, false, true)
         );
         // Then the kind and the key are cut, while the output keeps room.
         assert_eq!(
-            columns(53, 4, Some(16), 12),
+            columns(53, 4, STATUS_WIDTH, Some(16), 12),
             cols(Some(16), 9, true, false, true)
         );
         assert_eq!(
-            columns(45, 4, Some(16), 12),
+            columns(45, 4, STATUS_WIDTH, Some(16), 12),
             cols(Some(8), 9, true, false, true)
         );
         // The compact layout at 80 columns (36 inside): the output goes,
         // the demo's keys stay whole, even with five-digit seqs.
         assert_eq!(
-            columns(36, 4, Some(7), 9),
+            columns(36, 4, STATUS_WIDTH, Some(7), 9),
             cols(Some(7), 9, true, false, false)
         );
         assert_eq!(
-            columns(36, 5, Some(7), 9),
+            columns(36, 5, STATUS_WIDTH, Some(7), 9),
             cols(Some(7), 9, true, false, false)
         );
         // Narrower: the latency, then the key.
         assert_eq!(
-            columns(30, 4, Some(7), 9),
+            columns(30, 4, STATUS_WIDTH, Some(7), 9),
             cols(Some(7), 9, false, false, false)
         );
         assert_eq!(
-            columns(27, 4, Some(7), 9),
+            columns(27, 4, STATUS_WIDTH, Some(7), 9),
             cols(Some(5), 9, false, false, false)
         );
-        assert_eq!(columns(24, 4, Some(7), 9).key, None);
+        assert_eq!(columns(24, 4, STATUS_WIDTH, Some(7), 9).key, None);
         // No keys: no key column, and its room goes to the output.
-        assert_eq!(columns(36, 4, None, 9), cols(None, 9, true, false, true));
+        assert_eq!(
+            columns(36, 4, STATUS_WIDTH, None, 9),
+            cols(None, 9, true, false, true)
+        );
     }
 
     #[test]
     fn the_chosen_columns_fit() {
         for width in 20..=100 {
             for key in [None, Some(3), Some(7), Some(16)] {
-                let c = columns(width, 5, key, 12);
+                let c = columns(width, 5, STATUS_WIDTH, key, 12);
                 let output = if c.output { 1 + OUTPUT_MIN_WIDTH } else { 0 };
                 assert!(
                     c.fixed_width(5) + output <= width

@@ -427,6 +427,7 @@ mod tests {
             idempotency_key: Some(ik.into()),
             key: key.map(str::to_string),
             state: OK,
+            at_most_once: false,
         }
     }
 

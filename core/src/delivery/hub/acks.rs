@@ -1,6 +1,7 @@
 //! Acks into results: each ack batch from the processor becomes result
-//! rows, dead entries (rejections, retry requests past `--max-deliver`) and
-//! retry schedules in the `Sender`; the rows go to the results writer, and
+//! rows, dead entries (rejections, retry requests past `--max-deliver`),
+//! abandoned results (at-most-once events asked to be retried) and retry
+//! schedules in the `Sender`; the rows go to the results writer, and
 //! once they are durable the floor moves and the feed and metrics hear of
 //! them. The processor's status reports land here too.
 
@@ -50,7 +51,7 @@ impl State {
                             key,
                         }));
                     }
-                    RetryOutcome::Park(Action::Park {
+                    RetryOutcome::End(Action::Park {
                         seq,
                         attempts,
                         reason,
@@ -58,7 +59,15 @@ impl State {
                         self.totals.retries += 1;
                         resolution.dead.push(self.park(seq, attempts, reason));
                     }
-                    RetryOutcome::Park(_) | RetryOutcome::Ignored => {}
+                    RetryOutcome::End(Action::Abandon {
+                        seq,
+                        attempts,
+                        reason,
+                    }) => {
+                        self.totals.retries += 1;
+                        resolution.results.push(self.abandon(seq, attempts, reason));
+                    }
+                    RetryOutcome::End(_) | RetryOutcome::Ignored => {}
                 }
                 continue;
             }
@@ -131,6 +140,28 @@ impl State {
         }
     }
 
+    /// Gives up an at-most-once event: its result, with status abandoned
+    /// and `reason` as the output, to store.
+    pub(super) fn abandon(&mut self, seq: Seq, attempts: u32, reason: String) -> ResultRow {
+        tracing::info!(seq, attempts, %reason, "at-most-once event abandoned");
+        self.acked.insert(
+            seq,
+            AckedInfo {
+                status: ResultStatus::Abandoned,
+                output: short(&reason, 80),
+                attempt: attempts,
+            },
+        );
+        ResultRow {
+            seq,
+            status: ResultStatus::Abandoned,
+            output: reason,
+            attempt: attempts,
+            processing_us: 0,
+            stored_at_us: now_us(),
+        }
+    }
+
     pub(super) fn on_stored(&mut self, seqs: Vec<Seq>) {
         let feed = self.feed_tx.receiver_count() > 0;
         let now = now_us();
@@ -142,6 +173,7 @@ impl State {
             match acked.status {
                 ResultStatus::Ok => self.totals.results_ok += 1,
                 ResultStatus::Failed => self.totals.results_failed += 1,
+                ResultStatus::Abandoned => self.totals.abandoned += 1,
             }
             if let Some(event) = &event {
                 let latency = (now - event.published_at_us).max(0) as f64 / 1e6;
@@ -151,6 +183,7 @@ impl State {
                 let status = match acked.status {
                     ResultStatus::Ok => pb::ResultStatus::Ok,
                     ResultStatus::Failed => pb::ResultStatus::Failed,
+                    ResultStatus::Abandoned => pb::ResultStatus::Abandoned,
                 };
                 self.feed(pb::feed_event::Kind::Result(pb::ResultFeed {
                     seq: *seq,

@@ -30,7 +30,8 @@ use tokio_util::task::TaskTracker;
 use self::acks::AckedInfo;
 use self::payloads::Payloads;
 use super::backlog::{self, ReadAhead};
-use super::results::Resolution;
+use super::guarantee::Guarantees;
+use super::results::{Resolution, Stored};
 use super::sender::{Action, Offer, Progress, Sender, SenderConfig};
 use crate::ingest::Ingest;
 use crate::metrics::CoreMetrics;
@@ -104,6 +105,8 @@ pub struct HubParts {
     pub ordering: pb::Ordering,
     /// Most payload bytes in the window (`--window-bytes`).
     pub window_bytes: usize,
+    /// Which kinds are delivered at most once (`--at-most-once`).
+    pub guarantees: Guarantees,
 }
 
 /// Loads the cursor, starts the hub, the backlog reader and the result
@@ -176,6 +179,7 @@ pub async fn start(
         metrics: parts.metrics,
         synced: pb::Totals::default(),
         ordering: parts.ordering,
+        guarantees: parts.guarantees,
         last_life: None,
         floor_since: (0, Instant::now()),
     };
@@ -236,6 +240,7 @@ struct State {
     /// Totals as last copied into the metrics.
     synced: pb::Totals,
     ordering: pb::Ordering,
+    guarantees: Guarantees,
     /// The life and id of the last processor that said hello.
     last_life: Option<(u64, String)>,
     /// The floor as the last snapshot saw it, and since when.
@@ -248,7 +253,7 @@ impl State {
         mut sessions_rx: mpsc::Receiver<NewSession>,
         mut commands_rx: mpsc::Receiver<Command>,
         mut events_rx: mpsc::Receiver<ReadAhead>,
-        mut stored_rx: mpsc::UnboundedReceiver<Vec<Seq>>,
+        mut stored_rx: mpsc::UnboundedReceiver<Stored>,
         cancel: CancellationToken,
         inner_cancel: CancellationToken,
     ) {
@@ -267,7 +272,12 @@ impl State {
                 Some(event) = events_rx.recv(), if can_send => {
                     self.on_events(event, &mut events_rx).await;
                 }
-                Some(seqs) = stored_rx.recv() => self.on_stored(seqs),
+                Some(stored) = stored_rx.recv() => {
+                    if !stored.marked.is_empty() {
+                        self.on_marked(stored.marked).await;
+                    }
+                    self.on_stored(stored.resolved);
+                }
                 _ = sleep_until(deadline) => self.on_tick().await,
                 Some(command) = commands_rx.recv() => self.on_command(command).await,
                 _ = snapshot_tick.tick() => self.on_snapshot_tick().await,
@@ -382,13 +392,29 @@ impl State {
     async fn on_events(&mut self, first: ReadAhead, events_rx: &mut mpsc::Receiver<ReadAhead>) {
         let now = Instant::now();
         let mut batch = Vec::new();
+        let mut resolution = Resolution::default();
         let mut next = Some(first);
         while let Some(ReadAhead { event, .. }) = next.take() {
-            match self.sender.on_offer(event.seq, now) {
+            let guarantee = self.guarantees.of(&event.kind);
+            match self.sender.on_offer(event.seq, guarantee, now) {
                 Offer::Send => {
                     batch.push(to_pb(&event, 1));
                     self.payloads.insert(event);
                     self.totals.delivered += 1;
+                }
+                Offer::Mark => {
+                    // Sent once its mark is durable (`on_marked`).
+                    resolution.sent.push(event.seq);
+                    self.payloads.insert(event);
+                }
+                Offer::Abandon => {
+                    let seq = event.seq;
+                    self.payloads.insert(event);
+                    resolution.results.push(self.abandon(
+                        seq,
+                        1,
+                        "abandoned: core restarted after its one copy may have gone out".into(),
+                    ));
                 }
                 Offer::Skip | Offer::OutOfOrder => {}
             }
@@ -411,9 +437,19 @@ impl State {
             self.floor
                 .store(self.sender.acked_floor(), Ordering::Release);
         }
+        if resolution.rows() > 0 {
+            let _ = self.rows_tx.send(resolution);
+        }
         if !batch.is_empty() {
             self.send_events(batch).await;
         }
+    }
+
+    /// Sent marks are durable: those events go out now.
+    async fn on_marked(&mut self, seqs: Vec<Seq>) {
+        let actions = self.sender.on_marked(seqs, Instant::now());
+        self.totals.delivered += actions.len() as u64;
+        self.perform(actions).await;
     }
 
     async fn on_tick(&mut self) {
@@ -422,7 +458,7 @@ impl State {
     }
 
     /// Carries out sender actions: sends, retransmits (batched into one
-    /// message) and parks.
+    /// message), parks and abandons.
     async fn perform(&mut self, actions: Vec<Action>) {
         let mut batch = Vec::new();
         let mut resolution = Resolution::default();
@@ -453,9 +489,14 @@ impl State {
                     attempts,
                     reason,
                 } => resolution.dead.push(self.park(seq, attempts, reason)),
+                Action::Abandon {
+                    seq,
+                    attempts,
+                    reason,
+                } => resolution.results.push(self.abandon(seq, attempts, reason)),
             }
         }
-        if !resolution.dead.is_empty() {
+        if resolution.rows() > 0 {
             let _ = self.rows_tx.send(resolution);
         }
         for chunk in batch.chunks(MAX_EVENTS_PER_MESSAGE) {

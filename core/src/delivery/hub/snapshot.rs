@@ -53,6 +53,13 @@ impl State {
                     acked: false,
                     key: self.key_of(seq),
                     retry: f.retry,
+                    at_most_once: f.once,
+                }),
+                Entry::Marking => Some(pb::InFlightEntry {
+                    seq,
+                    key: self.key_of(seq),
+                    at_most_once: true,
+                    ..Default::default()
                 }),
                 Entry::Acked => Some(pb::InFlightEntry {
                     seq,
@@ -162,6 +169,9 @@ impl State {
         m.results
             .with_label_values(&["failed"])
             .inc_by(t.results_failed - s.results_failed);
+        m.results
+            .with_label_values(&["abandoned"])
+            .inc_by(t.abandoned - s.abandoned);
         self.synced = self.totals;
         let in_flight = snapshot.in_flight.iter().filter(|e| !e.acked).count();
         m.in_flight.set(in_flight as i64);
