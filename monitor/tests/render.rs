@@ -640,3 +640,28 @@ fn tiny_terminals_do_not_panic() {
         draw(&app, width, height);
     }
 }
+
+#[test]
+fn abandoned_results_show_in_both_layouts() {
+    let mut app = running_app();
+    feed(
+        &mut app,
+        9_000,
+        Kind::Result(pb::ResultFeed {
+            seq: 1223,
+            key: "meter-7".into(),
+            kind: "telemetry".into(),
+            status: pb::ResultStatus::Abandoned as i32,
+            latency_us: 2_000,
+            output: "abandoned: the processor's stream ended".into(),
+            attempt: 1,
+        }),
+    );
+    for (width, height) in [(120, 40), (80, 24)] {
+        let s = screen(&draw(&app, width, height));
+        assert!(
+            s.contains("abandoned"),
+            "{width}x{height}: no abandoned status in\n{s}"
+        );
+    }
+}

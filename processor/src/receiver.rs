@@ -477,4 +477,19 @@ mod tests {
         r.on_welcome(10, 8, false, Ordering::Global);
         assert_eq!(r.next_expected(), 10);
     }
+
+    #[test]
+    fn events_queued_below_the_floor_are_dropped_not_run() {
+        // Key "a": 1 runs, 2 and 3 wait behind it. Core resolves 2 (an
+        // abandoned or parked event) while it waits: the floor passes it.
+        let mut r = Receiver::new(8, 4, true);
+        r.on_welcome(1, 8, false, Ordering::Key);
+        assert_eq!(started(&r.on_event(keyed(1, 1, "a"))), vec![vec![1]]);
+        r.on_event(keyed(2, 1, "a"));
+        r.on_event(keyed(3, 1, "a"));
+        assert_eq!(r.unfinished(), 3);
+        r.on_floor(3);
+        assert_eq!(r.unfinished(), 2, "2 is dropped; 1 keeps running");
+        assert_eq!(started(&r.on_processed(ack(1))), vec![vec![3]]);
+    }
 }

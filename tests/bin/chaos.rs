@@ -77,6 +77,9 @@ struct Args {
     /// Kind core delivers at most once (repeatable; core's --at-most-once): the checker lets its events be abandoned and flags any run twice. The workload's kinds: sha256, wordcount, sum, fail, sleep, hook.
     #[arg(long = "at-most-once", value_name = "KIND")]
     at_most_once: Vec<String>,
+    /// Negative control: do not pass --at-most-once to core, so it delivers those kinds at least once; the checker still holds them to at most once and must report events run twice after processor kills.
+    #[arg(long, requires = "at_most_once")]
+    at_most_once_unenforced: bool,
     /// SIGKILLs of the processor, each followed by a new processor life.
     #[arg(long, default_value_t = 10)]
     processor_kills: u32,
@@ -201,6 +204,7 @@ fn config(args: &Args) -> ChaosConfig {
     c.webhook_errors = args.webhook_errors;
     c.webhook_hangs = args.webhook_hangs;
     c.at_most_once = args.at_most_once.clone();
+    c.at_most_once_unenforced = args.at_most_once_unenforced;
     c.processor_kills = args.processor_kills;
     c.core_kills = args.core_kills;
     c.pauses = args.pauses;

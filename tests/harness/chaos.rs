@@ -197,7 +197,7 @@ impl ChaosConfig {
             processor_args: Vec::new(),
             drain_timeout: Duration::from_secs(180),
             publish_timeout: Duration::from_secs(1800),
-            keep: false,
+            keep: std::env::var_os("ACKFLOW_CHAOS_KEEP").is_some(),
             keep_invalid: true,
             verbose: false,
         }
@@ -544,14 +544,22 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosOutcome> {
         Ok(s) => (true, s.totals.unwrap_or_default()),
         Err(e) => {
             println!("{e}");
-            (
-                false,
-                core.snapshot()
-                    .await
-                    .ok()
-                    .and_then(|s| s.totals)
-                    .unwrap_or_default(),
-            )
+            let s = core.snapshot().await.ok();
+            if let Some(s) = &s {
+                // Where delivery stands, for the post-mortem.
+                println!(
+                    "not drained: head {}, floor {}, next to send {}, window used {}, suspects {}, floor holder {:?}, processor {:?}, first in flight {:?}",
+                    s.head,
+                    s.acked_floor,
+                    s.next_to_send,
+                    s.window_used,
+                    s.suspects,
+                    s.floor_holder,
+                    s.processor,
+                    s.in_flight.iter().take(5).collect::<Vec<_>>()
+                );
+            }
+            (false, s.and_then(|s| s.totals).unwrap_or_default())
         }
     };
     say(format!("drained: {drained}"));

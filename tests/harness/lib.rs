@@ -136,10 +136,13 @@ impl Proc {
             .create(true)
             .append(true)
             .open(&log)?;
+        // `ACKFLOW_TEST_LOG` (a `RUST_LOG` filter) turns on more logging in
+        // every process a test starts, for a post-mortem.
+        let filter = std::env::var("ACKFLOW_TEST_LOG").unwrap_or_else(|_| "info".into());
         let mut cmd = Command::new(program);
         cmd.args(args)
             .env_remove("DATABASE_URL")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file)

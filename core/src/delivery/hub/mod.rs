@@ -182,6 +182,7 @@ pub async fn start(
         guarantees: parts.guarantees,
         last_life: None,
         floor_since: (0, Instant::now()),
+        last_snapshot_suspects: 0,
     };
     tracker.spawn(state.run(
         sessions_rx,
@@ -245,6 +246,8 @@ struct State {
     last_life: Option<(u64, String)>,
     /// The floor as the last snapshot saw it, and since when.
     floor_since: (Seq, Instant),
+    /// Crash suspects as the last snapshot saw them (logged when it changes).
+    last_snapshot_suspects: u32,
 }
 
 impl State {

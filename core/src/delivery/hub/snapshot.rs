@@ -146,6 +146,19 @@ impl State {
             floor_holder,
             suspects: self.sender.suspects() as u32,
         };
+        if snapshot.suspects != self.last_snapshot_suspects {
+            tracing::info!(
+                suspects = snapshot.suspects,
+                floor = snapshot.acked_floor,
+                "crash suspects {}",
+                if snapshot.suspects > 0 {
+                    "isolated: one event at a time"
+                } else {
+                    "cleared: the window is open again"
+                }
+            );
+            self.last_snapshot_suspects = snapshot.suspects;
+        }
         self.sync_metrics(&snapshot);
         self.snapshot_tx.send_replace(Arc::new(snapshot));
     }
