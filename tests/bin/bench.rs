@@ -102,6 +102,11 @@ struct Args {
     /// to measure what pruning costs the hot path).
     #[arg(long)]
     retention: Option<String>,
+    /// A flag for every core the bench starts (repeatable), e.g.
+    /// `--core-arg=--at-most-once --core-arg=sha256` to measure W1 with its
+    /// events delivered at most once.
+    #[arg(long = "core-arg", allow_hyphen_values = true, value_name = "FLAG")]
+    core_args: Vec<String>,
     /// Events per window in the sweep.
     #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
     sweep_events: u64,
@@ -117,6 +122,18 @@ struct Args {
     /// Events in the W2 control (one key: strict order, one call at a time).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     w2_control_events: u64,
+}
+
+impl Args {
+    /// Flags for every core: `--retention` when set, then `--core-arg`s.
+    fn core_flags(&self) -> Vec<String> {
+        let mut flags = Vec::new();
+        if let Some(retention) = &self.retention {
+            flags.extend(["--retention".to_string(), retention.clone()]);
+        }
+        flags.extend(self.core_args.iter().cloned());
+        flags
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -172,12 +189,12 @@ impl Backend {
 struct Env {
     dir: tempfile::TempDir,
     db: Option<PgDb>,
-    /// `--retention` for core, when set.
-    retention: Option<String>,
+    /// Flags for every core: `--retention` when set, then `--core-arg`s.
+    core_args: Vec<String>,
 }
 
 impl Env {
-    async fn new(backend: Backend, retention: Option<String>) -> anyhow::Result<Self> {
+    async fn new(backend: Backend, core_args: Vec<String>) -> anyhow::Result<Self> {
         let db = match backend {
             Backend::Postgres => {
                 checkpoint().await?;
@@ -188,7 +205,7 @@ impl Env {
         Ok(Self {
             dir: tempfile::tempdir()?,
             db,
-            retention,
+            core_args,
         })
     }
 
@@ -214,12 +231,10 @@ impl Env {
         self.core_with(&["--window", &window]).await
     }
 
-    /// A core with `extra` flags (and `--retention` when set), else defaults.
+    /// A core with `extra` flags and the bench's own (`core_args`), else defaults.
     async fn core_with(&self, extra: &[&str]) -> anyhow::Result<Core> {
         let mut args = extra.to_vec();
-        if let Some(retention) = &self.retention {
-            args.extend(["--retention", retention]);
-        }
+        args.extend(self.core_args.iter().map(String::as_str));
         Core::start(self.dir(), self.core_url(), &args).await
     }
 
@@ -855,7 +870,7 @@ async fn section_sweep(backend: Backend, args: &Args) -> anyhow::Result<()> {
     println!("  | window | events/s | p50 ms | p99 ms | core MB | processor MB |");
     println!("  |---:|---:|---:|---:|---:|---:|");
     for &window in &args.sweep_windows {
-        let env = Env::new(backend, args.retention.clone()).await?;
+        let env = Env::new(backend, args.core_flags()).await?;
         let pair = Pair::start(&env, window).await?;
         let rss = pair.sampler();
         let run = publish_stream(&pair.core, args.sweep_events, args.payload, None).await?;
@@ -889,7 +904,7 @@ async fn measure(backend: Backend, args: &Args) -> anyhow::Result<Summary> {
         if !runs(section) {
             continue;
         }
-        let env = Env::new(backend, args.retention.clone()).await?;
+        let env = Env::new(backend, args.core_flags()).await?;
         match section {
             Section::Publish => section_publish(&env, args).await?,
             Section::W1 => section_w1(&env, args, &mut summary).await?,
