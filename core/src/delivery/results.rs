@@ -1,7 +1,8 @@
 //! The result writer: stores acknowledged results and dead entries in
-//! batches, then reports which seqs are durable so the floor can move. It
-//! also stores the sent marks of at-most-once events (see `guarantee.rs`)
-//! and reports them, so the hub sends those events only once marked.
+//! batches, then reports which seqs are durable so the floor can move. A
+//! second one (the same code, its own channel) stores the sent marks of
+//! at-most-once events (see `guarantee.rs`) and reports them, so the hub
+//! sends those events once marked, without waiting behind results.
 //!
 //! A failed write is retried with backoff, never dropped: an ack the
 //! processor sent must either become a stored result or be re-earned by a

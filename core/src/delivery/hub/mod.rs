@@ -130,6 +130,7 @@ pub async fn start(
     let (feed_tx, _) = broadcast::channel(FEED_CAPACITY);
     let (events_tx, events_rx) = backlog::channel();
     let (rows_tx, rows_rx) = mpsc::unbounded_channel();
+    let (marks_tx, marks_rx) = mpsc::unbounded_channel();
     let (stored_tx, stored_rx) = mpsc::unbounded_channel();
     let floor = Arc::new(AtomicU64::new(sender.acked_floor()));
 
@@ -144,15 +145,20 @@ pub async fn start(
         events_tx,
         inner_cancel.clone(),
     ));
-    tracker.spawn(super::results::run(
-        parts.store.clone(),
-        rows_rx,
-        stored_tx,
-        floor.clone(),
-        parts.metrics.clone(),
-        parts.ingest.store_health().clone(),
-        parts.cancel.clone(),
-    ));
+    // Two writers: results and dead entries in one, sent marks in the
+    // other, so an event held for its mark never waits behind a commit of
+    // results (the floor they carry is unused by marks).
+    for rows_rx in [rows_rx, marks_rx] {
+        tracker.spawn(super::results::run(
+            parts.store.clone(),
+            rows_rx,
+            stored_tx.clone(),
+            floor.clone(),
+            parts.metrics.clone(),
+            parts.ingest.store_health().clone(),
+            parts.cancel.clone(),
+        ));
+    }
 
     let state = State {
         sender,
@@ -163,6 +169,7 @@ pub async fn start(
         payloads: Payloads::new(parts.window_bytes),
         acked: BTreeMap::new(),
         rows_tx,
+        marks_tx,
         floor,
         snapshot_tx,
         feed_tx: feed_tx.clone(),
@@ -220,6 +227,8 @@ struct State {
     /// counters and feed. Bounded by the window.
     acked: BTreeMap<Seq, AckedInfo>,
     rows_tx: mpsc::UnboundedSender<Resolution>,
+    /// Sent marks to store (the second writer).
+    marks_tx: mpsc::UnboundedSender<Resolution>,
     /// The floor as last computed, read by the result writer.
     floor: Arc<AtomicU64>,
     snapshot_tx: watch::Sender<Arc<pb::Snapshot>>,
@@ -439,6 +448,12 @@ impl State {
             self.sender.on_stored(seqs);
             self.floor
                 .store(self.sender.acked_floor(), Ordering::Release);
+        }
+        if !resolution.sent.is_empty() {
+            let _ = self.marks_tx.send(Resolution {
+                sent: std::mem::take(&mut resolution.sent),
+                ..Resolution::default()
+            });
         }
         if resolution.rows() > 0 {
             let _ = self.rows_tx.send(resolution);
