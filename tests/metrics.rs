@@ -97,7 +97,7 @@ async fn metrics_match_the_run() -> anyhow::Result<()> {
     );
     assert_eq!(sample(&text, "ackflow_head_seq"), Some(100.0));
     assert_eq!(sample(&text, "ackflow_window"), Some(1024.0));
-    assert_eq!(sample(&text, "ackflow_processor_connected"), Some(1.0));
+    assert_eq!(sample(&text, "ackflow_session_open"), Some(1.0));
     assert_eq!(
         sample(&text, "ackflow_publish_to_result_seconds_count"),
         Some(100.0)
@@ -145,7 +145,7 @@ async fn metrics_match_the_run() -> anyhow::Result<()> {
         },
     )
     .await?;
-    assert_eq!(sample(&text, "ackflow_processor_paused"), Some(1.0));
+    assert_eq!(sample(&text, "ackflow_session_paused"), Some(1.0));
     assert_eq!(sample(&text, "ackflow_in_flight"), Some(1.0));
     wait_for(
         "processor duplicate drops",

@@ -48,7 +48,7 @@ async fn processor_and_monitor_connect_with_their_ca() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = pki(dir.path(), "core");
     let (other_ca, _, _) = pki(dir.path(), "other");
-    let mut config = ackflow_core::config::Config::for_tests(None, dir.path().join("data"));
+    let mut config = ackflow_core::config::Config::local(None, dir.path().join("data"));
     config.tls_cert = Some(cert);
     config.tls_key = Some(key);
     config.processor_token = Some("processor-token-0123456789".into());
@@ -182,7 +182,7 @@ async fn the_processor_binary_uses_its_token_and_tls_domain() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = pki(dir.path(), "core");
     let token = "processor-token-0123456789";
-    let mut config = ackflow_core::config::Config::for_tests(None, dir.path().join("data"));
+    let mut config = ackflow_core::config::Config::local(None, dir.path().join("data"));
     config.tls_cert = Some(cert);
     config.tls_key = Some(key);
     config.processor_token = Some(token.into());

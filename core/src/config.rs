@@ -256,9 +256,9 @@ impl LogFormat {
 }
 
 impl Config {
-    /// The configuration a test or the demo starts from: defaults, with
-    /// ports chosen by the OS.
-    pub fn for_tests(database_url: Option<String>, data_dir: PathBuf) -> Self {
+    /// A core for this machine only: every default, listening on loopback
+    /// ports the OS chooses. What the demo and the tests start from.
+    pub fn local(database_url: Option<String>, data_dir: PathBuf) -> Self {
         let mut config = Config::parse_from(["ackflow-core"]);
         config.http_addr = "127.0.0.1:0".parse().expect("literal address");
         config.grpc_addr = "127.0.0.1:0".parse().expect("literal address");

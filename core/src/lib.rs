@@ -11,7 +11,6 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod fd_limit;
-pub mod grpc;
 pub mod http;
 pub mod ingest;
 pub mod metrics;

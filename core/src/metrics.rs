@@ -35,8 +35,8 @@ pub struct CoreMetrics {
     pub acked_floor: IntGauge,
     pub rtt_seconds: Gauge,
     pub rto_seconds: Gauge,
-    pub processor_connected: IntGauge,
-    pub processor_paused: IntGauge,
+    pub session_open: IntGauge,
+    pub session_paused: IntGauge,
     pub store_batch_events: HistogramVec,
     pub store_commit_seconds: HistogramVec,
     /// Failed store writes, by op and [`crate::store::StoreError::kind`].
@@ -178,13 +178,13 @@ impl CoreMetrics {
             ),
             rtt_seconds: float_gauge("ackflow_rtt_seconds", "Smoothed ack round trip."),
             rto_seconds: float_gauge("ackflow_rto_seconds", "Current retransmission timeout."),
-            processor_connected: gauge(
-                "ackflow_processor_connected",
-                "1 while a processor is connected.",
+            session_open: gauge(
+                "ackflow_session_open",
+                "1 while a processor's session (its delivery stream) is open. (The processor's own view is ackflow_processor_connected.)",
             ),
-            processor_paused: gauge(
-                "ackflow_processor_paused",
-                "1 while the processor is paused.",
+            session_paused: gauge(
+                "ackflow_session_paused",
+                "1 while the open session is paused.",
             ),
             store_batch_events: histogram_vec(
                 "ackflow_store_batch_events",

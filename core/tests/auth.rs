@@ -35,7 +35,7 @@ fn with_auth<T>(message: T, auth: Option<&str>) -> tonic::Request<T> {
 #[tokio::test]
 async fn wrong_tokens_are_refused_everywhere() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::for_tests(None, dir.path().to_path_buf());
+    let mut config = Config::local(None, dir.path().to_path_buf());
     config.processor_token = Some(PROCESSOR_TOKEN.into());
     config.admin_token = Some(ADMIN_TOKEN.into());
     let running = start(config).await.unwrap();
@@ -156,7 +156,7 @@ fn wrong_publish() -> Vec<Option<String>> {
 }
 
 async fn core_with_all_tokens(dir: &std::path::Path) -> Running {
-    let mut config = Config::for_tests(None, dir.to_path_buf());
+    let mut config = Config::local(None, dir.to_path_buf());
     config.publish_token = Some(PUBLISH_TOKEN.into());
     config.processor_token = Some(PROCESSOR_TOKEN.into());
     config.admin_token = Some(ADMIN_TOKEN.into());
@@ -403,7 +403,7 @@ async fn publishing_is_open_without_a_publish_token() {
     // Loopback and no --publish-token: as before, anyone on this machine
     // may publish (the other tokens change nothing about that).
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::for_tests(None, dir.path().to_path_buf());
+    let mut config = Config::local(None, dir.path().to_path_buf());
     config.admin_token = Some(ADMIN_TOKEN.into());
     let running = start(config).await.unwrap();
     let response = http(
@@ -421,7 +421,7 @@ async fn publishing_is_open_without_a_publish_token() {
 #[tokio::test]
 async fn insecure_serves_a_public_address_without_tokens_but_keeps_those_set() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::for_tests(None, dir.path().to_path_buf());
+    let mut config = Config::local(None, dir.path().to_path_buf());
     config.http_addr = "0.0.0.0:0".parse().unwrap();
     config.grpc_addr = "0.0.0.0:0".parse().unwrap();
     config.admin_token = Some(ADMIN_TOKEN.into());

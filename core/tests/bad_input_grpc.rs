@@ -57,7 +57,7 @@ fn fixture() -> Fixture {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::for_tests(None, dir.path().to_path_buf());
+    let mut config = Config::local(None, dir.path().to_path_buf());
     config.max_request_bytes = MAX_REQUEST_BYTES;
     let (running, channel) = runtime.block_on(async {
         let running = start(config).await.unwrap();

@@ -9,7 +9,7 @@ use tonic::transport::Channel;
 
 async fn core(tokens: bool) -> (Running, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::for_tests(None, dir.path().to_path_buf());
+    let mut config = Config::local(None, dir.path().to_path_buf());
     config.max_request_bytes = 4096;
     if tokens {
         config.processor_token = Some("processor-token-0123456789".into());

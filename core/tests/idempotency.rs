@@ -70,7 +70,7 @@ impl Core {
         } else {
             None
         };
-        let mut config = Config::for_tests(url, dir.path().to_path_buf());
+        let mut config = Config::local(url, dir.path().to_path_buf());
         config.commit_linger_us = linger_us;
         let limits = config.limits();
         let max_request_bytes = config.max_request_bytes as usize;

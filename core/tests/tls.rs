@@ -52,7 +52,7 @@ const PROCESSOR_TOKEN: &str = "processor-token-0123456789";
 const ADMIN_TOKEN: &str = "admin-token-0123456789";
 
 async fn tls_core(dir: &Path, pki: &Pki) -> Running {
-    let mut config = Config::for_tests(None, dir.join("data"));
+    let mut config = Config::local(None, dir.join("data"));
     config.tls_cert = Some(pki.cert.clone());
     config.tls_key = Some(pki.key.clone());
     config.processor_token = Some(PROCESSOR_TOKEN.into());
@@ -314,7 +314,7 @@ async fn bad_certificate_files_fail_at_start() {
         // A key that does not match the certificate.
         (&good.cert, &other.key, "cannot be used"),
     ] {
-        let mut config = Config::for_tests(None, dir.path().join("data"));
+        let mut config = Config::local(None, dir.path().join("data"));
         config.tls_cert = Some(cert.clone());
         config.tls_key = Some(key.clone());
         let err = match start(config).await {
@@ -326,7 +326,7 @@ async fn bad_certificate_files_fail_at_start() {
         };
         assert!(err.contains(expected), "{err}");
     }
-    let mut config = Config::for_tests(None, dir.path().join("data"));
+    let mut config = Config::local(None, dir.path().join("data"));
     config.tls_cert = Some(good.cert.clone());
     let err = config.check().expect_err("a certificate without a key");
     assert!(

@@ -81,7 +81,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         .ok()
         .filter(|url| !url.is_empty());
     let mut config =
-        ackflow_core::config::Config::for_tests(database_url, data_dir.path().to_path_buf());
+        ackflow_core::config::Config::local(database_url, data_dir.path().to_path_buf());
     config.rto_min_ms = DEMO_RTO_MIN_MS;
     config.max_backoff_ms = DEMO_MAX_BACKOFF_MS;
     config.window = args.window;
@@ -349,7 +349,7 @@ mod tests {
     #[tokio::test]
     async fn traffic_publishes_at_about_the_rate_and_follows_changes() {
         let data_dir = tempfile::tempdir().expect("temp dir");
-        let running = ackflow_core::server::start(ackflow_core::config::Config::for_tests(
+        let running = ackflow_core::server::start(ackflow_core::config::Config::local(
             None,
             data_dir.path().to_path_buf(),
         ))

@@ -9,7 +9,7 @@
 //!   re-sends the cached ack; core stores results with
 //!   `ON CONFLICT DO NOTHING`, so even a processor restart that reprocesses
 //!   an event cannot produce a second result.
-//! * **Order.** Seqs are commit order (see `ingest.rs`); the sender sends
+//! * **Order.** Seqs are commit order (see `crate::ingest`); the sender sends
 //!   them in increasing order and resends in increasing order; the processor
 //!   reorders them, admits them to lanes only over the contiguous received
 //!   prefix, and runs each lane one event at a time, in seq order. The mode

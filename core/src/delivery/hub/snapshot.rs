@@ -201,8 +201,8 @@ impl State {
             .map(|p| p.connection)
             .unwrap_or_default();
         let connected = connection != pb::ProcessorConnection::Disconnected as i32;
-        m.processor_connected.set(i64::from(connected));
-        m.processor_paused.set(i64::from(
+        m.session_open.set(i64::from(connected));
+        m.session_paused.set(i64::from(
             connection == pb::ProcessorConnection::Paused as i32,
         ));
     }

@@ -26,6 +26,11 @@
 //! other requests at once, so callers get their 503 without waiting on a
 //! dead store, and `/readyz` turns ready again by itself when the fault
 //! ends, even with no publisher retrying.
+//!
+//! `service.rs` is the gRPC `Ingest` service in front of it (REST is
+//! `crate::rest`).
+
+pub mod service;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
