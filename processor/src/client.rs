@@ -283,6 +283,20 @@ impl Life {
                     if self.rng.f64() < self.faults.duplicate {
                         actions.extend(self.receiver.on_event(event.clone()));
                     }
+                    if event.attempt > 1 {
+                        let (seq, attempt) = (event.seq, event.attempt);
+                        let got = self.receiver.on_event(event);
+                        tracing::debug!(
+                            seq,
+                            attempt,
+                            next_expected = self.receiver.next_expected(),
+                            received_below = self.receiver.received_below(),
+                            started = got.iter().any(|a| matches!(a, Action::Start(_))),
+                            "copy received"
+                        );
+                        actions.extend(got);
+                        continue;
+                    }
                     actions.extend(self.receiver.on_event(event));
                 }
                 actions

@@ -691,9 +691,13 @@ impl Sender {
             });
         }
         f.waits += 1;
+        // Exponential in the requests, not in the deadlines it passed while
+        // waiting or running (a lower event waiting for its own retry makes
+        // core count those): a first request waits about one RTO however
+        // long the event sat behind others.
         let backoff = self
             .rto
-            .backoff(f.waits + 1, self.config.max_backoff, &mut self.rng);
+            .backoff(f.retries + 1, self.config.max_backoff, &mut self.rng);
         let wait = backoff.max(after.min(MAX_RETRY_AFTER));
         f.retry = true;
         f.backoff = wait;
@@ -959,6 +963,32 @@ mod tests {
         // Seq 2 was not the blocker: it never counted a timeout.
         assert!(matches!(s.entries.get(&2), Some(Entry::InFlight(f)) if f.timeouts == 0));
         let _ = now;
+    }
+
+    #[test]
+    fn the_retry_backoff_grows_with_requests_not_with_deadlines_passed_waiting() {
+        let t0 = Instant::now();
+        let mut s = sender();
+        s.on_connect(t0, 256, false, false);
+        s.on_offer(1, Guarantee::AtLeastOnce, t0);
+        s.on_offer(2, Guarantee::AtLeastOnce, t0);
+        // Seq 2 waits behind seq 1 at the processor while many of its
+        // deadlines pass (seq 1 holds the floor and counts the timeouts).
+        let mut now = t0;
+        for _ in 0..2 {
+            now += Duration::from_secs(3);
+            s.on_tick(now);
+        }
+        let Some(Entry::InFlight(f)) = s.entries.get(&2) else {
+            panic!("in flight");
+        };
+        assert_eq!(f.waits, 2, "{f:?}");
+        // Then it runs and asks to be retried: one RTO (100 ms here, ±20 %),
+        // not the 400 ms its passed deadlines would give.
+        let RetryOutcome::Scheduled { wait } = s.on_retry(2, Duration::ZERO, "busy", now) else {
+            panic!("scheduled expected");
+        };
+        assert!(wait <= Duration::from_millis(200), "{wait:?}");
     }
 
     #[test]

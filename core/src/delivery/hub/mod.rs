@@ -289,6 +289,7 @@ impl State {
                         self.on_marked(stored.marked).await;
                     }
                     self.on_stored(stored.resolved);
+                    self.tell_floor_while_isolating().await;
                 }
                 _ = sleep_until(deadline) => self.on_tick().await,
                 Some(command) = commands_rx.recv() => self.on_command(command).await,
@@ -596,6 +597,23 @@ impl State {
             .await;
         }
         self.publish_snapshot(now);
+    }
+
+    /// While crash suspects are sent one at a time, a processor life that
+    /// just started may hold the next suspect in its reorder buffer behind
+    /// seqs that were resolved before it connected: it learns they are
+    /// resolved from the floor, so the floor goes out as soon as it moves
+    /// instead of with the next heartbeat (which cost up to 200 ms per
+    /// suspect: 362 suspects took a minute in a chaos run).
+    async fn tell_floor_while_isolating(&mut self) {
+        let floor = self.sender.acked_floor();
+        if self.sender.suspects() > 0 && self.session.is_some() && self.last_floor_sent != floor {
+            self.last_floor_sent = floor;
+            self.send(pb::core_message::Body::Heartbeat(pb::Heartbeat {
+                acked_floor: floor,
+            }))
+            .await;
+        }
     }
 
     async fn send_events(&mut self, events: Vec<pb::Event>) -> bool {
