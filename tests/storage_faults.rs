@@ -295,8 +295,13 @@ impl Observed {
 /// A storage fault: how it starts and how it ends.
 enum Fault<'a> {
     /// The store's filesystem is small from the start; it fills during the
-    /// burst, and grows to 256 MiB to end the fault.
-    DiskFull(&'a SmallFs),
+    /// burst, and grows to 256 MiB to end the fault. With a throwaway
+    /// PostgreSQL on it: a server that crashed on the full disk (a failed
+    /// WAL write is a PANIC) and then failed its own crash recovery for
+    /// want of space has exited; it is started again once there is room,
+    /// as its supervisor would. (How often depends on timing: under load,
+    /// its restart can come before the room does.)
+    DiskFull(&'a SmallFs, Option<&'a ThrowawayPg>),
     /// The PostgreSQL server stops (`-m immediate`, mid-commit) a little
     /// into the burst, and starts again.
     ServerStops(&'a mut ThrowawayPg),
@@ -305,14 +310,22 @@ enum Fault<'a> {
 impl Fault<'_> {
     async fn inject(&mut self) {
         match self {
-            Fault::DiskFull(_) => {}
+            Fault::DiskFull(..) => {}
             Fault::ServerStops(pg) => pg.stop().expect("stop PostgreSQL"),
         }
     }
 
     async fn heal(&mut self) {
         match self {
-            Fault::DiskFull(fs) => fs.resize(256).expect("grow the tmpfs"),
+            Fault::DiskFull(fs, pg) => {
+                fs.resize(256).expect("grow the tmpfs");
+                if let Some(pg) = pg
+                    && !pg.is_running()
+                {
+                    eprintln!("PostgreSQL exited on the full disk; starting it again");
+                    pg.restart().expect("restart PostgreSQL");
+                }
+            }
             Fault::ServerStops(pg) => pg.restart().expect("restart PostgreSQL"),
         }
     }
@@ -412,7 +425,7 @@ async fn sqlite_full_disk_loses_no_acknowledged_publish() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (core, database_url) = sqlite_core_on(&fs, dir.path(), &[]).await;
     let (observed, verdict) =
-        fault_scenario(Fault::DiskFull(&fs), dir.path(), core, &database_url).await;
+        fault_scenario(Fault::DiskFull(&fs, None), dir.path(), core, &database_url).await;
     assert!(verdict.is_clean(), "{verdict}");
     observed.assert_recovered("disk_full");
 }
@@ -432,7 +445,7 @@ async fn postgres_full_disk_loses_no_acknowledged_publish() {
     let used = fs.used_bytes().expect("df") >> 20;
     fs.resize(used + 4).expect("shrink the tmpfs");
     let (observed, verdict) =
-        fault_scenario(Fault::DiskFull(&fs), dir.path(), core, &pg.url()).await;
+        fault_scenario(Fault::DiskFull(&fs, Some(&pg)), dir.path(), core, &pg.url()).await;
     assert!(verdict.is_clean(), "{verdict}");
     observed.assert_recovered("disk_full");
 }
@@ -467,7 +480,7 @@ async fn sqlite_full_disk_with_the_old_writer_is_caught() {
     let (core, database_url) =
         sqlite_core_on(&fs, dir.path(), &["--unsafe-sqlx-transactions"]).await;
     let (observed, verdict) =
-        fault_scenario(Fault::DiskFull(&fs), dir.path(), core, &database_url).await;
+        fault_scenario(Fault::DiskFull(&fs, None), dir.path(), core, &database_url).await;
     println!("{observed:?}\n{verdict}");
     assert!(
         !verdict.lost.is_empty() || !verdict.twice.is_empty(),

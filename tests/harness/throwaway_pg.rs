@@ -112,6 +112,21 @@ impl ThrowawayPg {
         Ok(())
     }
 
+    /// Whether the server is running (`pg_ctl status`).
+    pub fn is_running(&self) -> bool {
+        pg_bin("pg_ctl")
+            .ok()
+            .and_then(|pg_ctl| {
+                as_postgres(&pg_ctl)
+                    .arg("-D")
+                    .arg(&self.data)
+                    .arg("status")
+                    .output()
+                    .ok()
+            })
+            .is_some_and(|out| out.status.success())
+    }
+
     /// The URL of its `postgres` database.
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
