@@ -1,5 +1,12 @@
 //! The sender half of the delivery protocol, without I/O.
 //!
+//! Why one file of ~870 lines: every method moves the same entries between
+//! the same states, and the invariants (the two window bounds, the floor
+//! over resolved entries only, at most one copy of an at-most-once event)
+//! hold only if all transitions are read together. The planned split
+//! (issue 13: window and offers, timers, acks and progress, connect) goes
+//! with moving the state machines into a protocol crate of their own.
+//!
 //! [`Sender`] decides what to send, when to retransmit, when an event is
 //! acknowledged and how far the acked floor moves. It is driven by the hub
 //! (`hub.rs`) with calls that carry the current time; it never reads a
