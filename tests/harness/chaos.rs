@@ -520,23 +520,18 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosOutcome> {
         history.unknown.len()
     ));
 
-    // Drain: every committed event resolved. The hub publishes a snapshot
-    // every 200 ms and a watcher gets the latest one, which may predate the
-    // last commits: only a snapshot taken after publishing ended, and
-    // beyond every acknowledged seq, counts (an older one once ended the
-    // drain with the last event unresolved).
+    // Drain: every committed event resolved. `Core::snapshot` is taken
+    // after publishing ended (an older one once ended the drain with the
+    // last event unresolved), and the floor must also be beyond every
+    // acknowledged seq.
     proxy.set_latency(Duration::ZERO);
-    let published_by_us = ackflow_core::model::now_us();
     let highest_acked = history.acked.values().copied().max().unwrap_or(0);
     let drained = wait_for(
         "every committed event to be resolved",
         config.drain_timeout,
         || async {
             let s = core.snapshot().await.ok()?;
-            (s.taken_at_us > published_by_us
-                && s.acked_floor > s.head
-                && s.acked_floor > highest_acked)
-                .then_some(s)
+            (s.acked_floor > s.head && s.acked_floor > highest_acked).then_some(s)
         },
     )
     .await;

@@ -286,9 +286,16 @@ impl Core {
         ))
     }
 
-    /// The latest admin snapshot. Bounded (10 s): callers poll it inside
-    /// [`wait_for`], whose own timeout is checked only between polls.
+    /// An admin snapshot taken after this call began. Bounded (10 s):
+    /// callers poll it inside [`wait_for`], whose own timeout is checked
+    /// only between polls.
+    ///
+    /// A watch starts with the hub's latest snapshot, up to one period
+    /// (200 ms) old: it may predate publishes the caller already saw
+    /// acknowledged, so "every event resolved" read from it (floor past
+    /// head) could speak of an older head. It is skipped.
     pub async fn snapshot(&self) -> anyhow::Result<pb::Snapshot> {
+        let asked_at_us = ackflow_core::model::now_us();
         tokio::time::timeout(Duration::from_secs(10), async {
             let mut stream = self
                 .admin()
@@ -297,7 +304,9 @@ impl Core {
                 .await?
                 .into_inner();
             while let Some(update) = stream.message().await? {
-                if let Some(pb::watch_update::Update::Snapshot(s)) = update.update {
+                if let Some(pb::watch_update::Update::Snapshot(s)) = update.update
+                    && s.taken_at_us >= asked_at_us
+                {
                     return Ok(s);
                 }
             }
