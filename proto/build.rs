@@ -1,6 +1,8 @@
 //! Generates the Rust code for `ackflow/v1/*.proto` without a system `protoc`:
 //! protox parses the files into a descriptor set, tonic-prost-build turns it
-//! into messages, clients and servers.
+//! into messages, clients and servers. The clients and servers are compiled
+//! only with the `grpc` feature (on by default); the messages and the
+//! protocol's state machines need neither tonic nor a runtime.
 
 use std::path::PathBuf;
 
@@ -23,6 +25,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        .client_mod_attribute("ackflow.v1", "#[cfg(feature = \"grpc\")]")
+        .server_mod_attribute("ackflow.v1", "#[cfg(feature = \"grpc\")]")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -8,11 +8,11 @@ use std::time::Duration;
 use ackflow_proto::token::{self, Token};
 use clap::Parser;
 
-use crate::delivery::sender::SenderConfig;
 use crate::http::HttpLimits;
 use crate::ingest::IngestConfig;
 use crate::retention::Retention;
 use crate::validate::Limits;
+use ackflow_proto::protocol::sender::SenderConfig;
 
 /// ackflow core: stores events durably before answering, delivers them in
 /// order to the processor with retransmission, stores one result per event.

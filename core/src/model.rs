@@ -2,9 +2,7 @@
 
 use std::sync::Arc;
 
-/// Position of an event in the log. Assigned by the ingest writer in commit
-/// order, starting at 1, with no gaps.
-pub type Seq = u64;
+pub use ackflow_proto::protocol::{DeliveryCursor, Seq};
 
 /// Microseconds since the Unix epoch.
 pub type Micros = i64;
@@ -211,7 +209,7 @@ pub enum ResultStatus {
     Ok,
     Failed,
     /// Core gave up on an event of an at-most-once kind whose one copy went
-    /// out but whose result never came (see `delivery::guarantee`). Written
+    /// out but whose result never came (see `ackflow_proto::protocol::guarantee`). Written
     /// by core only: a processor's ack is ok or failed.
     Abandoned,
 }
@@ -343,18 +341,4 @@ pub struct DeadView {
     pub parked_at_us: Micros,
     /// Seq of the copy published by a requeue, once requeued.
     pub requeued_as: Option<Seq>,
-}
-
-/// Delivery state loaded at start-up.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct DeliveryCursor {
-    /// Every seq below it is resolved (has a result or is dead).
-    pub acked_floor: Seq,
-    /// Resolved seqs at or above the floor (selective acks stored before a
-    /// restart), in increasing order.
-    pub resolved_above: Vec<Seq>,
-    /// Unresolved seqs at or above the floor whose sent mark is durable:
-    /// events of at-most-once kinds whose one copy may have gone out before
-    /// a restart. They are abandoned, never sent again.
-    pub sent_above: Vec<Seq>,
 }

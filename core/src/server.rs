@@ -22,7 +22,6 @@ use tonic::service::interceptor::InterceptedService;
 use crate::admin::AdminService;
 use crate::auth::{bearer, require_publish_token};
 use crate::config::{Config, is_loopback};
-use crate::delivery::guarantee::Guarantees;
 use crate::delivery::hub::{self, Hub, HubParts};
 use crate::delivery::service::DeliveryService;
 use crate::fd_limit;
@@ -34,6 +33,7 @@ use crate::retention::{self, RetentionParts, StorageStatus};
 use crate::store::{self, SharedStore};
 use crate::tail::Tail;
 use crate::tls::TlsMaterial;
+use ackflow_proto::protocol::guarantee::Guarantees;
 
 /// gRPC: streams a peer may open and reset before core accepted them,
 /// beyond which the connection gets GOAWAY (h2's default, set here so it is

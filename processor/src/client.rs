@@ -19,11 +19,11 @@ use tonic::transport::{Channel, Endpoint};
 use crate::algorithms::Registry;
 use crate::config::Config;
 use crate::executor::{Done, Executor};
-use crate::lanes::Ordering;
 use crate::metrics::ProcessorMetrics;
 use crate::processed_log::ProcessedLog;
-use crate::receiver::{Action, Receiver};
 use crate::webhook::Webhooks;
+use ackflow_proto::protocol::lanes::Ordering;
+use ackflow_proto::protocol::receiver::{Action, Receiver};
 
 /// How often the processor reports its state to core.
 const STATUS_EVERY: Duration = Duration::from_millis(200);
@@ -163,7 +163,7 @@ struct Life {
     rng: fastrand::Rng,
     metrics: Arc<ProcessorMetrics>,
     /// Receiver counters as last copied into the metrics.
-    synced: crate::receiver::Counters,
+    synced: ackflow_proto::protocol::receiver::Counters,
 }
 
 impl Life {

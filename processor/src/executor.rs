@@ -1,5 +1,5 @@
 //! The executor: runs what the receiver starts. Each run (the queued events
-//! of one lane, see [`crate::lanes`]) gets its own tokio task, which
+//! of one lane, see `ackflow_proto::protocol::lanes`) gets its own tokio task, which
 //! processes its events one after the other and hands their acks back in
 //! batches. Runs of different lanes proceed at the same time; the receiver
 //! caps how many (`--concurrency`). An event whose algorithm asks to retry

@@ -3,9 +3,11 @@
 //! key (or globally, as core says), many keys at once — and acks with the
 //! result.
 //!
-//! The protocol logic is the sans-I/O [`receiver::Receiver`] with its
-//! [`lanes::Lanes`] (the ordering policy and the concurrency cap); [`client`]
-//! is the thin loop around it and [`executor`] runs the algorithms.
+//! The protocol logic is the sans-I/O
+//! [`Receiver`](ackflow_proto::protocol::receiver::Receiver) with its
+//! [`Lanes`](ackflow_proto::protocol::lanes::Lanes) (the ordering policy and
+//! the concurrency cap), in `ackflow_proto::protocol`; [`client`] is the
+//! thin loop around it and [`executor`] runs the algorithms.
 //!
 //! To run it with algorithms of your own, see [`Processor`] (and the
 //! runnable `examples/uppercase.rs`).
@@ -16,10 +18,8 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod executor;
-pub mod lanes;
 pub mod metrics;
 pub mod processed_log;
-pub mod receiver;
 pub mod tls;
 pub mod webhook;
 

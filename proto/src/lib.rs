@@ -1,14 +1,21 @@
-//! The `ackflow.v1` protocol: messages and gRPC services.
+//! The `ackflow.v1` protocol: the wire ([`v1`], messages and gRPC
+//! services) and the delivery protocol's state machines ([`protocol`]).
 //!
-//! Generated at build time from `proto/ackflow/v1/*.proto` (see `build.rs`).
+//! [`v1`] is generated at build time from `proto/ackflow/v1/*.proto` (see
+//! `build.rs`); its clients and servers come with the `grpc` feature (on by
+//! default). [`protocol`] is sans-I/O: it needs the messages only, so
+//! `cargo test -p ackflow-proto --no-default-features` tests both sides of
+//! the protocol without tonic, a runtime, a store or either service.
 //! [`token`] is the bearer token the services' `authorization` metadata
 //! carries, shared by core and its clients.
 
 /// Generated code for package `ackflow.v1`.
 #[allow(clippy::all, missing_docs)]
 pub mod v1 {
-    tonic::include_proto!("ackflow.v1");
+    include!(concat!(env!("OUT_DIR"), "/ackflow.v1.rs"));
 }
+
+pub mod protocol;
 
 pub mod token;
 

@@ -1,76 +1,15 @@
-//! The delivery protocol, core's side.
+//! The delivery protocol, core's side: the I/O around the protocol's
+//! [`Sender`](ackflow_proto::protocol::sender::Sender) (see
+//! [`ackflow_proto::protocol`] for the guarantees, the window, time and
+//! failures).
 //!
-//! # Guarantees
-//!
-//! * **At-least-once.** An event is acknowledged only when its result row is
-//!   stored; until then core keeps sending it: on a timeout, and again on
-//!   every reconnection. Nothing that was committed is ever skipped.
-//! * **Exactly one stored result.** The processor drops duplicates and
-//!   re-sends the cached ack; core stores results with
-//!   `ON CONFLICT DO NOTHING`, so even a processor restart that reprocesses
-//!   an event cannot produce a second result.
-//! * **Order.** Seqs are commit order (see `crate::ingest`); the sender sends
-//!   them in increasing order and resends in increasing order; the processor
-//!   reorders them, admits them to lanes only over the contiguous received
-//!   prefix, and runs each lane one event at a time, in seq order. The mode
-//!   (`--ordering`, sent in `Welcome`) decides the lanes: one per key (events
-//!   without a key share one) or one for everything.
-//! * **At most once, per kind.** Kinds named with `--at-most-once` trade
-//!   the first guarantee for its opposite: sent once, never again, and
-//!   abandoned (a result with status `abandoned`) where another copy would
-//!   be needed. See `guarantee.rs`.
-//! * **Progress.** A poison event (the one blocking the floor, timing out
-//!   `max_deliver` times while the processor runs, or rejected by it) is
-//!   parked as dead; the floor moves past it; `Admin.Requeue` publishes it
-//!   again as a new event. A paused or absent processor never causes a park.
-//!
-//! # The window
-//!
-//! The window is a span of seqs, as in TCP, with two bounds: core sends seq
-//! `s` only if `s < lowest_unacked + window` and `s < acked_floor + 2 ×
-//! window`. The first is gated by acks, so the next events go out while the
-//! results of the previous ones are being committed (the floor only moves
-//! once they are durable). The second bounds everything downstream: the
-//! processor's reorder buffer and its cache of recent acks both stay below
-//! two windows, and core's memory is two windows plus the tail, whatever the
-//! backlog.
-//!
-//! # Time
-//!
-//! Each in-flight event has a deadline. At the deadline it is retransmitted
-//! and the next deadline is armed with exponential backoff from the RTO
-//! (RFC 6298: `srtt + 4·rttvar`, a floor, Karn's rule), capped, with jitter
-//! — unless the processor said it has the event (`received_below`): then it
-//! is waiting behind an earlier event of its key, or running, and a copy
-//! would only be dropped; the deadline is re-armed and nothing is sent.
-//!
-//! Under key ordering the window is also where head-of-line blocking shows:
-//! other keys go on while one key's event is slow, but only up to
-//! `lowest_unacked + window`. A slow event at the floor holds back every
-//! send past that; the admin snapshot names it (`floor_holder`).
-//!
-//! # Failures
-//!
-//! * *Lost event or ack*: the deadline fires; the event is sent again; the
-//!   processor either processes it or drops it as a duplicate and re-acks.
-//!   A lost ack is usually repaired sooner: every ack batch and status
-//!   report carries the processor's `processed_below`, which proves the
-//!   seqs below it were processed, and core resends such a seq still in
-//!   flight at once (fast retransmit) to earn the cached ack.
-//! * *Processor disconnects or restarts*: timers stop; on the next hello core
-//!   answers with the floor and resends everything in flight, in order.
-//! * *Core restarts*: the floor and the results above it are read back from
-//!   the store; unresolved events are sent again.
-//! * *The store fails*: results are retried until stored; the floor does not
-//!   move meanwhile, so nothing is considered acknowledged that is not.
-//!
-//! The state machine ([`sender::Sender`]) does no I/O; [`hub`] runs it.
+//! * [`hub`] runs the sender: it reads committed events ([`backlog`]),
+//!   speaks to the processor's stream ([`service`]), turns acks into result
+//!   rows and moves the floor once [`results`] reports them durable.
+//! * [`results`] is the result writer (and, a second instance, the writer
+//!   of at-most-once events' sent marks).
 
 pub mod backlog;
-pub mod guarantee;
 pub mod hub;
 pub mod results;
-pub mod rto;
-pub mod sender;
 pub mod service;
-pub mod suspects;

@@ -12,9 +12,9 @@ use ackflow_proto::v1 as pb;
 
 use super::State;
 use crate::delivery::results::Resolution;
-use crate::delivery::sender::{AckOutcome, Action, RetryOutcome};
 use crate::model::{DeadRow, ResultRow, ResultStatus, Seq, now_us};
 use crate::validate::{MAX_OUTPUT_BYTES, MAX_REASON_BYTES, storable_text};
+use ackflow_proto::protocol::sender::{AckOutcome, Action, RetryOutcome};
 
 impl State {
     pub(super) fn on_acks(&mut self, batch: pb::AckBatch) {

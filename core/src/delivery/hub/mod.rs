@@ -31,14 +31,14 @@ use tokio_util::task::TaskTracker;
 use self::acks::AckedInfo;
 use self::payloads::Payloads;
 use super::backlog::{self, ReadAhead};
-use super::guarantee::Guarantees;
 use super::results::{Resolution, Stored};
-use super::sender::{Action, Offer, Progress, Sender, SenderConfig};
 use crate::ingest::Ingest;
 use crate::metrics::CoreMetrics;
 use crate::model::{DeadView, Seq, SharedEvent, now_us};
 use crate::store::SharedStore;
 use crate::tail::Tail;
+use ackflow_proto::protocol::guarantee::Guarantees;
+use ackflow_proto::protocol::sender::{Action, Offer, Progress, Sender, SenderConfig};
 
 /// Most events in one `EventBatch` message.
 const MAX_EVENTS_PER_MESSAGE: usize = 256;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use ackflow_proto::v1 as pb;
 
 use super::State;
-use crate::delivery::sender::{Entry, Link};
 use crate::model::now_us;
+use ackflow_proto::protocol::sender::{Entry, Link};
 
 /// Most in-flight entries in a snapshot (the lowest seqs): the window can
 /// hold thousands, a dashboard shows a few dozen.

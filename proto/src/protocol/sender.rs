@@ -3,14 +3,15 @@
 //! Why one file of ~870 lines: every method moves the same entries between
 //! the same states, and the invariants (the two window bounds, the floor
 //! over resolved entries only, at most one copy of an at-most-once event)
-//! hold only if all transitions are read together. The planned split
-//! (issue 13: window and offers, timers, acks and progress, connect) goes
-//! with moving the state machines into a protocol crate of their own.
+//! hold only if all transitions are read together. Its helpers already
+//! live apart: [`super::rto`] (timeouts), [`super::suspects`] (crash
+//! isolation), [`super::guarantee`] (per-kind delivery).
 //!
 //! [`Sender`] decides what to send, when to retransmit, when an event is
-//! acknowledged and how far the acked floor moves. It is driven by the hub
-//! (`hub.rs`) with calls that carry the current time; it never reads a
-//! clock, a socket or the store, so tests drive it through any schedule.
+//! acknowledged and how far the acked floor moves. It is driven by core's
+//! hub (`core/src/delivery/hub`) with calls that carry the current time; it
+//! never reads a clock, a socket or the store, so tests drive it through any
+//! schedule.
 //!
 //! Every seq in `[acked_floor, next_to_send)` has an entry in one of three
 //! states:
@@ -50,7 +51,7 @@ use std::time::{Duration, Instant};
 use super::guarantee::Guarantee;
 use super::rto::RtoEstimator;
 use super::suspects::Suspects;
-use crate::model::{DeliveryCursor, Seq};
+use super::{DeliveryCursor, Seq};
 
 /// Tunables of the sender.
 #[derive(Debug, Clone, Copy)]

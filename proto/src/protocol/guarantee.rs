@@ -16,7 +16,7 @@
 //!      processor's stream ended, core restarted (an unresolved sent mark),
 //!      or the algorithm asked to retry it later — it is *abandoned*: core
 //!      stores a result with status `abandoned` whose output says why, and
-//!      counts it (`ackflow_abandoned_total`). It may or may not have been
+//!      counts it (`ackflow_results_total{status="abandoned"}`). It may or may not have been
 //!      processed; the loss is by design and visible.
 //!
 //!   A result that the processor reports processed (`processed_below`) but

@@ -4,7 +4,7 @@
 //! resend after a reconnection) and out of order (a retransmit overtaking
 //! later events). The receiver turns that into what algorithms need: every
 //! seq at most once per processor life, and, within each lane (see
-//! [`crate::lanes`]: one per key, or one for everything), strictly
+//! [`super::lanes`]: one per key, or one for everything), strictly
 //! increasing seq order, one event at a time.
 //!
 //! * `next_expected` is the next seq to admit to the lanes. It starts at the
@@ -26,7 +26,7 @@
 //!   lost) instead of waiting for a timeout.
 //! * Retry later: an event whose algorithm asks to retry later gets no
 //!   cached ack (it has no result) and defers its lane (see
-//!   [`crate::lanes`]): the copy core sends later (a higher attempt) is
+//!   [`super::lanes`]): the copy core sends later (a higher attempt) is
 //!   processed again, older copies are duplicates.
 //! * Paused: events are still received and admitted (so the stream keeps
 //!   flowing and control messages arrive) but nothing new starts; on resume
@@ -34,18 +34,16 @@
 
 use std::collections::BTreeMap;
 
-use ackflow_proto::v1 as pb;
+use crate::v1 as pb;
 
-use crate::lanes::{Lanes, Ordering};
-
-/// Position in the log (see core's `model::Seq`).
-pub type Seq = u64;
+use super::Seq;
+use super::lanes::{Lanes, Ordering};
 
 /// What the I/O loop must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Process these events of one lane, one after the other, in this order
-    /// (a run; see [`crate::lanes`]).
+    /// (a run; see [`super::lanes`]).
     Start(Vec<pb::Event>),
     /// Send this ack to core.
     Ack(pb::Ack),

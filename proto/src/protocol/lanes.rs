@@ -28,9 +28,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
-use ackflow_proto::v1 as pb;
+use crate::v1 as pb;
 
-use crate::receiver::Seq;
+use super::Seq;
 
 /// What the processor must keep in order (core's `--ordering`, sent in the
 /// welcome).

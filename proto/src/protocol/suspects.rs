@@ -28,7 +28,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::model::Seq;
+use super::Seq;
 
 /// The suspects and their crash counts. No I/O; owned by the `Sender`.
 #[derive(Debug, Default)]

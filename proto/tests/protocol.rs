@@ -30,13 +30,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use ackflow_core::delivery::guarantee::Guarantee;
-use ackflow_core::delivery::sender::{
+use ackflow_proto::protocol::DeliveryCursor;
+use ackflow_proto::protocol::guarantee::Guarantee;
+use ackflow_proto::protocol::lanes::Ordering;
+use ackflow_proto::protocol::receiver::{self, Receiver};
+use ackflow_proto::protocol::sender::{
     AckOutcome, Action, Offer, Progress, RetryOutcome, Sender, SenderConfig,
 };
-use ackflow_core::model::DeliveryCursor;
-use ackflow_processor::lanes::Ordering;
-use ackflow_processor::receiver::{self, Receiver};
 use ackflow_proto::v1 as pb;
 use proptest::prelude::*;
 
