@@ -6,17 +6,20 @@
 //! Architecture invariant: only this task mutates delivery state, so there
 //! are no locks on the hot path; everything else talks to it by message.
 //!
-//! Around this event loop (session I/O, sending events, timers, commands),
-//! one file per concern: `acks.rs` turns acks into results, dead entries
-//! and retry schedules and takes the writer's "stored" back;
-//! `payloads.rs` keeps the window's payloads within `--window-bytes`;
-//! `snapshot.rs` turns the hub's state into the admin snapshot and the
-//! Prometheus metrics. (This file, ~720 lines, is still the event loop plus
-//! the session's I/O; moving session I/O out is planned in issue 13.)
+//! Around this event loop (events offered to the `Sender`, timers,
+//! commands), one file per concern: `session.rs` is the processor's stream
+//! (hello, welcome, inbound messages, every send); `acks.rs` turns acks
+//! into results, dead entries and retry schedules and takes the writer's
+//! "stored" back; `payloads.rs` keeps the window's payloads within
+//! `--window-bytes`; `snapshot.rs` turns the hub's state into the admin
+//! snapshot and the Prometheus metrics.
 
 mod acks;
 mod payloads;
+mod session;
 mod snapshot;
+
+pub use self::session::{Inbound, NewSession, SessionTx};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -30,6 +33,7 @@ use tokio_util::task::TaskTracker;
 
 use self::acks::AckedInfo;
 use self::payloads::Payloads;
+use self::session::{Session, control, recv_session};
 use super::backlog::{self, ReadAhead};
 use super::results::{Resolution, Stored};
 use crate::ingest::Ingest;
@@ -38,7 +42,7 @@ use crate::model::{DeadView, Seq, SharedEvent, now_us};
 use crate::store::SharedStore;
 use crate::tail::Tail;
 use ackflow_proto::protocol::guarantee::Guarantees;
-use ackflow_proto::protocol::sender::{Action, Offer, Progress, Sender, SenderConfig};
+use ackflow_proto::protocol::sender::{Action, Offer, Sender, SenderConfig};
 
 /// Most events in one `EventBatch` message.
 const MAX_EVENTS_PER_MESSAGE: usize = 256;
@@ -50,24 +54,6 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Feed events buffered per watcher before it is told it lagged.
 pub const FEED_CAPACITY: usize = 4096;
-
-/// Outbound half of a processor stream.
-pub type SessionTx = mpsc::Sender<Result<pb::CoreMessage, tonic::Status>>;
-
-/// What the stream reader forwards to the hub.
-#[derive(Debug)]
-pub enum Inbound {
-    Message(pb::ProcessorMessage),
-    /// The stream ended; the reason is logged and shown on the monitor.
-    Closed(String),
-}
-
-/// A processor that said hello.
-pub struct NewSession {
-    pub hello: pb::Hello,
-    pub out_tx: SessionTx,
-    pub in_rx: mpsc::Receiver<Inbound>,
-}
 
 /// Operator commands, from the admin service.
 #[derive(Debug)]
@@ -208,13 +194,6 @@ pub async fn start(
     })
 }
 
-struct Session {
-    id: u64,
-    processor_id: String,
-    out_tx: SessionTx,
-    in_rx: mpsc::Receiver<Inbound>,
-}
-
 struct State {
     sender: Sender,
     ingest: Ingest,
@@ -307,100 +286,6 @@ impl State {
         }
         inner_cancel.cancel();
         // Dropping rows_tx lets the result writer drain and stop.
-    }
-
-    async fn on_session(&mut self, new: NewSession) {
-        if let Some(old) = self.session.take() {
-            tracing::warn!(session = old.id, processor = %old.processor_id, "replaced by a new processor connection");
-            self.feed_connection(
-                false,
-                &old.processor_id,
-                old.id,
-                "replaced by a new connection",
-            );
-            self.sender.on_disconnect();
-        }
-        self.session_counter += 1;
-        let id = self.session_counter;
-        let now = Instant::now();
-        let processor_window = if new.hello.window == 0 {
-            u32::MAX
-        } else {
-            new.hello.window
-        };
-        let life = (new.hello.life, new.hello.processor_id.clone());
-        let new_life = match &self.last_life {
-            Some((last, id)) if new.hello.life == 0 => *id != new.hello.processor_id || *last != 0,
-            Some((last, _)) => *last != new.hello.life,
-            None => true,
-        };
-        self.last_life = Some(life);
-        let resend = self
-            .sender
-            .on_connect(now, processor_window, self.paused, new_life);
-        tracing::info!(
-            session = id,
-            processor = %new.hello.processor_id,
-            acked_floor = self.sender.acked_floor(),
-            window = self.sender.window(),
-            resend = resend.len(),
-            "processor connected"
-        );
-        self.status = pb::ProcessorStatus::default();
-        self.session = Some(Session {
-            id,
-            processor_id: new.hello.processor_id.clone(),
-            out_tx: new.out_tx,
-            in_rx: new.in_rx,
-        });
-        self.feed_connection(true, &new.hello.processor_id, id, "");
-        let welcome = pb::core_message::Body::Welcome(pb::Welcome {
-            session: id,
-            acked_floor: self.sender.acked_floor(),
-            window: self.sender.window() as u32,
-            paused: self.paused,
-            ordering: self.ordering as i32,
-        });
-        if !self.send(welcome).await {
-            return;
-        }
-        if self.faults != pb::Faults::default() {
-            self.send(control(pb::control::Command::Faults(self.faults)))
-                .await;
-        }
-        self.perform(resend).await;
-    }
-
-    async fn on_inbound(&mut self, inbound: Inbound) {
-        match inbound {
-            Inbound::Closed(reason) => self.disconnect(&reason),
-            Inbound::Message(msg) => match msg.body {
-                Some(pb::processor_message::Body::Acks(batch)) => {
-                    let progress = Progress {
-                        processed_below: batch.processed_below,
-                        received_below: batch.received_below,
-                    };
-                    self.on_acks(batch);
-                    let actions = self.sender.on_progress(Instant::now(), progress);
-                    self.perform(actions).await;
-                }
-                Some(pb::processor_message::Body::Status(status)) => {
-                    let progress = Progress {
-                        processed_below: status.processed_below,
-                        received_below: match status.received_below {
-                            0 => status.next_expected,
-                            below => below,
-                        },
-                    };
-                    self.on_status(status);
-                    let actions = self.sender.on_progress(Instant::now(), progress);
-                    self.perform(actions).await;
-                }
-                Some(pb::processor_message::Body::Hello(_)) | None => {
-                    tracing::warn!("unexpected message from processor ignored");
-                }
-            },
-        }
     }
 
     async fn on_events(&mut self, first: ReadAhead, events_rx: &mut mpsc::Receiver<ReadAhead>) {
@@ -600,64 +485,6 @@ impl State {
         self.publish_snapshot(now);
     }
 
-    /// While crash suspects are sent one at a time, a processor life that
-    /// just started may hold the next suspect in its reorder buffer behind
-    /// seqs that were resolved before it connected: it learns they are
-    /// resolved from the floor, so the floor goes out as soon as it moves
-    /// instead of with the next heartbeat (which cost up to 200 ms per
-    /// suspect: 362 suspects took a minute in a chaos run).
-    async fn tell_floor_while_isolating(&mut self) {
-        let floor = self.sender.acked_floor();
-        if self.sender.suspects() > 0 && self.session.is_some() && self.last_floor_sent != floor {
-            self.last_floor_sent = floor;
-            self.send(pb::core_message::Body::Heartbeat(pb::Heartbeat {
-                acked_floor: floor,
-            }))
-            .await;
-        }
-    }
-
-    async fn send_events(&mut self, events: Vec<pb::Event>) -> bool {
-        let floor = self.sender.acked_floor();
-        self.last_floor_sent = floor;
-        self.send(pb::core_message::Body::Events(pb::EventBatch {
-            events,
-            acked_floor: floor,
-        }))
-        .await
-    }
-
-    /// Sends one message to the processor; a failure ends the session.
-    async fn send(&mut self, body: pb::core_message::Body) -> bool {
-        let Some(session) = &self.session else {
-            return false;
-        };
-        let msg = pb::CoreMessage { body: Some(body) };
-        match tokio::time::timeout(SEND_TIMEOUT, session.out_tx.send(Ok(msg))).await {
-            Ok(Ok(())) => {
-                self.last_sent = Instant::now();
-                true
-            }
-            Ok(Err(_)) => {
-                self.disconnect("stream closed");
-                false
-            }
-            Err(_) => {
-                self.disconnect("processor stopped reading");
-                false
-            }
-        }
-    }
-
-    fn disconnect(&mut self, reason: &str) {
-        if let Some(session) = self.session.take() {
-            tracing::info!(session = session.id, processor = %session.processor_id, %reason, "processor disconnected");
-            self.sender.on_disconnect();
-            self.status = pb::ProcessorStatus::default();
-            self.feed_connection(false, &session.processor_id, session.id, reason);
-        }
-    }
-
     /// The key of an event in the window (empty: no key, or not held).
     fn key_of(&self, seq: Seq) -> String {
         self.payloads
@@ -674,21 +501,6 @@ impl State {
             });
         }
     }
-
-    fn feed_connection(&self, connected: bool, processor_id: &str, session: u64, reason: &str) {
-        self.feed(pb::feed_event::Kind::Connection(pb::ConnectionFeed {
-            connected,
-            processor_id: processor_id.to_string(),
-            session,
-            reason: reason.to_string(),
-        }));
-    }
-}
-
-fn control(command: pb::control::Command) -> pb::core_message::Body {
-    pb::core_message::Body::Control(pb::Control {
-        command: Some(command),
-    })
 }
 
 fn to_pb(event: &SharedEvent, attempt: u32) -> pb::Event {
@@ -700,17 +512,6 @@ fn to_pb(event: &SharedEvent, attempt: u32) -> pb::Event {
         payload: event.payload.clone(),
         published_at_us: event.published_at_us,
         attempt,
-    }
-}
-
-async fn recv_session(session: &mut Option<Session>) -> Inbound {
-    match session {
-        Some(s) => s
-            .in_rx
-            .recv()
-            .await
-            .unwrap_or_else(|| Inbound::Closed("stream reader ended".into())),
-        None => std::future::pending().await,
     }
 }
 
