@@ -114,7 +114,7 @@ async fn processor_and_monitor_connect_with_their_ca() {
     assert!(
         matches!(
             err,
-            ackflow_processor::tls::TlsConfigError::MissingCa { .. }
+            ackflow_proto::client::tls::TlsConfigError::MissingCa { .. }
         ),
         "not the missing CA: {err:?}"
     );

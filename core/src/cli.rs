@@ -17,7 +17,10 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(crate::server::run(config, crate::server::shutdown_signal())) {
+    match runtime.block_on(crate::server::run(
+        config,
+        ackflow_proto::rt::shutdown_signal(),
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

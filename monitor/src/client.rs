@@ -11,13 +11,13 @@
 
 use std::time::Duration;
 
+use ackflow_proto::client::{Bearer, reconnect_delay, tls};
+use ackflow_proto::token::Token;
 use ackflow_proto::v1 as pb;
 use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
@@ -27,8 +27,6 @@ use crate::app::{AppEvent, Command, CommandOutcome, ConnState};
 const RECONNECT_MIN: Duration = Duration::from_millis(250);
 /// Longest wait before reconnecting.
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
-/// Longest a TCP connect to core may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Core sends a snapshot about every 200 ms; this long without any update
 /// means the stream is stuck even if TCP has not noticed.
 const STALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,38 +34,6 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the countdown to the next try is refreshed on screen.
 const COUNTDOWN_STEP: Duration = Duration::from_secs(1);
-
-/// Adds `authorization: Bearer <token>` to every request when a token is
-/// set.
-#[derive(Clone, Default)]
-pub struct Bearer(Option<MetadataValue<Ascii>>);
-
-impl Bearer {
-    /// The interceptor for `token` (none: requests go out without one).
-    pub fn new(token: Option<&str>) -> anyhow::Result<Self> {
-        match token {
-            None | Some("") => Ok(Self(None)),
-            Some(token) => format!("Bearer {token}")
-                .parse()
-                .map(|v| Self(Some(v)))
-                .map_err(|_| anyhow::anyhow!("the admin token must be printable ASCII")),
-        }
-    }
-}
-
-impl Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
 
 /// An `Admin` client that sends the bearer token.
 pub type AdminClient = pb::admin_client::AdminClient<InterceptedService<Channel, Bearer>>;
@@ -92,21 +58,15 @@ impl Core {
             format!("http://{url}")
         };
         if token.is_some() {
-            ackflow_processor::tls::check_token_transport(&url)?;
+            tls::check_token_transport(&url)?;
         }
-        let endpoint = Endpoint::from_shared(url.clone())
-            .with_context(|| format!("--core {url:?} is not a valid URL"))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            // A core that vanished without closing the connection is
-            // noticed within seconds instead of hours.
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .keep_alive_while_idle(true);
+        let endpoint = ackflow_proto::client::endpoint(&url)
+            .with_context(|| format!("--core {url:?} is not a valid URL"))?;
+        let bearer = Bearer::new(token.map(Token::from).as_ref())?;
         Ok(Self {
             url,
             endpoint,
-            bearer: Bearer::new(token)?,
+            bearer,
         })
     }
 
@@ -117,7 +77,7 @@ impl Core {
         ca: Option<&std::path::Path>,
         domain: Option<&str>,
     ) -> anyhow::Result<Self> {
-        self.endpoint = ackflow_processor::tls::configure(self.endpoint, &self.url, ca, domain)?;
+        self.endpoint = tls::configure(self.endpoint, &self.url, ca, domain)?;
         Ok(self)
     }
 
@@ -132,16 +92,6 @@ impl Core {
             events_tx,
         }
     }
-}
-
-/// The wait before reconnect try number `failures + 1`: `RECONNECT_MIN`
-/// doubled per failure up to `RECONNECT_MAX`, then between half and all of
-/// it, so that many monitors do not dial a restarted core in lockstep.
-fn reconnect_delay(failures: u32) -> Duration {
-    let base = RECONNECT_MIN
-        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
-        .min(RECONNECT_MAX);
-    base.mul_f64(0.5 + fastrand::f64() * 0.5)
 }
 
 /// Keeps a watch stream open until `cancel` or until the app is gone,
@@ -178,7 +128,7 @@ pub async fn watch(core: Core, events_tx: mpsc::Sender<AppEvent>, cancel: Cancel
         {
             return;
         }
-        let retry_at = Instant::now() + reconnect_delay(failures);
+        let retry_at = Instant::now() + reconnect_delay(failures, RECONNECT_MIN, RECONNECT_MAX);
         loop {
             let left = retry_at.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -386,41 +336,6 @@ fn outcome<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reconnect_delay_doubles_up_to_the_cap_with_jitter() {
-        for _ in 0..100 {
-            let first = reconnect_delay(1);
-            assert!(
-                first >= RECONNECT_MIN / 2 && first <= RECONNECT_MIN,
-                "{first:?}"
-            );
-            let third = reconnect_delay(3);
-            assert!(third >= Duration::from_millis(500) && third <= Duration::from_secs(1));
-            let late = reconnect_delay(40);
-            assert!(
-                late >= RECONNECT_MAX / 2 && late <= RECONNECT_MAX,
-                "{late:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn bearer_token_goes_into_the_authorization_header() {
-        let mut bearer = Bearer::new(Some("s3cret-token-0123")).expect("valid token");
-        let request = bearer.call(tonic::Request::new(())).expect("intercepted");
-        assert_eq!(
-            request
-                .metadata()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok()),
-            Some("Bearer s3cret-token-0123")
-        );
-        let mut none = Bearer::new(None).expect("no token");
-        let request = none.call(tonic::Request::new(())).expect("intercepted");
-        assert!(request.metadata().get("authorization").is_none());
-        assert!(Bearer::new(Some("bad\ntoken")).is_err());
-    }
 
     #[test]
     fn urls_without_a_scheme_get_http() {

@@ -47,27 +47,9 @@ pub fn cancel_on_signal() -> CancellationToken {
     let cancel = CancellationToken::new();
     let signal_cancel = cancel.clone();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        ackflow_proto::rt::shutdown_signal().await;
         tracing::info!("shutting down");
         signal_cancel.cancel();
     });
     cancel
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }

@@ -9,12 +9,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ackflow_proto::rt::sleep_until;
 use ackflow_proto::v1 as pb;
 use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::algorithms::Registry;
 use crate::config::Config;
@@ -22,6 +23,7 @@ use crate::executor::{Done, Executor};
 use crate::metrics::ProcessorMetrics;
 use crate::processed_log::ProcessedLog;
 use crate::webhook::Webhooks;
+use ackflow_proto::client::{self, Bearer};
 use ackflow_proto::protocol::lanes::Ordering;
 use ackflow_proto::protocol::receiver::{Action, Receiver};
 
@@ -60,22 +62,12 @@ pub async fn run_with(
             registry.register(&target.kind, hooks.to(target.url.clone()));
         }
     }
-    let endpoint = Endpoint::from_shared(config.core.clone())
-        .with_context(|| format!("--core {:?} is not a valid URL", config.core))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        // Without keepalive a half-open connection could go unnoticed for
-        // hours; with it, a dead core is detected within seconds.
-        .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .keep_alive_while_idle(true);
+    let endpoint = client::endpoint(&config.core)
+        .with_context(|| format!("--core {:?} is not a valid URL", config.core))?;
     let endpoint = config
         .tls(endpoint)
         .context("configuring TLS towards core")?;
-    let authorization = match config.token()? {
-        Some(token) => Some(token.authorization().context("--token")?),
-        None => None,
-    };
+    let bearer = Bearer::new(config.token()?.as_ref()).context("--token")?;
     let processor_id = config
         .processor_id
         .clone()
@@ -106,7 +98,7 @@ pub async fn run_with(
     }
     let mut life = Life {
         config: config.clone(),
-        authorization,
+        bearer,
         processor_id,
         life: fastrand::u64(1..),
         algorithms: registry.kinds(),
@@ -118,7 +110,7 @@ pub async fn run_with(
         metrics,
         synced: Default::default(),
     };
-    let mut backoff = RECONNECT_MIN;
+    let mut failures = 0u32;
     while !cancel.is_cancelled() {
         let started = Instant::now();
         let reason = match endpoint.connect().await {
@@ -128,16 +120,18 @@ pub async fn run_with(
         if cancel.is_cancelled() {
             break;
         }
-        if started.elapsed() > Duration::from_secs(10) {
-            backoff = RECONNECT_MIN;
-        }
-        let wait = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
+        // A stream that lasted was a success: the backoff starts over.
+        failures = if started.elapsed() > Duration::from_secs(10) {
+            1
+        } else {
+            failures + 1
+        };
+        let wait = client::reconnect_delay(failures, RECONNECT_MIN, RECONNECT_MAX);
         tracing::warn!(%reason, retry_in_ms = wait.as_millis() as u64, "stream to core ended");
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = cancel.cancelled() => break,
         }
-        backoff = (backoff * 2).min(RECONNECT_MAX);
     }
     tracing::info!("processor stopped");
     Ok(())
@@ -148,7 +142,7 @@ struct Life {
     config: Config,
     /// `Bearer <token>` for Delivery.Subscribe, checked at start (see
     /// [`Config::token`]).
-    authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    bearer: Bearer,
     processor_id: String,
     /// Drawn at start, sent in every `Hello`: tells core a restart from a
     /// reconnection.
@@ -169,19 +163,9 @@ struct Life {
 impl Life {
     /// One stream; returns why it ended.
     async fn session(&mut self, channel: Channel, cancel: &CancellationToken) -> String {
-        let authorization = self.authorization.clone();
-        let mut client = pb::delivery_client::DeliveryClient::with_interceptor(
-            channel,
-            move |mut request: tonic::Request<()>| {
-                if let Some(value) = &authorization {
-                    request
-                        .metadata_mut()
-                        .insert("authorization", value.clone());
-                }
-                Ok(request)
-            },
-        )
-        .max_decoding_message_size(256 << 20);
+        let mut client =
+            pb::delivery_client::DeliveryClient::with_interceptor(channel, self.bearer.clone())
+                .max_decoding_message_size(256 << 20);
         let (out_tx, out_rx) = mpsc::channel(256);
         let hello = pb::ProcessorMessage {
             body: Some(pb::processor_message::Body::Hello(pb::Hello {
@@ -420,13 +404,6 @@ fn with_causes(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]

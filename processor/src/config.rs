@@ -127,8 +127,8 @@ impl Config {
     pub fn tls(
         &self,
         endpoint: tonic::transport::Endpoint,
-    ) -> Result<tonic::transport::Endpoint, crate::tls::TlsConfigError> {
-        crate::tls::configure(
+    ) -> Result<tonic::transport::Endpoint, ackflow_proto::client::tls::TlsConfigError> {
+        ackflow_proto::client::tls::configure(
             endpoint,
             &self.core,
             self.tls_ca.as_deref(),
@@ -144,7 +144,7 @@ impl Config {
             token::from_flag_or_file("--token", self.token.as_ref(), self.token_file.as_deref())
                 .map_err(anyhow::Error::msg)?;
         if token.is_some() {
-            crate::tls::check_token_transport(&self.core)?;
+            ackflow_proto::client::tls::check_token_transport(&self.core)?;
         }
         Ok(token)
     }

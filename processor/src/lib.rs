@@ -20,7 +20,6 @@ pub mod config;
 pub mod executor;
 pub mod metrics;
 pub mod processed_log;
-pub mod tls;
 pub mod webhook;
 
 pub use ackflow_proto::v1::Event;

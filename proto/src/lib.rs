@@ -7,7 +7,9 @@
 //! `cargo test -p ackflow-proto --no-default-features` tests both sides of
 //! the protocol without tonic, a runtime, a store or either service.
 //! [`token`] is the bearer token the services' `authorization` metadata
-//! carries, shared by core and its clients.
+//! carries, shared by core and its clients; with `grpc`, [`client`] is what
+//! every client of core shares (endpoint, TLS, bearer, reconnect backoff)
+//! and [`rt`] the small tokio helpers of all three binaries.
 
 /// Generated code for package `ackflow.v1`.
 #[allow(clippy::all, missing_docs)]
@@ -16,6 +18,11 @@ pub mod v1 {
 }
 
 pub mod protocol;
+
+#[cfg(feature = "grpc")]
+pub mod client;
+#[cfg(feature = "grpc")]
+pub mod rt;
 
 pub mod token;
 

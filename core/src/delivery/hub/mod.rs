@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use ackflow_proto::rt::sleep_until;
 use ackflow_proto::v1 as pb;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -512,12 +513,5 @@ fn to_pb(event: &SharedEvent, attempt: u32) -> pb::Event {
         payload: event.payload.clone(),
         published_at_us: event.published_at_us,
         attempt,
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }

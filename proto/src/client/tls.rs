@@ -1,6 +1,7 @@
 //! TLS towards core: an `https://` core URL plus the CA certificate that
-//! signed core's certificate (`--tls-ca`). Shared with the monitor, which
-//! connects to the same core the same way.
+//! signed core's certificate (`--tls-ca`), for the processor and the
+//! monitor alike; and the refusal to send a token in clear text beyond
+//! loopback.
 
 use std::path::{Path, PathBuf};
 
