@@ -80,59 +80,12 @@ impl Running {
     }
 }
 
-/// Starts core and returns once it listens.
+/// Starts core and returns once it listens: checks the configuration,
+/// opens the store, starts the core tasks (ingest writer, delivery hub,
+/// retention), then the REST and gRPC listeners.
 pub async fn start(mut config: Config) -> anyhow::Result<Running> {
-    config.load_token_files().map_err(anyhow::Error::msg)?;
-    config.check().map_err(anyhow::Error::msg)?;
-    check_fd_limit(&config);
-    let unguarded = config.unguarded();
-    if !unguarded.is_empty() {
-        // Only reachable with --insecure: check() refuses this otherwise.
-        tracing::warn!(
-            "--insecure: anyone who reaches these ports may use their services: {}",
-            unguarded.join("; ")
-        );
-    }
-    // Read before anything starts, so a bad certificate fails fast.
-    let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => {
-            Some(TlsMaterial::load(cert, key).context("loading --tls-cert / --tls-key")?)
-        }
-        _ => None,
-    };
-    if tls.is_none() && (!is_loopback(config.http_addr.ip()) || !is_loopback(config.grpc_addr.ip()))
-    {
-        tracing::warn!(
-            "listening beyond loopback without TLS: tokens and events travel in clear text (set --tls-cert and --tls-key)"
-        );
-    }
-    let database_url = config.effective_database_url();
-    if config.database_url.as_deref().unwrap_or("").is_empty() {
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-        tracing::info!(path = %config.data_dir.join("ackflow.db").display(), "using the embedded SQLite store (set DATABASE_URL for PostgreSQL)");
-    }
-    if config.unsafe_sqlx_transactions {
-        tracing::warn!(
-            "--unsafe-sqlx-transactions: a full disk WILL lose acknowledged events on SQLite"
-        );
-    }
-    let store = store::open_with(&database_url, config.unsafe_sqlx_transactions)
-        .await
-        .with_context(|| format!("opening the store ({})", redact(&database_url)))?;
-    // Acknowledged means durable: refuse settings that break that, unless
-    // the operator says so explicitly.
-    let risks = store
-        .durability_risks()
-        .await
-        .context("reading the store's durability settings")?;
-    if !risks.is_empty() && !config.allow_unsafe_durability {
-        anyhow::bail!(
-            "the store can lose acknowledged publishes: {}. Fix the setting, or start with \
-             --allow-unsafe-durability to accept the risk",
-            risks.join("; ")
-        );
-    }
+    let tls = check(&mut config)?;
+    let (store, database_url, risks) = open_store(&config).await?;
     let next_seq = store.next_seq().await.context("reading the highest seq")?;
     tracing::info!(
         backend = store.backend(),
@@ -202,8 +155,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("binding --grpc-addr {}", config.grpc_addr))?;
     let http_addr = http_listener.local_addr()?;
     let grpc_addr = grpc_listener.local_addr()?;
-
-    let rest = app(RestState {
+    let rest = RestState {
         body_timeout: Duration::from_secs(config.http_body_timeout_s),
         storage,
         ..RestState::new(
@@ -212,12 +164,134 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
             config.limits(),
             config.max_request_bytes as usize,
         )
-    })
-    .merge(metrics_route(metrics.clone()));
-    let rest = require_publish_token(rest, config.publish_token.clone()).layer(
-        axum::middleware::from_fn_with_state(metrics.clone(), count_rejections),
+    };
+    serve_rest(
+        &config,
+        http_listener,
+        tls.as_ref(),
+        rest,
+        metrics,
+        &cancel,
+        &tracker,
+    )?;
+    let services = Services {
+        ingest: ingest.clone(),
+        hub: hub.clone(),
+        store: store.clone(),
+    };
+    serve_grpc(
+        &config,
+        grpc_listener,
+        tls.as_ref(),
+        services,
+        &cancel,
+        &tracker,
+    )
+    .await?;
+    tracing::info!(
+        %http_addr,
+        %grpc_addr,
+        tls = tls.is_some(),
+        publish_token = config.publish_token.is_some(),
+        processor_token = config.processor_token.is_some(),
+        admin_token = config.admin_token.is_some(),
+        window = config.window,
+        ordering = ?config.ordering,
+        "core listening"
     );
-    let rest_tls = match &tls {
+    Ok(Running {
+        http_addr,
+        grpc_addr,
+        store,
+        ingest,
+        hub,
+        cancel,
+        tracker,
+        shutdown_timeout: Duration::from_secs(config.shutdown_timeout_s),
+    })
+}
+
+/// Reads the token files and checks the configuration (a bad certificate
+/// fails here, before anything starts); warns about what is allowed but
+/// unwise. Returns the TLS material, if any.
+fn check(config: &mut Config) -> anyhow::Result<Option<TlsMaterial>> {
+    config.load_token_files().map_err(anyhow::Error::msg)?;
+    config.check().map_err(anyhow::Error::msg)?;
+    check_fd_limit(config);
+    let unguarded = config.unguarded();
+    if !unguarded.is_empty() {
+        // Only reachable with --insecure: check() refuses this otherwise.
+        tracing::warn!(
+            "--insecure: anyone who reaches these ports may use their services: {}",
+            unguarded.join("; ")
+        );
+    }
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(TlsMaterial::load(cert, key).context("loading --tls-cert / --tls-key")?)
+        }
+        _ => None,
+    };
+    if tls.is_none() && (!is_loopback(config.http_addr.ip()) || !is_loopback(config.grpc_addr.ip()))
+    {
+        tracing::warn!(
+            "listening beyond loopback without TLS: tokens and events travel in clear text (set --tls-cert and --tls-key)"
+        );
+    }
+    Ok(tls)
+}
+
+/// Opens the store (creating SQLite's data directory) and reads its
+/// durability settings: a store that can lose what it acknowledges is
+/// refused unless `--allow-unsafe-durability`. Returns the store, its URL
+/// and the risks accepted.
+async fn open_store(config: &Config) -> anyhow::Result<(SharedStore, String, Vec<String>)> {
+    let database_url = config.effective_database_url();
+    if config.database_url.as_deref().unwrap_or("").is_empty() {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        tracing::info!(path = %config.data_dir.join("ackflow.db").display(), "using the embedded SQLite store (set DATABASE_URL for PostgreSQL)");
+    }
+    if config.unsafe_sqlx_transactions {
+        tracing::warn!(
+            "--unsafe-sqlx-transactions: a full disk WILL lose acknowledged events on SQLite"
+        );
+    }
+    let store = store::open_with(&database_url, config.unsafe_sqlx_transactions)
+        .await
+        .with_context(|| format!("opening the store ({})", redact(&database_url)))?;
+    // Acknowledged means durable: refuse settings that break that, unless
+    // the operator says so explicitly.
+    let risks = store
+        .durability_risks()
+        .await
+        .context("reading the store's durability settings")?;
+    if !risks.is_empty() && !config.allow_unsafe_durability {
+        anyhow::bail!(
+            "the store can lose acknowledged publishes: {}. Fix the setting, or start with \
+             --allow-unsafe-durability to accept the risk",
+            risks.join("; ")
+        );
+    }
+    Ok((store, database_url, risks))
+}
+
+/// Serves REST (and `/metrics`) on `listener`, behind the publish token,
+/// over TLS when configured.
+fn serve_rest(
+    config: &Config,
+    listener: TcpListener,
+    tls: Option<&TlsMaterial>,
+    state: RestState,
+    metrics: Arc<CoreMetrics>,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> anyhow::Result<()> {
+    let rest = app(state).merge(metrics_route(metrics.clone()));
+    let rest = require_publish_token(rest, config.publish_token.clone()).layer(
+        axum::middleware::from_fn_with_state(metrics, count_rejections),
+    );
+    let rest_tls = match tls {
         Some(material) => Some(
             material
                 .rest_acceptor()
@@ -226,13 +300,34 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         None => None,
     };
     tracker.spawn(crate::http::serve(
-        http_listener,
+        listener,
         rest_tls,
         rest,
         config.http_limits(),
         cancel.clone(),
     ));
+    Ok(())
+}
 
+/// What the gRPC services are built from.
+struct Services {
+    ingest: Ingest,
+    hub: Hub,
+    store: SharedStore,
+}
+
+/// Serves the gRPC services (`Ingest`, `Delivery`, `Admin`, each behind its
+/// token, plus health and reflection) on `listener`, over TLS when
+/// configured.
+async fn serve_grpc(
+    config: &Config,
+    listener: TcpListener,
+    tls: Option<&TlsMaterial>,
+    services: Services,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> anyhow::Result<()> {
+    let Services { ingest, hub, store } = services;
     let max_message = config.max_request_bytes as usize + 64 * 1024;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -279,7 +374,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     );
     // Nagle's algorithm with delayed acks would hold small stream messages
     // for up to 40 ms; every accepted connection gets TCP_NODELAY.
-    let incoming = TcpListenerStream::new(grpc_listener).map(|conn| {
+    let incoming = TcpListenerStream::new(listener).map(|conn| {
         if let Ok(stream) = &conn {
             let _ = stream.set_nodelay(true);
         }
@@ -297,7 +392,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         .http2_max_header_list_size(GRPC_MAX_HEADER_BYTES)
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)));
-    if let Some(material) = &tls {
+    if let Some(material) = tls {
         grpc_server = grpc_server
             .tls_config(material.grpc())
             .context("configuring TLS for gRPC")?;
@@ -338,27 +433,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
             tracing::error!(error = %e, "gRPC server failed");
         }
     });
-    tracing::info!(
-        %http_addr,
-        %grpc_addr,
-        tls = tls.is_some(),
-        publish_token = config.publish_token.is_some(),
-        processor_token = config.processor_token.is_some(),
-        admin_token = config.admin_token.is_some(),
-        window = config.window,
-        ordering = ?config.ordering,
-        "core listening"
-    );
-    Ok(Running {
-        http_addr,
-        grpc_addr,
-        store,
-        ingest,
-        hub,
-        cancel,
-        tracker,
-        shutdown_timeout: Duration::from_secs(config.shutdown_timeout_s),
-    })
+    Ok(())
 }
 
 /// `GET /metrics`: the Prometheus text format.

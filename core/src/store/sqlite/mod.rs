@@ -2,39 +2,29 @@
 //! acknowledged commit survives power loss), a busy timeout, one writer
 //! connection and a small pool of readers.
 //!
-//! Architecture invariant: **a write that returns `Ok` is in the file.**
-//! SQLite rolls a transaction back by itself on `SQLITE_FULL`, I/O errors and
-//! a few others, while a client library may still believe it is open. sqlx's
-//! transaction bookkeeping does not survive that: its `ROLLBACK` then fails,
-//! its depth counter stays at one, the next `begin()` becomes a `SAVEPOINT`
-//! and every later "commit" a `RELEASE` inside a transaction that is never
-//! committed — until the next error rolls all of them back. That is how a
-//! full disk once lost hundreds of acknowledged events. So the writer does
-//! not use sqlx transactions: [`WriteTx`] issues `BEGIN IMMEDIATE` and
-//! `COMMIT` itself on a connection of its own, and throws that connection
-//! away after any error inside a transaction (closing it rolls back whatever
-//! SQLite still holds). A plain `BEGIN` also fails loudly if a transaction
-//! were somehow still open, instead of nesting silently.
+//! `writer.rs` is the writer connection and its transactions; it keeps
+//! the invariant that **a write that returns `Ok` is in the file.**
 
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::SqliteTransactionManager;
+use sqlx::ConnectOptions;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, TransactionManager};
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::Mutex;
 
-use super::idempotency::{self, StoredKey};
-use super::rows::{DeadRowDb, EventRow, VIEW_COLUMNS, VIEW_FROM, ViewRow, status_condition};
-use super::{PageBudget, Store, StoreError, seq_from_db, seq_to_db, seqs};
+mod writer;
+
+use self::writer::Writer;
 use crate::model::{
     AppendBatch, DeadRow, DeadView, DeliveryCursor, EventView, RequestOutcome, ResultRow, Seq,
     StatusFilter, StoredEvent,
 };
+use crate::store::idempotency::{self, StoredKey};
+use crate::store::rows::{DeadRowDb, EventRow, VIEW_COLUMNS, VIEW_FROM, ViewRow, status_condition};
+use crate::store::{PageBudget, Store, StoreError, seq_from_db, seq_to_db, seqs};
 
 /// The embedded store.
 pub struct SqliteStore {
@@ -45,85 +35,6 @@ pub struct SqliteStore {
     /// Every read goes here, so nothing ever reads the writer's uncommitted
     /// state.
     readers: SqlitePool,
-}
-
-/// The writer connection, opened on first use and discarded after any error
-/// inside a transaction.
-struct Writer {
-    options: SqliteConnectOptions,
-    /// `None` until the first write and after a discarded connection.
-    conn: Mutex<Option<SqliteConnection>>,
-    /// Negative control only (`--unsafe-sqlx-transactions`): write through
-    /// sqlx's transaction bookkeeping and keep the connection after errors,
-    /// as ackflow once did, so the tests can show the checkers catching the
-    /// loss it causes on a full disk.
-    unsafe_sqlx_transactions: bool,
-}
-
-/// An open write transaction; holds the writer. Dropping it without
-/// [`WriteTx::commit`] (an error, a cancelled future) discards the
-/// connection, which rolls back whatever SQLite still holds.
-struct WriteTx<'a> {
-    guard: MutexGuard<'a, Option<SqliteConnection>>,
-    /// True between a successful `BEGIN` and a successful `COMMIT`.
-    open: bool,
-    /// See [`Writer::unsafe_sqlx_transactions`].
-    unsafe_sqlx_transactions: bool,
-}
-
-impl Writer {
-    async fn begin(&self) -> Result<WriteTx<'_>, StoreError> {
-        let mut guard = self.conn.lock().await;
-        if guard.is_none() {
-            *guard = Some(self.options.connect().await?);
-        }
-        let mut tx = WriteTx {
-            guard,
-            open: true,
-            unsafe_sqlx_transactions: self.unsafe_sqlx_transactions,
-        };
-        if tx.unsafe_sqlx_transactions {
-            SqliteTransactionManager::begin(tx.conn(), None).await?;
-            return Ok(tx);
-        }
-        // IMMEDIATE takes the write lock now, so a busy database fails here
-        // (after busy_timeout) rather than half-way through the batch.
-        sqlx::query("BEGIN IMMEDIATE").execute(tx.conn()).await?;
-        Ok(tx)
-    }
-}
-
-impl WriteTx<'_> {
-    fn conn(&mut self) -> &mut SqliteConnection {
-        self.guard
-            .as_mut()
-            .expect("a WriteTx always holds a connection until dropped")
-    }
-
-    async fn commit(mut self) -> Result<(), StoreError> {
-        if self.unsafe_sqlx_transactions {
-            SqliteTransactionManager::commit(self.conn()).await?;
-        } else {
-            sqlx::query("COMMIT").execute(self.conn()).await?;
-        }
-        self.open = false;
-        Ok(())
-    }
-}
-
-impl Drop for WriteTx<'_> {
-    fn drop(&mut self) {
-        if self.open && self.unsafe_sqlx_transactions {
-            // The old way: queue sqlx's rollback and keep the connection.
-            if let Some(conn) = self.guard.as_mut() {
-                SqliteTransactionManager::start_rollback(conn);
-            }
-            return;
-        }
-        if self.open && self.guard.take().is_some() {
-            tracing::warn!("sqlite write failed inside a transaction; writer connection discarded");
-        }
-    }
 }
 
 impl SqliteStore {
