@@ -316,7 +316,7 @@ async fn sigterm_with_acks_in_flight_stores_every_ack_received() -> anyhow::Resu
         || async move {
             let s = core_ref.snapshot().await.ok()?;
             let t = s.totals?;
-            (t.acked >= t.results_ok + t.results_failed + 100).then_some(t)
+            (t.acks >= t.results_ok + t.results_failed + 100).then_some(t)
         },
     )
     .await?;
@@ -400,9 +400,9 @@ async fn sigterm_with_acks_in_flight_stores_every_ack_received() -> anyhow::Resu
     let events = all_events(&db.url).await?;
     let results = events.iter().filter(|v| v.result.is_some()).count() as u64;
     assert!(
-        results >= before.acked,
+        results >= before.acks,
         "core had received {} acks, {} results stored after SIGTERM",
-        before.acked,
+        before.acks,
         results
     );
     let floor = store.delivery_cursor().await?.acked_floor;
@@ -432,7 +432,7 @@ async fn sigterm_with_acks_in_flight_stores_every_ack_received() -> anyhow::Resu
         "{} publishes acknowledged, {} stored; {} acks received before the signal, {} results stored; {} refusals",
         seen.acked.len(),
         events.len(),
-        before.acked,
+        before.acks,
         results,
         seen.refusals.len()
     );

@@ -75,7 +75,7 @@ async fn metrics_match_the_run() -> anyhow::Result<()> {
     assert_eq!(sample(&text, "ackflow_publish_accepted_total"), Some(100.0));
     assert_eq!(sample(&text, "ackflow_events_stored_total"), Some(100.0));
     assert_eq!(sample(&text, "ackflow_events_delivered_total"), Some(100.0));
-    assert_eq!(sample(&text, "ackflow_events_acked_total"), Some(100.0));
+    assert_eq!(sample(&text, "ackflow_acks_total"), Some(100.0));
     assert_eq!(
         sample(&text, "ackflow_results_total{status=\"failed\"}"),
         Some(10.0)

@@ -608,7 +608,7 @@ async fn results_are_stored_once_postgres_is_back() {
         .await
         .expect("resume");
     let acked = snapshot_until("30 more acks received", &|s| {
-        s.totals.is_some_and(|t| t.acked >= 50)
+        s.totals.is_some_and(|t| t.acks >= 50)
     })
     .await;
     assert_eq!(acked.acked_floor, 21, "the floor moved with the store down");

@@ -20,7 +20,7 @@ pub struct CoreMetrics {
     pub publish_rejected: IntCounterVec,
     pub events_stored: IntCounter,
     pub delivered: IntCounter,
-    pub acked: IntCounter,
+    pub acks: IntCounter,
     pub retransmits: IntCounter,
     pub duplicate_acks: IntCounter,
     pub duplicate_drops: IntCounter,
@@ -138,9 +138,9 @@ impl CoreMetrics {
                 "ackflow_events_delivered_total",
                 "Events sent to the processor for the first time.",
             ),
-            acked: counter(
-                "ackflow_events_acked_total",
-                "Events acknowledged with a result.",
+            acks: counter(
+                "ackflow_acks_total",
+                "Acks accepted from the processor, one per event (repeats: ackflow_duplicate_acks_total); the result is stored next.",
             ),
             retransmits: counter(
                 "ackflow_retransmits_total",

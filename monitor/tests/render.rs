@@ -70,7 +70,7 @@ fn entry(
         age_us: age_ms * 1000,
         next_retransmit_us: left_ms * 1000,
         backoff_us: backoff_ms * 1000,
-        acked: false,
+        storing: false,
         key: key.into(),
         retry: false,
         at_most_once: false,
@@ -102,7 +102,7 @@ fn snapshots(app: &mut App, shape: &Shape, retransmit_every: u64, rates: pb::Rat
     for i in 0..40_u64 {
         totals.published = shape.head;
         totals.delivered = shape.next_to_send - 1 + totals.retransmits;
-        totals.acked = shape.acked_floor - 1;
+        totals.acks = shape.acked_floor - 1;
         totals.retransmits += (i % retransmit_every == 0) as u64 * (1 + i % 3);
         totals.duplicate_drops += (i % 7 == 3) as u64 * 2;
         totals.duplicate_acks = totals.duplicate_drops / 2;
@@ -159,7 +159,7 @@ fn running_app() -> App {
             entry(1223, "user-3", 2, 640, 150, 400),
             pb::InFlightEntry {
                 seq: 1224,
-                acked: true,
+                storing: true,
                 key: "user-1".into(),
                 ..Default::default()
             },

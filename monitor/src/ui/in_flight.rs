@@ -160,9 +160,9 @@ pub(super) fn render_in_flight(app: &App, frame: &mut Frame, area: Rect, with_ga
     let offset = effective_offset(app.scroll.in_flight, entries.len(), visible);
     let retrying = entries
         .iter()
-        .filter(|e| !e.acked && !e.retry && e.attempt > 1)
+        .filter(|e| !e.storing && !e.retry && e.attempt > 1)
         .count();
-    let retry_later = entries.iter().filter(|e| !e.acked && e.retry).count();
+    let retry_later = entries.iter().filter(|e| !e.storing && e.retry).count();
     let mut title = vec![Span::raw(" In flight ")];
     if retrying > 0 {
         title.push(Span::styled(
@@ -209,13 +209,8 @@ pub(super) fn render_in_flight(app: &App, frame: &mut Frame, area: Rect, with_ga
     let rows = shown.iter().map(|e| {
         let mut cells = vec![right(e.seq.to_string())];
         cells.extend(cols.key.map(|width| key_cell(&e.key, width)));
-        if e.acked {
-            let storing = if cols.countdown_cells == COUNTDOWN_CELLS {
-                "acked, storing"
-            } else {
-                "storing"
-            };
-            cells.extend([Cell::from(""), Cell::from(""), Cell::from(storing)]);
+        if e.storing {
+            cells.extend([Cell::from(""), Cell::from(""), Cell::from("storing")]);
             return Row::new(cells)
                 .style(Style::new().fg(Color::Green).add_modifier(Modifier::DIM));
         }

@@ -7,7 +7,7 @@
 //! held longer than [`FLOOR_HELD_LONG_US`] is highlighted, since that is
 //! when one slow event starts to stall the others. While core isolates
 //! crash suspects (events in flight when a processor life ended, sent one at
-//! a time until each is acked), their count is shown in yellow.
+//! a time until each has a result), their count is shown in yellow.
 
 use ackflow_proto::v1 as pb;
 use ratatui::style::{Color, Style, Stylize};

@@ -17,13 +17,18 @@
 //! states:
 //!
 //! ```text
-//!   on_send ──▶ InFlight ──on_ack / on_reject / max_deliver──▶ Acked ──on_stored──▶ Resolved
+//!   on_send ──▶ InFlight ──on_ack / on_reject / max_deliver──▶ Storing ──on_stored──▶ Resolved
 //!                 ▲   │ deadline: retransmit, attempt+1, backoff doubles
 //!                 └───┘ on_retry: sent again after max(backoff, the wait asked for)
 //! ```
 //!
 //! The floor moves over leading `Resolved` entries only: a seq is below the
 //! floor only once its result (or its dead entry) is durable.
+//!
+//! Words: an *ack* is the processor's message for one event; *storing* is
+//! an accepted ack (or a park) whose row is being written; the *acked
+//! floor* is the lowest seq not resolved, so "acknowledged" means durable,
+//! as it does for a publish.
 //!
 //! An event of an at-most-once kind (see `guarantee.rs`) first waits in
 //! `Marking` until its sent mark is durable (`on_marked`), then goes out
@@ -136,8 +141,8 @@ pub enum Entry {
     /// At most once: its sent mark is being stored; not sent yet, no timer.
     Marking,
     InFlight(InFlight),
-    /// The ack (or a park decision) arrived; the store write is pending.
-    Acked,
+    /// The ack (or a park decision) arrived; its row is being stored.
+    Storing,
     /// Result or dead entry is durable.
     Resolved,
 }
@@ -492,7 +497,7 @@ impl Sender {
         }
         if self.sent_ahead.remove(&seq) {
             // Whatever its kind's guarantee is now: it was sent at most once.
-            self.entries.insert(seq, Entry::Acked);
+            self.entries.insert(seq, Entry::Storing);
             return Offer::Abandon;
         }
         if guarantee == Guarantee::AtMostOnce {
@@ -558,7 +563,7 @@ impl Sender {
         }
         match self.entries.get(&seq) {
             None => AckOutcome::Unknown,
-            Some(Entry::Acked | Entry::Resolved) => AckOutcome::Duplicate,
+            Some(Entry::Storing | Entry::Resolved) => AckOutcome::Duplicate,
             Some(Entry::Marking) => AckOutcome::Unknown,
             Some(Entry::InFlight(_)) => {
                 let Some(f) = self.take_in_flight(seq) else {
@@ -714,14 +719,14 @@ impl Sender {
         RetryOutcome::Scheduled { wait }
     }
 
-    /// If `seq` is in flight, marks it acked (awaiting the store) and
+    /// If `seq` is in flight, marks it storing (its row being written) and
     /// returns its delivery record.
     fn take_in_flight(&mut self, seq: Seq) -> Option<InFlight> {
         let entry = self.entries.get_mut(&seq)?;
         let Entry::InFlight(f) = *entry else {
             return None;
         };
-        *entry = Entry::Acked;
+        *entry = Entry::Storing;
         self.unacked.remove(&seq);
         self.suspects.resolved(seq);
         if self.unacked.is_empty() {
@@ -735,7 +740,7 @@ impl Sender {
     pub fn on_stored(&mut self, seqs: impl IntoIterator<Item = Seq>) -> bool {
         for seq in seqs {
             if let Some(entry) = self.entries.get_mut(&seq)
-                && *entry == Entry::Acked
+                && *entry == Entry::Storing
             {
                 *entry = Entry::Resolved;
             }
@@ -789,7 +794,7 @@ impl Sender {
                 continue;
             }
             // Only the lowest in-flight event is sure not to be waiting for
-            // another one: every lower seq is acked, so under either ordering
+            // another one: every lower seq is storing or resolved, so under either ordering
             // the processor can start it as soon as it has it. The others
             // may wait behind it (global order) or behind an earlier event
             // of their key, through no fault of their own.
@@ -809,7 +814,7 @@ impl Sender {
                     attempts: f.attempt,
                     reason,
                 });
-                *entry = Entry::Acked;
+                *entry = Entry::Storing;
                 self.unacked.remove(seq);
                 self.suspects.resolved(*seq);
                 continue;

@@ -73,15 +73,15 @@ impl State {
             }
             match self.sender.on_ack(ack.seq, ack.attempt, now) {
                 AckOutcome::Accepted { attempts } => {
-                    self.totals.acked += 1;
+                    self.totals.acks += 1;
                     let status = if ack.status == pb::ResultStatus::Ok as i32 {
                         ResultStatus::Ok
                     } else {
                         ResultStatus::Failed
                     };
-                    self.acked.insert(
+                    self.storing.insert(
                         ack.seq,
-                        AckedInfo {
+                        Storing {
                             status,
                             output: short(&ack.output, 80),
                             attempt: attempts,
@@ -144,9 +144,9 @@ impl State {
     /// and `reason` as the output, to store.
     pub(super) fn abandon(&mut self, seq: Seq, attempts: u32, reason: String) -> ResultRow {
         tracing::info!(seq, attempts, %reason, "at-most-once event abandoned");
-        self.acked.insert(
+        self.storing.insert(
             seq,
-            AckedInfo {
+            Storing {
                 status: ResultStatus::Abandoned,
                 output: short(&reason, 80),
                 attempt: attempts,
@@ -167,10 +167,10 @@ impl State {
         let now = now_us();
         for seq in &seqs {
             let event = self.payloads.remove(seq);
-            let Some(acked) = self.acked.remove(seq) else {
+            let Some(storing) = self.storing.remove(seq) else {
                 continue; // a dead entry
             };
-            match acked.status {
+            match storing.status {
                 ResultStatus::Ok => self.totals.results_ok += 1,
                 ResultStatus::Failed => self.totals.results_failed += 1,
                 ResultStatus::Abandoned => self.totals.abandoned += 1,
@@ -180,7 +180,7 @@ impl State {
                 self.metrics.publish_to_result_seconds.observe(latency);
             }
             if let (true, Some(event)) = (feed, event) {
-                let status = match acked.status {
+                let status = match storing.status {
                     ResultStatus::Ok => pb::ResultStatus::Ok,
                     ResultStatus::Failed => pb::ResultStatus::Failed,
                     ResultStatus::Abandoned => pb::ResultStatus::Abandoned,
@@ -190,8 +190,8 @@ impl State {
                     kind: event.kind.clone(),
                     status: status as i32,
                     latency_us: (now - event.published_at_us).max(0) as u64,
-                    output: acked.output,
-                    attempt: acked.attempt,
+                    output: storing.output,
+                    attempt: storing.attempt,
                     key: event.key.clone().unwrap_or_default(),
                 }));
             }
@@ -205,7 +205,7 @@ impl State {
 }
 
 /// An ack accepted, waiting for its result row to be stored.
-pub(super) struct AckedInfo {
+pub(super) struct Storing {
     status: ResultStatus,
     /// The output cut for the feed.
     output: String,

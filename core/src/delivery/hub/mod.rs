@@ -32,7 +32,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use self::acks::AckedInfo;
+use self::acks::Storing;
 use self::payloads::Payloads;
 use self::session::{Session, control, recv_session};
 use super::backlog::{self, ReadAhead};
@@ -155,7 +155,7 @@ pub async fn start(
         session: None,
         session_counter: 0,
         payloads: Payloads::new(parts.window_bytes),
-        acked: BTreeMap::new(),
+        storing: BTreeMap::new(),
         rows_tx,
         marks_tx,
         floor,
@@ -206,7 +206,7 @@ struct State {
     payloads: Payloads,
     /// What the ack said, kept until the result is stored, for the result
     /// counters and feed. Bounded by the window.
-    acked: BTreeMap<Seq, AckedInfo>,
+    storing: BTreeMap<Seq, Storing>,
     rows_tx: mpsc::UnboundedSender<Resolution>,
     /// Sent marks to store (the second writer).
     marks_tx: mpsc::UnboundedSender<Resolution>,

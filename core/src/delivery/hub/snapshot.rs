@@ -32,7 +32,7 @@ impl State {
                 pb::Rates {
                     publish: rate(self.totals.published, old.published),
                     deliver: rate(self.totals.delivered, old.delivered),
-                    ack: rate(self.totals.acked, old.acked),
+                    ack: rate(self.totals.acks, old.acks),
                     retransmit: rate(self.totals.retransmits, old.retransmits),
                     duplicate_drop: rate(self.totals.duplicate_drops, old.duplicate_drops),
                 }
@@ -50,7 +50,7 @@ impl State {
                     next_retransmit_us: f.deadline.saturating_duration_since(now).as_micros()
                         as u64,
                     backoff_us: f.backoff.as_micros() as u64,
-                    acked: false,
+                    storing: false,
                     key: self.key_of(seq),
                     retry: f.retry,
                     at_most_once: f.once,
@@ -61,9 +61,9 @@ impl State {
                     at_most_once: true,
                     ..Default::default()
                 }),
-                Entry::Acked => Some(pb::InFlightEntry {
+                Entry::Storing => Some(pb::InFlightEntry {
                     seq,
-                    acked: true,
+                    storing: true,
                     key: self.key_of(seq),
                     ..Default::default()
                 }),
@@ -168,7 +168,7 @@ impl State {
         let m = &self.metrics;
         let (t, s) = (&self.totals, &self.synced);
         m.delivered.inc_by(t.delivered - s.delivered);
-        m.acked.inc_by(t.acked - s.acked);
+        m.acks.inc_by(t.acks - s.acks);
         m.retransmits.inc_by(t.retransmits - s.retransmits);
         m.duplicate_acks.inc_by(t.duplicate_acks - s.duplicate_acks);
         m.duplicate_drops
@@ -186,7 +186,7 @@ impl State {
             .with_label_values(&["abandoned"])
             .inc_by(t.abandoned - s.abandoned);
         self.synced = self.totals;
-        let in_flight = snapshot.in_flight.iter().filter(|e| !e.acked).count();
+        let in_flight = snapshot.in_flight.iter().filter(|e| !e.storing).count();
         m.in_flight.set(in_flight as i64);
         m.window.set(i64::from(snapshot.window));
         m.head.set(snapshot.head as i64);
