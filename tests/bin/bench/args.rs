@@ -1,0 +1,146 @@
+//! The command line: stores, sections, sizes, and the core flags to pass.
+
+use super::*;
+
+#[derive(Parser)]
+#[command(
+    about = "Measures ackflow end to end (W1: throughput, latency, memory) against the store's own ceiling",
+    long_about = "Measures ackflow end to end (W1: throughput, latency, memory) against the store's own ceiling.\n\n\
+                  W1: N events of kind sha256 with 256-byte payloads, published by one producer on one gRPC \
+                  PublishStream and delivered to one processor, measured from the first publish to the last \
+                  stored result. Latency runs from the moment the producer hands a request to its stream to \
+                  the result's stored_at_us read back from the store.\n\n\
+                  Runs the real core and processor binaries of this build (build with --release first) on PostgreSQL \
+                  (a new database per section on the server given by ACKFLOW_TEST_PG or DATABASE_URL, default \
+                  postgres://postgres@127.0.0.1:5432/postgres) and on SQLite (a temp dir), a fresh core per \
+                  section. Prints each section's figures, then a summary table per store."
+)]
+pub(super) struct Args {
+    /// Stores to measure.
+    #[arg(long, value_enum, default_value = "both")]
+    pub(super) store: StoreChoice,
+    /// Sections to run, comma-separated (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub(super) only: Vec<Section>,
+    /// Events in W1 (closed burst), the REST variant, the ceiling and the
+    /// PublishStream part of `publish` (its REST batches: at most 50,000).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(super) events: u64,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 256)]
+    pub(super) payload: usize,
+    /// Core's window (`--window`) outside the sweep.
+    #[arg(long, default_value_t = 256)]
+    pub(super) window: u32,
+    /// Events published with single REST requests (section `publish`).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(super) rest_events: u64,
+    /// Concurrent clients for single REST requests.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(super) clients: u64,
+    /// Events per REST batch request.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(super) batch: u64,
+    /// Concurrent connections publishing REST batches.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(super) batch_clients: u64,
+    /// Open-loop publish rate in events/s (default: half the W1 rate just
+    /// measured, or 20,000 when W1 did not run).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(super) rate: Option<u64>,
+    /// Duration of the open-loop run in seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(super) open_loop_secs: u64,
+    /// Events in the backlog built with no processor connected.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(super) backlog: u64,
+    /// Windows of the sweep, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "16,64,256,1024")]
+    pub(super) sweep_windows: Vec<u32>,
+    /// Core's `--retention` in every section (core's default: 7d, so a
+    /// run this short prunes nothing; `1s` keeps the pruner busy throughout,
+    /// to measure what pruning costs the hot path).
+    #[arg(long)]
+    pub(super) retention: Option<String>,
+    /// A flag for every core the bench starts (repeatable), e.g.
+    /// `--core-arg=--at-most-once --core-arg=sha256` to measure W1 with its
+    /// events delivered at most once.
+    #[arg(long = "core-arg", allow_hyphen_values = true, value_name = "FLAG")]
+    pub(super) core_args: Vec<String>,
+    /// Events per window in the sweep.
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(super) sweep_events: u64,
+    /// Events in W2 (sleep events over --w2-keys keys, default core and processor flags).
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(super) w2_events: u64,
+    /// Keys in W2, drawn uniformly.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(super) w2_keys: u64,
+    /// Milliseconds each W2 event sleeps.
+    #[arg(long, default_value_t = 5)]
+    pub(super) w2_sleep_ms: u64,
+    /// Events in the W2 control (one key: strict order, one call at a time).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(super) w2_control_events: u64,
+}
+
+impl Args {
+    /// Flags for every core: `--retention` when set, then `--core-arg`s.
+    pub(super) fn core_flags(&self) -> Vec<String> {
+        let mut flags = Vec::new();
+        if let Some(retention) = &self.retention {
+            flags.extend(["--retention".to_string(), retention.clone()]);
+        }
+        flags.extend(self.core_args.iter().cloned());
+        flags
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(super) enum StoreChoice {
+    /// PostgreSQL only.
+    Postgres,
+    /// SQLite only.
+    Sqlite,
+    /// PostgreSQL, then SQLite.
+    Both,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+pub(super) enum Section {
+    /// Publish throughput with no processor (single REST requests, REST
+    /// batches, one PublishStream), then the drain of that backlog.
+    Publish,
+    /// W1 as a closed burst: end-to-end events/s, publish accepted, latency.
+    W1,
+    /// W1 published with REST batches: end-to-end events/s and latency.
+    Rest,
+    /// A fixed publish rate on one PublishStream and the latency it gets.
+    OpenLoop,
+    /// The store alone taking the same rows in large transactions; W1 as a
+    /// ratio of it.
+    Ceiling,
+    /// A backlog built with no processor (core RSS), then its drain.
+    Backlog,
+    /// W1 (shorter) for each window of --sweep-windows.
+    Sweep,
+    /// W2: sleep events over many keys, default flags, against the ideal.
+    W2,
+    /// W2 over one key: strict order, one call at a time.
+    W2Control,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Backend::Postgres => "PostgreSQL",
+            Backend::Sqlite => "SQLite",
+        }
+    }
+}
