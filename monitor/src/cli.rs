@@ -42,7 +42,7 @@ pub struct Cli {
     #[arg(long, env = "ACKFLOW_ADMIN_TOKEN_FILE", value_name = "PATH")]
     pub token_file: Option<PathBuf>,
 
-    /// PEM certificate of the CA that signed core's TLS certificate; needs an https:// --core.
+    /// PEM certificate of the CA that signed core's TLS certificate (a private CA); needs an https:// --core. Without it an https:// core is verified against the system's trusted roots (SSL_CERT_FILE / SSL_CERT_DIR when set).
     #[arg(long, env = "ACKFLOW_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
 

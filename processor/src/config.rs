@@ -25,7 +25,7 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_PROCESSOR_TOKEN_FILE", value_name = "PATH")]
     pub token_file: Option<std::path::PathBuf>,
 
-    /// PEM certificate of the CA that signed core's TLS certificate; needs an https:// --core.
+    /// PEM certificate of the CA that signed core's TLS certificate (a private CA); needs an https:// --core. Without it an https:// core is verified against the system's trusted roots (SSL_CERT_FILE / SSL_CERT_DIR when set).
     #[arg(long, env = "ACKFLOW_TLS_CA")]
     pub tls_ca: Option<std::path::PathBuf>,
 
@@ -123,7 +123,7 @@ impl Config {
     }
 
     /// Adds TLS to `endpoint` as configured: an https:// `--core` with
-    /// `--tls-ca`, or nothing for http://.
+    /// `--tls-ca` or the system roots, or nothing for http://.
     pub fn tls(
         &self,
         endpoint: tonic::transport::Endpoint,

@@ -345,6 +345,18 @@ pub fn start_processor(dir: &Path, core_url: &str, extra: &[&str]) -> anyhow::Re
     Proc::spawn(&bin("e2e-processor"), &args, &[], dir.join("processor.log"))
 }
 
+/// [`start_processor`] with extra environment variables.
+pub fn start_processor_with_env(
+    dir: &Path,
+    core_url: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> anyhow::Result<Proc> {
+    let mut args = vec!["--core".to_string(), core_url.to_string()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Proc::spawn(&bin("e2e-processor"), &args, env, dir.join("processor.log"))
+}
+
 /// Starts the example `name` (a processor built from the library, see
 /// `examples/`) against `core_url` with extra flags.
 pub fn start_example(

@@ -1,7 +1,9 @@
-//! TLS towards core: an `https://` core URL plus the CA certificate that
-//! signed core's certificate (`--tls-ca`), for the processor and the
-//! monitor alike; and the refusal to send a token in clear text beyond
-//! loopback.
+//! TLS towards core, for the processor and the monitor alike: an
+//! `https://` core URL is verified against the system's trusted roots (the
+//! OS store; `SSL_CERT_FILE` / `SSL_CERT_DIR` when set), as any TLS client
+//! does, or against the one CA given with `--tls-ca` (a private CA, no
+//! system store involved). And the refusal to send a token in clear text
+//! beyond loopback.
 
 use std::path::{Path, PathBuf};
 
@@ -10,11 +12,6 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 /// Why TLS towards core cannot be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsConfigError {
-    /// https:// without a CA to verify core's certificate against.
-    #[error(
-        "{url}: an https:// core URL needs --tls-ca (the PEM certificate of the CA that signed core's certificate)"
-    )]
-    MissingCa { url: String },
     /// A CA with a plaintext URL: almost certainly a mistake.
     #[error("--tls-ca is set but {url} is not an https:// URL")]
     NotHttps { url: String },
@@ -26,7 +23,7 @@ pub enum TlsConfigError {
     },
     /// A token would travel in clear text beyond this machine.
     #[error(
-        "refusing to send the token in clear text to {url}: use an https:// core URL with --tls-ca \
+        "refusing to send the token in clear text to {url}: use an https:// core URL (with --tls-ca for a private CA) \
          (a plain http:// URL may carry a token to a loopback address only)"
     )]
     TokenInClear { url: String },
@@ -36,8 +33,9 @@ pub enum TlsConfigError {
 }
 
 /// Adds TLS to `endpoint` when `url` is `https://`: core's certificate must
-/// chain to the CA in `ca` and name `domain` (default: the URL's host).
-/// A plain `http://` URL without a CA is returned unchanged.
+/// chain to the CA in `ca` (without one: to a root the system trusts) and
+/// name `domain` (default: the URL's host). A plain `http://` URL without a
+/// CA is returned unchanged.
 pub fn configure(
     endpoint: Endpoint,
     url: &str,
@@ -50,7 +48,13 @@ pub fn configure(
     match (https, ca) {
         (false, None) => Ok(endpoint),
         (false, Some(_)) => Err(TlsConfigError::NotHttps { url: url.into() }),
-        (true, None) => Err(TlsConfigError::MissingCa { url: url.into() }),
+        (true, None) => {
+            let mut tls = ClientTlsConfig::new().with_native_roots();
+            if let Some(domain) = domain {
+                tls = tls.domain_name(domain);
+            }
+            Ok(endpoint.tls_config(tls)?)
+        }
         (true, Some(path)) => {
             let pem = std::fs::read(path).map_err(|source| TlsConfigError::ReadCa {
                 path: path.to_path_buf(),
@@ -128,10 +132,7 @@ mod tests {
     fn scheme_and_ca_must_agree() {
         let endpoint = || Endpoint::from_static("http://127.0.0.1:1");
         assert!(configure(endpoint(), "http://127.0.0.1:1", None, None).is_ok());
-        assert!(matches!(
-            configure(endpoint(), "https://core:1", None, None),
-            Err(TlsConfigError::MissingCa { .. })
-        ));
+        assert!(configure(endpoint(), "https://core:1", None, None).is_ok());
         assert!(matches!(
             configure(endpoint(), "http://core:1", Some(Path::new("ca.pem")), None),
             Err(TlsConfigError::NotHttps { .. })
