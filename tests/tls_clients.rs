@@ -2,7 +2,8 @@
 //! TLS with a certificate generated here: `--tls-ca` with an `https://`
 //! core URL connects, and so does no `--tls-ca` when the system's roots
 //! (`SSL_CERT_FILE`) hold the CA; the wrong CA, or roots without it, do
-//! not; tokens still apply.
+//! not; tokens still apply. And core towards a PostgreSQL that accepts
+//! TLS connections only (`sslmode`, `sslrootcert` in the URL).
 //!
 //! The processor's stream client must build its endpoint through
 //! `Config::tls` for the binary to use TLS; the first test checks that
@@ -301,5 +302,75 @@ async fn the_processor_binary_uses_its_token_and_tls_domain() {
             seq - 1
         );
     }
+    running.stop().await;
+}
+
+/// Core on a PostgreSQL that accepts TLS connections only (`hostssl`), as
+/// managed services (RDS, Cloud SQL, Neon, Supabase) do: with
+/// `sslmode=verify-full` and the server's CA in `sslrootcert` it starts and
+/// stores a publish over TLS; the wrong CA, and no TLS at all, are refused
+/// at start with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_reaches_a_postgresql_that_requires_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    // The cluster runs as `postgres`, which must reach its files here.
+    let _ = std::process::Command::new("chown")
+        .arg("postgres")
+        .arg(dir.path())
+        .status();
+    let (ca, cert, key) = pki(dir.path(), "pg");
+    let (other_ca, _, _) = pki(dir.path(), "other");
+    let pg = ackflow_tests::throwaway_pg::ThrowawayPg::start(
+        &dir.path().join("cluster"),
+        &dir.path().join("postgres.log"),
+    )
+    .expect("a throwaway PostgreSQL starts");
+    pg.require_tls(&cert, &key)
+        .expect("PostgreSQL restarts with TLS");
+    let core_on = |url: String| {
+        let data = dir.path().join("data");
+        async move { start(ackflow_core::config::Config::local(Some(url), data)).await }
+    };
+    let url = |query: &str| format!("postgres://postgres@localhost:{}/postgres?{query}", pg.port);
+
+    let plain = core_on(url("sslmode=disable"))
+        .await
+        .err()
+        .expect("core started on a plain connection the server refuses");
+    assert!(
+        format!("{plain:#}").contains("no encryption"),
+        "not the server's refusal of a plain connection: {plain:#}"
+    );
+    let wrong_ca = core_on(url(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        other_ca.display()
+    )))
+    .await
+    .err()
+    .expect("core trusted a certificate from another CA");
+    assert!(
+        format!("{wrong_ca:#}").contains("UnknownIssuer"),
+        "not a certificate error: {wrong_ca:#}"
+    );
+
+    let tls_url = url(&format!("sslmode=verify-full&sslrootcert={}", ca.display()));
+    let running = core_on(tls_url.clone())
+        .await
+        .expect("core starts over TLS");
+    let appended = running
+        .ingest
+        .publish(vec![ackflow_core::model::NewEvent {
+            kind: "sum".into(),
+            key: None,
+            payload: b"[1, 2]".to_vec(),
+            idempotency_key: None,
+        }])
+        .await
+        .expect("a publish is stored over TLS");
+    assert_eq!(appended.len(), 1);
+    let stored = ackflow_tests::all_events(&tls_url)
+        .await
+        .expect("reading back over TLS");
+    assert_eq!(stored.len(), 1);
     running.stop().await;
 }

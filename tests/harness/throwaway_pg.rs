@@ -112,6 +112,30 @@ impl ThrowawayPg {
         Ok(())
     }
 
+    /// Restarts the server accepting TLS connections only, as managed
+    /// services do: `ssl = on` with `cert` and `key` (PEM), and a
+    /// `pg_hba.conf` of `hostssl` lines (local socket connections stay open
+    /// for `pg_ctl`).
+    pub fn require_tls(&self, cert: &Path, key: &Path) -> anyhow::Result<()> {
+        self.stop()?;
+        for (from, to) in [(cert, "server.crt"), (key, "server.key")] {
+            let dest = self.data.join(to);
+            std::fs::copy(from, &dest).with_context(|| format!("copying {}", from.display()))?;
+            let _ = Command::new("chown").arg("postgres").arg(&dest).status();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600))?;
+        }
+        let conf = self.data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf)?;
+        text.push_str("\nssl = on\n");
+        std::fs::write(&conf, text)?;
+        std::fs::write(
+            self.data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
+        )?;
+        self.restart()
+    }
+
     /// Whether the server is running (`pg_ctl status`).
     pub fn is_running(&self) -> bool {
         pg_bin("pg_ctl")
