@@ -12,7 +12,9 @@
 //! into results, dead entries and retry schedules and takes the writer's
 //! "stored" back; `payloads.rs` keeps the window's payloads within
 //! `--window-bytes`; `snapshot.rs` turns the hub's state into the admin
-//! snapshot and the Prometheus metrics.
+//! snapshot and the Prometheus metrics. What stays here (~520 lines) is
+//! the loop, its state and start-up, and the handlers for events, timers
+//! and commands, which are short and only make sense next to the loop.
 
 mod acks;
 mod payloads;
