@@ -77,6 +77,16 @@ async fn metrics_match_the_run() -> anyhow::Result<()> {
     assert_eq!(sample(&text, "ackflow_events_delivered_total"), Some(100.0));
     assert_eq!(sample(&text, "ackflow_acks_total"), Some(100.0));
     assert_eq!(
+        sample(
+            &text,
+            &format!(
+                "ackflow_build_info{{version=\"{}\"}}",
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
         sample(&text, "ackflow_results_total{status=\"failed\"}"),
         Some(10.0)
     );

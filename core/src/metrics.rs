@@ -9,7 +9,7 @@
 
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    Opts, Registry, TextEncoder,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric core exports, registered in a registry of its own (so that
@@ -119,6 +119,21 @@ impl CoreMetrics {
         .expect("valid metric");
         registry
             .register(Box::new(publish_to_result_seconds.clone()))
+            .expect("unique metric");
+        // The usual `_build_info`: a constant 1 whose labels say what runs.
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "ackflow_build_info",
+                "Always 1; the version label says which ackflow core is running.",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        registry
+            .register(Box::new(build_info))
             .expect("unique metric");
         Self {
             publish_accepted: counter(

@@ -193,6 +193,40 @@ async fn health_and_reflection() {
             "{expected} missing from {names:?}"
         );
     }
+
+    // Older tools ask v1alpha, and get the same answer.
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as ClientV1alpha;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest as RequestV1alpha;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse as ResponseV1alpha;
+    let list = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(RequestV1alpha::ListServices(String::new())),
+    };
+    let mut replies = ClientV1alpha::new(self::channel(&running).await)
+        .server_reflection_info(tokio_stream::iter(vec![list]))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = tokio::time::timeout(std::time::Duration::from_secs(10), replies.message())
+        .await
+        .expect("a v1alpha reply within 10 s")
+        .unwrap()
+        .unwrap();
+    let Some(ResponseV1alpha::ListServicesResponse(services)) = reply.message_response else {
+        panic!("not a v1alpha service list");
+    };
+    let old: Vec<String> = services.service.into_iter().map(|s| s.name).collect();
+    for expected in [
+        "ackflow.v1.Ingest",
+        "ackflow.v1.Delivery",
+        "ackflow.v1.Admin",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            old.iter().any(|n| n == expected),
+            "{expected} missing from v1alpha's {old:?}"
+        );
+    }
     running.stop().await;
 }
 

@@ -46,9 +46,16 @@ pub(super) async fn serve_grpc(
     health_reporter
         .set_serving::<pb::admin_server::AdminServer<AdminService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(ackflow_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Reflection v1, and v1alpha for the tools that still ask for it.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(ackflow_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .context("building the reflection service (v1alpha)")?;
+    let reflection = reflection()
         .build_v1()
         .context("building the reflection service")?;
     let ingest_service = InterceptedService::new(
@@ -108,6 +115,7 @@ pub(super) async fn serve_grpc(
         let served = grpc_server
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(ingest_service)
             .add_service(delivery_service)
             .add_service(admin_service)
