@@ -1,6 +1,7 @@
 //! `docs/CONFIGURATION.md` is the `--help` of every binary, verbatim. This
 //! test fails when they drift; `ACKFLOW_BLESS=1 cargo test -p ackflow-tests
-//! --test configuration` rewrites the file from the binaries.
+//! --test configuration` rewrites the file from the binaries. The systemd
+//! units in `deploy/` are checked here too.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -108,4 +109,70 @@ fn every_flag_names_its_env_and_invalid_values_name_the_flag() {
         .output()
         .expect("runs");
     assert!(String::from_utf8_lossy(&version.stdout).starts_with("ackflow-core "));
+}
+
+/// The systemd units in `deploy/`: each names the binary and reads the
+/// environment file its comment promises, waits longer for a stop than
+/// core's graceful shutdown may take (or acks received at the end would be
+/// delivered again), and passes `systemd-analyze verify` (on a copy whose
+/// `ExecStart` names a binary that exists here) where systemd is installed.
+#[test]
+fn systemd_units_verify_and_outlast_the_shutdown_timeout() {
+    let deploy = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let core_default = ackflow_core::config::Config::local(None, "unused".into());
+    for (unit, binary, env_file) in [
+        (
+            "ackflow-core.service",
+            "ackflow-core",
+            "/etc/ackflow/core.env",
+        ),
+        (
+            "ackflow-processor.service",
+            "ackflow-processor",
+            "/etc/ackflow/processor.env",
+        ),
+    ] {
+        let text = std::fs::read_to_string(deploy.join(unit)).expect("the unit file");
+        let value = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+                .unwrap_or_else(|| panic!("{unit} has no {key}"))
+                .to_string()
+        };
+        assert_eq!(value("ExecStart"), format!("/usr/local/bin/{binary}"));
+        assert_eq!(value("EnvironmentFile"), format!("-{env_file}"));
+        let stop: u64 = value("TimeoutStopSec").parse().expect("seconds");
+        assert!(
+            stop > core_default.shutdown_timeout_s,
+            "{unit}: TimeoutStopSec={stop} does not outlast --shutdown-timeout-s {}",
+            core_default.shutdown_timeout_s
+        );
+
+        let Ok(version) = Command::new("systemd-analyze").arg("--version").output() else {
+            eprintln!("systemd-analyze is not installed: {unit} checked without it");
+            continue;
+        };
+        assert!(version.status.success());
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join(unit);
+        let here = bin(&binary.replace("ackflow-", "e2e-"));
+        std::fs::write(
+            &copy,
+            text.replace(
+                &format!("/usr/local/bin/{binary}"),
+                &here.display().to_string(),
+            ),
+        )
+        .unwrap();
+        let verify = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&copy)
+            .output()
+            .expect("systemd-analyze runs");
+        let said = String::from_utf8_lossy(&verify.stderr);
+        assert!(
+            verify.status.success() && !said.contains(unit),
+            "systemd-analyze verify {unit}:\n{said}"
+        );
+    }
 }
