@@ -182,19 +182,9 @@ async fn health_and_reflection() {
         panic!("not a service list");
     };
     let names: Vec<String> = services.service.into_iter().map(|s| s.name).collect();
-    for expected in [
-        "ackflow.v1.Ingest",
-        "ackflow.v1.Delivery",
-        "ackflow.v1.Admin",
-        "grpc.health.v1.Health",
-    ] {
-        assert!(
-            names.iter().any(|n| n == expected),
-            "{expected} missing from {names:?}"
-        );
-    }
+    assert_lists_ours(&names, "v1");
 
-    // Older tools ask v1alpha, and get the same answer.
+    // Older tools ask v1alpha, and get ours too.
     use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as ClientV1alpha;
     use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest as RequestV1alpha;
     use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse as ResponseV1alpha;
@@ -216,6 +206,12 @@ async fn health_and_reflection() {
         panic!("not a v1alpha service list");
     };
     let old: Vec<String> = services.service.into_iter().map(|s| s.name).collect();
+    assert_lists_ours(&old, "v1alpha");
+    running.stop().await;
+}
+
+/// `names`, a reflection service list, names ackflow's services and health.
+fn assert_lists_ours(names: &[String], version: &str) {
     for expected in [
         "ackflow.v1.Ingest",
         "ackflow.v1.Delivery",
@@ -223,11 +219,10 @@ async fn health_and_reflection() {
         "grpc.health.v1.Health",
     ] {
         assert!(
-            old.iter().any(|n| n == expected),
-            "{expected} missing from v1alpha's {old:?}"
+            names.iter().any(|n| n == expected),
+            "{expected} missing from reflection {version}'s {names:?}"
         );
     }
-    running.stop().await;
 }
 
 #[tokio::test]

@@ -48,19 +48,17 @@ pub fn configure(
     match (https, ca) {
         (false, None) => Ok(endpoint),
         (false, Some(_)) => Err(TlsConfigError::NotHttps { url: url.into() }),
-        (true, None) => {
-            let mut tls = ClientTlsConfig::new().with_native_roots();
-            if let Some(domain) = domain {
-                tls = tls.domain_name(domain);
-            }
-            Ok(endpoint.tls_config(tls)?)
-        }
-        (true, Some(path)) => {
-            let pem = std::fs::read(path).map_err(|source| TlsConfigError::ReadCa {
-                path: path.to_path_buf(),
-                source,
-            })?;
-            let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+        (true, ca) => {
+            let mut tls = match ca {
+                None => ClientTlsConfig::new().with_native_roots(),
+                Some(path) => {
+                    let pem = std::fs::read(path).map_err(|source| TlsConfigError::ReadCa {
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
+                    ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))
+                }
+            };
             if let Some(domain) = domain {
                 tls = tls.domain_name(domain);
             }
