@@ -257,11 +257,11 @@ async fn pause_retransmits_then_drains() -> anyhow::Result<()> {
                 break;
             };
             match update.update {
-                Some(pb::watch_update::Update::Feed(pb::FeedEvent {
+                Some(pb::watch_response::Update::Feed(pb::FeedEvent {
                     kind: Some(pb::feed_event::Kind::Retransmit(r)),
                     ..
                 })) if r.seq == 11 => retransmits.push((r.attempt, r.backoff_us)),
-                Some(pb::watch_update::Update::Snapshot(s)) => {
+                Some(pb::watch_response::Update::Snapshot(s)) => {
                     let connection = s.processor.map(|p| p.connection).unwrap_or_default();
                     paused_seen |= connection == pb::ProcessorConnection::Paused as i32;
                 }
@@ -366,7 +366,7 @@ async fn a_stuck_watcher_never_slows_delivery() -> anyhow::Result<()> {
     // The stuck watcher is told how much of the feed it missed.
     let missed = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(update) = stuck.message().await? {
-            if let Some(pb::watch_update::Update::Lagged(n)) = update.update {
+            if let Some(pb::watch_response::Update::Lagged(n)) = update.update {
                 return Ok(n);
             }
         }

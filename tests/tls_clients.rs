@@ -138,7 +138,7 @@ async fn processor_and_monitor_connect_with_their_ca() {
     ));
     let snapshot = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(event) = events_rx.recv().await {
-            if let ackflow_monitor::app::AppEvent::Admin(pb::watch_update::Update::Snapshot(s)) =
+            if let ackflow_monitor::app::AppEvent::Admin(pb::watch_response::Update::Snapshot(s)) =
                 event
             {
                 return Some(s);

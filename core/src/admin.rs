@@ -33,23 +33,21 @@ pub struct AdminService {
     pub allow_fault_injection: bool,
 }
 
-type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchUpdate, Status>> + Send>>;
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
 
 impl AdminService {
     async fn command(
         &self,
         make: impl FnOnce(oneshot::Sender<bool>) -> Command,
-    ) -> Result<Response<pb::ControlReply>, Status> {
+    ) -> Result<bool, Status> {
         let (tx, rx) = oneshot::channel();
         self.hub
             .commands_tx
             .send(make(tx))
             .await
             .map_err(|_| Status::unavailable("core is shutting down"))?;
-        let relayed = rx
-            .await
-            .map_err(|_| Status::unavailable("core is shutting down"))?;
-        Ok(Response::new(pb::ControlReply { relayed }))
+        rx.await
+            .map_err(|_| Status::unavailable("core is shutting down"))
     }
 }
 
@@ -85,10 +83,10 @@ impl pb::admin_server::Admin for AdminService {
         tokio::spawn(async move {
             let _permit = permit;
             let first = snapshot_rx.borrow_and_update().clone();
-            let mut next = Some(pb::watch_update::Update::Snapshot((*first).clone()));
+            let mut next = Some(pb::watch_response::Update::Snapshot((*first).clone()));
             loop {
                 if let Some(update) = next.take() {
-                    let msg = pb::WatchUpdate {
+                    let msg = pb::WatchResponse {
                         update: Some(update),
                     };
                     if tx.send(Ok(msg)).await.is_err() {
@@ -101,17 +99,17 @@ impl pb::admin_server::Admin for AdminService {
                     // the next snapshot.
                     _ = tx.closed() => return,
                     changed = snapshot_rx.changed() => match changed {
-                        Ok(()) => Some(pb::watch_update::Update::Snapshot(
+                        Ok(()) => Some(pb::watch_response::Update::Snapshot(
                             (**snapshot_rx.borrow_and_update()).clone(),
                         )),
                         Err(_) => return,
                     },
                     feed = feed_rx.recv() => match feed {
-                        Ok(event) => Some(pb::watch_update::Update::Feed(event)),
+                        Ok(event) => Some(pb::watch_response::Update::Feed(event)),
                         // A slow watcher skips ahead and is told how much
                         // it missed; delivery never waits for it.
                         Err(broadcast::error::RecvError::Lagged(n)) => {
-                            Some(pb::watch_update::Update::Lagged(n))
+                            Some(pb::watch_response::Update::Lagged(n))
                         }
                         Err(broadcast::error::RecvError::Closed) => return,
                     },
@@ -124,21 +122,23 @@ impl pb::admin_server::Admin for AdminService {
     async fn pause(
         &self,
         _request: Request<pb::PauseRequest>,
-    ) -> Result<Response<pb::ControlReply>, Status> {
-        self.command(Command::Pause).await
+    ) -> Result<Response<pb::PauseResponse>, Status> {
+        let relayed = self.command(Command::Pause).await?;
+        Ok(Response::new(pb::PauseResponse { relayed }))
     }
 
     async fn resume(
         &self,
         _request: Request<pb::ResumeRequest>,
-    ) -> Result<Response<pb::ControlReply>, Status> {
-        self.command(Command::Resume).await
+    ) -> Result<Response<pb::ResumeResponse>, Status> {
+        let relayed = self.command(Command::Resume).await?;
+        Ok(Response::new(pb::ResumeResponse { relayed }))
     }
 
     async fn set_faults(
         &self,
         request: Request<pb::Faults>,
-    ) -> Result<Response<pb::ControlReply>, Status> {
+    ) -> Result<Response<pb::SetFaultsResponse>, Status> {
         let faults = request.into_inner();
         check_fraction("drop_events", faults.drop_events)?;
         check_fraction("drop_acks", faults.drop_acks)?;
@@ -151,13 +151,14 @@ impl pb::admin_server::Admin for AdminService {
                 "fault injection is off: start core with --allow-fault-injection (demos and tests only)",
             ));
         }
-        self.command(|tx| Command::SetFaults(faults, tx)).await
+        let relayed = self.command(|tx| Command::SetFaults(faults, tx)).await?;
+        Ok(Response::new(pb::SetFaultsResponse { relayed }))
     }
 
     async fn requeue(
         &self,
         request: Request<pb::RequeueRequest>,
-    ) -> Result<Response<pb::RequeueReply>, Status> {
+    ) -> Result<Response<pb::RequeueResponse>, Status> {
         let seq = request.into_inner().seq;
         let view = self
             .store
@@ -172,7 +173,7 @@ impl pb::admin_server::Admin for AdminService {
             )));
         };
         if let Some(new_seq) = dead.requeued_as {
-            return Ok(Response::new(pb::RequeueReply { new_seq }));
+            return Ok(Response::new(pb::RequeueResponse { new_seq }));
         }
         // The idempotency key makes a repeated requeue return the same copy.
         let copy = NewEvent {
@@ -204,6 +205,6 @@ impl pb::admin_server::Admin for AdminService {
                 .send(Command::Requeued { seq, new_seq })
                 .await;
         }
-        Ok(Response::new(pb::RequeueReply { new_seq }))
+        Ok(Response::new(pb::RequeueResponse { new_seq }))
     }
 }

@@ -122,7 +122,7 @@ async fn wrong_tokens_are_refused_everywhere() {
     let mut watch = admin.watch(request).await.unwrap().into_inner();
     let snapshot = tokio::time::timeout(std::time::Duration::from_secs(10), async {
         loop {
-            if let Some(pb::watch_update::Update::Snapshot(s)) =
+            if let Some(pb::watch_response::Update::Snapshot(s)) =
                 watch.message().await.unwrap().unwrap().update
             {
                 break s;

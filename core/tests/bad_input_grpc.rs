@@ -339,7 +339,7 @@ fn garbage_protobuf_on_every_method() {
                         let request = pb::PublishRequest::decode(request.as_slice())
                             .map_err(|e| TestCaseError::fail(e.to_string()))?;
                         prop_assert!(valid(&request), "accepted an invalid publish {request:?}");
-                        prop_assert!(pb::PublishReply::decode(reply.as_slice()).is_ok());
+                        prop_assert!(pb::PublishResponse::decode(reply.as_slice()).is_ok());
                     }
                     answer.replies.len() as u64
                 }
@@ -352,9 +352,9 @@ fn garbage_protobuf_on_every_method() {
     // A well-formed watch stays open, and what it sends is a snapshot.
     let answer = f.raw(WATCH, frame(&pb::WatchRequest {}.encode_to_vec()));
     assert_eq!(answer.code, None, "a watch ended: {}", answer.message);
-    let first = pb::WatchUpdate::decode(answer.replies[0].as_slice()).unwrap();
+    let first = pb::WatchResponse::decode(answer.replies[0].as_slice()).unwrap();
     assert!(
-        matches!(first.update, Some(pb::watch_update::Update::Snapshot(_))),
+        matches!(first.update, Some(pb::watch_response::Update::Snapshot(_))),
         "{first:?}"
     );
     f.still_serves();
@@ -663,7 +663,11 @@ fn a_publish_stream_ending_in_garbage_reports_the_error() {
     let ids: Vec<u64> = answer
         .replies
         .iter()
-        .map(|r| pb::PublishReply::decode(r.as_slice()).unwrap().request_id)
+        .map(|r| {
+            pb::PublishResponse::decode(r.as_slice())
+                .unwrap()
+                .request_id
+        })
         .collect();
     assert_eq!(
         ids,

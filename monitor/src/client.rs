@@ -260,8 +260,8 @@ impl Commander {
 }
 
 /// Words for a relayed control command.
-fn relayed(what: &str, reply: pb::ControlReply) -> String {
-    if reply.relayed {
+fn relayed(what: &str, relayed: bool) -> String {
+    if relayed {
         format!("{what}: relayed to the processor")
     } else {
         format!("{what}: no processor connected; it applies when one connects")
@@ -273,16 +273,16 @@ async fn send(client: &mut AdminClient, command: Command) -> Option<CommandOutco
         Command::Pause => outcome(
             "pause",
             timed(client.pause(pb::PauseRequest {})).await,
-            |r| relayed("pause", r),
+            |r| relayed("pause", r.relayed),
         ),
         Command::Resume => outcome(
             "resume",
             timed(client.resume(pb::ResumeRequest {})).await,
-            |r| relayed("resume", r),
+            |r| relayed("resume", r.relayed),
         ),
         Command::SetFaults(faults) => {
             outcome("set faults", timed(client.set_faults(faults)).await, |r| {
-                relayed("set faults", r)
+                relayed("set faults", r.relayed)
             })
         }
         Command::Requeue(seq) => {

@@ -12,7 +12,7 @@ use ackflow_monitor::app::{App, AppEvent, CommandOutcome, ConnState};
 use ackflow_monitor::ui;
 use ackflow_proto::v1 as pb;
 use pb::feed_event::Kind;
-use pb::watch_update::Update;
+use pb::watch_response::Update;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};

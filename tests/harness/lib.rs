@@ -304,7 +304,7 @@ impl Core {
                 .await?
                 .into_inner();
             while let Some(update) = stream.message().await? {
-                if let Some(pb::watch_update::Update::Snapshot(s)) = update.update
+                if let Some(pb::watch_response::Update::Snapshot(s)) = update.update
                     && s.taken_at_us >= asked_at_us
                 {
                     return Ok(s);

@@ -82,8 +82,8 @@ fn to_event(req: pb::PublishRequest, limits: &Limits) -> Result<NewEvent, Invali
     Ok(event)
 }
 
-fn reply(appended: &crate::model::Appended, request_id: u64) -> pb::PublishReply {
-    pb::PublishReply {
+fn reply(appended: &crate::model::Appended, request_id: u64) -> pb::PublishResponse {
+    pb::PublishResponse {
         seq: appended.seq,
         id: appended.id.clone(),
         replayed: appended.replayed,
@@ -91,7 +91,7 @@ fn reply(appended: &crate::model::Appended, request_id: u64) -> pb::PublishReply
     }
 }
 
-type ReplyStream = Pin<Box<dyn Stream<Item = Result<pb::PublishReply, Status>> + Send>>;
+type ReplyStream = Pin<Box<dyn Stream<Item = Result<pb::PublishResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::ingest_server::Ingest for IngestService {
@@ -100,7 +100,7 @@ impl pb::ingest_server::Ingest for IngestService {
     async fn publish(
         &self,
         request: Request<pb::PublishRequest>,
-    ) -> Result<Response<pb::PublishReply>, Status> {
+    ) -> Result<Response<pb::PublishResponse>, Status> {
         let req = request.into_inner();
         let request_id = req.request_id;
         let event =
@@ -117,7 +117,7 @@ impl pb::ingest_server::Ingest for IngestService {
         request: Request<Streaming<pb::PublishRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
         let mut inbound = request.into_inner();
-        let (out_tx, out_rx) = mpsc::channel::<Result<pb::PublishReply, Status>>(256);
+        let (out_tx, out_rx) = mpsc::channel::<Result<pb::PublishResponse, Status>>(256);
         // Commit receipts in request order; bounded, so a client that
         // publishes faster than commits complete is pushed back.
         let (pending_tx, mut pending_rx) =

@@ -8,8 +8,8 @@ use ackflow_proto::v1 as pb;
 use super::*;
 
 impl App {
-    pub(super) fn on_admin(&mut self, update: pb::watch_update::Update) {
-        use pb::watch_update::Update;
+    pub(super) fn on_admin(&mut self, update: pb::watch_response::Update) {
+        use pb::watch_response::Update;
         self.ticks_since_update = 0;
         match update {
             Update::Snapshot(snapshot) => {

@@ -68,7 +68,7 @@ pub enum AppEvent {
     /// A key press.
     Key(KeyEvent),
     /// An update from core's `Admin.Watch` stream.
-    Admin(pb::watch_update::Update),
+    Admin(pb::watch_response::Update),
     /// The connection to core changed.
     Connection(ConnState),
     /// The terminal was resized (nothing to change; the loop redraws).
@@ -374,7 +374,7 @@ fn push_bounded<T>(queue: &mut VecDeque<T>, item: T, max: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pb::watch_update::Update;
+    use pb::watch_response::Update;
     use ratatui::crossterm::event::{KeyCode, KeyModifiers};
 
     fn key(code: KeyCode) -> AppEvent {

@@ -157,7 +157,7 @@ async fn watch_running(
     };
     let mut updates = response.into_inner();
     while let Ok(Some(update)) = updates.message().await {
-        if let Some(pb::watch_update::Update::Snapshot(s)) = update.update {
+        if let Some(pb::watch_response::Update::Snapshot(s)) = update.update {
             let running = s.processor.map(|p| p.running).unwrap_or(0);
             peak.fetch_max(running, Ordering::Relaxed);
         }
