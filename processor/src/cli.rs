@@ -35,7 +35,10 @@ pub fn init_logging(format: crate::config::LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours for a terminal only: a log file or journald gets plain
+        // text that grep and log shippers read.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match format {
         crate::config::LogFormat::Pretty => builder.try_init(),
         crate::config::LogFormat::Json => builder.json().try_init(),
