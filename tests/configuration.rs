@@ -176,3 +176,96 @@ fn systemd_units_verify_and_outlast_the_shutdown_timeout() {
         );
     }
 }
+
+/// The grpcurl commands in README.md, each joined across its `\` line ends.
+/// (No grpcurl in CI: the same requests were run by hand with `buf curl`;
+/// this keeps their methods and fields true to the proto.)
+fn readme_grpcurl_commands() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .expect("README.md");
+    let mut commands = Vec::new();
+    let mut current: Option<String> = None;
+    for line in readme.lines() {
+        let line = line.trim();
+        match current.as_mut() {
+            Some(command) => command.push_str(line.trim_end_matches('\\')),
+            None if line.starts_with("grpcurl ") => {
+                current = Some(line.trim_end_matches('\\').to_string())
+            }
+            None => continue,
+        }
+        if !line.ends_with('\\') {
+            // Without a trailing `# comment`.
+            let command = current.take().unwrap_or_default();
+            let command = command.split(" #").next().unwrap_or_default().trim();
+            commands.push(command.to_string());
+        }
+    }
+    commands
+}
+
+/// The single-quoted value after `flag` in a shell command.
+fn quoted_after(command: &str, flag: &str) -> Option<String> {
+    let rest = &command[command.find(&format!("{flag} '"))? + flag.len() + 2..];
+    Some(rest[..rest.find('\'')?].to_string())
+}
+
+#[test]
+fn readme_grpcurl_examples_name_real_methods_and_fields() {
+    use prost::Message;
+    let set = prost_types::FileDescriptorSet::decode(ackflow_proto::FILE_DESCRIPTOR_SET).unwrap();
+    let files = || set.file.iter();
+    let service = |name: &str| {
+        files().find_map(|f| {
+            let short = name.strip_prefix(&format!("{}.", f.package()))?;
+            f.service.iter().find(|s| s.name() == short)
+        })
+    };
+    let message = |name: &str| {
+        files().find_map(|f| {
+            let short = name.strip_prefix(&format!(".{}.", f.package()))?;
+            f.message_type.iter().find(|m| m.name() == short)
+        })
+    };
+    let commands = readme_grpcurl_commands();
+    let publish = commands
+        .iter()
+        .find(|c| c.ends_with("ackflow.v1.Ingest/Publish"))
+        .expect("README shows a grpcurl publish");
+    assert!(publish.contains("-H 'traceparent: 00-"), "{publish}");
+    let mut checked = 0;
+    for command in &commands {
+        let target = command.split_whitespace().last().unwrap();
+        let body: serde_json::Value =
+            serde_json::from_str(&quoted_after(command, "-d").unwrap_or("{}".into()))
+                .unwrap_or_else(|e| panic!("{command}: -d is not JSON: {e}"));
+        let Some((service_name, method_name)) = target.split_once('/') else {
+            continue; // `list`
+        };
+        if service_name == "grpc.health.v1.Health" {
+            let named = body["service"].as_str().unwrap_or_default();
+            assert!(service(named).is_some(), "{command}: no service {named:?}");
+            continue;
+        }
+        let found = service(service_name).unwrap_or_else(|| panic!("{command}: no service"));
+        let method = found
+            .method
+            .iter()
+            .find(|m| m.name() == method_name)
+            .unwrap_or_else(|| panic!("{command}: no method {method_name}"));
+        let input = message(method.input_type()).expect("the input type is ours");
+        for key in body.as_object().expect("a JSON object").keys() {
+            assert!(
+                input
+                    .field
+                    .iter()
+                    .any(|f| f.name() == key || f.json_name() == key),
+                "{command}: {} has no field {key}",
+                input.name()
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 2, "{commands:?}");
+}

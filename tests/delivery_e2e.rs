@@ -501,7 +501,30 @@ async fn a_processor_built_from_the_library_runs_its_own_algorithm() -> anyhow::
         let (status, text) = post_json(core.http, "/v1/events", body).await?;
         anyhow::ensure!(status == 202, "publish {body}: {status} {text}");
     }
-    let last = events.len() as u64;
+    // The publish example (examples/publish.rs), twice with one
+    // idempotency key: stored once, with the caller's trace context.
+    const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut printed = Vec::new();
+    for _ in 0..2 {
+        let output = tokio::process::Command::new(ackflow_tests::bin("examples").join("publish"))
+            .args(["--core", &core.grpc_url(), "--kind", "uppercase"])
+            .args(["--payload", "\"from rust\"", "--idempotency-key", "rust-1"])
+            .args(["--traceparent", TRACE])
+            .output()
+            .await?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        anyhow::ensure!(output.status.success(), "publish example: {stdout}{stderr}");
+        printed.push(stdout);
+    }
+    let published = events.len() as u64 + 1;
+    assert!(
+        printed[0].starts_with(&format!("seq {published} (id ")),
+        "{printed:?}"
+    );
+    assert!(!printed[0].contains("replay"), "{printed:?}");
+    assert!(printed[1].ends_with(", a replay)\n"), "{printed:?}");
+    let last = published;
     let core_ref = &core;
     wait_for(
         "every event resolved",
@@ -520,6 +543,10 @@ async fn a_processor_built_from_the_library_runs_its_own_algorithm() -> anyhow::
         assert_eq!(json["state"], state, "{body}: {text}");
         assert_eq!(json["result"]["output"], output, "{body}: {text}");
     }
+    let (_, text) = http_request(core.http, "GET", &format!("/v1/events/{last}"), None).await?;
+    let json: serde_json::Value = serde_json::from_str(&text)?;
+    assert_eq!(json["result"]["output"], "FROM RUST", "{text}");
+    assert_eq!(json["traceparent"], TRACE, "{text}");
     processor.terminate().await?;
     Ok(())
 }

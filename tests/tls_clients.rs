@@ -265,6 +265,7 @@ async fn the_processor_binary_uses_its_token_and_tls_domain() {
             key: None,
             payload: format!("[{n}, 1]").into_bytes(),
             idempotency_key: None,
+            traceparent: None,
         })
         .collect();
     running.ingest.publish(events).await.unwrap();
@@ -364,6 +365,7 @@ async fn core_reaches_a_postgresql_that_requires_tls() {
             key: None,
             payload: b"[1, 2]".to_vec(),
             idempotency_key: None,
+            traceparent: None,
         }])
         .await
         .expect("a publish is stored over TLS");

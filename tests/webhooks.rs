@@ -1,8 +1,8 @@
 //! Webhooks end to end: the real core and processor binaries, and an HTTP
 //! server started by the test with endpoints that answer, refuse, fail once,
 //! hang, and take their time. Checks the contract README gives: what is
-//! sent (body as published, the `ackflow-*` and `idempotency-key`
-//! headers), what each answer becomes (ok, failed, retry later honouring
+//! sent (body as published, the `ackflow-*`, `idempotency-key` and
+//! `traceparent` headers), what each answer becomes (ok, failed, retry later honouring
 //! `Retry-After`, parked after `--max-deliver` timeouts), and that calls run
 //! side by side across keys but one at a time, in seq order, within a key.
 
@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ackflow_tests::{Core, http_request, post_json, start_processor, wait_for};
+use ackflow_tests::{Core, http_request, post_json, start_processor_with_env, wait_for};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -129,6 +129,9 @@ async fn start_endpoints(seen: Shared) -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
+/// The publisher's trace context of the first event.
+const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_keep_the_contract() -> anyhow::Result<()> {
     let seen = Shared::default();
@@ -143,10 +146,14 @@ async fn webhooks_keep_the_contract() -> anyhow::Result<()> {
     for hook in &hooks {
         args.extend(["--webhook", hook.as_str()]);
     }
-    let mut processor = start_processor(dir.path(), &core.grpc_url(), &args)?;
+    // Each event's work is logged with its trace context at debug.
+    let log_filter = [("RUST_LOG", "info,ackflow_processor::executor=debug")];
+    let mut processor = start_processor_with_env(dir.path(), &core.grpc_url(), &args, &log_filter)?;
 
     let mut bodies = vec![
-        r#"{"kind":"upper","key":"k1","payload":"hello  world"}"#.to_string(),
+        format!(
+            r#"{{"kind":"upper","key":"k1","payload":"hello  world","traceparent":"{TRACE}"}}"#
+        ),
         r#"{"kind":"upper","payload":{"n": 1}}"#.to_string(),
         r#"{"kind":"refuse","key":"k2","payload":1}"#.to_string(),
         r#"{"kind":"flaky","key":"k3","payload":2}"#.to_string(),
@@ -209,6 +216,8 @@ async fn webhooks_keep_the_contract() -> anyhow::Result<()> {
         ("ackflow-kind", "upper"),
         ("ackflow-key", "k1"),
         ("ackflow-attempt", "1"),
+        // The trace goes on: publisher, core, processor, the user's code.
+        ("traceparent", TRACE),
     ] {
         assert_eq!(
             first.headers.get(name).map(String::as_str),
@@ -224,6 +233,15 @@ async fn webhooks_keep_the_contract() -> anyhow::Result<()> {
     let unkeyed = &upper_calls[1];
     assert_eq!(unkeyed.body, r#"{"n": 1}"#);
     assert!(!unkeyed.headers.contains_key("ackflow-key"), "{unkeyed:?}");
+    assert!(!unkeyed.headers.contains_key("traceparent"), "{unkeyed:?}");
+    assert_eq!(one["traceparent"], TRACE, "{one}");
+    let log = std::fs::read_to_string(dir.path().join("processor.log"))?;
+    let traced = format!("traceparent={TRACE}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("seq=1 ") && l.contains(&traced) && l.contains("processed")),
+        "the processor logs the event's work with its trace context:\n{log}"
+    );
 
     // A 4xx is a failed result with the body as its output.
     let refused = get(3).await?;

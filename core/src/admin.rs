@@ -181,6 +181,8 @@ impl pb::admin_server::Admin for AdminService {
             key: view.event.key,
             payload: view.event.payload,
             idempotency_key: Some(format!("ackflow-requeue:{seq}")),
+            // The copy stays in the publisher's trace.
+            traceparent: view.event.traceparent,
         };
         let appended = self.ingest.publish(vec![copy]).await.map_err(|e| match e {
             IngestError::Full => Status::resource_exhausted(e.to_string()),

@@ -21,4 +21,5 @@ pub mod server;
 pub mod store;
 pub mod tail;
 pub mod tls;
+pub mod trace;
 pub mod validate;

@@ -20,6 +20,9 @@ pub struct NewEvent {
     /// UTF-8 JSON text.
     pub payload: Vec<u8>,
     pub idempotency_key: Option<String>,
+    /// The publisher's W3C trace context, in the form
+    /// [`crate::trace::traceparent`] returns.
+    pub traceparent: Option<String>,
 }
 
 /// What an idempotency key stands for: a SHA-256 over the event's kind, key
@@ -141,6 +144,8 @@ pub struct StoredEvent {
     pub key: Option<String>,
     pub payload: Vec<u8>,
     pub published_at_us: Micros,
+    /// The publisher's W3C trace context, when it sent one.
+    pub traceparent: Option<String>,
 }
 
 /// Events are shared between the tail, the backlog reader and the sender

@@ -112,6 +112,7 @@ mod tests {
             key: None,
             payload: vec![b'x'; size],
             published_at_us: 0,
+            traceparent: None,
         })
     }
 

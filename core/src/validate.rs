@@ -97,6 +97,18 @@ pub fn check(event: &NewEvent, limits: &Limits) -> Result<(), Invalid> {
             format!("must be 1 to {MAX_KEY_LEN} bytes"),
         ));
     }
+    // The edges read it with `trace::traceparent`; anything else is refused
+    // here, so the store and the processor only ever see that form.
+    if event
+        .traceparent
+        .as_deref()
+        .is_some_and(|t| !crate::trace::is_canonical(t))
+    {
+        return Err(field(
+            crate::trace::TRACEPARENT,
+            "not in W3C version-00 form (read it with trace::traceparent)",
+        ));
+    }
     if event.payload.len() > limits.max_payload_bytes {
         return Err(Invalid::TooLarge {
             size: event.payload.len(),
@@ -201,6 +213,7 @@ mod tests {
             key: None,
             payload: b"{}".to_vec(),
             idempotency_key: None,
+            traceparent: None,
         }
     }
 

@@ -248,12 +248,20 @@ impl Fixture {
 
 /// Would core accept this publish?
 fn valid(request: &pb::PublishRequest) -> bool {
+    let traceparent = match request.traceparent.as_str() {
+        "" => None,
+        value => match ackflow_core::trace::traceparent(value) {
+            Ok(canonical) => Some(canonical),
+            Err(_) => return false,
+        },
+    };
     let event = NewEvent {
         kind: request.kind.clone(),
         key: (!request.key.is_empty()).then(|| request.key.clone()),
         payload: request.payload.clone(),
         idempotency_key: (!request.idempotency_key.is_empty())
             .then(|| request.idempotency_key.clone()),
+        traceparent,
     };
     let limits = validate::Limits {
         max_payload_bytes: MAX_REQUEST_BYTES as usize,
@@ -375,17 +383,25 @@ fn random_publish_requests_are_validated() {
         ],
         prop_oneof![Just(String::new()), "\\PC{0,300}"],
         any::<u64>(),
+        prop_oneof![
+            Just(String::new()),
+            Just("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string()),
+            "[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-[a-z]{0,4})?",
+            "[0-9a-fA-F-]{50,60}",
+            "\\PC{0,80}",
+        ],
     );
     runner(300)
         .run(
             &strategy,
-            |(kind, key, payload, idempotency_key, request_id)| {
+            |(kind, key, payload, idempotency_key, request_id, traceparent)| {
                 let request = pb::PublishRequest {
                     kind,
                     key,
                     payload,
                     idempotency_key,
                     request_id,
+                    traceparent,
                 };
                 let before = f.stored();
                 let answer = f.raw(

@@ -1,5 +1,5 @@
 //! The gRPC services of an in-process core: ingest validation and limits,
-//! idempotent replay, token checks, health and reflection.
+//! idempotent replay, trace context, token checks, health and reflection.
 
 use ackflow_core::config::Config;
 use ackflow_core::server::{Running, start};
@@ -90,6 +90,78 @@ async fn publish_validates_and_replays() {
     assert_eq!(seen, vec![(100, 2), (101, 3), (102, 4)]);
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(running.store.next_seq().await.unwrap(), 5);
+    running.stop().await;
+}
+
+/// A request with `traceparent` metadata.
+fn traced<T>(message: T, traceparent: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("traceparent", traceparent.parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn trace_context_comes_from_metadata_or_the_field() {
+    const META: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const OWN: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+    let (running, _dir) = core(false).await;
+    let mut client = pb::ingest_client::IngestClient::new(channel(&running).await);
+    // Malformed, as metadata or as the field: refused, nothing stored.
+    let err = client
+        .publish(traced(request("sum", b"[1]"), "00-zz"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().starts_with("traceparent: "), "{err}");
+    let mut bad_field = request("sum", b"[1]");
+    bad_field.traceparent = META.to_uppercase();
+    let err = client.publish(bad_field).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    let err = client
+        .publish_stream(traced(
+            tokio_stream::iter(vec![request("sum", b"[1]")]),
+            "x",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert_eq!(running.store.next_seq().await.unwrap(), 1, "nothing stored");
+
+    // Unary: the metadata (seq 1); the field wins over it (seq 2).
+    client
+        .publish(traced(request("sum", b"[1]"), META))
+        .await
+        .unwrap();
+    let mut own = request("sum", b"[1]");
+    own.traceparent = OWN.into();
+    client.publish(traced(own.clone(), META)).await.unwrap();
+    // A stream: the metadata for each message without a field (3, 5).
+    let messages = vec![request("sum", b"[1]"), own, request("sum", b"[1]")];
+    let mut replies = client
+        .publish_stream(traced(tokio_stream::iter(messages), META))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seqs = Vec::new();
+    while let Some(reply) = replies.message().await.unwrap() {
+        seqs.push(reply.seq);
+    }
+    assert_eq!(seqs, vec![3, 4, 5]);
+    // No trace context at all (seq 6).
+    client.publish(request("sum", b"[1]")).await.unwrap();
+
+    let mut stored = Vec::new();
+    for seq in 1..=6 {
+        let view = running.store.event(seq).await.unwrap().unwrap();
+        stored.push(view.event.traceparent);
+    }
+    let (meta, own) = (Some(META.to_string()), Some(OWN.to_string()));
+    assert_eq!(
+        stored,
+        vec![meta.clone(), own.clone(), meta.clone(), own, meta, None]
+    );
     running.stop().await;
 }
 

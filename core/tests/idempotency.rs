@@ -154,6 +154,7 @@ fn grpc_request(kind: &str, key: &str, payload: &str, idempotency_key: &str) -> 
         payload: payload.as_bytes().to_vec(),
         idempotency_key: idempotency_key.into(),
         request_id: 0,
+        ..Default::default()
     }
 }
 

@@ -257,6 +257,72 @@ async fn publish_then_read_back() {
     assert_eq!(json["next_after"], 3);
 }
 
+const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+const OTHER_TRACE: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+
+/// The `traceparent` of event `seq` as `GET /v1/events/{seq}` returns it.
+async fn traceparent_of(f: &Fixture, seq: u64) -> serde_json::Value {
+    let uri = format!("/v1/events/{seq}");
+    let (status, _, body) = send(f, "GET", &uri, None, Body::empty(), &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    json["traceparent"].clone()
+}
+
+#[tokio::test]
+async fn trace_context_from_the_header_or_the_field_comes_back_on_read() {
+    let f = fixture(10).await;
+    let publish = |uri: &'static str, body: &'static str, traceparent: &'static str| {
+        let headers = if traceparent.is_empty() {
+            vec![]
+        } else {
+            vec![("traceparent", traceparent)]
+        };
+        let f = &f;
+        async move { send(f, "POST", uri, Some("application/json"), body, &headers).await }
+    };
+    // A malformed header or field is refused and stores nothing.
+    let single = r#"{"kind":"sum","payload":[1]}"#;
+    let got = publish("/v1/events", single, "00-not-a-trace").await;
+    assert!(got.2.contains("traceparent"), "{}", got.2);
+    assert_problem(&f, got, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let zeros = r#"{"events":[{"kind":"sum","payload":[1],"traceparent":"00-00000000000000000000000000000000-b7ad6b7169203331-01"}]}"#;
+    let got = publish("/v1/events/batch", zeros, "").await;
+    assert!(
+        got.2
+            .contains("events[0].traceparent: the trace-id is all zeros"),
+        "{}",
+        got.2
+    );
+    assert_problem(&f, got, StatusCode::UNPROCESSABLE_ENTITY).await;
+
+    // The header: kept as sent; a later version is stored as version 00.
+    let (status, _, body) = publish("/v1/events", single, TRACE).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let later = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future";
+    let (status, _, body) = publish("/v1/events", single, later).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    // A batch: the header applies to each event without a field of its own.
+    let batch = r#"{"events":[{"kind":"sum","payload":[1]},
+        {"kind":"sum","payload":[2],"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"}]}"#;
+    let (status, _, body) = publish("/v1/events/batch", batch, TRACE).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    // Without either, the event has none and the field is left out.
+    let (status, _, body) = publish("/v1/events", single, "").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+
+    let expected = [
+        serde_json::json!(TRACE),
+        serde_json::json!(TRACE),
+        serde_json::json!(TRACE),
+        serde_json::json!(OTHER_TRACE),
+        serde_json::Value::Null,
+    ];
+    for (seq, want) in (1..).zip(expected) {
+        assert_eq!(traceparent_of(&f, seq).await, want, "seq {seq}");
+    }
+}
+
 #[tokio::test]
 async fn idempotent_replay_returns_the_original_seq() {
     let f = fixture(10).await;

@@ -73,6 +73,7 @@ fn event(kind: &str, payload: &str, key: Option<&str>) -> NewEvent {
         key: Some("k".into()),
         payload: payload.as_bytes().to_vec(),
         idempotency_key: key.map(str::to_string),
+        traceparent: None,
     }
 }
 
@@ -728,6 +729,26 @@ async fn sent_marks_name_the_unresolved_events_that_may_have_gone_out(store: Sha
     assert!(store.delivery_cursor().await.unwrap().sent_above.is_empty());
 }
 
+/// The trace context goes in and comes back on every read: the delivery
+/// read, one event, a page; an event without one has none.
+async fn an_events_trace_context_is_stored_with_it(store: SharedStore) {
+    const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let traced = NewEvent {
+        traceparent: Some(TRACE.into()),
+        ..event("k", "1", None)
+    };
+    let batch = vec![traced, event("k", "2", None)];
+    append(&store, 1, 1, &ids(2), &batch).await.unwrap();
+    let delivered = store.events_from(1, 10, usize::MAX).await.unwrap();
+    let delivered: Vec<_> = delivered.into_iter().map(|e| e.traceparent).collect();
+    assert_eq!(delivered, vec![Some(TRACE.to_string()), None]);
+    let one = store.event(1).await.unwrap().unwrap();
+    assert_eq!(one.event.traceparent.as_deref(), Some(TRACE));
+    let page = store.list_page(0, 10, usize::MAX, None).await.unwrap();
+    let listed: Vec<_> = page.into_iter().map(|v| v.event.traceparent).collect();
+    assert_eq!(listed, vec![Some(TRACE.to_string()), None]);
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -792,4 +813,5 @@ suite!(
     dead_events_are_listed_and_requeued_once,
     the_default_settings_are_durable,
     sent_marks_name_the_unresolved_events_that_may_have_gone_out,
+    an_events_trace_context_is_stored_with_it,
 );

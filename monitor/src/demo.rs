@@ -232,6 +232,7 @@ fn slow_event(rng: &mut fastrand::Rng, key: &str) -> NewEvent {
         key: Some(key.to_string()),
         payload: rng.u32(SLOW_MS).to_string().into_bytes(),
         idempotency_key: None,
+        traceparent: None,
     }
 }
 
@@ -270,6 +271,7 @@ fn random_event(rng: &mut fastrand::Rng, n: u64) -> NewEvent {
         // `Value`'s Display is compact JSON text.
         payload: payload.to_string().into_bytes(),
         idempotency_key: None,
+        traceparent: None,
     }
 }
 

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use ackflow_proto::v1 as pb;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::algorithms::{AlgorithmError, Outcome, Registry};
 use crate::metrics::ProcessorMetrics;
@@ -72,8 +73,23 @@ impl Executor {
         let mut run = run.into_iter();
         while let Some(event) = run.next() {
             self.log.start(event.seq, event.attempt);
+            // Whatever the algorithm logs carries the event and its
+            // publisher's trace context (with ackflow_processor=debug).
+            let span = tracing::debug_span!(
+                "event",
+                seq = event.seq,
+                kind = %event.kind,
+                attempt = event.attempt,
+                traceparent = tracing::field::Empty,
+            );
+            if !event.traceparent.is_empty() {
+                span.record("traceparent", tracing::field::display(&event.traceparent));
+            }
             let started = Instant::now();
-            let outcome = CatchUnwind(Box::pin(self.registry.process(&event))).await;
+            let outcome = CatchUnwind(Box::pin(
+                self.registry.process(&event).instrument(span.clone()),
+            ))
+            .await;
             let elapsed = started.elapsed();
             let mut ack = pb::Ack {
                 seq: event.seq,
@@ -101,9 +117,21 @@ impl Executor {
                 Err(_) => {
                     ack.reject = true;
                     ack.output = format!("the {:?} algorithm panicked", event.kind);
+                    tracing::warn!(
+                        seq = event.seq,
+                        kind = %event.kind,
+                        traceparent = %event.traceparent,
+                        "the algorithm panicked; the event is rejected and core parks it"
+                    );
                     Verdict::Rejected
                 }
             };
+            tracing::debug!(
+                parent: &span,
+                verdict = verdict.as_str(),
+                took_us = ack.processing_us,
+                "processed"
+            );
             self.metrics.observe(&event.kind, verdict, elapsed);
             if verdict == Verdict::Retry {
                 self.log.retry(event.seq, event.attempt);
@@ -181,6 +209,18 @@ enum Verdict {
     Rejected,
 }
 
+impl Verdict {
+    /// The word in logs and in the `status` label of the metrics.
+    fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::Failed => "failed",
+            Verdict::Retry => "retry",
+            Verdict::Rejected => "rejected",
+        }
+    }
+}
+
 struct Handles {
     ok: prometheus::IntCounter,
     failed: prometheus::IntCounter,
@@ -191,12 +231,16 @@ struct Handles {
 
 impl Handles {
     fn new(metrics: &ProcessorMetrics, algorithm: &str) -> Self {
-        let counter = |status| metrics.processed.with_label_values(&[algorithm, status]);
+        let counter = |verdict: Verdict| {
+            metrics
+                .processed
+                .with_label_values(&[algorithm, verdict.as_str()])
+        };
         Self {
-            ok: counter("ok"),
-            failed: counter("failed"),
-            retry: counter("retry"),
-            rejected: counter("rejected"),
+            ok: counter(Verdict::Ok),
+            failed: counter(Verdict::Failed),
+            retry: counter(Verdict::Retry),
+            rejected: counter(Verdict::Rejected),
             seconds: metrics.processing_seconds.with_label_values(&[algorithm]),
         }
     }

@@ -7,8 +7,9 @@
 //!
 //! * request: `POST URL`, the body the event's payload exactly as published
 //!   (`content-type: application/json`), headers `ackflow-seq`,
-//!   `ackflow-kind`, `ackflow-key` (when the event has one), `ackflow-attempt`
-//!   and `idempotency-key` (the event's id, the same on every attempt);
+//!   `ackflow-kind`, `ackflow-key` (when the event has one), `ackflow-attempt`,
+//!   `idempotency-key` (the event's id, the same on every attempt) and
+//!   `traceparent` (the publisher's W3C trace context, when it sent one);
 //! * `2xx`: an ok result, the response body (UTF-8, at most 64 KiB) its
 //!   output;
 //! * `4xx` other than 408 and 429, and anything else unexpected (a
@@ -169,6 +170,9 @@ impl Webhook {
             text_header("ackflow-key", &event.key)?;
         }
         text_header("idempotency-key", &event.id)?;
+        if !event.traceparent.is_empty() {
+            text_header("traceparent", &event.traceparent)?;
+        }
         request
             .body(Full::new(Bytes::copy_from_slice(&event.payload)))
             .map_err(|e| AlgorithmError::failed(format!("building the request: {e}")))

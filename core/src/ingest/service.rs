@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::ingest::{Ingest, IngestError, PendingReply, outcome};
 use crate::model::{Conflict, NewEvent, Original};
+use crate::trace;
 use crate::validate::{self, Invalid, Limits};
 
 /// Most requests of one stream handed to the ingest writer as one group.
@@ -69,13 +70,37 @@ impl From<Invalid> for Status {
     }
 }
 
-/// Converts and validates a request.
-fn to_event(req: pb::PublishRequest, limits: &Limits) -> Result<NewEvent, Invalid> {
+/// The request's `traceparent` metadata, the trace context of every event
+/// it publishes that has none of its own.
+fn metadata_traceparent<T>(request: &Request<T>) -> Result<Option<String>, Invalid> {
+    let Some(value) = request.metadata().get(trace::TRACEPARENT) else {
+        return Ok(None);
+    };
+    let text = value.to_str().map_err(|_| Invalid::Field {
+        field: trace::TRACEPARENT,
+        reason: "the metadata value is not visible ASCII".into(),
+    })?;
+    trace::traceparent(text).map(Some)
+}
+
+/// Converts and validates a request; `traceparent` is the request's
+/// metadata, which the message's own field overrides.
+fn to_event(
+    req: pb::PublishRequest,
+    limits: &Limits,
+    traceparent: Option<&str>,
+) -> Result<NewEvent, Invalid> {
+    let traceparent = if req.traceparent.is_empty() {
+        traceparent.map(str::to_owned)
+    } else {
+        Some(trace::traceparent(&req.traceparent)?)
+    };
     let event = NewEvent {
         kind: req.kind,
         key: (!req.key.is_empty()).then_some(req.key),
         payload: req.payload,
         idempotency_key: (!req.idempotency_key.is_empty()).then_some(req.idempotency_key),
+        traceparent,
     };
     validate::check(&event, limits)?;
     validate::check_json(&event.payload)?;
@@ -101,10 +126,11 @@ impl pb::ingest_server::Ingest for IngestService {
         &self,
         request: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::PublishResponse>, Status> {
+        let invalid = |_: &Invalid| self.ingest.metrics().reject("invalid");
+        let traceparent = metadata_traceparent(&request).inspect_err(invalid)?;
         let req = request.into_inner();
         let request_id = req.request_id;
-        let event =
-            to_event(req, &self.limits).inspect_err(|_| self.ingest.metrics().reject("invalid"))?;
+        let event = to_event(req, &self.limits, traceparent.as_deref()).inspect_err(invalid)?;
         let appended = self.ingest.publish(vec![event]).await?;
         let first = appended
             .first()
@@ -116,6 +142,8 @@ impl pb::ingest_server::Ingest for IngestService {
         &self,
         request: Request<Streaming<pb::PublishRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        let traceparent = metadata_traceparent(&request)
+            .inspect_err(|_| self.ingest.metrics().reject("invalid"))?;
         let mut inbound = request.into_inner();
         let (out_tx, out_rx) = mpsc::channel::<Result<pb::PublishResponse, Status>>(256);
         // Commit receipts in request order; bounded, so a client that
@@ -131,7 +159,14 @@ impl pb::ingest_server::Ingest for IngestService {
                     next = inbound.message() => next,
                     _ = cancel.cancelled() => break,
                 };
-                let group = read_group(first, &mut inbound, &limits, &ingest).await;
+                let group = read_group(
+                    first,
+                    &mut inbound,
+                    &limits,
+                    traceparent.as_deref(),
+                    &ingest,
+                )
+                .await;
                 if !group.events.is_empty() {
                     let submitted = ingest.submit_each(group.events).await.map_err(Status::from);
                     let failed = submitted.is_err();
@@ -209,6 +244,7 @@ async fn read_group(
     first: Result<Option<pb::PublishRequest>, Status>,
     inbound: &mut Streaming<pb::PublishRequest>,
     limits: &Limits,
+    traceparent: Option<&str>,
     ingest: &Ingest,
 ) -> Group {
     let mut group = Group {
@@ -222,7 +258,7 @@ async fn read_group(
         match next {
             Ok(Some(req)) => {
                 let request_id = req.request_id;
-                match to_event(req, limits) {
+                match to_event(req, limits, traceparent) {
                     Ok(event) => {
                         group.request_ids.push(request_id);
                         group.events.push(event);

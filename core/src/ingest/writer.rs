@@ -210,6 +210,7 @@ impl Writer {
                                 key: event.key,
                                 payload: event.payload,
                                 published_at_us,
+                                traceparent: event.traceparent,
                             }));
                         }
                     }

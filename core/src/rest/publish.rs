@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 
 use super::{Problem, RestState};
 use crate::model::{Appended, NewEvent, Seq};
+use crate::trace;
 use crate::validate::{self, Invalid, Limits};
 
 /// One event in a publish body.
@@ -23,6 +24,9 @@ struct EventBody {
     payload: Box<RawValue>,
     #[serde(default)]
     idempotency_key: Option<String>,
+    /// Overrides the request's `traceparent` header for this event.
+    #[serde(default)]
+    traceparent: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -131,13 +135,35 @@ async fn read_json<T: serde::de::DeserializeOwned>(
     })
 }
 
-fn to_event(body: EventBody, limits: &Limits) -> Result<NewEvent, Invalid> {
+/// The request's `traceparent` header: the trace context of every event it
+/// publishes that has none of its own.
+fn header_traceparent(headers: &HeaderMap) -> Result<Option<String>, Invalid> {
+    let Some(value) = headers.get(trace::TRACEPARENT) else {
+        return Ok(None);
+    };
+    let text = value.to_str().map_err(|_| Invalid::Field {
+        field: trace::TRACEPARENT,
+        reason: "the header is not visible ASCII".into(),
+    })?;
+    trace::traceparent(text).map(Some)
+}
+
+fn to_event(
+    body: EventBody,
+    limits: &Limits,
+    traceparent: Option<&str>,
+) -> Result<NewEvent, Invalid> {
     validate::check_depth(body.payload.get())?;
+    let traceparent = match body.traceparent {
+        Some(own) => Some(trace::traceparent(&own)?),
+        None => traceparent.map(str::to_owned),
+    };
     let event = NewEvent {
         kind: body.kind,
         key: body.key,
         payload: body.payload.get().as_bytes().to_vec(),
         idempotency_key: body.idempotency_key,
+        traceparent,
     };
     validate::check(&event, limits)?;
     Ok(event)
@@ -148,8 +174,9 @@ pub(super) async fn publish(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
+    let traceparent = header_traceparent(&headers)?;
     let parsed: EventBody = read_json(&state, &headers, body).await?;
-    let mut event = to_event(parsed, &state.limits)?;
+    let mut event = to_event(parsed, &state.limits, traceparent.as_deref())?;
     if let Some(key) = headers.get("idempotency-key") {
         let key = key.to_str().map_err(|_| {
             Problem::new(
@@ -191,6 +218,7 @@ pub(super) async fn publish_batch(
              idempotency_key on each event instead",
         ));
     }
+    let traceparent = header_traceparent(&headers)?;
     let parsed: BatchBody = read_json(&state, &headers, body).await?;
     if parsed.events.is_empty() || parsed.events.len() > state.limits.max_batch_events {
         return Err(Problem::new(
@@ -205,7 +233,7 @@ pub(super) async fn publish_batch(
     }
     let mut events = Vec::with_capacity(parsed.events.len());
     for (i, body) in parsed.events.into_iter().enumerate() {
-        let event = to_event(body, &state.limits).map_err(|e| {
+        let event = to_event(body, &state.limits, traceparent.as_deref()).map_err(|e| {
             let mut p = Problem::from(e);
             p.detail = format!("events[{i}].{}", p.detail);
             p

@@ -27,6 +27,8 @@ struct ViewHead<'a> {
     kind: &'a str,
     key: Option<&'a str>,
     published_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traceparent: Option<&'a str>,
     state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<ResultJson<'a>>,
@@ -63,6 +65,7 @@ fn write_view(out: &mut Vec<u8>, view: &EventView) -> Result<(), Problem> {
         kind: &event.kind,
         key: event.key.as_deref(),
         published_at: rfc3339(event.published_at_us),
+        traceparent: event.traceparent.as_deref(),
         state: view.state.as_str(),
         result: view.result.as_ref().map(|r| ResultJson {
             status: r.status.as_str(),

@@ -158,6 +158,7 @@ mod tests {
             key: None,
             payload: payload.as_bytes().to_vec(),
             idempotency_key: key.map(str::to_string),
+            traceparent: None,
         }
     }
 

@@ -305,7 +305,7 @@ pub(crate) mod rows {
     use crate::model::{DeadView, DeliveryState, EventView, ResultRow, ResultStatus, StoredEvent};
 
     /// The columns of an event joined with its result and dead entry.
-    pub const VIEW_COLUMNS: &str = "e.seq, e.id, e.kind, e.key, e.payload, e.published_at_us, \
+    pub const VIEW_COLUMNS: &str = "e.seq, e.id, e.kind, e.key, e.payload, e.published_at_us, e.traceparent, \
          r.status, r.output, r.attempt, r.processing_us, r.stored_at_us, \
          d.reason, d.attempts, d.parked_at_us, d.requeued_as";
 
@@ -321,6 +321,7 @@ pub(crate) mod rows {
         pub key: Option<String>,
         pub payload: Vec<u8>,
         pub published_at_us: i64,
+        pub traceparent: Option<String>,
     }
 
     impl EventRow {
@@ -332,6 +333,7 @@ pub(crate) mod rows {
                 key: self.key,
                 payload: self.payload,
                 published_at_us: self.published_at_us,
+                traceparent: self.traceparent,
             })
         }
     }

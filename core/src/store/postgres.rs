@@ -144,6 +144,7 @@ impl Store for PgStore {
             let mut payloads: Vec<&[u8]> = Vec::with_capacity(n);
             let mut idem: Vec<Option<&str>> = Vec::with_capacity(n);
             let mut fingerprints: Vec<Option<&[u8]>> = Vec::with_capacity(n);
+            let mut traceparents: Vec<Option<&str>> = Vec::with_capacity(n);
             for (&i, seq) in plan.insert.iter().zip(first_seq..) {
                 let event = &events[i];
                 seqs.push(seq_to_db(seq));
@@ -153,14 +154,15 @@ impl Store for PgStore {
                 payloads.push(&event.payload);
                 idem.push(event.idempotency_key.as_deref());
                 fingerprints.push(batch.fingerprints()[i].as_ref().map(|f| f.as_slice()));
+                traceparents.push(event.traceparent.as_deref());
             }
             sqlx::query(
                 "INSERT INTO events (seq, id, kind, key, payload, idempotency_key, \
-                     idempotency_fingerprint, published_at_us) \
-                 SELECT s, i, k, ky, p, ik, fp, $8 \
+                     idempotency_fingerprint, traceparent, published_at_us) \
+                 SELECT s, i, k, ky, p, ik, fp, tp, $9 \
                  FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::bytea[], \
-                             $6::text[], $7::bytea[]) \
-                      AS t(s, i, k, ky, p, ik, fp)",
+                             $6::text[], $7::bytea[], $8::text[]) \
+                      AS t(s, i, k, ky, p, ik, fp, tp)",
             )
             .bind(&seqs)
             .bind(&ids)
@@ -169,6 +171,7 @@ impl Store for PgStore {
             .bind(&payloads)
             .bind(&idem)
             .bind(&fingerprints)
+            .bind(&traceparents)
             .bind(published_at_us)
             .execute(&mut *tx)
             .await?;
@@ -186,8 +189,8 @@ impl Store for PgStore {
         // One query: the running total of payload sizes cuts the page in
         // the database, so rows past the budget never reach this process.
         let rows: Vec<EventRow> = sqlx::query_as(
-            "SELECT seq, id, kind, key, payload, published_at_us FROM ( \
-               SELECT seq, id, kind, key, payload, published_at_us, \
+            "SELECT seq, id, kind, key, payload, published_at_us, traceparent FROM ( \
+               SELECT seq, id, kind, key, payload, published_at_us, traceparent, \
                  row_number() OVER (ORDER BY seq) AS n, \
                  sum(octet_length(payload)::int8) OVER (ORDER BY seq) AS running \
                FROM events WHERE seq >= $1 ORDER BY seq LIMIT $2) page \

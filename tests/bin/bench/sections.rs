@@ -219,6 +219,7 @@ pub(super) async fn section_ceiling(
                 key: None,
                 payload: payload(args.payload, next + i).into_bytes(),
                 idempotency_key: None,
+                traceparent: None,
             })
             .collect();
         let ids: Vec<String> = (0..n).map(|i| format!("{:032x}", next + i)).collect();

@@ -138,6 +138,7 @@ pub(super) async fn stream_publisher(p: Publishing, numbers: Vec<u64>, rate: f64
                             payload: publish.payload.into_bytes(),
                             idempotency_key: publish.idempotency_key,
                             request_id: n,
+                            ..Default::default()
                         };
                         if tx.try_send(request).is_err() {
                             // Not sent: the stream is going away.

@@ -515,5 +515,6 @@ fn to_pb(event: &SharedEvent, attempt: u32) -> pb::Event {
         payload: event.payload.clone(),
         published_at_us: event.published_at_us,
         attempt,
+        traceparent: event.traceparent.clone().unwrap_or_default(),
     }
 }

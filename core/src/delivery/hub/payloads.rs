@@ -62,6 +62,7 @@ mod tests {
             key: None,
             payload: vec![b'1'; bytes],
             published_at_us: 0,
+            traceparent: None,
         })
     }
 

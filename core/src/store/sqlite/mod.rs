@@ -186,8 +186,8 @@ impl Store for SqliteStore {
             // trip, and the whole batch is one transaction (one fsync).
             sqlx::query(
                 "INSERT INTO events (seq, id, kind, key, payload, idempotency_key, \
-                     idempotency_fingerprint, published_at_us) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                     idempotency_fingerprint, traceparent, published_at_us) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(seq_to_db(seq))
             .bind(&batch.ids()[i])
@@ -196,6 +196,7 @@ impl Store for SqliteStore {
             .bind(&event.payload)
             .bind(event.idempotency_key.as_deref())
             .bind(batch.fingerprints()[i].as_ref().map(|f| f.as_slice()))
+            .bind(event.traceparent.as_deref())
             .bind(published_at_us)
             .execute(tx.conn())
             .await?;
@@ -213,8 +214,8 @@ impl Store for SqliteStore {
         // One query: the running total of payload sizes cuts the page in
         // the database, so rows past the budget never reach this process.
         let rows: Vec<EventRow> = sqlx::query_as(
-            "SELECT seq, id, kind, key, payload, published_at_us FROM ( \
-               SELECT seq, id, kind, key, payload, published_at_us, \
+            "SELECT seq, id, kind, key, payload, published_at_us, traceparent FROM ( \
+               SELECT seq, id, kind, key, payload, published_at_us, traceparent, \
                  row_number() OVER (ORDER BY seq) AS n, \
                  sum(length(payload)) OVER (ORDER BY seq) AS running \
                FROM events WHERE seq >= ? ORDER BY seq LIMIT ?) \
