@@ -1,6 +1,6 @@
 //! `docs/CONFIGURATION.md` is the `--help` of every binary, verbatim. This
 //! test fails when they drift; `ACKFLOW_BLESS=1 cargo test -p ackflow-tests
-//! --test configuration` rewrites the file from the binaries. The systemd
+//! --test e2e configuration::` rewrites the file from the binaries. The systemd
 //! units in `deploy/` are checked here too.
 
 use std::path::PathBuf;
@@ -14,7 +14,7 @@ Every flag of every binary, as printed by `--help`. Each flag also reads the
 environment variable shown (`[env: …]`); the default is shown as
 `[default: …]`. Generated from the binaries and checked by
 `tests/configuration.rs`: do not edit by hand, run
-`ACKFLOW_BLESS=1 cargo test -p ackflow-tests --test configuration`.
+`ACKFLOW_BLESS=1 cargo test -p ackflow-tests --test e2e configuration::`.
 ";
 
 fn help(binary: &str, args: &[&str]) -> String {
@@ -61,7 +61,7 @@ fn configuration_md_matches_help() {
     assert!(
         actual == expected,
         "docs/CONFIGURATION.md differs from --help; regenerate with \
-         ACKFLOW_BLESS=1 cargo test -p ackflow-tests --test configuration"
+         ACKFLOW_BLESS=1 cargo test -p ackflow-tests --test e2e configuration::"
     );
 }
 

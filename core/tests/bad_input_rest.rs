@@ -8,7 +8,7 @@
 //! field), the store must be unchanged, and nothing may panic. At the end a
 //! valid publish gets seq 1: nothing was stored before it.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

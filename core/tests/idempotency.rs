@@ -14,7 +14,7 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`) and fails, never skips,
 //! when it is unreachable.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

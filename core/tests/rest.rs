@@ -1,7 +1,7 @@
 //! The REST API through `app(state)` with `oneshot`: every documented error
 //! status, each time checking that nothing was stored, and idempotent replay.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

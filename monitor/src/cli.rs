@@ -10,9 +10,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
+use crate::app::{App, MAX_DEMO_RATE, MIN_DEMO_RATE};
 use crate::client::Core;
-use crate::demo::{self, DemoArgs};
+#[cfg(feature = "demo")]
+use crate::demo;
 use crate::run::{self, Dashboard};
 use crate::terminal;
 
@@ -66,9 +67,24 @@ pub enum Mode {
     Demo(DemoArgs),
 }
 
+/// Settings of the demo.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Events published per second at the start (`+` / `-` double or halve it).
+    #[arg(long, env = "ACKFLOW_DEMO_RATE", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(i64::from(MIN_DEMO_RATE)..=i64::from(MAX_DEMO_RATE)))]
+    pub rate: u32,
+
+    /// Core's in-flight window: most seqs sent but not yet acknowledged.
+    #[arg(long, env = "ACKFLOW_WINDOW", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub window: u32,
+}
+
 /// What the dashboard watches, once the flags are checked.
 enum Watch {
     /// The demo's own core, processor and traffic.
+    #[cfg(feature = "demo")]
     Demo(DemoArgs),
     /// A core that runs elsewhere.
     Core(Box<Core>),
@@ -86,7 +102,16 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // A mistake in the flags is reported before anything needs a terminal.
     let watch = match cli.command {
+        #[cfg(feature = "demo")]
         Some(Mode::Demo(args)) => Watch::Demo(args),
+        #[cfg(not(feature = "demo"))]
+        Some(Mode::Demo(_)) => {
+            eprintln!(
+                "error: this ackflow-monitor was built without the demo: build it with the \
+                 `demo` feature (on by default)"
+            );
+            return ExitCode::FAILURE;
+        }
         None => match core(&cli) {
             Ok(core) => Watch::Core(Box::new(core)),
             Err(e) => {
@@ -122,6 +147,7 @@ pub fn main() -> ExitCode {
             on_signal.cancel();
         });
         match watch {
+            #[cfg(feature = "demo")]
             Watch::Demo(args) => demo::run(args, shutdown).await,
             Watch::Core(core) => watch_core(*core, shutdown).await,
         }

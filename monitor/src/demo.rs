@@ -28,7 +28,8 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{App, MAX_DEMO_RATE, MIN_DEMO_RATE};
+use crate::app::App;
+use crate::cli::DemoArgs;
 use crate::client::Core;
 use crate::run::{self, Dashboard};
 
@@ -55,20 +56,6 @@ const SLOW_KEYS: [&str; 2] = ["slow-1", "slow-2"];
 const SLOW_EVERY: Duration = Duration::from_secs(5);
 /// How long a slow event sleeps, in milliseconds.
 const SLOW_MS: std::ops::RangeInclusive<u32> = 1000..=3000;
-
-/// Settings of the demo.
-#[derive(Debug, Clone, clap::Args)]
-pub struct DemoArgs {
-    /// Events published per second at the start (`+` / `-` double or halve it).
-    #[arg(long, env = "ACKFLOW_DEMO_RATE", default_value_t = 20,
-          value_parser = clap::value_parser!(u32).range(i64::from(MIN_DEMO_RATE)..=i64::from(MAX_DEMO_RATE)))]
-    pub rate: u32,
-
-    /// Core's in-flight window: most seqs sent but not yet acknowledged.
-    #[arg(long, env = "ACKFLOW_WINDOW", default_value_t = 256,
-          value_parser = clap::value_parser!(u32).range(1..=65536))]
-    pub window: u32,
-}
 
 /// Runs the demo until the user quits or `shutdown` fires, then stops the
 /// processor, the traffic and core, in that order.

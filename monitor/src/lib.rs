@@ -20,6 +20,7 @@
 pub mod app;
 pub mod cli;
 pub mod client;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod fmt;
 pub mod run;

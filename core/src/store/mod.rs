@@ -2,7 +2,9 @@
 //!
 //! One trait, two implementations: [`postgres::PgStore`] for production and
 //! [`sqlite::SqliteStore`] as the zero-setup default. Both run the same test
-//! suite (`core/tests/store.rs`).
+//! suite (`core/tests/store.rs`). Each is a cargo feature of this crate,
+//! `postgres` and `sqlite`, both on by default; a build with one of them
+//! links only that database's driver.
 //!
 //! Architecture invariant: only this module touches sqlx.
 //!
@@ -12,8 +14,14 @@
 
 pub mod health;
 mod idempotency;
+pub mod migrations;
+#[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
+
+#[cfg(not(any(feature = "postgres", feature = "sqlite")))]
+compile_error!("ackflow-core needs a store: enable the `postgres` or `sqlite` feature (or both)");
 
 use std::sync::Arc;
 
@@ -93,7 +101,7 @@ impl StoreError {
                 | sqlx::Error::Protocol(_) => "unavailable",
                 sqlx::Error::Database(db) => {
                     let code = db.code().unwrap_or_default();
-                    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                    if is_sqlite(db.as_ref()) {
                         // SQLite: an extended result code; its low byte is
                         // the primary code.
                         match code.parse::<i64>().unwrap_or(0) & 0xff {
@@ -269,18 +277,57 @@ pub async fn open_with(
     database_url: &str,
     unsafe_sqlx_transactions: bool,
 ) -> Result<SharedStore, StoreError> {
-    let store: SharedStore =
-        if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
+    let store: SharedStore = if database_url.starts_with("postgres:")
+        || database_url.starts_with("postgresql:")
+    {
+        #[cfg(feature = "postgres")]
+        {
             Arc::new(postgres::PgStore::connect(database_url).await?)
-        } else if database_url.starts_with("sqlite:") {
+        }
+        #[cfg(not(feature = "postgres"))]
+        return Err(not_built_in("PostgreSQL", "postgres"));
+    } else if database_url.starts_with("sqlite:") {
+        #[cfg(feature = "sqlite")]
+        {
             Arc::new(sqlite::SqliteStore::open_with(database_url, unsafe_sqlx_transactions).await?)
-        } else {
-            return Err(StoreError::Corrupt(format!(
-                "unsupported database URL {database_url:?}: use postgres://… or sqlite:…"
-            )));
-        };
+        }
+        #[cfg(not(feature = "sqlite"))]
+        {
+            let _ = unsafe_sqlx_transactions;
+            return Err(not_built_in("SQLite", "sqlite"));
+        }
+    } else {
+        return Err(StoreError::Corrupt(format!(
+            "unsupported database URL {database_url:?}: use postgres://… or sqlite:…"
+        )));
+    };
     store.migrate().await?;
     Ok(store)
+}
+
+/// The refusal of a URL whose store this build left out.
+#[cfg(not(all(feature = "postgres", feature = "sqlite")))]
+fn not_built_in(database: &str, feature: &str) -> StoreError {
+    StoreError::Corrupt(format!(
+        "this build of ackflow has no {database} store: build it with the `{feature}` \
+         feature (on by default)"
+    ))
+}
+
+/// True when a database error comes from SQLite (whose codes are numbers,
+/// where PostgreSQL's are SQLSTATEs).
+fn is_sqlite(error: &dyn sqlx::error::DatabaseError) -> bool {
+    #[cfg(feature = "sqlite")]
+    {
+        error
+            .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+            .is_some()
+    }
+    #[cfg(not(feature = "sqlite"))]
+    {
+        let _ = error;
+        false
+    }
 }
 
 /// Helper for both backends: converts a stored i64 to a seq.
@@ -313,16 +360,41 @@ pub(crate) mod rows {
     pub const VIEW_FROM: &str =
         "events e LEFT JOIN results r ON r.seq = e.seq LEFT JOIN dead d ON d.seq = e.seq";
 
-    #[derive(sqlx::FromRow)]
-    pub struct EventRow {
-        pub seq: i64,
-        pub id: String,
-        pub kind: String,
-        pub key: Option<String>,
-        pub payload: Vec<u8>,
-        pub published_at_us: i64,
-        pub traceparent: Option<String>,
+    /// `sqlx::FromRow` by column name for both backends, as sqlx's derive
+    /// would write it: the derive needs sqlx's macros, which build sqlx and
+    /// SQLite a second time (see `store/migrations.rs`).
+    macro_rules! row {
+        ($name:ident { $(#[flatten] $flat:ident: $fty:ty,)? $($field:ident: $ty:ty,)* }) => {
+            pub struct $name {
+                $(pub $flat: $fty,)?
+                $(pub $field: $ty,)*
+            }
+
+            impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for $name
+            where
+                &'r str: sqlx::ColumnIndex<R>,
+                $($fty: sqlx::FromRow<'r, R>,)?
+                $($ty: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,)*
+            {
+                fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+                    Ok(Self {
+                        $($flat: <$fty as sqlx::FromRow<'r, R>>::from_row(row)?,)?
+                        $($field: row.try_get(stringify!($field))?,)*
+                    })
+                }
+            }
+        };
     }
+
+    row!(EventRow {
+        seq: i64,
+        id: String,
+        kind: String,
+        key: Option<String>,
+        payload: Vec<u8>,
+        published_at_us: i64,
+        traceparent: Option<String>,
+    });
 
     impl EventRow {
         pub fn into_event(self) -> Result<StoredEvent, StoreError> {
@@ -338,20 +410,19 @@ pub(crate) mod rows {
         }
     }
 
-    #[derive(sqlx::FromRow)]
-    pub struct ViewRow {
-        #[sqlx(flatten)]
-        pub event: EventRow,
-        pub status: Option<i16>,
-        pub output: Option<String>,
-        pub attempt: Option<i32>,
-        pub processing_us: Option<i64>,
-        pub stored_at_us: Option<i64>,
-        pub reason: Option<String>,
-        pub attempts: Option<i32>,
-        pub parked_at_us: Option<i64>,
-        pub requeued_as: Option<i64>,
-    }
+    row!(ViewRow {
+        #[flatten]
+        event: EventRow,
+        status: Option<i16>,
+        output: Option<String>,
+        attempt: Option<i32>,
+        processing_us: Option<i64>,
+        stored_at_us: Option<i64>,
+        reason: Option<String>,
+        attempts: Option<i32>,
+        parked_at_us: Option<i64>,
+        requeued_as: Option<i64>,
+    });
 
     impl ViewRow {
         pub fn into_view(self) -> Result<EventView, StoreError> {
@@ -392,15 +463,14 @@ pub(crate) mod rows {
         }
     }
 
-    #[derive(sqlx::FromRow)]
-    pub struct DeadRowDb {
-        pub seq: i64,
-        pub kind: String,
-        pub reason: String,
-        pub attempts: i32,
-        pub parked_at_us: i64,
-        pub requeued_as: Option<i64>,
-    }
+    row!(DeadRowDb {
+        seq: i64,
+        kind: String,
+        reason: String,
+        attempts: i32,
+        parked_at_us: i64,
+        requeued_as: Option<i64>,
+    });
 
     impl DeadRowDb {
         pub fn into_view(self) -> Result<DeadView, StoreError> {

@@ -44,7 +44,8 @@ impl Store for PgStore {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("../migrations/postgres")
+        super::migrations::migrator(super::migrations::POSTGRES)
+            .await?
             .run(&self.pool)
             .await?;
         Ok(())

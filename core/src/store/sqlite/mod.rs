@@ -23,6 +23,7 @@ use crate::model::{
     StatusFilter, StoredEvent,
 };
 use crate::store::idempotency::{self, StoredKey};
+use crate::store::migrations;
 use crate::store::rows::{DeadRowDb, EventRow, VIEW_COLUMNS, VIEW_FROM, ViewRow, status_condition};
 use crate::store::{PageBudget, Store, StoreError, seq_from_db, seq_to_db, seqs};
 
@@ -85,7 +86,10 @@ impl Store for SqliteStore {
             .max_connections(1)
             .connect_with(self.writer.options.clone())
             .await?;
-        let outcome = sqlx::migrate!("../migrations/sqlite").run(&pool).await;
+        let outcome = match migrations::migrator(migrations::SQLITE).await {
+            Ok(migrator) => migrator.run(&pool).await,
+            Err(e) => Err(e),
+        };
         pool.close().await;
         outcome?;
         Ok(())
