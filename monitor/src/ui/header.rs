@@ -4,7 +4,7 @@
 //! with the keys.
 
 use ackflow_proto::v1 as pb;
-use ratatui::style::{Color, Style, Stylize};
+use ratatui::style::{Color, Style};
 use ratatui::text::Span;
 use ratatui::widgets::Paragraph;
 

@@ -10,7 +10,7 @@
 //! a time until each has a result), their count is shown in yellow.
 
 use ackflow_proto::v1 as pb;
-use ratatui::style::{Color, Style, Stylize};
+use ratatui::style::{Color, Style};
 use ratatui::text::Span;
 use ratatui::widgets::Paragraph;
 
