@@ -38,6 +38,16 @@ pub fn traceparent(value: &str) -> Result<String, Invalid> {
     })
 }
 
+/// Reads a request's `traceparent` header (REST) or metadata (gRPC) from
+/// its raw bytes: the trace context of every event the request publishes
+/// that has none of its own.
+pub fn from_header(value: Option<&[u8]>) -> Result<Option<String>, Invalid> {
+    // Bytes that are not ASCII are refused by `traceparent` by name.
+    value
+        .map(|bytes| traceparent(&String::from_utf8_lossy(bytes)))
+        .transpose()
+}
+
 /// True when `value` is a traceparent in the form [`traceparent`] returns.
 pub fn is_canonical(value: &str) -> bool {
     traceparent(value).is_ok_and(|canonical| canonical == value)
@@ -105,6 +115,16 @@ mod tests {
         assert_eq!(traceparent(&format!(" \t{GOOD} ")).unwrap(), GOOD);
         assert!(is_canonical(GOOD));
         assert!(!is_canonical(&format!(" {GOOD}")));
+    }
+
+    #[test]
+    fn a_header_is_read_from_its_bytes() {
+        assert_eq!(from_header(None).unwrap(), None);
+        assert_eq!(from_header(Some(GOOD.as_bytes())).unwrap().unwrap(), GOOD);
+        let mut bytes = GOOD.as_bytes().to_vec();
+        bytes[10] = 0xff;
+        let err = from_header(Some(&bytes)).unwrap_err().to_string();
+        assert!(err.contains("other than ASCII"), "{err}");
     }
 
     #[test]

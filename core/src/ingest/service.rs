@@ -70,17 +70,10 @@ impl From<Invalid> for Status {
     }
 }
 
-/// The request's `traceparent` metadata, the trace context of every event
-/// it publishes that has none of its own.
-fn metadata_traceparent<T>(request: &Request<T>) -> Result<Option<String>, Invalid> {
-    let Some(value) = request.metadata().get(trace::TRACEPARENT) else {
-        return Ok(None);
-    };
-    let text = value.to_str().map_err(|_| Invalid::Field {
-        field: trace::TRACEPARENT,
-        reason: "the metadata value is not visible ASCII".into(),
-    })?;
-    trace::traceparent(text).map(Some)
+/// The request's `traceparent` metadata.
+fn traceparent<T>(request: &Request<T>) -> Result<Option<String>, Invalid> {
+    let value = request.metadata().get(trace::TRACEPARENT);
+    trace::from_header(value.map(|v| v.as_bytes()))
 }
 
 /// Converts and validates a request; `traceparent` is the request's
@@ -127,7 +120,7 @@ impl pb::ingest_server::Ingest for IngestService {
         request: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::PublishResponse>, Status> {
         let invalid = |_: &Invalid| self.ingest.metrics().reject("invalid");
-        let traceparent = metadata_traceparent(&request).inspect_err(invalid)?;
+        let traceparent = traceparent(&request).inspect_err(invalid)?;
         let req = request.into_inner();
         let request_id = req.request_id;
         let event = to_event(req, &self.limits, traceparent.as_deref()).inspect_err(invalid)?;
@@ -142,8 +135,8 @@ impl pb::ingest_server::Ingest for IngestService {
         &self,
         request: Request<Streaming<pb::PublishRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
-        let traceparent = metadata_traceparent(&request)
-            .inspect_err(|_| self.ingest.metrics().reject("invalid"))?;
+        let traceparent =
+            traceparent(&request).inspect_err(|_| self.ingest.metrics().reject("invalid"))?;
         let mut inbound = request.into_inner();
         let (out_tx, out_rx) = mpsc::channel::<Result<pb::PublishResponse, Status>>(256);
         // Commit receipts in request order; bounded, so a client that

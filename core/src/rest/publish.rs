@@ -135,19 +135,6 @@ async fn read_json<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// The request's `traceparent` header: the trace context of every event it
-/// publishes that has none of its own.
-fn header_traceparent(headers: &HeaderMap) -> Result<Option<String>, Invalid> {
-    let Some(value) = headers.get(trace::TRACEPARENT) else {
-        return Ok(None);
-    };
-    let text = value.to_str().map_err(|_| Invalid::Field {
-        field: trace::TRACEPARENT,
-        reason: "the header is not visible ASCII".into(),
-    })?;
-    trace::traceparent(text).map(Some)
-}
-
 fn to_event(
     body: EventBody,
     limits: &Limits,
@@ -174,7 +161,7 @@ pub(super) async fn publish(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    let traceparent = header_traceparent(&headers)?;
+    let traceparent = trace::from_header(headers.get(trace::TRACEPARENT).map(|v| v.as_bytes()))?;
     let parsed: EventBody = read_json(&state, &headers, body).await?;
     let mut event = to_event(parsed, &state.limits, traceparent.as_deref())?;
     if let Some(key) = headers.get("idempotency-key") {
@@ -218,7 +205,7 @@ pub(super) async fn publish_batch(
              idempotency_key on each event instead",
         ));
     }
-    let traceparent = header_traceparent(&headers)?;
+    let traceparent = trace::from_header(headers.get(trace::TRACEPARENT).map(|v| v.as_bytes()))?;
     let parsed: BatchBody = read_json(&state, &headers, body).await?;
     if parsed.events.is_empty() || parsed.events.len() > state.limits.max_batch_events {
         return Err(Problem::new(
