@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use ackflow_proto::v1 as pb;
 use ackflow_tests::fake_processor::{FakeProcessor, ok, reject};
-use ackflow_tests::{Core, http_request, post_json, start_processor, wait_for};
+use ackflow_tests::{Core, PgDb, http_request, post_json, start_processor, wait_for};
+use sqlx::Connection;
 
 const EVENTS: u64 = 40;
 const POISON: u64 = 20;
@@ -88,6 +89,75 @@ async fn an_event_that_crashes_the_processor_is_parked_and_no_other() -> anyhow:
     let json: serde_json::Value = serde_json::from_str(&body)?;
     assert_eq!(json["state"], "dead", "{body}");
     Ok(())
+}
+
+/// The dead list in a snapshot is read after the dead row is durable, never
+/// between the park and the commit: a snapshot whose floor has passed a
+/// parked event lists it. The test holds the write of the dead row (a lock
+/// on PostgreSQL's `dead` table that lets reads through) until a snapshot
+/// has been taken after the park, then lets the row commit. Reading the
+/// list at park time, as core once did, read it without the row and kept
+/// that stale list while the floor moved past the event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_past_a_parked_event_lists_it() -> anyhow::Result<()> {
+    let db = PgDb::create("dead_list").await?;
+    let dir = tempfile::tempdir()?;
+    let core = Core::start(dir.path(), Some(&db.url), &[]).await?;
+    let (status, text) = post_json(
+        core.http,
+        "/v1/events",
+        r#"{"kind":"sha256","payload":"doomed"}"#,
+    )
+    .await?;
+    anyhow::ensure!(status == 202, "publish: {status} {text}");
+    let mut processor = FakeProcessor::connect(core.grpc, "rejecting", 64, &["sha256"]).await?;
+    let events = processor.events(&[1], Duration::from_secs(10)).await?;
+
+    let mut lock = sqlx::PgConnection::connect(&db.url).await?;
+    sqlx::query("BEGIN").execute(&mut lock).await?;
+    sqlx::query("LOCK TABLE dead IN EXCLUSIVE MODE")
+        .execute(&mut lock)
+        .await?;
+    let mut watch = core
+        .admin()
+        .await?
+        .watch(pb::WatchRequest {})
+        .await?
+        .into_inner();
+    processor.ack(vec![reject(&events[0], "no")]).await?;
+
+    // The park, then a snapshot taken after it, while the row is held.
+    let held = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut parked = false;
+        while let Some(update) = watch.message().await? {
+            match update.update {
+                Some(pb::watch_response::Update::Feed(pb::FeedEvent {
+                    kind: Some(pb::feed_event::Kind::Dead(dead)),
+                    ..
+                })) if dead.seq == 1 => parked = true,
+                Some(pb::watch_response::Update::Snapshot(s)) if parked => return Ok(s),
+                _ => {}
+            }
+        }
+        anyhow::bail!("watch ended")
+    })
+    .await??;
+    assert_eq!(held.acked_floor, 1, "the dead row is held: {held:?}");
+
+    sqlx::query("COMMIT").execute(&mut lock).await?;
+    let snapshot = wait_for(
+        "the floor past the parked event",
+        Duration::from_secs(10),
+        || async {
+            let s = core.snapshot().await.ok()?;
+            (s.acked_floor > 1).then_some(s)
+        },
+    )
+    .await?;
+    let parked: Vec<u64> = snapshot.dead.iter().map(|d| d.seq).collect();
+    assert_eq!(parked, [1], "the snapshot lists the parked event");
+    drop(core);
+    db.drop_db().await
 }
 
 /// `GET /v1/events/{seq}` as JSON (status 200 expected).

@@ -126,7 +126,6 @@ impl State {
     pub(super) fn park(&mut self, seq: Seq, attempts: u32, reason: String) -> DeadRow {
         tracing::warn!(seq, attempts, %reason, "event parked as dead");
         self.totals.dead += 1;
-        self.dead_dirty = true;
         self.feed(pb::feed_event::Kind::Dead(pb::DeadFeed {
             seq,
             reason: reason.clone(),
@@ -168,7 +167,12 @@ impl State {
         for seq in &seqs {
             let event = self.payloads.remove(seq);
             let Some(storing) = self.storing.remove(seq) else {
-                continue; // a dead entry
+                // A dead row, now durable: the next snapshot reads the dead
+                // list again. Not at park time: a read racing the write
+                // would miss the row, and the floor would pass the event
+                // while the snapshot's dead list still lacked it.
+                self.dead_dirty = true;
+                continue;
             };
             match storing.status {
                 ResultStatus::Ok => self.totals.results_ok += 1,
