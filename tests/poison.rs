@@ -8,7 +8,8 @@
 //! systemd or Kubernetes would.
 //!
 //! An event the processor rejects is parked at once, and `Admin.Requeue`
-//! publishes it again, once however many requeues race.
+//! publishes it again, once however many requeues race. A snapshot whose
+//! floor has passed a parked event lists it among the dead.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
