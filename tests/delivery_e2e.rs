@@ -26,6 +26,10 @@
 //! algorithm asks to retry later is processed again after the wait it asked
 //! for, later events of its key wait for it while other keys go on, and an
 //! event that always asks is parked at `--max-deliver` with its reason.
+//!
+//! `events_committed_beside_a_refused_request_are_delivered_as_published`:
+//! a request refused inside a group commit does not shift the events
+//! committed with it onto other seqs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -35,6 +39,7 @@ use std::time::Duration;
 
 use ackflow_proto::v1 as pb;
 use ackflow_tests::checker::{Phase, parse_processed};
+use ackflow_tests::fake_processor::FakeProcessor;
 use ackflow_tests::{
     Client, Core, PgDb, all_events, http_request, post_json, start_example, start_processor,
     wait_for,
@@ -666,5 +671,89 @@ async fn retry_later_keeps_key_order_and_parks_at_max_deliver() -> anyhow::Resul
         );
     }
     processor.terminate().await?;
+    Ok(())
+}
+
+/// A request refused in a group commit (its idempotency key stands for
+/// another request) must not shift the events committed beside it: each is
+/// delivered from memory with its own kind and payload at the seq it was
+/// told. Core once paired the outcomes after a refused request with the
+/// refused request's events, so the processor got one event's seq with
+/// another's payload (the store, and `GET`, held the right one). The
+/// commits are held open 200 ms so that the stream's messages share one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_committed_beside_a_refused_request_are_delivered_as_published() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let core = Core::start(dir.path(), None, &["--commit-linger-us", "200000"]).await?;
+    let request = |payload: &str, idempotency_key: &str, request_id| pb::PublishRequest {
+        kind: "sha256".into(),
+        payload: payload.as_bytes().to_vec(),
+        idempotency_key: idempotency_key.into(),
+        request_id,
+        ..Default::default()
+    };
+    // Connected first, so that the events reach it from memory (the tail).
+    let mut processor = FakeProcessor::connect(core.grpc, "checking", 64, &["sha256"]).await?;
+    let mut ingest = core.ingest().await?;
+    let first = ingest
+        .publish(request("\"first\"", "k", 0))
+        .await?
+        .into_inner();
+    assert_eq!(first.seq, 1);
+
+    let stream = vec![
+        request("\"before\"", "", 1),
+        request("\"other\"", "k", 2),
+        request("\"after\"", "", 3),
+        request("\"last\"", "", 4),
+    ];
+    let mut replies = ingest
+        .publish_stream(tokio_stream::iter(stream))
+        .await?
+        .into_inner();
+    let mut answered = Vec::new();
+    let refused = loop {
+        match replies.message().await {
+            Ok(Some(reply)) => answered.push((reply.request_id, reply.seq)),
+            Ok(None) => anyhow::bail!("the stream ended without refusing request 2"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(answered, [(1, 2)], "the reply before the refusal");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+
+    let events = processor
+        .events(&[1, 2, 3, 4], Duration::from_secs(10))
+        .await?;
+    let delivered: Vec<(u64, String)> = events
+        .iter()
+        .map(|e| (e.seq, String::from_utf8_lossy(&e.payload).into_owned()))
+        .collect();
+    assert_eq!(
+        delivered,
+        [
+            (1, "\"first\"".to_string()),
+            (2, "\"before\"".to_string()),
+            (3, "\"after\"".to_string()),
+            (4, "\"last\"".to_string()),
+        ],
+        "every event delivered with its own payload"
+    );
+    for (seq, payload) in &delivered {
+        let (status, body) =
+            http_request(core.http, "GET", &format!("/v1/events/{seq}"), None).await?;
+        anyhow::ensure!(status == 200, "GET {seq}: {status} {body}");
+        let json: serde_json::Value = serde_json::from_str(&body)?;
+        assert_eq!(
+            json["payload"].to_string(),
+            *payload,
+            "stored as delivered: {body}"
+        );
+    }
     Ok(())
 }

@@ -197,6 +197,9 @@ impl Writer {
                 for (&size, outcome) in sizes.zip(&outcomes) {
                     let mine = events.by_ref().take(size);
                     let Ok(appended) = outcome else {
+                        // Skipped, so that the next request's seqs are not
+                        // paired with this request's events.
+                        mine.for_each(drop);
                         refused += size as u64;
                         continue;
                     };
