@@ -24,7 +24,7 @@ impl Algorithm for Uppercase {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    ackflow_processor::cli::init_logging(config.log_format);
+    let _telemetry = ackflow_processor::cli::init_telemetry(config.log_format);
     let cancel = ackflow_processor::cli::cancel_on_signal();
     Processor::builder(config)
         .algorithm("uppercase", Uppercase)

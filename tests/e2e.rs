@@ -18,4 +18,5 @@ mod poison;
 mod storage_faults;
 mod tls_clients;
 mod tokens;
+mod traces;
 mod webhooks;

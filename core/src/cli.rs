@@ -4,18 +4,22 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 
 /// Parses the command line, runs core until SIGINT/SIGTERM.
 pub fn main() -> ExitCode {
     let config = Config::parse();
-    config.log_format.init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the runtime: {e}");
             return ExitCode::FAILURE;
         }
+    };
+    // Dropped before the runtime: the last spans go out through it.
+    let _telemetry = {
+        let _runtime = runtime.enter();
+        ackflow_proto::telemetry::init("ackflow-core", config.log_format == LogFormat::Json)
     };
     match runtime.block_on(crate::server::run(
         config,

@@ -199,7 +199,7 @@ pub struct Config {
     #[arg(long, hide = true)]
     pub unsafe_sqlx_transactions: bool,
 
-    /// Log format on stderr: pretty (for people) or json (one object per line, for collectors). Filter with RUST_LOG.
+    /// Log format on stderr: pretty (for people) or json (one object per line, for collectors). Filter with RUST_LOG. Built with the `otlp` feature, trace spans go to OTEL_EXPORTER_OTLP_ENDPOINT when it is set.
     #[arg(long, env = "ACKFLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
 
@@ -238,24 +238,6 @@ impl Ordering {
 pub enum LogFormat {
     Pretty,
     Json,
-}
-
-impl LogFormat {
-    /// Initialises `tracing` on stderr with `RUST_LOG` (default `info`).
-    pub fn init(self) {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        let builder = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            // Colours for a terminal only: a log file or journald gets
-            // plain text that grep and log shippers read.
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-        let _ = match self {
-            LogFormat::Pretty => builder.try_init(),
-            LogFormat::Json => builder.json().try_init(),
-        };
-    }
 }
 
 impl Config {

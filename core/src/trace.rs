@@ -14,7 +14,18 @@
 //! tracer is told rather than silently cut off from its traces. It is not
 //! part of an idempotency key's fingerprint: a retried publish carries the
 //! retry's own trace, and a replay keeps the first one.
+//!
+//! The spans of a traced event's way through core are made here (`publish`,
+//! `commit`, `deliver`, `result`; the table is in `ackflow_proto::telemetry`,
+//! which also exports them over OTLP with the `otlp` feature). Each is a
+//! child of the publisher's span, at debug level: `None` for an event
+//! without trace context, and when nothing records the span (the default
+//! log filter and no export), so untraced events and untraced
+//! deployments pay nothing.
 
+use tracing::Span;
+
+use crate::model::{NewEvent, Seq, StoredEvent};
 use crate::validate::Invalid;
 
 /// The header (REST) and metadata key (gRPC) that carries it.
@@ -51,6 +62,50 @@ pub fn from_header(value: Option<&[u8]>) -> Result<Option<String>, Invalid> {
 /// True when `value` is a traceparent in the form [`traceparent`] returns.
 pub fn is_canonical(value: &str) -> bool {
     traceparent(value).is_ok_and(|canonical| canonical == value)
+}
+
+/// `publish`: from the request's arrival until its answer; `seq` is
+/// recorded once the event is committed.
+pub fn publish_span(event: &NewEvent) -> Option<Span> {
+    let traceparent = event.traceparent.as_deref()?;
+    let span = tracing::debug_span!(
+        "publish",
+        kind = %event.kind,
+        seq = tracing::field::Empty,
+        traceparent,
+    );
+    child_of(span, traceparent)
+}
+
+/// `commit`, inside `publish`: the group commit that stores the event.
+pub fn commit_span(publish: &Span, events: usize) -> Span {
+    tracing::debug_span!(parent: publish, "commit", events)
+}
+
+/// `deliver`: from the event's first send until its result is stored.
+pub fn deliver_span(event: &StoredEvent) -> Option<Span> {
+    let traceparent = event.traceparent.as_deref()?;
+    let span = tracing::debug_span!(
+        "deliver",
+        seq = event.seq,
+        kind = %event.kind,
+        traceparent,
+    );
+    child_of(span, traceparent)
+}
+
+/// `result`, inside `deliver`: from the accepted ack (or the park) until
+/// its row is stored.
+pub fn result_span(deliver: &Span, seq: Seq, status: &str, attempt: u32) -> Span {
+    tracing::debug_span!(parent: deliver, "result", seq, status, attempt)
+}
+
+fn child_of(span: Span, traceparent: &str) -> Option<Span> {
+    if span.is_disabled() {
+        return None;
+    }
+    ackflow_proto::telemetry::set_parent(&span, traceparent);
+    Some(span)
 }
 
 fn parse(value: &str) -> Result<String, String> {

@@ -5,18 +5,22 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 
 /// Parses the command line and runs until SIGINT/SIGTERM.
 pub fn main() -> ExitCode {
     let config = Config::parse();
-    init_logging(config.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the runtime: {e}");
             return ExitCode::FAILURE;
         }
+    };
+    // Dropped before the runtime: the last spans go out through it.
+    let _telemetry = {
+        let _runtime = runtime.enter();
+        init_telemetry(config.log_format)
     };
     let result = runtime.block_on(async { crate::client::run(config, cancel_on_signal()).await });
     match result {
@@ -28,21 +32,11 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr as `--log-format` says, filtered by `RUST_LOG` (default
-/// `info`). Does nothing if a subscriber is already set.
-pub fn init_logging(format: crate::config::LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colours for a terminal only: a log file or journald gets plain
-        // text that grep and log shippers read.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let _ = match format {
-        crate::config::LogFormat::Pretty => builder.try_init(),
-        crate::config::LogFormat::Json => builder.json().try_init(),
-    };
+/// Logs on stderr as `--log-format` says, filtered by `RUST_LOG`, and with
+/// the `otlp` feature the trace export (see `ackflow_proto::telemetry`).
+/// Call inside the runtime; hold the value until the processor stopped.
+pub fn init_telemetry(format: LogFormat) -> ackflow_proto::telemetry::Telemetry {
+    ackflow_proto::telemetry::init("ackflow-processor", format == LogFormat::Json)
 }
 
 /// A token cancelled on SIGINT or SIGTERM (call inside a tokio runtime).

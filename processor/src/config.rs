@@ -65,7 +65,7 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_PROCESSOR_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
 
-    /// Log format on stderr: pretty or json. Filter with RUST_LOG.
+    /// Log format on stderr: pretty or json. Filter with RUST_LOG. Built with the `otlp` feature, trace spans go to OTEL_EXPORTER_OTLP_ENDPOINT when it is set.
     #[arg(long, env = "ACKFLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
 

@@ -74,9 +74,10 @@ impl Executor {
         while let Some(event) = run.next() {
             self.log.start(event.seq, event.attempt);
             // Whatever the algorithm logs carries the event and its
-            // publisher's trace context (with ackflow_processor=debug).
+            // publisher's trace context (with ackflow_processor=debug); the
+            // span is the trace's `process` (see ackflow_proto::telemetry).
             let span = tracing::debug_span!(
-                "event",
+                "process",
                 seq = event.seq,
                 kind = %event.kind,
                 attempt = event.attempt,
@@ -84,6 +85,7 @@ impl Executor {
             );
             if !event.traceparent.is_empty() {
                 span.record("traceparent", tracing::field::display(&event.traceparent));
+                ackflow_proto::telemetry::set_parent(&span, &event.traceparent);
             }
             let started = Instant::now();
             let outcome = CatchUnwind(Box::pin(

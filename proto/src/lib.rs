@@ -9,7 +9,8 @@
 //! [`token`] is the bearer token the services' `authorization` metadata
 //! carries, shared by core and its clients; with `grpc`, [`client`] is what
 //! every client of core shares (endpoint, TLS, bearer, reconnect backoff)
-//! and [`rt`] the small tokio helpers of all three binaries.
+//! and [`rt`] the small tokio helpers of all three binaries; [`telemetry`]
+//! sets up logs and trace export for core and the processor.
 
 /// Generated code for package `ackflow.v1`.
 #[allow(clippy::all, missing_docs)]
@@ -23,6 +24,8 @@ pub mod protocol;
 pub mod client;
 #[cfg(feature = "grpc")]
 pub mod rt;
+#[cfg(feature = "grpc")]
+pub mod telemetry;
 
 pub mod token;
 

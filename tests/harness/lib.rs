@@ -216,6 +216,16 @@ impl Core {
         database_url: Option<&str>,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
+        Self::start_with_env(dir, database_url, extra, &[]).await
+    }
+
+    /// [`Core::start`] with extra environment variables.
+    pub async fn start_with_env(
+        dir: &Path,
+        database_url: Option<&str>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let mut args = vec![
@@ -233,7 +243,7 @@ impl Core {
             args.push(url.into());
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let proc = Proc::spawn(&bin("e2e-core"), &args, &[], dir.join("core.log"))?;
+        let proc = Proc::spawn(&bin("e2e-core"), &args, env, dir.join("core.log"))?;
         let core = Self {
             proc,
             http,

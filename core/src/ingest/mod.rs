@@ -105,6 +105,9 @@ struct Pending {
     /// The request's share of `--ingest-queue-bytes`, given back when this
     /// is dropped (after the reply was sent).
     bytes: OwnedSemaphorePermit,
+    /// The `publish` spans of its traced events, by index in `events`
+    /// (see `crate::trace`); empty for untraced ones.
+    spans: Vec<(usize, tracing::Span)>,
 }
 
 /// What a request counts against `--ingest-queue-bytes`.
@@ -128,6 +131,11 @@ impl Pending {
         bytes: OwnedSemaphorePermit,
     ) -> Self {
         let fingerprints = events.iter().map(NewEvent::fingerprint).collect();
+        let spans = events
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| Some((i, crate::trace::publish_span(e)?)))
+            .collect();
         let requests = if each_alone {
             vec![1; events.len()]
         } else {
@@ -139,6 +147,7 @@ impl Pending {
             requests,
             reply,
             bytes,
+            spans,
         }
     }
 }

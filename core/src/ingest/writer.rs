@@ -164,8 +164,17 @@ impl Writer {
         let mut replies = Vec::with_capacity(batch.len());
         // The requests' bytes stay taken until every reply below was sent.
         let mut bytes = Vec::with_capacity(batch.len());
+        // Traced events: index in the batch, `publish` and `commit` spans,
+        // ended with the replies.
+        let mut traced = Vec::new();
+        let mut first = 0;
         for p in batch {
             bytes.push(p.bytes);
+            for (i, publish) in p.spans {
+                let commit = crate::trace::commit_span(&publish, p.events.len());
+                traced.push((first + i, publish, commit));
+            }
+            first += p.events.len();
             let mut events = p.events.into_iter();
             let mut fingerprints = p.fingerprints.into_iter();
             for &size in &p.requests {
@@ -194,6 +203,8 @@ impl Writer {
                 let mut events = events.into_iter().zip(ids);
                 let sizes = requests.iter().flatten();
                 let (mut accepted, mut refused) = (0, 0);
+                // Batch index of the next event, to find the traced ones.
+                let (mut at, mut traced_next) = (0, traced.iter().peekable());
                 for (&size, outcome) in sizes.zip(&outcomes) {
                     let mine = events.by_ref().take(size);
                     let Ok(appended) = outcome else {
@@ -201,10 +212,17 @@ impl Writer {
                         // paired with this request's events.
                         mine.for_each(drop);
                         refused += size as u64;
+                        at += size;
                         continue;
                     };
                     accepted += size as u64;
                     for ((event, id), a) in mine.zip(appended) {
+                        while let Some((i, publish, _)) = traced_next.next_if(|(i, ..)| *i <= at) {
+                            if *i == at {
+                                publish.record("seq", a.seq);
+                            }
+                        }
+                        at += 1;
                         if !a.replayed {
                             stored.push(Arc::new(StoredEvent {
                                 seq: a.seq,

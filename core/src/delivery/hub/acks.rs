@@ -79,6 +79,7 @@ impl State {
                     } else {
                         ResultStatus::Failed
                     };
+                    self.traces.resolve(ack.seq, status.as_str(), attempts);
                     self.storing.insert(
                         ack.seq,
                         Storing {
@@ -126,6 +127,7 @@ impl State {
     pub(super) fn park(&mut self, seq: Seq, attempts: u32, reason: String) -> DeadRow {
         tracing::warn!(seq, attempts, %reason, "event parked as dead");
         self.totals.dead += 1;
+        self.traces.resolve(seq, "dead", attempts);
         self.feed(pb::feed_event::Kind::Dead(pb::DeadFeed {
             seq,
             reason: reason.clone(),
@@ -143,6 +145,8 @@ impl State {
     /// and `reason` as the output, to store.
     pub(super) fn abandon(&mut self, seq: Seq, attempts: u32, reason: String) -> ResultRow {
         tracing::info!(seq, attempts, %reason, "at-most-once event abandoned");
+        self.traces
+            .resolve(seq, ResultStatus::Abandoned.as_str(), attempts);
         self.storing.insert(
             seq,
             Storing {
@@ -165,6 +169,7 @@ impl State {
         let feed = self.feed_tx.receiver_count() > 0;
         let now = now_us();
         for seq in &seqs {
+            self.traces.end(seq);
             let event = self.payloads.remove(seq);
             let Some(storing) = self.storing.remove(seq) else {
                 // A dead row, now durable: the next snapshot reads the dead

@@ -11,7 +11,8 @@
 //! (hello, welcome, inbound messages, every send); `acks.rs` turns acks
 //! into results, dead entries and retry schedules and takes the writer's
 //! "stored" back; `payloads.rs` keeps the window's payloads within
-//! `--window-bytes`; `snapshot.rs` turns the hub's state into the admin
+//! `--window-bytes`; `traces.rs` holds the traced events' `deliver` and
+//! `result` spans; `snapshot.rs` turns the hub's state into the admin
 //! snapshot and the Prometheus metrics. What stays here (~520 lines) is
 //! the loop, its state and start-up, and the handlers for events, timers
 //! and commands, which are short and only make sense next to the loop.
@@ -20,6 +21,7 @@ mod acks;
 mod payloads;
 mod session;
 mod snapshot;
+mod traces;
 
 pub use self::session::{Inbound, NewSession, SessionTx};
 
@@ -37,6 +39,7 @@ use tokio_util::task::TaskTracker;
 use self::acks::Storing;
 use self::payloads::Payloads;
 use self::session::{Session, control, recv_session};
+use self::traces::Traces;
 use super::backlog::{self, ReadAhead};
 use super::results::{Resolution, Stored};
 use crate::ingest::Ingest;
@@ -157,6 +160,7 @@ pub async fn start(
         session: None,
         session_counter: 0,
         payloads: Payloads::new(parts.window_bytes),
+        traces: Traces::default(),
         storing: BTreeMap::new(),
         rows_tx,
         marks_tx,
@@ -209,6 +213,8 @@ struct State {
     /// What the ack said, kept until the result is stored, for the result
     /// counters and feed. Bounded by the window.
     storing: BTreeMap<Seq, Storing>,
+    /// Spans of the traced events in the window. Bounded by the window.
+    traces: Traces,
     rows_tx: mpsc::UnboundedSender<Resolution>,
     /// Sent marks to store (the second writer).
     marks_tx: mpsc::UnboundedSender<Resolution>,
@@ -298,7 +304,11 @@ impl State {
         let mut next = Some(first);
         while let Some(ReadAhead { event, .. }) = next.take() {
             let guarantee = self.guarantees.of(&event.kind);
-            match self.sender.on_offer(event.seq, guarantee, now) {
+            let offer = self.sender.on_offer(event.seq, guarantee, now);
+            if matches!(offer, Offer::Send | Offer::Mark | Offer::Abandon) {
+                self.traces.begin(&event);
+            }
+            match offer {
                 Offer::Send => {
                     batch.push(to_pb(&event, 1));
                     self.payloads.insert(event);
@@ -334,6 +344,7 @@ impl State {
             for seq in &seqs {
                 self.sender.on_ack(*seq, 1, now);
                 self.payloads.remove(seq);
+                self.traces.end(seq);
             }
             self.sender.on_stored(seqs);
             self.floor
@@ -383,6 +394,7 @@ impl State {
                     backoff,
                 } => {
                     self.totals.retransmits += 1;
+                    self.traces.retransmit(seq, attempt);
                     if let Some(event) = self.payloads.get(&seq) {
                         batch.push(to_pb(event, attempt));
                     }
