@@ -46,6 +46,10 @@ async fn run_valid(config: &ChaosConfig) -> anyhow::Result<chaos::ChaosOutcome> 
     let r = &outcome.report;
     assert!(outcome.drained, "the backlog did not drain (seed {seed})");
     assert!(r.is_valid(), "violations found (seed {seed}):\n{r}");
+    assert!(
+        r.conflicts_refused > 0,
+        "no conflicting twin was refused, so none shared a commit (seed {seed}):\n{r}"
+    );
     Ok(outcome)
 }
 

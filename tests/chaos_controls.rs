@@ -18,6 +18,11 @@
 //!   every event starts as soon as it arrives, so events of one hot key run
 //!   at the same time (and may start out of seq order): processing of one
 //!   key twice at once must be reported.
+//! * Core pairing the events committed after a refused request with the
+//!   wrong seqs (`--unsafe-pair-after-refusal`, the bug conflicting twins
+//!   once revealed), with many conflicting twins: the processor gets events
+//!   with other events' payloads, and their results must be reported as
+//!   misprocessed.
 
 use std::time::Duration;
 
@@ -143,6 +148,26 @@ async fn acknowledged_publishes_lost_to_a_full_disk_are_reported() -> anyhow::Re
     println!("{}", outcome.summary(&config));
     let r = &outcome.report;
     assert!(!r.lost.is_empty(), "the checker missed the loss:\n{r}");
+    assert!(!r.is_valid());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_paired_with_the_wrong_seqs_are_reported() -> anyhow::Result<()> {
+    let mut config = control(6);
+    // Many REST publishes, each followed by its conflicting twin, sharing
+    // group commits with the streams' events.
+    config.rest_fraction = 0.2;
+    config.conflicts = 1.0;
+    config.core_args.push("--unsafe-pair-after-refusal".into());
+    let outcome = chaos::run(&config).await?;
+    println!("{}", outcome.summary(&config));
+    let r = &outcome.report;
+    assert!(r.conflicts_refused > 0, "no twin was refused:\n{r}");
+    assert!(
+        !r.misprocessed.is_empty(),
+        "the checker missed results computed from other events' payloads:\n{r}"
+    );
     assert!(!r.is_valid());
     Ok(())
 }

@@ -192,6 +192,14 @@ pub struct Config {
     #[arg(long, hide = true)]
     pub unsafe_floor_on_send: bool,
 
+    /// Breaks delivery on purpose: after a request refused in a group commit
+    /// (an idempotency conflict), the events committed beside it are paired
+    /// with the wrong seqs in memory, as ackflow once did, so the processor
+    /// gets one event's seq with another's payload. Exists only so the
+    /// chaos checker can prove it detects that (a negative control).
+    #[arg(long, hide = true)]
+    pub unsafe_pair_after_refusal: bool,
+
     /// Breaks durability on purpose: SQLite writes go through sqlx's
     /// transaction bookkeeping and keep their connection after an error, as
     /// ackflow once did; a full disk then loses acknowledged events. Exists
@@ -392,6 +400,7 @@ impl Config {
             linger: Duration::from_micros(self.commit_linger_us),
             queue: self.ingest_queue as usize,
             queue_bytes: self.ingest_queue_bytes as usize,
+            unsafe_pair_after_refusal: self.unsafe_pair_after_refusal,
         }
     }
 

@@ -57,6 +57,7 @@ fn fixture() -> Fixture {
                 linger: std::time::Duration::ZERO,
                 queue: 100,
                 queue_bytes: 256 << 20,
+                unsafe_pair_after_refusal: false,
             },
             1,
             Arc::new(ackflow_core::metrics::CoreMetrics::new()),

@@ -154,6 +154,7 @@ async fn fixture(queue: usize) -> Fixture {
             linger: std::time::Duration::ZERO,
             queue,
             queue_bytes: 256 << 20,
+            unsafe_pair_after_refusal: false,
         },
         1,
         Arc::new(ackflow_core::metrics::CoreMetrics::new()),

@@ -44,6 +44,9 @@ struct Args {
     /// Fraction of the publishes sent over REST instead.
     #[arg(long, default_value_t = 0.02, value_parser = fraction)]
     rest_fraction: f64,
+    /// Fraction of the REST publishes followed by a conflicting twin (its idempotency key, another payload), which core must refuse without disturbing the publishes committed beside it.
+    #[arg(long, default_value_t = 0.5, value_parser = fraction)]
+    conflicts: f64,
     /// Core's --ordering: key (one lane per key, and one for events without a key) or global (one lane).
     #[arg(long, value_enum, default_value_t = OrderingArg::Key)]
     ordering: OrderingArg,
@@ -190,6 +193,7 @@ fn config(args: &Args) -> ChaosConfig {
     c.rate = args.rate;
     c.publishers = args.publishers;
     c.rest_fraction = args.rest_fraction;
+    c.conflicts = args.conflicts;
     c.ordering = match args.ordering {
         OrderingArg::Key => Ordering::Key,
         OrderingArg::Global => Ordering::Global,

@@ -393,11 +393,29 @@ async fn read_store(url: &str, at_most_once: &[String]) -> anyhow::Result<Vec<ch
         .map(|view| checker::Stored {
             seq: view.event.seq,
             idempotency_key: idempotency_keys.remove(&view.event.seq),
+            misprocessed: misprocessed(&view),
             key: view.event.key,
             state: view.state,
             at_most_once: at_most_once.contains(&view.event.kind),
         })
         .collect())
+}
+
+/// Whether `view`'s result was computed from another payload than its own:
+/// an ok `sha256` result must be the digest of the stored payload.
+fn misprocessed(view: &ackflow_core::model::EventView) -> bool {
+    use sha2::{Digest, Sha256};
+    let Some(result) = &view.result else {
+        return false;
+    };
+    if view.event.kind != "sha256" || result.status != ackflow_core::model::ResultStatus::Ok {
+        return false;
+    }
+    let digest: String = Sha256::digest(&view.event.payload)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    result.output != digest
 }
 
 /// Writes the publishers' log (`ack IDEMPOTENCY_KEY SEQ KEY` with `-` for

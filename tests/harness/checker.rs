@@ -25,6 +25,12 @@
 //! * **rekeyed**: a stored event whose ordering key is not the one its
 //!   publish carried (it would be processed in another lane).
 //! * **unexpected**: a stored event whose idempotency key no publisher used.
+//! * **misprocessed**: a stored result that was not computed from its own
+//!   event's payload (an ok `sha256` result that is not the digest of the
+//!   stored payload): the event was delivered with another's.
+//! * **conflicts accepted**: a publish reusing an acknowledged idempotency
+//!   key with another payload (a *conflicting twin*, which core must refuse
+//!   and store nothing of) answered with a seq.
 //!
 //! # Verdicts on processing
 //!
@@ -119,6 +125,10 @@ pub struct History {
     /// Attempts that failed with an unknown outcome (a reset stream, a
     /// timeout, a 503) and were retried with the same idempotency key.
     pub unknown_attempts: u64,
+    /// Conflicting twins refused, as they must be.
+    pub conflicts_refused: u64,
+    /// Conflicting twins answered with a seq (idempotency key, the seq).
+    pub conflicts_accepted: Vec<(String, Seq)>,
 }
 
 impl History {
@@ -166,6 +176,8 @@ impl History {
         }
         self.conflicting_acks.extend(other.conflicting_acks);
         self.unknown_attempts += other.unknown_attempts;
+        self.conflicts_refused += other.conflicts_refused;
+        self.conflicts_accepted.extend(other.conflicts_accepted);
     }
 }
 
@@ -181,6 +193,9 @@ pub struct Stored {
     pub state: DeliveryState,
     /// Its kind is delivered at most once (core's `--at-most-once`).
     pub at_most_once: bool,
+    /// Its result cannot have been computed from its stored payload (see
+    /// the module docs, "misprocessed").
+    pub misprocessed: bool,
 }
 
 /// Why an acknowledged publish counts as lost.
@@ -233,6 +248,8 @@ pub fn check(
         unknown: history.unknown.len() as u64,
         stored: stored.len() as u64,
         conflicting_acks: history.conflicting_acks.clone(),
+        conflicts_refused: history.conflicts_refused,
+        conflicts_accepted: history.conflicts_accepted.clone(),
         ..Default::default()
     };
 
@@ -273,7 +290,11 @@ pub fn check(
             DeliveryState::Dead => report.dead += 1,
             DeliveryState::Pending => report.never_delivered.push(event.seq),
         }
+        if event.misprocessed {
+            report.misprocessed.push(event.seq);
+        }
     }
+    report.misprocessed.sort_unstable();
     report.never_delivered.sort_unstable();
     report.abandoned_at_least_once.sort_unstable();
     report.unexpected.sort_unstable();
@@ -376,6 +397,7 @@ mod tests {
             key: key.map(str::to_string),
             state,
             at_most_once: false,
+            misprocessed: false,
         }
     }
 
@@ -473,6 +495,24 @@ mod tests {
         );
         assert_eq!(r.order_count(), 0, "{r}");
         assert!(!r.is_valid());
+    }
+
+    #[test]
+    fn misprocessed_results_and_accepted_conflicts_are_reported() {
+        let mut h = history(&[("a", None, 1), ("b", None, 2)]);
+        h.conflicts_refused = 3;
+        h.conflicts_accepted.push(("a".into(), 7));
+        let mut shifted = stored(2, "b", None, OK);
+        shifted.misprocessed = true;
+        let store = [stored(1, "a", None, OK), shifted];
+        let r = check(&h, &store, &whole("l1", &[1, 2]), Ordering::Key, None);
+        assert_eq!(r.misprocessed, vec![2]);
+        assert_eq!(r.conflicts_accepted, vec![("a".to_string(), 7)]);
+        assert_eq!(r.conflicts_refused, 3);
+        assert_eq!(r.violations(), 2, "{r}");
+        let shown = r.to_string();
+        assert!(shown.contains("first misprocessed: [2]"), "{shown}");
+        assert!(shown.contains("3 conflicting twins refused"), "{shown}");
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub struct IngestConfig {
     /// may hold together; a request that would pass it is refused like one
     /// finding the queue full. Its bytes are given back once it is answered.
     pub queue_bytes: usize,
+    /// `--unsafe-pair-after-refusal` (a negative control only).
+    pub unsafe_pair_after_refusal: bool,
 }
 
 /// Why a publish was not committed.

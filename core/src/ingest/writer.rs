@@ -210,7 +210,9 @@ impl Writer {
                     let Ok(appended) = outcome else {
                         // Skipped, so that the next request's seqs are not
                         // paired with this request's events.
-                        mine.for_each(drop);
+                        if !self.config.unsafe_pair_after_refusal {
+                            mine.for_each(drop);
+                        }
                         refused += size as u64;
                         at += size;
                         continue;

@@ -16,6 +16,9 @@ pub struct ChaosConfig {
     pub publishers: usize,
     /// Fraction of the publishes sent over REST (one request each).
     pub rest_fraction: f64,
+    /// Fraction of the REST publishes followed by a conflicting twin (see
+    /// `workload.rs`).
+    pub conflicts: f64,
     /// Core's `--ordering`, which the checker holds processing to.
     pub ordering: checker::Ordering,
     /// The processor's `--concurrency`: most algorithm calls at once.
@@ -111,6 +114,7 @@ impl ChaosConfig {
             rate: 2_000,
             publishers: 4,
             rest_fraction: 0.02,
+            conflicts: 0.5,
             ordering: checker::Ordering::Key,
             concurrency: 256,
             keys: 300,

@@ -14,7 +14,7 @@ use ackflow_proto::v1 as pb;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::workload::Workload;
+use super::workload::{Publish, Workload};
 use crate::checker::History;
 use crate::{channel, post_json};
 
@@ -230,6 +230,9 @@ pub(super) async fn rest_publisher(mut p: Publishing, numbers: Vec<u64>, rate: f
                     p.resolved.fetch_add(1, Ordering::Relaxed);
                 }
                 history.ack(&ik, seq);
+                if let Some(twin) = p.workload.twin(n) {
+                    send_twin(&p, twin, &mut history).await;
+                }
                 break;
             }
             // A connection error, a timeout or a 503: the outcome is unknown.
@@ -244,6 +247,37 @@ pub(super) async fn rest_publisher(mut p: Publishing, numbers: Vec<u64>, rate: f
         }
     }
     history
+}
+
+/// Sends a conflicting twin once: a 422 is what core must answer; a seq is
+/// a violation; anything else (a 503, a timeout) says nothing.
+async fn send_twin(p: &Publishing, twin: Publish, history: &mut History) {
+    let payload: serde_json::Value =
+        serde_json::from_str(&twin.payload).expect("the workload's payloads are JSON");
+    let mut body = serde_json::json!({
+        "kind": twin.kind,
+        "idempotency_key": twin.idempotency_key,
+        "payload": payload,
+    });
+    if let Some(key) = &twin.key {
+        body["key"] = key.as_str().into();
+    }
+    let sent = tokio::time::timeout(
+        Duration::from_secs(10),
+        post_json(p.http, "/v1/events", &body.to_string()),
+    )
+    .await;
+    match &sent {
+        Ok(Ok((422, _))) => history.conflicts_refused += 1,
+        Ok(Ok((202, text))) => {
+            let seq = serde_json::from_str::<serde_json::Value>(text)
+                .ok()
+                .and_then(|json| json["seq"].as_u64())
+                .unwrap_or(0);
+            history.conflicts_accepted.push((twin.idempotency_key, seq));
+        }
+        _ => {}
+    }
 }
 
 /// Pause before retrying a publish tried `tries` times.

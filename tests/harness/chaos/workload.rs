@@ -17,6 +17,11 @@
 //!   `wordcount` and `sum`, and 1 % `fail` (a failed result is a result
 //!   too); a fraction ([`ChaosConfig::webhooks`]) of `hook` events, which
 //!   the processor posts to the run's failing webhook endpoint.
+//! * A fraction of the REST publishes ([`ChaosConfig::conflicts`]) is
+//!   followed, once acknowledged, by a *conflicting twin*: the same
+//!   idempotency key with another payload, which core must refuse (422)
+//!   and store nothing of, without disturbing the publishes committed
+//!   beside it.
 
 use super::ChaosConfig;
 
@@ -41,6 +46,9 @@ pub struct Workload {
     sleep_ms: Vec<u16>,
     /// Whether each publish is a `hook` event.
     hook: Vec<bool>,
+    /// Whether each publish, when sent over REST, is followed by a
+    /// conflicting twin.
+    twin: Vec<bool>,
     /// Appended to every `sha256` payload ([`ChaosConfig::pad`]).
     pad: String,
 }
@@ -64,6 +72,8 @@ impl Workload {
         // keep the workload they had.
         let mut hook_rng = fastrand::Rng::with_seed(config.seed ^ 0x686f_6f6b_7321);
         let mut hook = Vec::with_capacity(config.events as usize);
+        let mut twin_rng = fastrand::Rng::with_seed(config.seed ^ 0x7477_696e_7321);
+        let mut twin = Vec::with_capacity(config.events as usize);
         for _ in 0..config.events {
             let unkeyed = cumulative.is_empty() || rng.f64() < config.unkeyed;
             let draw = rng.f64() * total;
@@ -76,11 +86,13 @@ impl Workload {
             let ms = if hi > lo { rng.u64(lo..=hi) } else { lo };
             sleep_ms.push(if sleep { ms.clamp(1, 60_000) as u16 } else { 0 });
             hook.push(config.webhooks > 0.0 && hook_rng.f64() < config.webhooks);
+            twin.push(config.conflicts > 0.0 && twin_rng.f64() < config.conflicts);
         }
         Self {
             key_rank,
             sleep_ms,
             hook,
+            twin,
             pad: " ".repeat(config.pad),
         }
     }
@@ -98,6 +110,17 @@ impl Workload {
     /// The idempotency key of publish `n`.
     pub fn idempotency_key(n: u64) -> String {
         format!("p{n}")
+    }
+
+    /// The conflicting twin of publish `n`, if it has one: its idempotency
+    /// key with another payload.
+    pub fn twin(&self, n: u64) -> Option<Publish> {
+        if !self.twin.get(n as usize).copied().unwrap_or(false) {
+            return None;
+        }
+        let mut twin = self.publish(n);
+        twin.payload = format!(r#""conflicting twin of {n}""#);
+        Some(twin)
     }
 
     /// What publish `n` sends.

@@ -428,6 +428,7 @@ mod tests {
             key: key.map(str::to_string),
             state: OK,
             at_most_once: false,
+            misprocessed: false,
         }
     }
 

@@ -49,6 +49,12 @@ pub struct Report {
     pub rekeyed: Vec<Rekeyed>,
     /// Stored events whose idempotency key no publisher used.
     pub unexpected: Vec<Seq>,
+    /// Stored results not computed from their own event's payload.
+    pub misprocessed: Vec<Seq>,
+    /// Conflicting twins refused (as they must be).
+    pub conflicts_refused: u64,
+    /// Conflicting twins answered with a seq: (idempotency key, seq).
+    pub conflicts_accepted: Vec<(String, Seq)>,
     /// Stored results whose processing no processed log shows (the log is
     /// written before acks leave, so every result's processing is in it).
     pub unlogged_results: Vec<Seq>,
@@ -87,6 +93,8 @@ impl Report {
             + self.order_count()
             + (self.rekeyed.len()
                 + self.unexpected.len()
+                + self.misprocessed.len()
+                + self.conflicts_accepted.len()
                 + self.unlogged_results.len()
                 + p.over_cap.len()
                 + p.not_stored.len()
@@ -106,12 +114,13 @@ impl fmt::Display for Report {
         writeln!(f, "checker: {verdict} ({} violations)", self.violations())?;
         writeln!(
             f,
-            "  publishes: {} tried, {} acknowledged, {} unknown outcome ({} of them stored), {} attempts retried after an unknown outcome",
+            "  publishes: {} tried, {} acknowledged, {} unknown outcome ({} of them stored), {} attempts retried after an unknown outcome, {} conflicting twins refused",
             self.attempted,
             self.acknowledged,
             self.unknown,
             self.unknown_stored,
-            self.unknown_attempts
+            self.unknown_attempts,
+            self.conflicts_refused
         )?;
         writeln!(
             f,
@@ -149,6 +158,8 @@ impl fmt::Display for Report {
             ("lives over the cap", p.over_cap.len()),
             ("rekeyed events", self.rekeyed.len()),
             ("unexpected events", self.unexpected.len()),
+            ("misprocessed results", self.misprocessed.len()),
+            ("conflicts accepted", self.conflicts_accepted.len()),
             ("results not in the log", self.unlogged_results.len()),
             ("processed, not stored", p.not_stored.len()),
             ("ends without a start", p.unmatched_ends.len()),
@@ -198,6 +209,16 @@ impl fmt::Display for Report {
         }
         if !self.unexpected.is_empty() {
             write!(f, "\n  first unexpected: {:?}", first(&self.unexpected))?;
+        }
+        if !self.misprocessed.is_empty() {
+            write!(f, "\n  first misprocessed: {:?}", first(&self.misprocessed))?;
+        }
+        if !self.conflicts_accepted.is_empty() {
+            write!(
+                f,
+                "\n  first conflicts accepted: {:?}",
+                first(&self.conflicts_accepted)
+            )?;
         }
         if !self.unlogged_results.is_empty() {
             write!(
