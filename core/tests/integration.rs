@@ -8,6 +8,7 @@ mod auth;
 mod bad_input_grpc;
 mod bad_input_rest;
 mod grpc;
+mod hub;
 mod idempotency;
 mod rest;
 mod store;

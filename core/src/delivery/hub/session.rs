@@ -113,6 +113,11 @@ impl State {
             ordering: self.ordering as i32,
         });
         if !self.send(welcome).await {
+            // The stream is gone, but the Sender has already decided for
+            // the new life (events to park or abandon are storing): their
+            // rows are written all the same, or the floor would stop at
+            // them. The sends go nowhere; the next session resends.
+            self.perform(resend).await;
             return;
         }
         if self.faults != pb::Faults::default() {

@@ -1,0 +1,118 @@
+//! The delivery hub of an in-process core, driven through its session
+//! channel (`Hub::sessions_tx`, what the `Delivery` service hands it) with
+//! hand-made processor streams, so that a stream can be gone before the hub
+//! has even answered its hello.
+
+use std::time::Duration;
+
+use ackflow_core::config::Config;
+use ackflow_core::delivery::hub::{Inbound, NewSession, SessionTx};
+use ackflow_core::model::NewEvent;
+use ackflow_core::server::{Running, start};
+use ackflow_proto::v1 as pb;
+use tokio::sync::mpsc;
+
+/// A hand-made session: what the hub sends on it, and the sender of its
+/// inbound messages (kept, or the hub sees the stream end).
+struct Stream {
+    out_rx: mpsc::Receiver<Result<pb::CoreMessage, tonic::Status>>,
+    _in_tx: mpsc::Sender<Inbound>,
+}
+
+/// Says hello as life `life` on a new session; `out` carries what the hub
+/// sends back.
+async fn hello(
+    running: &Running,
+    life: u64,
+    out: (
+        SessionTx,
+        Option<mpsc::Receiver<Result<pb::CoreMessage, tonic::Status>>>,
+    ),
+) -> Option<Stream> {
+    let (in_tx, in_rx) = mpsc::channel(16);
+    running
+        .hub
+        .sessions_tx
+        .send(NewSession {
+            hello: pb::Hello {
+                processor_id: format!("life-{life}"),
+                life,
+                window: 64,
+                algorithms: vec!["telemetry".into()],
+                ..Default::default()
+            },
+            out_tx: out.0,
+            in_rx,
+        })
+        .await
+        .expect("the hub runs");
+    out.1.map(|out_rx| Stream {
+        out_rx,
+        _in_tx: in_tx,
+    })
+}
+
+/// The seqs of the next events message on `stream` (bounded wait).
+async fn next_events(stream: &mut Stream) -> Vec<u64> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let msg = stream.out_rx.recv().await.expect("open").expect("ok");
+            if let Some(pb::core_message::Body::Events(batch)) = msg.body {
+                return batch.events.iter().map(|e| e.seq).collect();
+            }
+        }
+    })
+    .await
+    .expect("events within 10 s")
+}
+
+/// A processor life whose stream is gone before the hub welcomes it still
+/// makes the hub give up what the new life decides (here: an at-most-once
+/// event that was in flight on the previous stream is abandoned). The hub
+/// once returned as soon as the welcome failed, dropping that decision
+/// while the event was already marked as storing: the floor stayed below
+/// it until core restarted, and delivery stopped once the window filled.
+#[tokio::test]
+async fn a_session_gone_before_its_welcome_still_settles_what_the_new_life_gave_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::local(None, dir.path().to_path_buf());
+    config.at_most_once = vec!["telemetry".into()];
+    let running = start(config).await.unwrap();
+    running
+        .ingest
+        .publish(vec![NewEvent {
+            kind: "telemetry".into(),
+            key: None,
+            payload: b"1".to_vec(),
+            idempotency_key: None,
+            traceparent: None,
+        }])
+        .await
+        .unwrap();
+
+    // Life 1 gets the event and never acks it.
+    let (out_tx, out_rx) = mpsc::channel(64);
+    let mut first = hello(&running, 1, (out_tx, Some(out_rx))).await.unwrap();
+    assert_eq!(next_events(&mut first).await, [1]);
+
+    // Life 2's stream is closed before the hub answers its hello.
+    let (out_tx, out_rx) = mpsc::channel(1);
+    drop(out_rx);
+    hello(&running, 2, (out_tx, None)).await;
+
+    let mut snapshots = running.hub.snapshot_rx.clone();
+    let floor = tokio::time::timeout(
+        Duration::from_secs(10),
+        snapshots.wait_for(|s| s.acked_floor > 1),
+    )
+    .await
+    .map(|s| s.map(|s| s.acked_floor));
+    assert!(
+        matches!(floor, Ok(Ok(2))),
+        "the abandoned event is resolved and the floor passes it: {:?}",
+        running.hub.snapshot_rx.borrow()
+    );
+    let view = running.store.event(1).await.unwrap().unwrap();
+    assert_eq!(view.state.as_str(), "abandoned", "{view:?}");
+    running.stop().await;
+}
