@@ -12,7 +12,7 @@ use ackflow_proto::v1 as pb;
 
 use super::State;
 use crate::delivery::results::Resolution;
-use crate::model::{DeadRow, ResultRow, ResultStatus, Seq, now_us};
+use crate::model::{DeadRow, DeadView, ResultRow, ResultStatus, Seq, now_us};
 use crate::validate::{MAX_OUTPUT_BYTES, MAX_REASON_BYTES, storable_text};
 use ackflow_proto::protocol::sender::{AckOutcome, Action, RetryOutcome};
 
@@ -133,11 +133,24 @@ impl State {
             reason: reason.clone(),
             attempts,
         }));
+        let parked_at_us = now_us();
+        let kind = self.payloads.get(&seq).map(|e| e.kind.clone());
+        self.parking.insert(
+            seq,
+            DeadView {
+                seq,
+                kind: kind.unwrap_or_default(),
+                reason: reason.clone(),
+                attempts,
+                parked_at_us,
+                requeued_as: None,
+            },
+        );
         DeadRow {
             seq,
             reason,
             attempts,
-            parked_at_us: now_us(),
+            parked_at_us,
         }
     }
 
@@ -172,11 +185,15 @@ impl State {
             self.traces.end(seq);
             let event = self.payloads.remove(seq);
             let Some(storing) = self.storing.remove(seq) else {
-                // A dead row, now durable: the next snapshot reads the dead
-                // list again. Not at park time: a read racing the write
-                // would miss the row, and the floor would pass the event
-                // while the snapshot's dead list still lacked it.
-                self.dead_dirty = true;
+                // A dead row, now durable: it joins the snapshot's list in
+                // the step that lets the floor pass it (a snapshot past a
+                // parked event always lists it; reading the list from the
+                // store could race the write or fail).
+                if let Some(view) = self.parking.remove(seq) {
+                    self.dead.insert(0, view);
+                    self.dead.sort_by(|a, b| b.seq.cmp(&a.seq));
+                    self.dead.truncate(super::DEAD_SHOWN as usize);
+                }
                 continue;
             };
             match storing.status {

@@ -60,6 +60,8 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Feed events buffered per watcher before it is told it lagged.
 pub const FEED_CAPACITY: usize = 4096;
+/// Parked events the snapshot lists (the latest).
+const DEAD_SHOWN: u32 = 50;
 
 /// Operator commands, from the admin service.
 #[derive(Debug)]
@@ -110,7 +112,7 @@ pub async fn start(
 ) -> Result<Hub, crate::store::StoreError> {
     let cursor = parts.store.delivery_cursor().await?;
     let sender = Sender::new(parts.config, cursor, fastrand::u64(..));
-    let dead = parts.store.dead_events(50).await?;
+    let dead = parts.store.dead_events(DEAD_SHOWN).await?;
     tracing::info!(
         acked_floor = sender.acked_floor(),
         head = *parts.ingest.head().borrow(),
@@ -173,6 +175,7 @@ pub async fn start(
         totals: pb::Totals::default(),
         history: VecDeque::new(),
         dead,
+        parking: BTreeMap::new(),
         dead_dirty: false,
         last_sent: Instant::now(),
         last_floor_sent: 0,
@@ -230,7 +233,13 @@ struct State {
     totals: pb::Totals,
     /// (time, totals) samples of the last second, for rates.
     history: VecDeque<(Instant, pb::Totals)>,
+    /// The latest parked events (at most [`DEAD_SHOWN`], highest seq
+    /// first), for the snapshot: an event joins it when its dead row is
+    /// stored, in the same step that lets the floor pass it.
     dead: Vec<DeadView>,
+    /// Parked events whose dead rows are being stored. Bounded by the window.
+    parking: BTreeMap<Seq, DeadView>,
+    /// A requeue changed a dead row: read the list again.
     dead_dirty: bool,
     last_sent: Instant,
     last_floor_sent: Seq,
@@ -477,7 +486,7 @@ impl State {
 
     async fn on_snapshot_tick(&mut self) {
         if self.dead_dirty {
-            match self.store.dead_events(50).await {
+            match self.store.dead_events(DEAD_SHOWN).await {
                 Ok(dead) => {
                     self.dead = dead;
                     self.dead_dirty = false;
