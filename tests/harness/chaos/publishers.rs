@@ -194,17 +194,7 @@ pub(super) async fn rest_publisher(mut p: Publishing, numbers: Vec<u64>, rate: f
         next_due = tokio::time::Instant::now().max(next_due) + interval;
         let publish = p.workload.publish(n);
         let ik = publish.idempotency_key.clone();
-        let payload: serde_json::Value =
-            serde_json::from_str(&publish.payload).expect("the workload's payloads are JSON");
-        let mut body = serde_json::json!({
-            "kind": publish.kind,
-            "idempotency_key": publish.idempotency_key,
-            "payload": payload,
-        });
-        if let Some(key) = &publish.key {
-            body["key"] = key.as_str().into();
-        }
-        let body = body.to_string();
+        let body = rest_body(&publish);
         history.attempt(&ik, publish.key.as_deref());
         let mut tries = 0;
         loop {
@@ -252,19 +242,9 @@ pub(super) async fn rest_publisher(mut p: Publishing, numbers: Vec<u64>, rate: f
 /// Sends a conflicting twin once: a 422 is what core must answer; a seq is
 /// a violation; anything else (a 503, a timeout) says nothing.
 async fn send_twin(p: &Publishing, twin: Publish, history: &mut History) {
-    let payload: serde_json::Value =
-        serde_json::from_str(&twin.payload).expect("the workload's payloads are JSON");
-    let mut body = serde_json::json!({
-        "kind": twin.kind,
-        "idempotency_key": twin.idempotency_key,
-        "payload": payload,
-    });
-    if let Some(key) = &twin.key {
-        body["key"] = key.as_str().into();
-    }
     let sent = tokio::time::timeout(
         Duration::from_secs(10),
-        post_json(p.http, "/v1/events", &body.to_string()),
+        post_json(p.http, "/v1/events", &rest_body(&twin)),
     )
     .await;
     match &sent {
@@ -278,6 +258,21 @@ async fn send_twin(p: &Publishing, twin: Publish, history: &mut History) {
         }
         _ => {}
     }
+}
+
+/// The JSON body of `POST /v1/events` for `publish`.
+fn rest_body(publish: &Publish) -> String {
+    let payload: serde_json::Value =
+        serde_json::from_str(&publish.payload).expect("the workload's payloads are JSON");
+    let mut body = serde_json::json!({
+        "kind": publish.kind,
+        "idempotency_key": publish.idempotency_key,
+        "payload": payload,
+    });
+    if let Some(key) = &publish.key {
+        body["key"] = key.as_str().into();
+    }
+    body.to_string()
 }
 
 /// Pause before retrying a publish tried `tries` times.
