@@ -191,7 +191,7 @@ impl State {
                 // store could race the write or fail).
                 if let Some(view) = self.parking.remove(seq) {
                     self.dead.insert(0, view);
-                    self.dead.sort_by(|a, b| b.seq.cmp(&a.seq));
+                    self.dead.sort_by_key(|d| std::cmp::Reverse(d.seq));
                     self.dead.truncate(super::DEAD_SHOWN as usize);
                 }
                 continue;
