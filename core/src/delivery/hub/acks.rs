@@ -189,7 +189,10 @@ impl State {
                 // the step that lets the floor pass it (a snapshot past a
                 // parked event always lists it; reading the list from the
                 // store could race the write or fail).
-                if let Some(view) = self.parking.remove(seq) {
+                // (A re-read after a requeue may have listed it already.)
+                if let Some(view) = self.parking.remove(seq)
+                    && !self.dead.iter().any(|d| d.seq == *seq)
+                {
                     self.dead.insert(0, view);
                     self.dead.sort_by_key(|d| std::cmp::Reverse(d.seq));
                     self.dead.truncate(super::DEAD_SHOWN as usize);

@@ -456,6 +456,7 @@ impl State {
             Command::Requeued { seq, new_seq } => {
                 tracing::info!(seq, new_seq, "dead event requeued");
                 self.totals.requeued += 1;
+                self.parking.remove(&seq);
                 self.dead_dirty = true;
                 self.feed(pb::feed_event::Kind::Requeued(pb::RequeuedFeed {
                     seq,

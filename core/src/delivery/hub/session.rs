@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use ackflow_proto::protocol::sender::Progress;
+use ackflow_proto::protocol::sender::{Action, Progress};
 use ackflow_proto::v1 as pb;
 use tokio::sync::mpsc;
 
@@ -116,8 +116,12 @@ impl State {
             // The stream is gone, but the Sender has already decided for
             // the new life (events to park or abandon are storing): their
             // rows are written all the same, or the floor would stop at
-            // them. The sends go nowhere; the next session resends.
-            self.perform(resend).await;
+            // them. The sends are left to the next session.
+            let rows = resend
+                .into_iter()
+                .filter(|a| matches!(a, Action::Park { .. } | Action::Abandon { .. }))
+                .collect();
+            self.perform(rows).await;
             return;
         }
         if self.faults != pb::Faults::default() {
