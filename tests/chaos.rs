@@ -48,7 +48,7 @@ async fn run_valid(config: &ChaosConfig) -> anyhow::Result<chaos::ChaosOutcome> 
     assert!(r.is_valid(), "violations found (seed {seed}):\n{r}");
     assert!(
         r.conflicts_refused > 0,
-        "no conflicting twin was refused, so none shared a commit (seed {seed}):\n{r}"
+        "no conflicting twin was refused, so the run tried no refusal inside a group commit (seed {seed}):\n{r}"
     );
     Ok(outcome)
 }

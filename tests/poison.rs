@@ -92,9 +92,9 @@ async fn an_event_that_crashes_the_processor_is_parked_and_no_other() -> anyhow:
     Ok(())
 }
 
-/// The dead list in a snapshot is read after the dead row is durable, never
-/// between the park and the commit: a snapshot whose floor has passed a
-/// parked event lists it. The test holds the write of the dead row (a lock
+/// An event joins the snapshot's dead list when its dead row is durable,
+/// never between the park and the commit: a snapshot whose floor has
+/// passed a parked event lists it. The test holds the write of the dead row (a lock
 /// on PostgreSQL's `dead` table that lets reads through) until a snapshot
 /// has been taken after the park, then lets the row commit. Reading the
 /// list at park time, as core once did, read it without the row and kept

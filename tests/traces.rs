@@ -38,6 +38,16 @@ struct Received {
 }
 
 impl Received {
+    /// A string attribute.
+    fn text(&self, key: &str) -> Option<&str> {
+        self.attributes.iter().find(|a| a.key == key).and_then(|a| {
+            match a.value.as_ref()?.value.as_ref()? {
+                Value::StringValue(s) => Some(s.as_str()),
+                _ => None,
+            }
+        })
+    }
+
     /// A numeric attribute (an integer, or a u64 written as a string).
     fn int(&self, key: &str) -> Option<i64> {
         self.attributes.iter().find(|a| a.key == key).and_then(|a| {
@@ -186,6 +196,13 @@ async fn a_traced_event_s_spans_reach_the_collector_in_the_publisher_s_trace() -
     for span in [deliver, result, process] {
         assert_eq!(span.int("seq"), Some(3), "{span:?}");
     }
+    assert_eq!(
+        deliver.int("attempts"),
+        Some(1),
+        "one copy sent: {deliver:?}"
+    );
+    assert_eq!(result.text("status"), Some("ok"), "{result:?}");
+    assert_eq!(process.text("verdict"), Some("ok"), "{process:?}");
     assert!(
         spans.iter().all(|s| s.trace_id == TRACE),
         "nothing of the untraced or unsampled events: {spans:#?}"

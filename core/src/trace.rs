@@ -89,6 +89,7 @@ pub fn deliver_span(event: &StoredEvent) -> Option<Span> {
         "deliver",
         seq = event.seq,
         kind = %event.kind,
+        attempts = 1u32,
         traceparent,
     );
     child_of(span, traceparent)

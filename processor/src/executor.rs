@@ -82,6 +82,7 @@ impl Executor {
                 kind = %event.kind,
                 attempt = event.attempt,
                 traceparent = tracing::field::Empty,
+                verdict = tracing::field::Empty,
             );
             if !event.traceparent.is_empty() {
                 span.record("traceparent", tracing::field::display(&event.traceparent));
@@ -128,6 +129,7 @@ impl Executor {
                     Verdict::Rejected
                 }
             };
+            span.record("verdict", verdict.as_str());
             tracing::debug!(
                 parent: &span,
                 verdict = verdict.as_str(),

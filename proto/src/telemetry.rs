@@ -11,9 +11,9 @@
 //! |---|---|---|
 //! | `publish` | core | the request arrived; it was answered |
 //! | `commit` | core, inside `publish` | the group commit holding the event |
-//! | `deliver` | core | the first send; the result is stored (a `retransmit` event per copy sent again) |
+//! | `deliver` | core | the first send; the result is stored (`attempts`: copies sent) |
 //! | `result` | core, inside `deliver` | the ack was accepted; its row is stored |
-//! | `process` | processor | the handler ran (a `processed` event gives the verdict) |
+//! | `process` | processor | the handler ran (`verdict`: ok, failed, retry, rejected) |
 //!
 //! Core makes no spans for an event without a `traceparent`, and the
 //! export drops any span with no publisher's span above it: ackflow

@@ -171,8 +171,7 @@ impl Writer {
         for p in batch {
             bytes.push(p.bytes);
             for (i, publish) in p.spans {
-                let commit = crate::trace::commit_span(&publish, p.events.len());
-                traced.push((first + i, publish, commit));
+                traced.push((first + i, publish));
             }
             first += p.events.len();
             let mut events = p.events.into_iter();
@@ -189,6 +188,13 @@ impl Writer {
             replies.push(p.reply);
         }
         let event_count = append.events().len();
+        let traced: Vec<_> = traced
+            .into_iter()
+            .map(|(i, publish)| {
+                let commit = crate::trace::commit_span(&publish, event_count);
+                (i, publish, commit)
+            })
+            .collect();
         let started = std::time::Instant::now();
         match self
             .store

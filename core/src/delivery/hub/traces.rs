@@ -1,7 +1,7 @@
 //! The `deliver` and `result` spans of the traced events in the window
 //! (published with a `traceparent`; see `crate::trace`). `deliver` runs
 //! from the event's entry into the window until its result or dead row is
-//! stored, with a `retransmit` event for every copy sent again; `result`
+//! stored, its `attempts` counting the copies sent; `result`
 //! runs inside it from the accepted ack (or the park, or the abandon)
 //! until the row is stored. Held only while something records them, and
 //! at most one of each per event in the window.
@@ -40,6 +40,7 @@ impl Traces {
     /// A copy of `seq` was sent again.
     pub(super) fn retransmit(&self, seq: Seq, attempt: u32) {
         if let Some(held) = self.spans.get(&seq) {
+            held.deliver.record("attempts", attempt);
             tracing::debug!(parent: &held.deliver, attempt, "retransmit");
         }
     }
