@@ -166,12 +166,14 @@ impl Writer {
         let mut bytes = Vec::with_capacity(batch.len());
         // Traced events: index in the batch, `publish` and `commit` spans,
         // ended with the replies.
+        let event_count: usize = batch.iter().map(|p| p.events.len()).sum();
         let mut traced = Vec::new();
         let mut first = 0;
         for p in batch {
             bytes.push(p.bytes);
             for (i, publish) in p.spans {
-                traced.push((first + i, publish));
+                let commit = crate::trace::commit_span(&publish, event_count);
+                traced.push((first + i, publish, commit));
             }
             first += p.events.len();
             let mut events = p.events.into_iter();
@@ -187,14 +189,6 @@ impl Writer {
             requests.push(p.requests);
             replies.push(p.reply);
         }
-        let event_count = append.events().len();
-        let traced: Vec<_> = traced
-            .into_iter()
-            .map(|(i, publish)| {
-                let commit = crate::trace::commit_span(&publish, event_count);
-                (i, publish, commit)
-            })
-            .collect();
         let started = std::time::Instant::now();
         match self
             .store

@@ -193,7 +193,7 @@ impl State {
                 if let Some(view) = self.parking.remove(seq)
                     && !self.dead.iter().any(|d| d.seq == *seq)
                 {
-                    self.dead.insert(0, view);
+                    self.dead.push(view);
                     self.dead.sort_by_key(|d| std::cmp::Reverse(d.seq));
                     self.dead.truncate(super::DEAD_SHOWN as usize);
                 }

@@ -13,7 +13,7 @@
 //! "stored" back; `payloads.rs` keeps the window's payloads within
 //! `--window-bytes`; `traces.rs` holds the traced events' `deliver` and
 //! `result` spans; `snapshot.rs` turns the hub's state into the admin
-//! snapshot and the Prometheus metrics. What stays here (~520 lines) is
+//! snapshot and the Prometheus metrics. What stays here (~560 lines) is
 //! the loop, its state and start-up, and the handlers for events, timers
 //! and commands, which are short and only make sense next to the loop.
 
