@@ -191,7 +191,10 @@ impl CoreMetrics {
                 "ackflow_acked_floor",
                 "Every seq below it has a result or is dead.",
             ),
-            rtt_seconds: float_gauge("ackflow_rtt_seconds", "Smoothed ack round trip."),
+            rtt_seconds: float_gauge(
+                "ackflow_rtt_seconds",
+                "Smoothed round trip between core and the processor (heartbeat probe to echo).",
+            ),
             rto_seconds: float_gauge("ackflow_rto_seconds", "Current retransmission timeout."),
             session_open: gauge(
                 "ackflow_session_open",

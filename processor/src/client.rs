@@ -109,6 +109,7 @@ pub async fn run_with(
         rng: fastrand::Rng::new(),
         metrics,
         synced: Default::default(),
+        reported: None,
     };
     let mut failures = 0u32;
     while !cancel.is_cancelled() {
@@ -158,6 +159,10 @@ struct Life {
     metrics: Arc<ProcessorMetrics>,
     /// Receiver counters as last copied into the metrics.
     synced: ackflow_proto::protocol::receiver::Counters,
+    /// `received_below` and `awaiting` as last reported on this stream:
+    /// when events arrive, core hears at once that they need no copy,
+    /// before their ack timeouts fire (`None`: nothing reported yet).
+    reported: Option<(u64, Vec<u64>)>,
 }
 
 impl Life {
@@ -203,11 +208,29 @@ impl Life {
             s => Some(tokio::time::Instant::now() + Duration::from_secs(u64::from(s))),
         };
         let mut acks: Vec<pb::Ack> = Vec::new();
+        self.reported = None;
         loop {
             let reason = tokio::select! {
                 _ = cancel.cancelled() => Some("shutting down".to_string()),
                 msg = inbound.message() => match msg {
-                    Ok(Some(msg)) => { self.on_message(msg, &mut acks).await; None }
+                    Ok(Some(msg)) => {
+                        // Answered before anything else: the round trip core
+                        // measures is the path's, not this loop's work.
+                        if let Some(pb::core_message::Body::Heartbeat(hb)) = &msg.body
+                            && hb.probe != 0
+                        {
+                            let echo = pb::ProcessorMessage {
+                                body: Some(pb::processor_message::Body::Echo(pb::Echo {
+                                    probe: hb.probe,
+                                })),
+                            };
+                            if out_tx.send(echo).await.is_err() {
+                                return "outbound closed".into();
+                            }
+                        }
+                        self.on_message(msg, &mut acks).await;
+                        None
+                    }
                     Ok(None) => Some("core closed the stream".to_string()),
                     Err(status) => Some(format!("stream error: {}", status.message())),
                 },
@@ -230,7 +253,8 @@ impl Life {
             if let Some(reason) = reason {
                 return reason;
             }
-            if !acks.is_empty() && !self.flush(&out_tx, &mut acks).await {
+            if (!acks.is_empty() || self.progress_moved()) && !self.flush(&out_tx, &mut acks).await
+            {
                 return "outbound closed".into();
             }
         }
@@ -332,6 +356,19 @@ impl Life {
         }
     }
 
+    /// Whether the receiver holds events (or awaits copies) that core has
+    /// not heard of on this stream.
+    fn progress_moved(&self) -> bool {
+        match &self.reported {
+            Some((below, awaiting)) => {
+                *below != self.receiver.received_below() || *awaiting != self.receiver.awaiting()
+            }
+            None => self.receiver.received_below() != 0,
+        }
+    }
+
+    /// Sends the acks collected (an empty batch when only the progress
+    /// moved) with the receiver's progress.
     async fn flush(
         &mut self,
         out_tx: &mpsc::Sender<pb::ProcessorMessage>,
@@ -342,14 +379,17 @@ impl Life {
             let rate = self.faults.drop_acks;
             batch.retain(|_| self.rng.f64() >= rate);
         }
-        if batch.is_empty() {
+        if batch.is_empty() && !self.progress_moved() {
             return true;
         }
+        let (received_below, awaiting) = (self.receiver.received_below(), self.receiver.awaiting());
+        self.reported = Some((received_below, awaiting.clone()));
         let msg = pb::ProcessorMessage {
             body: Some(pb::processor_message::Body::Acks(pb::AckBatch {
                 acks: batch,
                 processed_below: self.receiver.processed_below(),
-                received_below: self.receiver.received_below(),
+                received_below,
+                awaiting,
             })),
         };
         out_tx.send(msg).await.is_ok()
@@ -384,6 +424,7 @@ impl Life {
                 lanes_active: self.receiver.lanes_active() as u32,
                 processed_below: self.receiver.processed_below(),
                 received_below: self.receiver.received_below(),
+                awaiting: self.receiver.awaiting(),
             })),
         }
     }

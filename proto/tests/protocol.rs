@@ -315,6 +315,7 @@ impl Sim {
             attempt,
             kind: "sha256".into(),
             key: self.key_of(seq),
+            at_most_once: self.guarantee(seq) == Guarantee::AtMostOnce,
             ..Default::default()
         }
     }
@@ -405,6 +406,7 @@ impl Sim {
         Progress {
             processed_below: self.receiver.processed_below(),
             received_below: self.receiver.received_below(),
+            awaiting: self.receiver.awaiting(),
         }
     }
 
@@ -614,7 +616,7 @@ impl Sim {
                 None => Some(AckOutcome::Duplicate),
             }
         } else {
-            Some(self.sender.on_ack(ack.seq, ack.attempt, now))
+            Some(self.sender.on_ack(ack.seq))
         };
         let fast = self.sender.on_progress(now, progress);
         self.perform(fast);
@@ -667,6 +669,12 @@ impl Sim {
             }
             Op::Heartbeat => {
                 if self.connected {
+                    // Its probe comes back at once: the path's round trip
+                    // here is nil, so the RTO drops to its floor.
+                    let now = self.instant();
+                    if let Some(probe) = self.sender.probe(now) {
+                        assert_eq!(self.sender.on_echo(probe, now), Some(Duration::ZERO));
+                    }
                     let floor = self.sender.acked_floor();
                     self.told_floor = self.told_floor.max(floor);
                     let actions = self.receiver.on_floor(floor);

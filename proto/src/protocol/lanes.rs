@@ -24,7 +24,11 @@
 //! An event whose algorithm asks to retry later *defers* its lane: the
 //! lane keeps the event's place and starts nothing until core sends the
 //! event again (a copy with a higher attempt), or core's floor passes it
-//! (core parked it).
+//! (core parked it). An event of an at-most-once kind (`Event.at_most_once`)
+//! never gets another copy — core abandons it when it asks to retry — so it
+//! defers nothing: its lane goes on at once. (Waiting for the floor instead
+//! held the key for as long as any lower event was unresolved: under a hot
+//! key with retrying handlers, minutes.)
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -100,6 +104,9 @@ pub struct Lanes {
     unfinished: BTreeSet<Seq>,
     /// The lane of each deferred event.
     deferred: BTreeMap<Seq, LaneId>,
+    /// Admitted at-most-once events not finished: their one copy is all
+    /// this processor will get.
+    once: BTreeSet<Seq>,
     /// Runs in progress.
     running: usize,
 }
@@ -115,6 +122,7 @@ impl Lanes {
             started: HashMap::new(),
             unfinished: BTreeSet::new(),
             deferred: BTreeMap::new(),
+            once: BTreeSet::new(),
             running: 0,
         }
     }
@@ -168,6 +176,9 @@ impl Lanes {
         self.apply_wanted();
         let id = self.ordering.lane_of(&event);
         self.unfinished.insert(event.seq);
+        if event.at_most_once {
+            self.once.insert(event.seq);
+        }
         let lane = self.by_id.entry(id.clone()).or_default();
         if lane.running == 0 && lane.queue.is_empty() && lane.deferred.is_none() {
             self.ready.insert(event.seq, id);
@@ -199,6 +210,7 @@ impl Lanes {
             return false;
         };
         self.unfinished.remove(&seq);
+        self.once.remove(&seq);
         let lane = self.by_id.get_mut(&id).expect("a started lane exists");
         lane.running -= 1;
         if lane.running == 0 {
@@ -217,8 +229,10 @@ impl Lanes {
 
     /// The algorithm asked to retry `seq` (copy `attempt`) later, which ended
     /// its run: `unprocessed` are the run's events after it. The lane keeps
-    /// them and starts nothing until [`resume`](Self::resume). Returns false
-    /// when `seq` was not started (a duplicate report).
+    /// them and starts nothing until [`resume`](Self::resume) — unless `seq`
+    /// is at most once: core abandons it and sends no copy, so it is done
+    /// here and its lane goes on now. Returns false when `seq` was not
+    /// started (a duplicate report).
     pub fn defer(&mut self, seq: Seq, attempt: u32, unprocessed: Vec<pb::Event>) -> bool {
         let Some(id) = self.started.remove(&seq) else {
             return false;
@@ -233,14 +247,26 @@ impl Lanes {
         for event in unprocessed.into_iter().rev() {
             lane.queue.push_front(event);
         }
+        if self.once.remove(&seq) {
+            self.unfinished.remove(&seq);
+            match lane.queue.front() {
+                Some(next) => {
+                    self.ready.insert(next.seq, id);
+                }
+                None => {
+                    self.by_id.remove(&id);
+                }
+            }
+            return true;
+        }
         lane.deferred = Some((seq, attempt));
         self.deferred.insert(seq, id);
         true
     }
 
-    /// The lowest event waiting for a new copy.
-    pub fn lowest_deferred(&self) -> Option<Seq> {
-        self.deferred.keys().next().copied()
+    /// The events waiting for a new copy, lowest first.
+    pub fn deferred(&self) -> impl Iterator<Item = Seq> + '_ {
+        self.deferred.keys().copied()
     }
 
     /// Whether `seq` waits for a new copy (see [`defer`](Self::defer)).
@@ -309,6 +335,7 @@ impl Lanes {
         for seq in below {
             if !self.started.contains_key(&seq) {
                 self.unfinished.remove(&seq);
+                self.once.remove(&seq);
             }
         }
         self.ready.clear();

@@ -58,10 +58,23 @@
 //!
 //! Each in-flight event has a deadline. At the deadline it is retransmitted
 //! and the next deadline is armed with exponential backoff from the RTO
-//! (RFC 6298: `srtt + 4·rttvar`, a floor, Karn's rule), capped, with jitter
-//! — unless the processor said it has the event (`received_below`): then it
-//! is waiting behind an earlier event of its key, or running, and a copy
-//! would only be dropped; the deadline is re-armed and nothing is sent.
+//! (RFC 6298: `srtt + 4·rttvar`, a floor), capped, with jitter — unless the
+//! processor said it has the event (below `received_below` and not in
+//! `awaiting`, like TCP's selective acks): then it is waiting behind an
+//! earlier event of its key, or running, and a copy would only be dropped;
+//! the deadline is re-armed and nothing is sent.
+//!
+//! Timers measure the path, not the queue. The round trips come from the
+//! heartbeat's probe, which the processor echoes as soon as it reads it,
+//! never from acks: the time from send to ack counts the event's wait
+//! behind its key, for a retry and in its algorithm, and an estimate fed
+//! with it grew with every wait until the RTO sat at its cap (215–349 s
+//! "round trips" under a hot key with retrying handlers).
+//!
+//! An algorithm that asks to retry later gets its copy after the wait it
+//! asked for, or within milliseconds when it asked for none (`Retry-After:
+//! 0`); each further request of the same event doubles that wait
+//! (`rto::retry_backoff`).
 //!
 //! Under key ordering the window is also where head-of-line blocking shows:
 //! other keys go on while one key's event is slow, but only up to

@@ -27,7 +27,10 @@
 //! * Retry later: an event whose algorithm asks to retry later gets no
 //!   cached ack (it has no result) and defers its lane (see
 //!   [`super::lanes`]): the copy core sends later (a higher attempt) is
-//!   processed again, older copies are duplicates.
+//!   processed again, older copies are duplicates. Such events are
+//!   reported apart (`awaiting`): everything else below `received_below`
+//!   is held here, and core sends it no copy on a timeout. An at-most-once
+//!   event defers nothing: core abandons it, and its lane goes on.
 //! * Paused: events are still received and admitted (so the stream keeps
 //!   flowing and control messages arrive) but nothing new starts; on resume
 //!   the lanes start again, lowest seq first.
@@ -129,13 +132,17 @@ impl Receiver {
     }
 
     /// Every seq below it was received in this life and will be processed
-    /// without core sending it again: `next_expected`, or the lowest event
-    /// waiting for a new copy after asking to retry later (core must send
-    /// that copy even if the request was lost).
+    /// without core sending it again, except [`awaiting`](Self::awaiting):
+    /// `next_expected`.
     pub fn received_below(&self) -> Seq {
-        self.lanes
-            .lowest_deferred()
-            .map_or(self.next_expected, |s| s.min(self.next_expected))
+        self.next_expected
+    }
+
+    /// The events below `received_below` waiting for a new copy after
+    /// asking to retry later, lowest first (at most one per lane): core
+    /// must send that copy even if the request was lost.
+    pub fn awaiting(&self) -> Vec<Seq> {
+        self.lanes.deferred().collect()
     }
 
     pub fn ordering(&self) -> Ordering {
@@ -426,7 +433,11 @@ mod tests {
         );
         assert_eq!(r.cached(), 0, "no result to cache");
         assert_eq!(r.processed_below(), 1, "seq 1 is not processed");
-        assert_eq!(r.received_below(), 1, "core must send seq 1 again");
+        assert_eq!(
+            (r.received_below(), r.awaiting()),
+            (3, vec![1]),
+            "seq 2 is held; core must send seq 1 again"
+        );
         assert_eq!(
             started(&r.on_event(keyed(3, 1, "b"))),
             vec![vec![3]],
@@ -437,7 +448,7 @@ mod tests {
         assert_eq!(r.counters().duplicate_drops, 1);
         // Core's next copy runs, with seq 2 after it.
         assert_eq!(started(&r.on_event(keyed(1, 2, "a"))), vec![vec![1, 2]]);
-        assert_eq!(r.received_below(), 4);
+        assert_eq!((r.received_below(), r.awaiting()), (4, vec![]));
         r.on_processed(pb::Ack {
             attempt: 2,
             ..ack(1)
@@ -445,6 +456,36 @@ mod tests {
         r.on_processed(ack(2));
         r.on_processed(ack(3));
         assert_eq!((r.processed_below(), r.counters().retries), (4, 1));
+    }
+
+    #[test]
+    fn an_at_most_once_event_that_asks_to_retry_frees_its_key_at_once() {
+        let mut r = Receiver::new(16, 8, true);
+        r.on_welcome(1, 16, false, Ordering::Key);
+        let once = pb::Event {
+            at_most_once: true,
+            ..keyed(1, 1, "a")
+        };
+        assert_eq!(started(&r.on_event(once)), vec![vec![1]]);
+        assert!(r.on_event(keyed(2, 1, "a")).is_empty(), "behind seq 1");
+        let retry = pb::Ack {
+            seq: 1,
+            attempt: 1,
+            retry: true,
+            ..Default::default()
+        };
+        // Core abandons it and sends no copy: seq 2 starts now, not when
+        // core's floor passes seq 1.
+        let actions = r.on_retry_later(retry, Vec::new());
+        assert!(
+            matches!(&actions[0], Action::Ack(a) if a.retry),
+            "{actions:?}"
+        );
+        assert_eq!(started(&actions), vec![vec![2]]);
+        assert_eq!(r.awaiting(), Vec::<Seq>::new(), "no copy is awaited");
+        assert_eq!(r.processed_below(), 2, "seq 1 is done here");
+        r.on_processed(ack(2));
+        assert_eq!((r.processed_below(), r.lanes_active()), (3, 0));
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! Retransmission timeout estimation (RFC 6298) and backoff with jitter.
+//!
+//! The round trips measured are those of the heartbeat's probe and its echo
+//! (see `Sender::on_echo`): the path between core and the processor, never
+//! the time an event waits behind its key, for a retry or in its algorithm.
+//! An estimate fed with acks counted those waits, and every wait made the
+//! next timeout longer: under a hot key the RTO sat at its cap.
 
 use std::time::Duration;
 
-/// Estimates the retransmission timeout from ack round trips.
-///
-/// Samples come only from events acked on their first attempt (Karn's rule:
-/// the ack of a retransmitted event could belong to either copy).
+/// Estimates the retransmission timeout from round trips of the path.
 #[derive(Debug, Clone)]
 pub struct RtoEstimator {
     /// Smoothed round trip; `None` until the first sample.
@@ -72,6 +75,24 @@ impl RtoEstimator {
     }
 }
 
+/// The first wait before an event that asked to retry later (without a
+/// wait of its own, or with 0) is sent again.
+pub const RETRY_FIRST: Duration = Duration::from_millis(5);
+
+/// Wait before sending again an event that asked to retry later for the
+/// `request`-th time (1 = its first request): `RETRY_FIRST · 2^(request−1)`,
+/// capped at `cap`, scaled by a random factor in [0.8, 1.2). A handler that
+/// asks once gets its copy within milliseconds; one that keeps asking waits
+/// longer each time. Unlike [`RtoEstimator::backoff`] it does not start at
+/// the RTO: the event was received and run, so no timeout is being waited
+/// out, only the handler's request.
+pub fn retry_backoff(request: u32, cap: Duration, rng: &mut fastrand::Rng) -> Duration {
+    let doublings = request.saturating_sub(1).min(20);
+    let base = RETRY_FIRST.saturating_mul(1 << doublings).min(cap);
+    let jitter = 0.8 + rng.f64() * 0.4;
+    base.mul_f64(jitter).min(cap)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +127,22 @@ mod tests {
         }
         for attempt in 8..40 {
             assert!(est.backoff(attempt, ms(5_000), &mut rng) <= ms(5_000));
+        }
+    }
+
+    #[test]
+    fn a_first_retry_waits_milliseconds_and_repeated_ones_wait_longer() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let first = retry_backoff(1, ms(30_000), &mut rng);
+        assert!(first >= ms(4) && first <= ms(6), "{first:?}");
+        let mut last = Duration::ZERO;
+        for request in 1..14 {
+            let b = retry_backoff(request, ms(30_000), &mut rng);
+            assert!(b > last, "request {request}: {b:?} <= {last:?}");
+            last = b;
+        }
+        for request in 14..60 {
+            assert!(retry_backoff(request, ms(30_000), &mut rng) <= ms(30_000));
         }
     }
 }

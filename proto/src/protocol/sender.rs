@@ -18,8 +18,10 @@
 //!
 //! ```text
 //!   on_send ──▶ InFlight ──on_ack / on_reject / max_deliver──▶ Storing ──on_stored──▶ Resolved
-//!                 ▲   │ deadline: retransmit, attempt+1, backoff doubles
-//!                 └───┘ on_retry: sent again after max(backoff, the wait asked for)
+//!                 ▲   │ deadline: retransmit (unless the processor holds it),
+//!                 │   │   attempt+1, backoff doubles
+//!                 └───┘ on_retry: sent again after max(the wait asked for,
+//!                       a few ms doubling per request)
 //! ```
 //!
 //! The floor moves over leading `Resolved` entries only: a seq is below the
@@ -54,7 +56,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use super::guarantee::Guarantee;
-use super::rto::RtoEstimator;
+use super::rto::{self, RtoEstimator};
 use super::suspects::Suspects;
 use super::{DeliveryCursor, Seq};
 
@@ -173,15 +175,31 @@ pub enum Action {
     },
 }
 
-/// What the processor says it has, with every ack batch and status report.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What the processor says it has, with every ack batch and status report
+/// (like TCP's selective acks: what it holds apart from what it lacks).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Progress {
     /// Every seq below it was processed (its ack is cached).
     pub processed_below: Seq,
-    /// Every seq below it was received: it is processed without being sent
-    /// again, as long as this session lasts.
+    /// Every seq below it was received, except `awaiting`: it is processed
+    /// without being sent again, as long as this session lasts.
     pub received_below: Seq,
+    /// Seqs below `received_below` the processor waits for a new copy of
+    /// (they asked to retry later), in increasing order.
+    pub awaiting: Vec<Seq>,
 }
+
+impl Progress {
+    /// Whether the processor holds `seq` (waiting for its turn, running or
+    /// done) and needs no copy of it.
+    pub fn holds(&self, seq: Seq) -> bool {
+        seq < self.received_below && self.awaiting.binary_search(&seq).is_err()
+    }
+}
+
+/// How long a heartbeat's probe may go unanswered before another one is
+/// sent (the processor may predate echoes, or the stream may have ended).
+pub const PROBE_GIVE_UP: Duration = Duration::from_secs(2);
 
 /// Result of [`Sender::on_ack`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,6 +273,9 @@ pub struct Sender {
     /// Unresolved seqs with a sent mark at start-up; abandoned when reached.
     sent_ahead: BTreeSet<Seq>,
     rto: RtoEstimator,
+    /// The heartbeat probe awaiting its echo, and when it went out: the
+    /// one source of round-trip samples (see `rto.rs`).
+    probe: Option<(u64, Instant)>,
     link: Link,
     /// Events in flight when a processor life ended, and crash counts.
     suspects: Suspects,
@@ -281,6 +302,7 @@ impl Sender {
             resolved_ahead: cursor.resolved_above.into_iter().collect(),
             sent_ahead: cursor.sent_above.into_iter().collect(),
             rto: RtoEstimator::new(config.rto_initial, config.rto_min, config.max_backoff),
+            probe: None,
             link: Link::Absent,
             suspects: Suspects::new(config.max_crashes),
             any_held: false,
@@ -326,8 +348,8 @@ impl Sender {
     }
 
     /// What the current session's processor last said it has.
-    pub fn progress(&self) -> Progress {
-        self.progress
+    pub fn progress(&self) -> &Progress {
+        &self.progress
     }
 
     pub fn rto(&self) -> &RtoEstimator {
@@ -378,6 +400,7 @@ impl Sender {
         self.link = if paused { Link::Paused } else { Link::Running };
         self.window = u64::from(self.config.window.min(processor_window).max(1));
         self.progress = Progress::default();
+        self.probe = None;
         let mut actions = Vec::new();
         for poison in self.suspects.on_hello(new_life) {
             if let Some(f) = self.take_in_flight(poison.seq) {
@@ -556,8 +579,10 @@ impl Sender {
         self.timer = Some(self.timer.map_or(deadline, |t| t.min(deadline)));
     }
 
-    /// An ack for `seq`, sent by the processor for the copy `attempt`.
-    pub fn on_ack(&mut self, seq: Seq, attempt: u32, now: Instant) -> AckOutcome {
+    /// An ack for `seq`. It gives no round-trip sample: the time from send
+    /// to ack counts the event's wait behind its key and its algorithm's run
+    /// (see [`on_echo`](Self::on_echo)).
+    pub fn on_ack(&mut self, seq: Seq) -> AckOutcome {
         if seq < self.acked_floor || self.resolved_ahead.contains(&seq) {
             return AckOutcome::Duplicate;
         }
@@ -569,10 +594,6 @@ impl Sender {
                 let Some(f) = self.take_in_flight(seq) else {
                     return AckOutcome::Unknown;
                 };
-                // Karn's rule: only an event sent exactly once gives a sample.
-                if f.attempt == 1 && attempt == 1 {
-                    self.rto.sample(now.saturating_duration_since(f.first_sent));
-                }
                 AckOutcome::Accepted {
                     attempts: f.attempt,
                 }
@@ -606,11 +627,17 @@ impl Sender {
             return Vec::new();
         }
         self.progress.processed_below = self.progress.processed_below.max(progress.processed_below);
-        // Not a max: it goes down when the processor waits for a new copy
-        // of an event that asked to retry later. The stream keeps reports in
+        // Not a max: a processor that predates `awaiting` lowers it to an
+        // event that waits for a new copy. The stream keeps reports in
         // order, so the latest one is the truth (a stale one in a simulation
         // that reorders them only delays a copy until the next report).
         self.progress.received_below = progress.received_below;
+        // Kept sorted and within the window, whatever a processor sends.
+        let mut awaiting = progress.awaiting;
+        awaiting.retain(|seq| self.unacked.contains(seq));
+        awaiting.sort_unstable();
+        awaiting.dedup();
+        self.progress.awaiting = awaiting;
         let guard = self.rto.srtt().unwrap_or(self.config.rto_min);
         let mut actions = Vec::new();
         let mut lost_once = Vec::new();
@@ -648,6 +675,43 @@ impl Sender {
         }
         actions.extend(self.release_held(now));
         actions
+    }
+
+    /// Whether [`probe`](Self::probe) would give a probe now.
+    pub fn probe_due(&self, now: Instant) -> bool {
+        self.link != Link::Absent
+            && self
+                .probe
+                .is_none_or(|(_, sent)| now.saturating_duration_since(sent) >= PROBE_GIVE_UP)
+    }
+
+    /// A probe to put in the next heartbeat, when none is awaiting its echo
+    /// (or the last one went unanswered for [`PROBE_GIVE_UP`]).
+    pub fn probe(&mut self, now: Instant) -> Option<u64> {
+        if !self.probe_due(now) {
+            return None;
+        }
+        let probe = self.rng.u64(1..);
+        self.probe = Some((probe, now));
+        Some(probe)
+    }
+
+    /// The processor echoed `probe`: one round-trip sample of the path.
+    /// The processor answers as soon as it reads the heartbeat, on the same
+    /// stream as the events, so the sample counts what a copy of an event
+    /// and its ack go through on the way (the network, both I/O loops, the
+    /// messages queued ahead), and nothing an event waits for once there:
+    /// its key, a retry, its algorithm. Returns the sample.
+    pub fn on_echo(&mut self, probe: u64, now: Instant) -> Option<Duration> {
+        match self.probe {
+            Some((expected, sent)) if expected == probe => {
+                self.probe = None;
+                let rtt = now.saturating_duration_since(sent);
+                self.rto.sample(rtt);
+                Some(rtt)
+            }
+            _ => None,
+        }
     }
 
     /// The processor cannot produce a result for `seq`: park it.
@@ -705,12 +769,10 @@ impl Sender {
         }
         f.waits += 1;
         // Exponential in the requests, not in the deadlines it passed while
-        // waiting or running (a lower event waiting for its own retry makes
-        // core count those): a first request waits about one RTO however
-        // long the event sat behind others.
-        let backoff = self
-            .rto
-            .backoff(f.retries + 1, self.config.max_backoff, &mut self.rng);
+        // waiting or running, and not from the RTO: a first request is
+        // answered within milliseconds however long the event sat behind
+        // others (`Retry-After: 0` means now), a repeated one waits longer.
+        let backoff = rto::retry_backoff(f.retries, self.config.max_backoff, &mut self.rng);
         let wait = backoff.max(after.min(MAX_RETRY_AFTER));
         f.retry = true;
         f.backoff = wait;
@@ -835,8 +897,8 @@ impl Sender {
             // as duplicates): pausing is how an operator watches the
             // timers, retransmits and duplicate drops work.
             // (An event waiting for a new copy after asking to retry later
-            // is not below `received_below`: the processor stops it there.)
-            if *seq < self.progress.received_below && self.link == Link::Running {
+            // is in `awaiting`: the processor no longer holds it.)
+            if self.progress.holds(*seq) && self.link == Link::Running {
                 continue;
             }
             f.attempt += 1;
@@ -900,6 +962,7 @@ mod tests {
         Progress {
             processed_below: below,
             received_below: below,
+            awaiting: Vec::new(),
         }
     }
 
@@ -914,14 +977,14 @@ mod tests {
             assert_eq!(s.on_offer(seq, Guarantee::AtLeastOnce, t0), Offer::Send);
         }
         assert!(!s.can_send(), "4 in flight");
-        assert_eq!(s.on_ack(2, 1, t0), AckOutcome::Accepted { attempts: 1 });
-        assert_eq!(s.on_ack(2, 1, t0), AckOutcome::Duplicate);
+        assert_eq!(s.on_ack(2), AckOutcome::Accepted { attempts: 1 });
+        assert_eq!(s.on_ack(2), AckOutcome::Duplicate);
         assert!(
             !s.can_send(),
             "seq 1 still in flight: the window spans 1..=4"
         );
         assert!(!s.on_stored([2]), "seq 1 still blocks the floor");
-        assert_eq!(s.on_ack(1, 1, t0), AckOutcome::Accepted { attempts: 1 });
+        assert_eq!(s.on_ack(1), AckOutcome::Accepted { attempts: 1 });
         assert_eq!(s.acked_floor(), 1, "acked but not stored");
         assert_eq!(s.lowest_unacked(), 3);
         assert!(s.can_send(), "acks open the window before the store");
@@ -930,7 +993,7 @@ mod tests {
         }
         assert!(!s.can_send(), "3..=6 in flight");
         for seq in 3..=6 {
-            s.on_ack(seq, 1, t0);
+            s.on_ack(seq);
         }
         for seq in 7..=8 {
             assert_eq!(s.on_offer(seq, Guarantee::AtLeastOnce, t0), Offer::Send);
@@ -996,12 +1059,86 @@ mod tests {
             panic!("in flight");
         };
         assert_eq!(f.waits, 2, "{f:?}");
-        // Then it runs and asks to be retried: one RTO (100 ms here, ±20 %),
-        // not the 400 ms its passed deadlines would give.
+        // Then it runs and asks to be retried without a wait: a few
+        // milliseconds, not the RTO (100 ms here) nor the 400 ms its passed
+        // deadlines would give.
         let RetryOutcome::Scheduled { wait } = s.on_retry(2, Duration::ZERO, "busy", now) else {
             panic!("scheduled expected");
         };
-        assert!(wait <= Duration::from_millis(200), "{wait:?}");
+        assert!(wait <= Duration::from_millis(6), "{wait:?}");
+        // Sent again at that wait; asking again waits longer (×2 ±20 %).
+        now += wait;
+        assert_eq!(
+            sent(&s.on_tick(now)),
+            vec![2],
+            "the copy goes at the wait asked"
+        );
+        let RetryOutcome::Scheduled { wait: second } = s.on_retry(2, Duration::ZERO, "busy", now)
+        else {
+            panic!("scheduled expected");
+        };
+        assert!(
+            second > wait && second <= Duration::from_millis(12),
+            "{second:?}"
+        );
+    }
+
+    #[test]
+    fn round_trips_come_from_heartbeat_echoes_not_from_acks() {
+        let t0 = Instant::now();
+        let mut s = sender(); // RTO 100 ms before any sample
+        assert_eq!(s.probe(t0), None, "no processor: no probe");
+        s.on_connect(t0, 256, false, false);
+        s.on_offer(1, Guarantee::AtLeastOnce, t0);
+        // Seq 1 waited 20 s behind its key: its ack is no round trip.
+        s.on_ack(1);
+        assert_eq!(s.rto().srtt(), None);
+        let probe = s.probe(t0).expect("a probe");
+        assert_eq!(s.probe(t0), None, "one probe at a time");
+        assert_eq!(s.on_echo(probe ^ 1, t0), None, "not ours");
+        let t1 = t0 + Duration::from_millis(3);
+        assert_eq!(s.on_echo(probe, t1), Some(Duration::from_millis(3)));
+        assert_eq!(s.rto().srtt(), Some(Duration::from_millis(3)));
+        assert_eq!(s.on_echo(probe, t1), None, "answered already");
+        // An echo that never comes (a processor that predates them) does
+        // not stop the probes for good.
+        let lost = s.probe(t1).expect("a probe");
+        assert_eq!(s.probe(t1 + PROBE_GIVE_UP / 2), None);
+        let next = s.probe(t1 + PROBE_GIVE_UP).expect("another probe");
+        assert_ne!(lost, next);
+        // A new stream forgets the probe in flight on the old one.
+        s.on_disconnect();
+        s.on_connect(t1, 256, false, false);
+        assert!(s.probe(t1).is_some());
+    }
+
+    #[test]
+    fn only_what_the_processor_awaits_or_never_got_is_sent_on_a_timeout() {
+        let t0 = Instant::now();
+        let mut s = sender();
+        s.on_connect(t0, 256, false, false);
+        for seq in 1..=4 {
+            s.on_offer(seq, Guarantee::AtLeastOnce, t0);
+        }
+        // Seq 2 asked to retry later and that request was lost; seqs 1 and
+        // 3 are held (waiting or running); seq 4 never arrived.
+        let progress = Progress {
+            processed_below: 1,
+            received_below: 4,
+            awaiting: vec![2],
+        };
+        assert!(s.on_progress(t0, progress).is_empty());
+        let now = s.next_deadline().unwrap();
+        let mut again: Vec<Seq> = s
+            .on_tick(now)
+            .iter()
+            .filter_map(|a| match a {
+                Action::Retransmit { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .collect();
+        again.sort_unstable();
+        assert_eq!(again, vec![2, 4]);
     }
 
     #[test]
@@ -1046,8 +1183,14 @@ mod tests {
         assert!(
             matches!(s.entries.get(&1), Some(Entry::InFlight(f)) if f.timeouts == 0 && f.retries == 1 && !f.retry)
         );
-        // That copy is lost: the processor still waits for one (its
-        // received_below stops at seq 1), so the ack timeout sends another.
+        // That copy is lost: the processor still waits for one (it says so
+        // in `awaiting`), so the ack timeout sends another.
+        let awaiting = Progress {
+            processed_below: 1,
+            received_below: 3,
+            awaiting: vec![1],
+        };
+        assert!(s.on_progress(due, awaiting).is_empty());
         let mut now = due;
         let resent = (0..10).any(|_| {
             now = s.next_deadline().unwrap();
@@ -1101,10 +1244,13 @@ mod tests {
         for seq in 1..=3 {
             s.on_offer(seq, Guarantee::AtLeastOnce, t0);
         }
+        // The path's round trip is 5 ms.
+        let probe = s.probe(t0).expect("a probe");
+        s.on_echo(probe, t0 + Duration::from_millis(5));
         // The ack of seq 1 was lost; the ack of seq 2 arrives, saying every
         // seq below 3 was processed.
         let t1 = t0 + Duration::from_millis(10);
-        s.on_ack(2, 1, t1);
+        s.on_ack(2);
         assert!(
             s.on_progress(t1, processed(1)).is_empty(),
             "seq 1 still running (keyed order): not a lost ack"
@@ -1127,7 +1273,7 @@ mod tests {
         };
         assert_eq!(f.attempt, 1);
         // The retransmit earns the cached ack; no timeout was counted.
-        assert_eq!(s.on_ack(1, 2, t1), AckOutcome::Accepted { attempts: 2 });
+        assert_eq!(s.on_ack(1), AckOutcome::Accepted { attempts: 2 });
     }
 
     #[test]
@@ -1143,6 +1289,7 @@ mod tests {
         let progress = Progress {
             processed_below: 1,
             received_below: 3,
+            awaiting: Vec::new(),
         };
         assert!(s.on_progress(t0, progress).is_empty());
         let mut parked = None;
@@ -1186,7 +1333,7 @@ mod tests {
         );
         assert_eq!(s.suspects(), 3);
         assert!(!s.can_send(), "nothing new while isolating");
-        s.on_ack(1, 2, t0);
+        s.on_ack(1);
         assert_eq!(
             s.on_progress(t0, processed(2)),
             vec![Action::Send { seq: 2, attempt: 2 }]
@@ -1211,7 +1358,7 @@ mod tests {
             "{actions:?}"
         );
         assert_eq!(actions[1..], [Action::Send { seq: 3, attempt: 2 }]);
-        s.on_ack(3, 2, t0);
+        s.on_ack(3);
         s.on_progress(t0, processed(4));
         assert_eq!(s.suspects(), 0);
         assert!(s.can_send(), "the window opens again");
@@ -1265,8 +1412,8 @@ mod tests {
                 Action::Send { seq: 6, attempt: 2 }
             ]
         );
-        s.on_ack(4, 2, t0);
-        s.on_ack(6, 2, t0);
+        s.on_ack(4);
+        s.on_ack(6);
         s.on_stored([4, 6]);
         assert_eq!(s.acked_floor(), 7);
     }
@@ -1299,7 +1446,7 @@ mod tests {
         let mut s = sender();
         s.on_connect(t0, 256, false, false);
         assert_eq!(s.on_offer(1, ONCE, t0), Offer::Mark);
-        assert_eq!(s.on_ack(1, 1, t0), AckOutcome::Unknown, "not sent yet");
+        assert_eq!(s.on_ack(1), AckOutcome::Unknown, "not sent yet");
         assert!(
             s.on_tick(t0 + Duration::from_secs(5)).is_empty(),
             "no timer while marking"
@@ -1321,10 +1468,11 @@ mod tests {
         let running = Progress {
             processed_below: 1,
             received_below: 2,
+            awaiting: Vec::new(),
         };
         assert!(s.on_progress(now, running).is_empty());
         // Its ack is a result like any other.
-        assert_eq!(s.on_ack(1, 1, now), AckOutcome::Accepted { attempts: 1 });
+        assert_eq!(s.on_ack(1), AckOutcome::Accepted { attempts: 1 });
         assert!(s.on_stored([1]));
         assert_eq!(s.acked_floor(), 2);
     }
@@ -1342,7 +1490,7 @@ mod tests {
         let actions = s.on_progress(t0 + Duration::from_secs(1), processed(3));
         assert_eq!(sent(&actions), vec![2]);
         assert_eq!(abandoned(&actions), vec![1]);
-        assert_eq!(s.on_ack(1, 1, t0), AckOutcome::Duplicate, "too late");
+        assert_eq!(s.on_ack(1), AckOutcome::Duplicate, "too late");
     }
 
     #[test]
@@ -1428,8 +1576,8 @@ mod tests {
         s.on_connect(t0, 256, false, true);
         assert_eq!(s.on_offer(1, Guarantee::AtLeastOnce, t0), Offer::Send);
         assert_eq!(s.on_offer(2, Guarantee::AtLeastOnce, t0), Offer::Abandon);
-        assert_eq!(s.on_ack(2, 1, t0), AckOutcome::Duplicate);
-        s.on_ack(1, 1, t0);
+        assert_eq!(s.on_ack(2), AckOutcome::Duplicate);
+        s.on_ack(1);
         assert!(s.on_stored([1, 2]));
         assert_eq!(s.acked_floor(), 3);
     }

@@ -71,7 +71,7 @@ impl State {
                 }
                 continue;
             }
-            match self.sender.on_ack(ack.seq, ack.attempt, now) {
+            match self.sender.on_ack(ack.seq) {
                 AckOutcome::Accepted { attempts } => {
                     self.totals.acks += 1;
                     let status = if ack.status == pb::ResultStatus::Ok as i32 {

@@ -47,14 +47,15 @@ use crate::metrics::CoreMetrics;
 use crate::model::{DeadView, Seq, SharedEvent, now_us};
 use crate::store::SharedStore;
 use crate::tail::Tail;
-use ackflow_proto::protocol::guarantee::Guarantees;
+use ackflow_proto::protocol::guarantee::{Guarantee, Guarantees};
 use ackflow_proto::protocol::sender::{Action, Offer, Sender, SenderConfig};
 
 /// Most events in one `EventBatch` message.
 const MAX_EVENTS_PER_MESSAGE: usize = 256;
 /// How often the admin snapshot is refreshed.
 pub const SNAPSHOT_EVERY: Duration = Duration::from_millis(200);
-/// How often an idle stream gets a heartbeat.
+/// How often an idle stream gets a heartbeat. A busy one gets one with
+/// every snapshot tick too, for its probe (see `Sender::probe`).
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// A processor that does not take a message within this time is cut off.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -313,13 +314,14 @@ impl State {
         let mut next = Some(first);
         while let Some(ReadAhead { event, .. }) = next.take() {
             let guarantee = self.guarantees.of(&event.kind);
+            let once = guarantee == Guarantee::AtMostOnce;
             let offer = self.sender.on_offer(event.seq, guarantee, now);
             if matches!(offer, Offer::Send | Offer::Mark | Offer::Abandon) {
                 self.traces.begin(&event);
             }
             match offer {
                 Offer::Send => {
-                    batch.push(to_pb(&event, 1));
+                    batch.push(to_pb(&event, 1, once));
                     self.payloads.insert(event);
                     self.totals.delivered += 1;
                 }
@@ -351,7 +353,7 @@ impl State {
             // Deliberately wrong: the floor passes events nobody processed.
             let seqs: Vec<Seq> = batch.iter().map(|e| e.seq).collect();
             for seq in &seqs {
-                self.sender.on_ack(*seq, 1, now);
+                self.sender.on_ack(*seq);
                 self.payloads.remove(seq);
                 self.traces.end(seq);
             }
@@ -394,7 +396,7 @@ impl State {
             match action {
                 Action::Send { seq, attempt } => {
                     if let Some(event) = self.payloads.get(&seq) {
-                        batch.push(to_pb(event, attempt));
+                        batch.push(to_pb(event, attempt, self.once(event)));
                     }
                 }
                 Action::Retransmit {
@@ -405,7 +407,7 @@ impl State {
                     self.totals.retransmits += 1;
                     self.traces.retransmit(seq, attempt);
                     if let Some(event) = self.payloads.get(&seq) {
-                        batch.push(to_pb(event, attempt));
+                        batch.push(to_pb(event, attempt, self.once(event)));
                     }
                     self.feed(pb::feed_event::Kind::Retransmit(pb::RetransmitFeed {
                         seq,
@@ -496,18 +498,22 @@ impl State {
             }
         }
         let now = Instant::now();
+        // A round-trip sample every tick, however busy the stream: the RTO
+        // follows the path as it is now.
         if self.session.is_some()
-            && (now.duration_since(self.last_sent) >= HEARTBEAT_EVERY
-                || self.last_floor_sent != self.sender.acked_floor())
-            && now.duration_since(self.last_sent) >= SNAPSHOT_EVERY
+            && (self.sender.probe_due(now)
+                || now.duration_since(self.last_sent) >= HEARTBEAT_EVERY
+                || self.last_floor_sent != self.sender.acked_floor()
+                    && now.duration_since(self.last_sent) >= SNAPSHOT_EVERY)
         {
-            let floor = self.sender.acked_floor();
-            self.send(pb::core_message::Body::Heartbeat(pb::Heartbeat {
-                acked_floor: floor,
-            }))
-            .await;
+            self.heartbeat(true).await;
         }
         self.publish_snapshot(now);
+    }
+
+    /// Whether `event`'s kind is delivered at most once.
+    fn once(&self, event: &SharedEvent) -> bool {
+        self.guarantees.of(&event.kind) == Guarantee::AtMostOnce
     }
 
     /// The key of an event in the window (empty: no key, or not held).
@@ -528,7 +534,7 @@ impl State {
     }
 }
 
-fn to_pb(event: &SharedEvent, attempt: u32) -> pb::Event {
+fn to_pb(event: &SharedEvent, attempt: u32, at_most_once: bool) -> pb::Event {
     pb::Event {
         seq: event.seq,
         id: event.id.clone(),
@@ -538,5 +544,6 @@ fn to_pb(event: &SharedEvent, attempt: u32) -> pb::Event {
         published_at_us: event.published_at_us,
         attempt,
         traceparent: event.traceparent.clone().unwrap_or_default(),
+        at_most_once,
     }
 }

@@ -129,32 +129,55 @@ impl State {
                 .await;
         }
         self.perform(resend).await;
+        // The first round trip of the new stream, measured at once.
+        self.heartbeat(true).await;
+    }
+
+    /// Sends a heartbeat with the floor; with `probe`, and none awaiting
+    /// its echo, asks the processor to echo it (a round-trip sample).
+    pub(super) async fn heartbeat(&mut self, probe: bool) {
+        let floor = self.sender.acked_floor();
+        let probe = match probe {
+            true => self.sender.probe(Instant::now()).unwrap_or_default(),
+            false => 0,
+        };
+        self.last_floor_sent = floor;
+        self.send(pb::core_message::Body::Heartbeat(pb::Heartbeat {
+            acked_floor: floor,
+            probe,
+        }))
+        .await;
     }
 
     pub(super) async fn on_inbound(&mut self, inbound: Inbound) {
         match inbound {
             Inbound::Closed(reason) => self.disconnect(&reason),
             Inbound::Message(msg) => match msg.body {
-                Some(pb::processor_message::Body::Acks(batch)) => {
+                Some(pb::processor_message::Body::Acks(mut batch)) => {
                     let progress = Progress {
                         processed_below: batch.processed_below,
                         received_below: batch.received_below,
+                        awaiting: std::mem::take(&mut batch.awaiting),
                     };
                     self.on_acks(batch);
                     let actions = self.sender.on_progress(Instant::now(), progress);
                     self.perform(actions).await;
                 }
-                Some(pb::processor_message::Body::Status(status)) => {
+                Some(pb::processor_message::Body::Status(mut status)) => {
                     let progress = Progress {
                         processed_below: status.processed_below,
                         received_below: match status.received_below {
                             0 => status.next_expected,
                             below => below,
                         },
+                        awaiting: std::mem::take(&mut status.awaiting),
                     };
                     self.on_status(status);
                     let actions = self.sender.on_progress(Instant::now(), progress);
                     self.perform(actions).await;
+                }
+                Some(pb::processor_message::Body::Echo(echo)) => {
+                    self.sender.on_echo(echo.probe, Instant::now());
                 }
                 Some(pb::processor_message::Body::Hello(_)) | None => {
                     tracing::warn!("unexpected message from processor ignored");
@@ -172,11 +195,7 @@ impl State {
     pub(super) async fn tell_floor_while_isolating(&mut self) {
         let floor = self.sender.acked_floor();
         if self.sender.suspects() > 0 && self.session.is_some() && self.last_floor_sent != floor {
-            self.last_floor_sent = floor;
-            self.send(pb::core_message::Body::Heartbeat(pb::Heartbeat {
-                acked_floor: floor,
-            }))
-            .await;
+            self.heartbeat(false).await;
         }
     }
 
