@@ -505,14 +505,16 @@ impl Sender {
     }
 
     /// The sent marks of `seqs` are durable: each still waiting for its
-    /// mark is sent now (held until the next stream when none is open).
+    /// mark is sent now (held until the next stream when none is open, or,
+    /// while crash suspects are released in batches, until its turn).
     pub fn on_marked(&mut self, seqs: impl IntoIterator<Item = Seq>, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
         for seq in seqs {
             if self.entries.get(&seq) != Some(&Entry::Marking) {
                 continue;
             }
-            let held = self.link == Link::Absent;
+            let held =
+                self.link == Link::Absent || self.suspects.hold_from().is_some_and(|h| seq >= h);
             self.insert_in_flight(seq, true, now);
             if held {
                 if let Some(Entry::InFlight(f)) = self.entries.get_mut(&seq) {
@@ -1556,6 +1558,34 @@ mod tests {
         let actions = s.on_connect(t0, 256, false, true);
         assert_eq!(abandoned(&actions), vec![1]);
         assert!(sent(&actions).is_empty());
+    }
+
+    #[test]
+    fn at_most_once_marked_while_suspects_go_in_batches_waits_for_its_turn() {
+        let t0 = Instant::now();
+        let mut s = sender();
+        s.on_connect(t0, 256, false, false);
+        s.on_offer(1, Guarantee::AtLeastOnce, t0);
+        s.on_offer(2, Guarantee::AtLeastOnce, t0);
+        assert_eq!(s.on_offer(3, ONCE, t0), Offer::Mark);
+        // Two life ends with 1 and 2 in flight: batches of one.
+        for _ in 0..2 {
+            s.on_disconnect();
+            s.on_connect(t0, 256, false, true);
+        }
+        assert_eq!(s.suspects(), 2);
+        // Its mark becomes durable with seq 1 out alone: going out now, it
+        // would be blamed with seq 1 for a crash, and abandoned.
+        assert!(s.on_marked([3], t0).is_empty(), "held above the batch");
+        s.on_ack(1, 3, t0);
+        assert_eq!(sent(&s.on_progress(t0, processed(2))), vec![2]);
+        s.on_ack(2, 3, t0);
+        assert_eq!(
+            s.on_progress(t0, processed(3)),
+            vec![Action::Send { seq: 3, attempt: 1 }],
+            "isolation over: its one copy goes"
+        );
+        assert!(s.can_send());
     }
 
     #[test]

@@ -52,7 +52,9 @@
 //!
 //! The sender asks this module two things: which held entries to release
 //! ([`Suspects::release`]: everything below the seq it returns) and whether
-//! new events may go ([`Suspects::narrowing`]).
+//! new events may go ([`Suspects::narrowing`]); [`Suspects::hold_from`]
+//! tells it where an at-most-once event whose mark just became durable
+//! must wait instead of going out.
 
 use std::collections::{BTreeSet, HashMap};
 
