@@ -77,8 +77,8 @@ async fn a_short_chaos_run_keeps_every_guarantee() -> anyhow::Result<()> {
     // `wordcount` events (about 8 %) are delivered at most once: the
     // checker lets them be abandoned and flags any started twice.
     config.at_most_once = vec!["wordcount".into()];
-    // Some seeds kill the processor with the whole window in flight: its
-    // hundreds of crash suspects then go one at a time (about a minute).
+    // Some seeds kill the processor with the whole window in flight and
+    // again while its crash suspects are narrowed down (in halves).
     config.drain_timeout = Duration::from_secs(150);
     config.publish_timeout = Duration::from_secs(120);
     let outcome = run_valid(&config).await?;
@@ -153,8 +153,8 @@ async fn a_short_chaos_run_with_full_disks_on_sqlite_keeps_every_guarantee() -> 
     config.processor_kills = 1;
     config.core_kills = 1;
     config.ack_loss = 0.05;
-    // Some seeds kill the processor with the whole window in flight: its
-    // hundreds of crash suspects then go one at a time (about a minute).
+    // Some seeds kill the processor with the whole window in flight and
+    // again while its crash suspects are narrowed down (in halves).
     config.drain_timeout = Duration::from_secs(150);
     config.publish_timeout = Duration::from_secs(120);
     let outcome = run_valid(&config).await?;

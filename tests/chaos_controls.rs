@@ -92,7 +92,7 @@ async fn at_most_once_delivered_at_least_once_is_reported() -> anyhow::Result<()
     let mut config = control(5);
     // Many calls in progress at each kill: the next life runs them again.
     // (A slower rate keeps the window from filling, so the crash suspects
-    // after each kill, sent one at a time, stay few.)
+    // after each kill stay few.)
     config.rate = 1_000;
     config.sleep_fraction = 0.3;
     config.sleep_ms = (20, 50);

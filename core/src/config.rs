@@ -59,7 +59,7 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_ALLOW_FAULT_INJECTION")]
     pub allow_fault_injection: bool,
 
-    /// Processor lives an event may end while it is the only event in flight before it is parked as dead ("crashed the processor"). After a processor life ends with events in flight, they are sent one at a time until each has a result or crashes alone; 0 = never park.
+    /// Processor lives an event may end while it is the only event in flight before it is parked as dead ("crashed the processor"). After a processor life ends with events in flight, they are all sent again at once; if another life ends before they have results, they go in batches of half what was in flight then (bisection) until each has a result or crashes alone; 0 = never park.
     #[arg(long, env = "ACKFLOW_MAX_CRASHES", default_value_t = 3)]
     pub max_crashes: u32,
 

@@ -78,8 +78,8 @@ pub(super) fn lanes_line(app: &App, width: u16) -> Paragraph<'static> {
     ];
     let mut items = items;
     if s.suspects > 0 {
-        // After a processor life ended with events in flight, core sends
-        // one at a time to find an event that crashes the processor.
+        // After a processor life ended with events in flight, core
+        // isolates an event that crashes the processor by bisection.
         items.insert(
             1,
             item(
@@ -94,7 +94,7 @@ pub(super) fn lanes_line(app: &App, width: u16) -> Paragraph<'static> {
                         Style::new().fg(Color::Yellow),
                     ),
                     Span::styled(
-                        format!("{} (one at a time)", s.suspects),
+                        s.suspects.to_string(),
                         Style::new().fg(Color::Yellow).bold(),
                     ),
                 ],

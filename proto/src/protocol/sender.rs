@@ -361,35 +361,29 @@ impl Sender {
         self.entries.iter().map(|(s, e)| (*s, e))
     }
 
-    /// Unresolved suspects (see `suspects.rs`); while there are any,
-    /// events are sent one at a time.
+    /// Unresolved suspects (see `suspects.rs`); while there are any, a
+    /// poison event is being looked for.
     pub fn suspects(&self) -> usize {
         self.suspects.len()
     }
 
-    /// The window in force now: 1 while suspects are isolated.
-    fn effective_window(&self) -> u64 {
-        if self.suspects.isolating() {
-            1
-        } else {
-            self.window
-        }
-    }
-
-    /// True when a new event may be sent now.
+    /// True when a new event may be sent now: the window has room, and the
+    /// search for a poison event has not narrowed to batches of suspects
+    /// (see `suspects.rs`).
     pub fn can_send(&self) -> bool {
-        let window = self.effective_window();
         self.link != Link::Absent
-            && self.next_to_send < self.lowest_unacked() + window
-            && self.next_to_send < self.acked_floor + 2 * window
+            && !self.suspects.narrowing()
+            && self.next_to_send < self.lowest_unacked() + self.window
+            && self.next_to_send < self.acked_floor + 2 * self.window
     }
 
     /// A processor connected; `new_life` when it is not the processor life
     /// whose stream ended last (it restarted or crashed). Events that
     /// crashed the processor `max_crashes` times by themselves are parked;
     /// everything else in flight is sent again now, in seq order (the
-    /// processor drops what it already has and re-acks it) — or only the
-    /// lowest, while suspects are isolated.
+    /// processor drops what it already has and re-acks it) — or, once the
+    /// search for a poison event has narrowed, only the batch of suspects
+    /// whose turn it is and what lies below it (see `suspects.rs`).
     pub fn on_connect(
         &mut self,
         now: Instant,
@@ -461,18 +455,22 @@ impl Sender {
         self.suspects.on_stream_end(sent);
     }
 
-    /// Sends held entries whose turn came: the lowest one in flight while
-    /// suspects are isolated, all of them (in seq order) otherwise.
+    /// Sends held entries whose turn came, in seq order: while the search
+    /// for a poison event is narrowed to batches, every one below the top of
+    /// the batch released last (see `suspects.rs`); all of them otherwise.
     fn release_held(&mut self, now: Instant) -> Vec<Action> {
         if self.link == Link::Absent || !self.any_held {
             return Vec::new();
         }
-        let isolating = self.suspects.isolating();
-        // Without isolation this pass releases every held entry.
-        self.any_held = isolating;
+        let hold_from = self.suspects.release();
+        // Entries from `hold_from` on stay held for a later pass.
+        self.any_held = hold_from.is_some();
         let rto = self.rto.rto();
         let mut actions = Vec::new();
         for seq in &self.unacked {
+            if hold_from.is_some_and(|h| *seq >= h) {
+                break;
+            }
             let Some(Entry::InFlight(f)) = self.entries.get_mut(seq) else {
                 continue;
             };
@@ -491,9 +489,6 @@ impl Sender {
                     seq: *seq,
                     attempt: f.attempt,
                 });
-            }
-            if isolating {
-                break;
             }
         }
         actions
@@ -533,14 +528,16 @@ impl Sender {
     }
 
     /// The sent marks of `seqs` are durable: each still waiting for its
-    /// mark is sent now (held until the next stream when none is open).
+    /// mark is sent now (held until the next stream when none is open, or,
+    /// while crash suspects are released in batches, until its turn).
     pub fn on_marked(&mut self, seqs: impl IntoIterator<Item = Seq>, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
         for seq in seqs {
             if self.entries.get(&seq) != Some(&Entry::Marking) {
                 continue;
             }
-            let held = self.link == Link::Absent;
+            let held =
+                self.link == Link::Absent || self.suspects.hold_from().is_some_and(|h| seq >= h);
             self.insert_in_flight(seq, true, now);
             if held {
                 if let Some(Entry::InFlight(f)) = self.entries.get_mut(&seq) {
@@ -1231,8 +1228,11 @@ mod tests {
         assert_eq!(s.suspects(), 1);
         assert_eq!(
             actions,
-            vec![Action::Send { seq: 1, attempt: 2 }],
-            "isolating: the lowest first"
+            vec![
+                Action::Send { seq: 1, attempt: 2 },
+                Action::Send { seq: 2, attempt: 2 }
+            ],
+            "the first round: all at once"
         );
     }
 
@@ -1325,30 +1325,39 @@ mod tests {
             s.on_offer(seq, Guarantee::AtLeastOnce, t0);
         }
         // Seq 2 crashes the processor with seqs 1..=3 in flight: nobody is
-        // blamed, all three are suspects, sent one at a time.
+        // blamed, all three are suspects, sent again at once.
+        s.on_disconnect();
+        assert_eq!(
+            sent(&s.on_connect(t0, 256, false, true)),
+            vec![1, 2, 3],
+            "the first round: all at once"
+        );
+        assert_eq!(s.suspects(), 3);
+        assert!(s.can_send(), "new events go as usual");
+        // It crashes again with the three in flight: batches of 1 (half of
+        // 3), lowest first, and nothing new meanwhile.
         s.on_disconnect();
         assert_eq!(
             s.on_connect(t0, 256, false, true),
-            vec![Action::Send { seq: 1, attempt: 2 }]
+            vec![Action::Send { seq: 1, attempt: 3 }]
         );
-        assert_eq!(s.suspects(), 3);
-        assert!(!s.can_send(), "nothing new while isolating");
+        assert!(!s.can_send(), "nothing new while narrowing");
         s.on_ack(1);
         assert_eq!(
             s.on_progress(t0, processed(2)),
-            vec![Action::Send { seq: 2, attempt: 2 }]
+            vec![Action::Send { seq: 2, attempt: 3 }]
         );
         // Seq 2 alone crashes it: one crash.
         s.on_disconnect();
         assert_eq!(
             s.on_connect(t0, 256, false, true),
-            vec![Action::Send { seq: 2, attempt: 3 }]
+            vec![Action::Send { seq: 2, attempt: 4 }]
         );
         // The same life reconnects (a network cut): not a crash.
         s.on_disconnect();
         assert_eq!(
             s.on_connect(t0, 256, false, false),
-            vec![Action::Send { seq: 2, attempt: 4 }]
+            vec![Action::Send { seq: 2, attempt: 5 }]
         );
         // The second crash alone parks it; seq 3 goes next, alone.
         s.on_disconnect();
@@ -1357,11 +1366,143 @@ mod tests {
             matches!(&actions[0], Action::Park { seq: 2, reason, .. } if reason.starts_with("crashed the processor")),
             "{actions:?}"
         );
-        assert_eq!(actions[1..], [Action::Send { seq: 3, attempt: 2 }]);
+        assert_eq!(actions[1..], [Action::Send { seq: 3, attempt: 3 }]);
+        assert!(!s.can_send());
         s.on_ack(3);
         s.on_progress(t0, processed(4));
         assert_eq!(s.suspects(), 0);
         assert!(s.can_send(), "the window opens again");
+    }
+
+    fn wide() -> SenderConfig {
+        SenderConfig {
+            window: 2048,
+            max_crashes: 3,
+            ..cfg()
+        }
+    }
+
+    #[test]
+    fn a_kill_with_1024_in_flight_resends_them_all_at_once_and_new_events_go() {
+        let t0 = Instant::now();
+        let mut s = Sender::new(wide(), DeliveryCursor::default(), 1);
+        s.on_connect(t0, 2048, false, false);
+        for seq in 1..=1024 {
+            assert_eq!(s.on_offer(seq, Guarantee::AtLeastOnce, t0), Offer::Send);
+        }
+        s.on_disconnect();
+        let actions = s.on_connect(t0, 2048, false, true);
+        assert_eq!(sent(&actions), (1..=1024).collect::<Vec<_>>());
+        assert_eq!(s.suspects(), 1024);
+        assert_eq!(s.window(), 2048, "the full window");
+        assert!(s.can_send());
+        assert_eq!(s.on_offer(1025, Guarantee::AtLeastOnce, t0), Offer::Send);
+        for seq in 1..=1025 {
+            s.on_ack(seq);
+        }
+        assert!(s.on_progress(t0, processed(1026)).is_empty());
+        assert_eq!(s.suspects(), 0);
+    }
+
+    #[test]
+    fn the_same_life_reconnecting_after_a_kill_counts_nothing() {
+        let t0 = Instant::now();
+        let mut s = Sender::new(wide(), DeliveryCursor::default(), 1);
+        s.on_connect(t0, 2048, false, false);
+        s.on_offer(1, Guarantee::AtLeastOnce, t0);
+        for _ in 0..5 {
+            s.on_disconnect();
+            assert_eq!(
+                sent(&s.on_connect(t0, 2048, false, false)),
+                vec![1],
+                "a network cut: sent again, nothing more"
+            );
+        }
+        assert_eq!(s.suspects(), 0, "no life ended");
+        assert!(s.can_send());
+        // One life end makes it a suspect; cuts of that life change nothing.
+        s.on_disconnect();
+        s.on_connect(t0, 2048, false, true);
+        for _ in 0..5 {
+            s.on_disconnect();
+            assert_eq!(sent(&s.on_connect(t0, 2048, false, false)), vec![1]);
+        }
+        assert_eq!(s.suspects(), 1);
+        assert_eq!(s.suspects.crashes(1), 1, "the one life end only");
+        assert!(s.can_send(), "still the first round");
+    }
+
+    /// A processor that dies whenever `poison` is in flight, with 1,024
+    /// events in flight at the first end; new events are published all
+    /// along. Returns the life ends after that first one until the poison
+    /// is parked.
+    fn bisect(poison: Seq) -> u32 {
+        let t0 = Instant::now();
+        let mut s = Sender::new(wide(), DeliveryCursor::default(), 1);
+        s.on_connect(t0, 1024, false, false);
+        let mut next = 1;
+        let mut in_flight = BTreeSet::new();
+        while s.can_send() {
+            assert_eq!(s.on_offer(next, Guarantee::AtLeastOnce, t0), Offer::Send);
+            in_flight.insert(next);
+            next += 1;
+        }
+        assert_eq!(in_flight.len(), 1024);
+        assert!(in_flight.contains(&poison));
+        let mut ends = 0;
+        let mut parked = false;
+        while !parked {
+            if in_flight.contains(&poison) {
+                // It dies.
+                s.on_disconnect();
+                let actions = s.on_connect(t0, 1024, false, true);
+                ends += 1;
+                in_flight.clear();
+                for action in actions {
+                    match action {
+                        Action::Send { seq, .. } => {
+                            in_flight.insert(seq);
+                        }
+                        Action::Park { seq, reason, .. } => {
+                            assert_eq!(seq, poison, "innocent seq {seq} parked: {reason}");
+                            parked = true;
+                        }
+                        other => panic!("{other:?}"),
+                    }
+                }
+                assert!(ends <= 64, "no end in sight");
+                continue;
+            }
+            // It processes all it has, in seq order, and acks it.
+            for seq in std::mem::take(&mut in_flight) {
+                assert_eq!(s.suspects.crashes(seq), 0, "innocent seq {seq} counted");
+                assert!(
+                    matches!(s.entries.get(&seq), Some(Entry::InFlight(_))),
+                    "seq {seq} not in flight"
+                );
+                assert!(matches!(s.on_ack(seq), AckOutcome::Accepted { .. }));
+                s.on_stored([seq]);
+            }
+            let below = s.lowest_unacked();
+            in_flight.extend(sent(&s.on_progress(t0, processed(below))));
+            while s.can_send() && next <= 4096 {
+                s.on_offer(next, Guarantee::AtLeastOnce, t0);
+                in_flight.insert(next);
+                next += 1;
+            }
+            assert!(!in_flight.is_empty(), "stalled: {s:?}");
+        }
+        ends - 1
+    }
+
+    #[test]
+    fn a_poison_among_1024_is_parked_after_log2_plus_max_crashes_life_ends() {
+        for poison in [1, 2, 100, 512, 513, 777, 1023, 1024] {
+            let ends = bisect(poison);
+            // ceil(log2 1024) + max_crashes, after the end that made the
+            // 1,024 suspects.
+            assert!(ends <= 10 + 3, "poison {poison}: {ends} life ends");
+        }
     }
 
     #[test]
@@ -1562,6 +1703,34 @@ mod tests {
         let actions = s.on_connect(t0, 256, false, true);
         assert_eq!(abandoned(&actions), vec![1]);
         assert!(sent(&actions).is_empty());
+    }
+
+    #[test]
+    fn at_most_once_marked_while_suspects_go_in_batches_waits_for_its_turn() {
+        let t0 = Instant::now();
+        let mut s = sender();
+        s.on_connect(t0, 256, false, false);
+        s.on_offer(1, Guarantee::AtLeastOnce, t0);
+        s.on_offer(2, Guarantee::AtLeastOnce, t0);
+        assert_eq!(s.on_offer(3, ONCE, t0), Offer::Mark);
+        // Two life ends with 1 and 2 in flight: batches of one.
+        for _ in 0..2 {
+            s.on_disconnect();
+            s.on_connect(t0, 256, false, true);
+        }
+        assert_eq!(s.suspects(), 2);
+        // Its mark becomes durable with seq 1 out alone: going out now, it
+        // would be blamed with seq 1 for a crash, and abandoned.
+        assert!(s.on_marked([3], t0).is_empty(), "held above the batch");
+        s.on_ack(1);
+        assert_eq!(sent(&s.on_progress(t0, processed(2))), vec![2]);
+        s.on_ack(2);
+        assert_eq!(
+            s.on_progress(t0, processed(3)),
+            vec![Action::Send { seq: 3, attempt: 1 }],
+            "isolation over: its one copy goes"
+        );
+        assert!(s.can_send());
     }
 
     #[test]

@@ -152,7 +152,7 @@ impl State {
                 floor = snapshot.acked_floor,
                 "crash suspects {}",
                 if snapshot.suspects > 0 {
-                    "isolated: one event at a time"
+                    "isolating a possible poison event (bisection)"
                 } else {
                     "cleared: the window is open again"
                 }
