@@ -72,7 +72,7 @@ impl Executor {
         let mut held_since = Instant::now();
         let mut run = run.into_iter();
         while let Some(event) = run.next() {
-            self.log.start(event.seq, event.attempt);
+            self.log.start(event.seq, event.attempt, event.at_most_once);
             // Whatever the algorithm logs carries the event and its
             // publisher's trace context (with ackflow_processor=debug); the
             // span is the trace's `process` (see ackflow_proto::telemetry).

@@ -7,7 +7,9 @@
 //!
 //! Lines are buffered and written in chunks; the executor flushes before it
 //! hands acks back, so the checker never sees a result whose processing is
-//! missing from the log.
+//! missing from the log, and the start of an at-most-once event is written
+//! before its algorithm runs, so an abandoned one without a start line never
+//! started.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -40,8 +42,14 @@ impl ProcessedLog {
         })
     }
 
-    pub fn start(&self, seq: u64, attempt: u32) {
+    /// `seq` starts. The start of an at-most-once event is written at once:
+    /// if a kill follows, the checker must know it may have run (core then
+    /// abandons it), not find its line lost with the buffer.
+    pub fn start(&self, seq: u64, attempt: u32, at_most_once: bool) {
         self.record(seq, attempt, "start");
+        if at_most_once {
+            self.flush();
+        }
     }
 
     pub fn end(&self, seq: u64, attempt: u32) {

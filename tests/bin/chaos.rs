@@ -165,6 +165,9 @@ struct Args {
     /// Print only the summary.
     #[arg(long, short)]
     quiet: bool,
+    /// First run the same workload (same seed) without faults, then this run, and print both drain times: what the faults cost in speed.
+    #[arg(long)]
+    calm_twin: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -284,10 +287,40 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let calm = if args.calm_twin {
+        println!("the calm twin: the same workload without faults");
+        match runtime.block_on(chaos::run(&config.calm())) {
+            Ok(outcome) => {
+                println!("{}", outcome.summary(&config.calm()));
+                Some(outcome)
+            }
+            Err(e) => {
+                eprintln!("error: the calm twin: {e:#}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
     match runtime.block_on(chaos::run(&config)) {
         Ok(outcome) => {
             println!("{}", outcome.summary(&config));
-            if outcome.report.is_valid() && outcome.drained {
+            if let Some(calm) = &calm {
+                let (c, f) = (
+                    calm.drain_elapsed.as_secs_f64(),
+                    outcome.drain_elapsed.as_secs_f64(),
+                );
+                println!(
+                    "drain after publishing: calm twin {c:.1} s, with faults {f:.1} s ({:.1}x); whole run {:.1} s and {:.1} s",
+                    f / c.max(0.001),
+                    calm.elapsed.as_secs_f64(),
+                    outcome.elapsed.as_secs_f64()
+                );
+            }
+            let calm_ok = calm
+                .as_ref()
+                .is_none_or(|c| c.report.is_valid() && c.drained);
+            if outcome.report.is_valid() && outcome.drained && calm_ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

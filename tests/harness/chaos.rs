@@ -286,6 +286,7 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosOutcome> {
     // acknowledged seq.
     proxy.set_latency(Duration::ZERO);
     let highest_acked = history.acked.values().copied().max().unwrap_or(0);
+    let drain_started = std::time::Instant::now();
     let drained = wait_for(
         "every committed event to be resolved",
         config.drain_timeout,
@@ -317,7 +318,11 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosOutcome> {
             (false, s.and_then(|s| s.totals).unwrap_or_default())
         }
     };
-    say(format!("drained: {drained}"));
+    let drain_elapsed = drain_started.elapsed();
+    say(format!(
+        "drained: {drained} ({:.1} s after publishing)",
+        drain_elapsed.as_secs_f64()
+    ));
     if let Some(mut processor) = processors.current.take() {
         processor
             .terminate()
@@ -350,6 +355,7 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosOutcome> {
         drained,
         elapsed: started.elapsed(),
         publish_elapsed,
+        drain_elapsed,
         last_core_totals,
         proxy: (
             stats.connections.load(Ordering::Relaxed),

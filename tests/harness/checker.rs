@@ -359,11 +359,22 @@ pub fn check(
         }
     }
     report.repeated_at_most_once = starts
-        .into_iter()
-        .filter(|(_, n)| *n > 1)
-        .map(|(seq, _)| seq)
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(seq, _)| *seq)
         .collect();
     report.repeated_at_most_once.sort_unstable();
+    // Abandoned without a start line: a crash gave up an event that never
+    // reached its algorithm (the processor writes an at-most-once start
+    // before the call). Not a violation, but a loss no crash forced.
+    report.abandoned_never_started = stored
+        .iter()
+        .filter(|e| {
+            e.at_most_once
+                && e.state == DeliveryState::Done(ResultStatus::Abandoned)
+                && !starts.contains_key(&e.seq)
+        })
+        .count() as u64;
     report.unlogged_results = stored
         .iter()
         .filter(|e| {
@@ -535,6 +546,7 @@ mod tests {
             ("b", None, 2),
             ("c", None, 3),
             ("d", None, 4),
+            ("e", None, 5),
         ]);
         let once = |s: Stored| Stored {
             at_most_once: true,
@@ -545,11 +557,16 @@ mod tests {
             once(stored(2, "b", None, OK)),        // run in two lives
             stored(3, "c", None, ABANDONED),       // at least once: lost
             stored(4, "d", None, OK),              // at least once: may run twice
+            once(stored(5, "e", None, ABANDONED)), // started, then its life ended
         ];
-        let mut p = whole("l1", &[2, 3, 4]);
+        let mut p = whole("l1", &[2, 3, 4, 5]);
         p.extend(whole("l2", &[2, 4]));
         let r = check(&h, &store, &p, Ordering::Key, None);
-        assert_eq!(r.abandoned, 1);
+        assert_eq!(r.abandoned, 2);
+        assert_eq!(
+            r.abandoned_never_started, 1,
+            "seq 1 never started, seq 5 did: {r}"
+        );
         assert_eq!(r.abandoned_at_least_once, vec![3]);
         assert_eq!(r.repeated_at_most_once, vec![2]);
         assert!(r.lost.is_empty(), "{r}");

@@ -106,6 +106,28 @@ pub struct ChaosConfig {
 }
 
 impl ChaosConfig {
+    /// The same run without faults: the same seed, so the same workload
+    /// (keys, kinds, and the same share of webhook 503s and hangs, which are
+    /// part of the workload), with no kill, pause, network fault, injected
+    /// loss, PostgreSQL restart or full disk. Its drain time is what the
+    /// faults are measured against.
+    pub fn calm(&self) -> Self {
+        Self {
+            processor_kills: 0,
+            core_kills: 0,
+            pauses: 0,
+            proxy_resets: 0,
+            half_opens: 0,
+            latency_windows: 0,
+            ack_loss: 0.0,
+            duplicate: 0.0,
+            drop_events: 0.0,
+            pg_restart: false,
+            disk_fills: 0,
+            ..self.clone()
+        }
+    }
+
     /// A small, fault-free configuration to build on.
     pub fn quiet(events: u64, seed: u64) -> Self {
         Self {

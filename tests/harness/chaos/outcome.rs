@@ -16,6 +16,9 @@ pub struct ChaosOutcome {
     pub elapsed: Duration,
     /// Wall-clock time from the first publish to the last acknowledgement.
     pub publish_elapsed: Duration,
+    /// Wall-clock time from the end of publishing until every committed
+    /// event was resolved (or the drain timeout).
+    pub drain_elapsed: Duration,
     /// The last core's totals (they restart at each core restart).
     pub last_core_totals: pb::Totals,
     /// Proxy counters: connections, resets, frozen, bytes.
@@ -39,7 +42,7 @@ impl ChaosOutcome {
              faults injected: {pk} processor kills, {ck} core kills, {pa} processor pauses, {pr} proxy resets, {ho} half-open episodes, {lw} latency windows, {pg} PostgreSQL restarts, {df} disk fills\n\
              proxy: {conns} connections, {resets} closed by reset, {frozen} frozen, {mib:.1} MiB forwarded\n\
              last core life: {retx} retransmits, {dd} duplicate drops, {da} duplicate acks\n\
-             time: publishing {pub_s:.1} s, whole run {all_s:.1} s; drained: {drained}\n",
+             time: publishing {pub_s:.1} s, drain after it {drain_s:.1} s, whole run {all_s:.1} s; drained: {drained}\n",
             seed = config.seed,
             events = config.events,
             rate = config.rate,
@@ -69,6 +72,7 @@ impl ChaosOutcome {
             dd = t.duplicate_drops,
             da = t.duplicate_acks,
             pub_s = self.publish_elapsed.as_secs_f64(),
+            drain_s = self.drain_elapsed.as_secs_f64(),
             all_s = self.elapsed.as_secs_f64(),
             drained = self.drained,
         );

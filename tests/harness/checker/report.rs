@@ -27,6 +27,10 @@ pub struct Report {
     pub dead: u64,
     /// At-most-once events abandoned (a loss by design, not a violation).
     pub abandoned: u64,
+    /// Of those, the ones no processor life ever started (no start line):
+    /// lost to a crash although they could not have run. Not a violation;
+    /// the goal is none.
+    pub abandoned_never_started: u64,
     /// Events of at-least-once kinds abandoned: lost.
     pub abandoned_at_least_once: Vec<Seq>,
     /// At-most-once events started more than once (all lives together).
@@ -124,8 +128,13 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  store: {} events, {} ok, {} failed, {} dead, {} abandoned (at most once)",
-            self.stored, self.results_ok, self.results_failed, self.dead, self.abandoned
+            "  store: {} events, {} ok, {} failed, {} dead, {} abandoned (at most once; {} of them never started)",
+            self.stored,
+            self.results_ok,
+            self.results_failed,
+            self.dead,
+            self.abandoned,
+            self.abandoned_never_started
         )?;
         let hottest = match &self.hottest_key {
             Some((key, n)) => format!(
