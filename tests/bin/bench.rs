@@ -22,6 +22,10 @@
 //! * `w2`: keyed parallel processing — sleep events over many keys with
 //!   default flags, against the ideal (concurrency ÷ handler time); `w2-control`
 //!   the same over one key (strict order). See `bench/w2.rs`.
+//! * `skew`: issue #27's table — keyed webhook events over skewed keys, some
+//!   slow, refused, busy once or hanging, some delivered at most once: drain
+//!   time, retransmits, RTT and RTO, results by status. See `bench/skew.rs`.
+//!   It takes minutes, so it runs only when named (`--only skew`).
 //!
 //! Latency is measured from the moment the producer hands a request to its
 //! stream to the result's `stored_at_us` (the start of the commit that
@@ -45,6 +49,8 @@ mod args;
 mod measure;
 #[path = "bench/sections.rs"]
 mod sections;
+#[path = "bench/skew.rs"]
+mod skew;
 #[path = "bench/w2.rs"]
 mod w2;
 
@@ -313,7 +319,12 @@ impl Pair {
 
     /// `core` with a processor on default flags.
     async fn with_core(env: &Env, core: Core) -> anyhow::Result<Self> {
-        let processor = start_processor(env.dir(), &core.grpc_url(), &[])?;
+        Self::with_processor_flags(env, core, &[]).await
+    }
+
+    /// `core` with a processor given `flags`.
+    async fn with_processor_flags(env: &Env, core: Core, flags: &[&str]) -> anyhow::Result<Self> {
+        let processor = start_processor(env.dir(), &core.grpc_url(), flags)?;
         wait_connected(&core).await?;
         Ok(Self { core, processor })
     }
@@ -364,12 +375,18 @@ async fn measure(backend: Backend, args: &Args) -> anyhow::Result<Summary> {
             Section::Backlog => section_backlog(&env, args, &mut summary).await?,
             Section::W2 => w2::section_w2(&env, args, &mut summary).await?,
             Section::W2Control => w2::section_w2_control(&env, args, &mut summary).await?,
-            Section::Sweep => unreachable!("the sweep makes its own stores"),
+            Section::Sweep | Section::Skew => {
+                unreachable!("the sweep and skew make their own stores")
+            }
         }
         env.finish().await?;
     }
     if runs(Section::Sweep) {
         section_sweep(backend, args).await?;
+    }
+    // Minutes per store, most of it waiting out retries: only when asked.
+    if args.only.contains(&Section::Skew) {
+        skew::section_skew(backend, args).await?;
     }
     Ok(summary)
 }

@@ -19,7 +19,8 @@ pub(super) struct Args {
     /// Stores to measure.
     #[arg(long, value_enum, default_value = "both")]
     pub(super) store: StoreChoice,
-    /// Sections to run, comma-separated (default: all).
+    /// Sections to run, comma-separated (default: all but `skew`, which
+    /// takes minutes and runs only when named).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub(super) only: Vec<Section>,
     /// Events in W1 (closed burst), the REST variant, the ceiling and the
@@ -82,6 +83,17 @@ pub(super) struct Args {
     /// Events in the W2 control (one key: strict order, one call at a time).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub(super) w2_control_events: u64,
+    /// Seed of the `skew` section's workload (keys, kinds, which events
+    /// misbehave), printed with its figures.
+    #[arg(long, default_value_t = 27)]
+    pub(super) seed: u64,
+    /// Runs of the `skew` section, comma-separated (default: all).
+    #[arg(long, value_enum, value_delimiter = ',', ignore_case = true)]
+    pub(super) skew_runs: Vec<SkewRun>,
+    /// Longest a `skew` run may take from its first publish, in seconds;
+    /// a run stopped by it reports what was resolved by then.
+    #[arg(long, default_value_t = 240, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(super) skew_timeout_s: u64,
 }
 
 impl Args {
@@ -128,6 +140,36 @@ pub(super) enum Section {
     W2,
     /// W2 over one key: strict order, one call at a time.
     W2Control,
+    /// Issue #27's table: keyed webhook events over skewed keys, some
+    /// misbehaving, some delivered at most once (runs: --skew-runs). Only
+    /// when named: it takes minutes.
+    Skew,
+}
+
+/// The runs of the `skew` section (see `bench/skew.rs`); the letters are
+/// those of issue #27.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+pub(super) enum SkewRun {
+    /// 25 % of calls slow (30–80 ms); `hook_once` at most once.
+    #[value(name = "A")]
+    A,
+    /// 25 % of events answered 503 (Retry-After: 0) on their first call.
+    #[value(name = "B")]
+    B,
+    /// B with `hook_once` at most once.
+    #[value(name = "C")]
+    C,
+    /// A mix: 10 % slow, 5 % refused (422), 10 % 503 once, 5 % hang.
+    #[value(name = "D")]
+    D,
+    /// D with `hook_once` at most once.
+    #[value(name = "F")]
+    F,
+}
+
+impl SkewRun {
+    pub(super) const ALL: [SkewRun; 5] =
+        [SkewRun::A, SkewRun::B, SkewRun::C, SkewRun::D, SkewRun::F];
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
