@@ -22,6 +22,10 @@
 //! * `w2`: keyed parallel processing — sleep events over many keys with
 //!   default flags, against the ideal (concurrency ÷ handler time); `w2-control`
 //!   the same over one key (strict order). See `bench/w2.rs`.
+//! * `crash`: the processor killed (SIGKILL) with the window full of W2
+//!   events and restarted at once: time until the new life is connected,
+//!   its crash suspects resolved, and its results rate back at 90 % of the
+//!   rate before. See `bench/crash.rs`.
 //! * `skew`: issue #27's table — keyed webhook events over skewed keys, some
 //!   slow, refused, busy once or hanging, some delivered at most once: drain
 //!   time, retransmits, RTT and RTO, results by status. See `bench/skew.rs`.
@@ -45,6 +49,8 @@ use tokio_stream::StreamExt;
 
 #[path = "bench/args.rs"]
 mod args;
+#[path = "bench/crash.rs"]
+mod crash;
 #[path = "bench/measure.rs"]
 mod measure;
 #[path = "bench/sections.rs"]
@@ -361,6 +367,7 @@ async fn measure(backend: Backend, args: &Args) -> anyhow::Result<Summary> {
         Section::Backlog,
         Section::W2,
         Section::W2Control,
+        Section::Crash,
     ] {
         if !runs(section) {
             continue;
@@ -375,6 +382,7 @@ async fn measure(backend: Backend, args: &Args) -> anyhow::Result<Summary> {
             Section::Backlog => section_backlog(&env, args, &mut summary).await?,
             Section::W2 => w2::section_w2(&env, args, &mut summary).await?,
             Section::W2Control => w2::section_w2_control(&env, args, &mut summary).await?,
+            Section::Crash => crash::section_crash(&env, args).await?,
             Section::Sweep | Section::Skew => {
                 unreachable!("the sweep and skew make their own stores")
             }

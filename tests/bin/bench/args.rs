@@ -83,6 +83,9 @@ pub(super) struct Args {
     /// Events in the W2 control (one key: strict order, one call at a time).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub(super) w2_control_events: u64,
+    /// Events in the `crash` section (W2's kind, keys and sleep).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(10_000..))]
+    pub(super) crash_events: u64,
     /// Seed of the `skew` section's workload (keys, kinds, which events
     /// misbehave), printed with its figures.
     #[arg(long, default_value_t = 27)]
@@ -140,6 +143,9 @@ pub(super) enum Section {
     W2,
     /// W2 over one key: strict order, one call at a time.
     W2Control,
+    /// A processor killed with the window full of W2 events: how long until
+    /// it is back at full speed.
+    Crash,
     /// Issue #27's table: keyed webhook events over skewed keys, some
     /// misbehaving, some delivered at most once (runs: --skew-runs). Only
     /// when named: it takes minutes.

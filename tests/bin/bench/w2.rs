@@ -84,7 +84,7 @@ async fn run(env: &Env, events: u64, keys: u64, sleep_ms: u64) -> anyhow::Result
     let peak = Arc::new(AtomicU32::new(0));
     let watch = tokio::spawn(watch_running(pair.core.admin().await?, peak.clone()));
     let started = Instant::now();
-    let last = publish(&pair.core, events, keys, sleep_ms).await?;
+    let last = publish(pair.core.ingest().await?, events, keys, sleep_ms).await?;
     let snapshot = wait_drained(&pair.core, last).await?;
     let took = started.elapsed();
     watch.abort();
@@ -117,13 +117,12 @@ async fn run(env: &Env, events: u64, keys: u64, sleep_ms: u64) -> anyhow::Result
 
 /// Publishes `events` sleep events, keys drawn uniformly (seeded) from
 /// `keys`, on one stream; returns the highest seq.
-async fn publish(
-    core: &ackflow_tests::Core,
+pub(super) async fn publish(
+    mut client: pb::ingest_client::IngestClient<tonic::transport::Channel>,
     events: u64,
     keys: u64,
     sleep_ms: u64,
 ) -> anyhow::Result<u64> {
-    let mut client = core.ingest().await?;
     let mut rng = fastrand::Rng::with_seed(2);
     let requests: Vec<pb::PublishRequest> = (0..events)
         .map(|i| pb::PublishRequest {

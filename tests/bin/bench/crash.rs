@@ -1,0 +1,152 @@
+//! Section `crash`: what a processor crash costs. W2's events (`sleep`
+//! events of `--w2-sleep-ms` over `--w2-keys` keys, default flags) are
+//! published as one burst; while the window is full, the processor is
+//! killed with SIGKILL and a new one started at once (as a supervisor
+//! would). Every event in flight then becomes a crash suspect (see
+//! `proto/src/protocol/suspects.rs`). Printed: the in-flight events at the
+//! kill, the results rate before it, and the time from the kill until the
+//! new life is connected, until its suspects are resolved, and until the
+//! results rate is back to 90 % of its rate before the kill (over the
+//! admin snapshots, taken every 200 ms).
+
+use std::time::{Duration, Instant};
+
+use ackflow_proto::v1 as pb;
+use ackflow_tests::{Core, start_processor};
+
+use super::{Env, line, rate};
+
+/// How often the admin snapshot is read (core refreshes it every 200 ms).
+const POLL: Duration = Duration::from_millis(50);
+
+/// One snapshot as the section sees it.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: Instant,
+    floor: u64,
+    window_used: u32,
+    suspects: u32,
+    session: u64,
+    connected: bool,
+}
+
+impl Sample {
+    fn of(s: &pb::Snapshot) -> Self {
+        let processor = s.processor.clone().unwrap_or_default();
+        Self {
+            at: Instant::now(),
+            floor: s.acked_floor,
+            window_used: s.window_used,
+            suspects: s.suspects,
+            session: processor.session,
+            connected: processor.connection == pb::ProcessorConnection::Running as i32,
+        }
+    }
+}
+
+/// Results per second between two samples.
+fn rate_between(a: &Sample, b: &Sample) -> f64 {
+    let secs = b.at.duration_since(a.at).as_secs_f64();
+    if secs <= 0.0 {
+        return 0.0;
+    }
+    b.floor.saturating_sub(a.floor) as f64 / secs
+}
+
+pub async fn section_crash(env: &Env, args: &super::Args) -> anyhow::Result<()> {
+    let mut core = env.core_with(&[]).await?;
+    let mut processor = start_processor(env.dir(), &core.grpc_url(), &[])?;
+    super::wait_connected(&core).await?;
+    let events = args.crash_events;
+    let publisher = {
+        let (grpc, http) = (core.grpc, core.http);
+        let (keys, sleep_ms) = (args.w2_keys, args.w2_sleep_ms);
+        tokio::spawn(async move {
+            let client = Core::attach(grpc, http);
+            super::w2::publish(client.ingest().await?, events, keys, sleep_ms).await
+        })
+    };
+
+    // Steady state: a full window, and a second of results to rate.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut samples: Vec<Sample> = Vec::new();
+    let steady = loop {
+        anyhow::ensure!(Instant::now() < deadline, "no full window within 120 s");
+        let sample = Sample::of(&core.snapshot().await?);
+        let a_second = samples
+            .first()
+            .is_some_and(|f| sample.at.duration_since(f.at) >= Duration::from_secs(1));
+        samples.push(sample);
+        if sample.window_used >= 1_000 && sample.floor > events / 5 && a_second {
+            break sample;
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    let before = samples
+        .iter()
+        .rev()
+        .find(|s| steady.at.duration_since(s.at) >= Duration::from_secs(1))
+        .copied()
+        .unwrap_or(samples[0]);
+    let rate_before = rate_between(&before, &steady);
+
+    processor.kill().await;
+    let killed = Instant::now();
+    processor = start_processor(env.dir(), &core.grpc_url(), &[])?;
+    let head = publisher.await??;
+    let (mut connected, mut clear, mut full) = (None, None, None);
+    let mut after: Vec<Sample> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let drained = loop {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "not drained within 300 s of the crash"
+        );
+        let sample = Sample::of(&core.snapshot().await?);
+        if sample.session > steady.session && sample.connected && connected.is_none() {
+            connected = Some(sample.at);
+        }
+        if connected.is_some() && sample.suspects == 0 && clear.is_none() {
+            clear = Some(sample.at);
+        }
+        if let (Some(since), None) = (connected, full)
+            && let Some(from) = after.iter().rev().find(|a| {
+                a.at >= since && sample.at.duration_since(a.at) >= Duration::from_millis(250)
+            })
+            && rate_between(from, &sample) >= 0.9 * rate_before
+        {
+            full = Some(sample.at);
+        }
+        after.push(sample);
+        if sample.floor > head {
+            break sample;
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    processor.terminate().await?;
+    core.proc.terminate().await?;
+
+    let ms = |t: Option<Instant>| match t {
+        Some(t) => format!("{} ms", t.duration_since(killed).as_millis()),
+        None => "never (drained first)".to_string(),
+    };
+    line(
+        &format!("crash: {events} sleep events over {} keys", args.w2_keys),
+        format!(
+            "SIGKILL with {} in flight; results before it {}",
+            steady.window_used,
+            rate(rate_before)
+        ),
+    );
+    line("crash: kill → new life connected", ms(connected));
+    line("crash: kill → crash suspects resolved", ms(clear));
+    line(
+        "crash: kill → results back at 90 % of the rate before",
+        ms(full),
+    );
+    line(
+        "crash: kill → backlog drained",
+        format!("{} ms", drained.at.duration_since(killed).as_millis()),
+    );
+    Ok(())
+}
