@@ -26,7 +26,7 @@
 //!   events and restarted at once: time until the new life is connected,
 //!   its crash suspects resolved, and its results rate back at 90 % of the
 //!   rate before. See `bench/crash.rs`.
-//! * `skew`: issue #27's table — keyed webhook events over skewed keys, some
+//! * `skew`: runs A–G over skewed keys — keyed webhook events over skewed keys, some
 //!   slow, refused, busy once or hanging, some delivered at most once: drain
 //!   time, retransmits, RTT and RTO, results by status. See `bench/skew.rs`.
 //!   It takes minutes, so it runs only when named (`--only skew`).

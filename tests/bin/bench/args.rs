@@ -146,14 +146,14 @@ pub(super) enum Section {
     /// A processor killed with the window full of W2 events: how long until
     /// it is back at full speed.
     Crash,
-    /// Issue #27's table: keyed webhook events over skewed keys, some
+    /// Skewed keys: keyed webhook events over a Zipf-like law of keys, some
     /// misbehaving, some delivered at most once (runs: --skew-runs). Only
     /// when named: it takes minutes.
     Skew,
 }
 
 /// The runs of the `skew` section (see `bench/skew.rs`); the letters are
-/// those of issue #27.
+/// those of docs/PERFORMANCE.md ("Skewed keys, retrying handlers, crashes").
 #[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
 pub(super) enum SkewRun {
     /// 25 % of calls slow (30–80 ms); `hook_once` at most once.
@@ -171,11 +171,25 @@ pub(super) enum SkewRun {
     /// D with `hook_once` at most once.
     #[value(name = "F")]
     F,
+    /// D with four processor SIGKILLs (each restarted at once) and one core
+    /// SIGKILL (restarted) while it drains.
+    #[value(name = "E")]
+    E,
+    /// F with E's kills.
+    #[value(name = "G")]
+    G,
 }
 
 impl SkewRun {
-    pub(super) const ALL: [SkewRun; 5] =
-        [SkewRun::A, SkewRun::B, SkewRun::C, SkewRun::D, SkewRun::F];
+    pub(super) const ALL: [SkewRun; 7] = [
+        SkewRun::A,
+        SkewRun::B,
+        SkewRun::C,
+        SkewRun::D,
+        SkewRun::E,
+        SkewRun::F,
+        SkewRun::G,
+    ];
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! Section `skew`: the table of issue #27. Keyed webhook events over a
+//! Section `skew`: skewed keys, retrying handlers, crashes. Keyed webhook events over a
 //! skewed key distribution, some of whose calls misbehave on purpose (slow,
 //! refused, busy once, hanging past the timeout), some of a kind delivered at
 //! most once: how long the burst takes to resolve, and what the delivery
@@ -20,8 +20,13 @@
 //! | A | 25 % slow (30–80 ms) | yes |
 //! | B | 25 % answered 503 with `Retry-After: 0` on their first call | no |
 //! | C | as B | yes |
-//! | D | 10 % slow, 5 % answered 422, 10 % 503 once, 5 % hang 1.2 s | no |
+//! | D | 10 % slow, 5 % answered 422, 10 % 503 once, 5 % hang 1.2 s once | no |
+//! | E | as D, with four processor SIGKILLs and one of core while it drains | no |
 //! | F | as D | yes |
+//! | G | as E | yes |
+//!
+//! The kill runs are to be read against their calm twins (E against D, G
+//! against F): the issue asks each to finish within 2× of its twin.
 //!
 //! A run stops once every event is resolved (a result, or parked as dead),
 //! or `--skew-timeout-s` after its first publish; a run stopped by the limit
@@ -38,7 +43,7 @@ use std::time::Duration;
 use ackflow_core::model::{ResultStatus, now_us};
 use ackflow_tests::chaos::ChaosConfig;
 use ackflow_tests::chaos::workload::Workload;
-use ackflow_tests::{all_events, http_request, post_json};
+use ackflow_tests::{all_events, http_request, post_json, start_processor};
 use tokio_util::sync::CancellationToken;
 
 use super::{Args, Backend, Env, Pair, SkewRun};
@@ -68,6 +73,22 @@ const WEBHOOK_TIMEOUT_MS: &str = "400";
 const HANG_MS: u64 = 1_200;
 /// How often core's `/metrics` is read while a run drains.
 const POLL: Duration = Duration::from_millis(250);
+/// The kills of runs E and G, after publishing ended: SIGKILL of the
+/// processor (a new one started at once, as a supervisor would) or of core
+/// (restarted on the same ports).
+const KILLS: [(Duration, Kill); 5] = [
+    (Duration::from_millis(250), Kill::Processor),
+    (Duration::from_millis(1_000), Kill::Core),
+    (Duration::from_millis(1_750), Kill::Processor),
+    (Duration::from_millis(2_500), Kill::Processor),
+    (Duration::from_millis(3_250), Kill::Processor),
+];
+
+#[derive(Clone, Copy, Debug)]
+enum Kill {
+    Processor,
+    Core,
+}
 
 /// How the endpoint is asked to answer one event.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -80,7 +101,8 @@ enum Answer {
     Refused,
     /// 503 with `Retry-After: 0` on the first call, then 200.
     BusyOnce,
-    /// No answer within the processor's timeout, on every call.
+    /// No answer within the processor's timeout on the first call (it
+    /// answers after 1.2 s, the processor gave up at 0.4 s), then 200.
     Hang,
 }
 
@@ -90,7 +112,7 @@ impl SkewRun {
         match self {
             SkewRun::A => &[(0.25, Answer::Slow)],
             SkewRun::B | SkewRun::C => &[(0.25, Answer::BusyOnce)],
-            SkewRun::D | SkewRun::F => &[
+            SkewRun::D | SkewRun::F | SkewRun::E | SkewRun::G => &[
                 (0.10, Answer::Slow),
                 (0.05, Answer::Refused),
                 (0.10, Answer::BusyOnce),
@@ -100,7 +122,12 @@ impl SkewRun {
     }
 
     fn at_most_once(self) -> bool {
-        matches!(self, SkewRun::A | SkewRun::C | SkewRun::F)
+        matches!(self, SkewRun::A | SkewRun::C | SkewRun::F | SkewRun::G)
+    }
+
+    /// Whether processes are killed while the run drains (see [`KILLS`]).
+    fn kills(self) -> bool {
+        matches!(self, SkewRun::E | SkewRun::G)
     }
 
     fn describe(self) -> &'static str {
@@ -110,6 +137,8 @@ impl SkewRun {
             SkewRun::C => "25 % 503 once; at-most-once",
             SkewRun::D => "mix (slow, 422, 503 once, hang)",
             SkewRun::F => "mix; at-most-once",
+            SkewRun::E => "D with 4 processor kills, 1 core kill",
+            SkewRun::G => "F with E's kills",
         }
     }
 }
@@ -163,7 +192,9 @@ fn body(n: u64, draw: &Draw, run: SkewRun) -> String {
         Answer::BusyOnce => {
             format!(r#"{{"n":{n},"ms":{ms},"status":503,"retry_after":0,"times":1}}"#)
         }
-        Answer::Hang => format!(r#"{{"n":{n},"ms":{ms},"hang_ms":{HANG_MS}}}"#),
+        Answer::Hang => {
+            format!(r#"{{"n":{n},"ms":{ms},"hang_ms":{HANG_MS},"times":1}}"#)
+        }
     };
     let kind = if draw.once { "hook_once" } else { "hook" };
     match &draw.key {
@@ -272,7 +303,7 @@ async fn run_one(env: &Env, run: SkewRun, draws: &[Draw], args: &Args) -> anyhow
         "--webhook-timeout-ms",
         WEBHOOK_TIMEOUT_MS,
     ];
-    let pair = Pair::with_processor_flags(env, core, &processor_flags).await?;
+    let mut pair = Pair::with_processor_flags(env, core, &processor_flags).await?;
 
     let first_publish_us = now_us();
     let started = tokio::time::Instant::now();
@@ -303,22 +334,45 @@ async fn run_one(env: &Env, run: SkewRun, draws: &[Draw], args: &Args) -> anyhow
 
     // Core copies its counters to /metrics with every admin snapshot (every
     // 200 ms), so the end of the drain is read from the store afterwards.
+    // The counters start again with each core life: `earlier` keeps those of
+    // the lives killed.
     let mut last = Scrape::default();
+    let mut earlier = Scrape::default();
     let (mut max_rtt, mut max_rto) = (0.0f64, 0.0f64);
+    let published = tokio::time::Instant::now();
+    let mut kills = if run.kills() { &KILLS[..] } else { &[] };
     loop {
         if let Some(scrape) = Scrape::read(pair.core.http).await {
             max_rtt = max_rtt.max(scrape.rtt);
             max_rto = max_rto.max(scrape.rto);
             last = scrape;
-            if last.resolved() >= EVENTS {
-                break;
-            }
         }
-        if tokio::time::Instant::now() >= deadline {
+        let floor = pair.core.snapshot().await.map_or(0, |s| s.acked_floor);
+        if floor > EVENTS || tokio::time::Instant::now() >= deadline {
             break;
+        }
+        if let [(at, kill), rest @ ..] = kills
+            && published.elapsed() >= *at
+        {
+            kills = rest;
+            match kill {
+                Kill::Processor => {
+                    pair.processor.kill().await;
+                    pair.processor =
+                        start_processor(env.dir(), &pair.core.grpc_url(), &processor_flags)?;
+                }
+                Kill::Core => {
+                    earlier.add(&last);
+                    last = Scrape::default();
+                    pair.core.proc.kill().await;
+                    pair.core.restart().await?;
+                }
+            }
+            continue;
         }
         tokio::time::sleep(POLL).await;
     }
+    last.add(&earlier);
     // Stopping the processor ends its stream, and core then abandons an
     // at-most-once event still in flight: rows written from here on are
     // the shutdown's, not the run's.
@@ -394,8 +448,14 @@ impl Scrape {
         })
     }
 
-    fn resolved(&self) -> u64 {
-        (self.ok + self.failed + self.abandoned + self.dead) as u64
+    /// Adds the counters of an earlier core life (the gauges are left).
+    fn add(&mut self, earlier: &Scrape) {
+        self.ok += earlier.ok;
+        self.failed += earlier.failed;
+        self.abandoned += earlier.abandoned;
+        self.dead += earlier.dead;
+        self.retransmits += earlier.retransmits;
+        self.duplicate_drops += earlier.duplicate_drops;
     }
 }
 
