@@ -83,12 +83,13 @@
 //!
 //! # Failures
 //!
-//! * *Lost event or ack*: the deadline fires; the event is sent again; the
-//!   processor either processes it or drops it as a duplicate and re-acks.
-//!   A lost ack is usually repaired sooner: every ack batch and status
-//!   report carries the processor's `processed_below`, which proves the
-//!   seqs below it were processed, and core resends such a seq still in
-//!   flight at once (fast retransmit) to earn the cached ack.
+//! * *Lost event*: the deadline fires; the event is sent again.
+//! * *Lost ack*: the processor holds the event, so its deadline sends
+//!   nothing; but every ack batch and status report carries the
+//!   processor's `processed_below`, which proves the seqs below it were
+//!   processed, and core resends such a seq still in flight (fast
+//!   retransmit; once its latest copy is one RTO old, since a younger one
+//!   may still be on its way) to earn the cached ack.
 //! * *Processor disconnects or restarts*: timers stop; on the next hello core
 //!   answers with the floor and resends everything in flight, in order.
 //! * *Core restarts*: the floor and the results above it are read back from

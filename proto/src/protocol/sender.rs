@@ -602,9 +602,14 @@ impl Sender {
     ///
     /// Fast retransmit: every seq below `processed_below` was processed (in
     /// any ordering mode), so an event below it that is still in flight lost
-    /// its ack. It is sent again now instead of at its deadline; the
-    /// processor drops the duplicate and answers from its ack cache. At most
-    /// once per smoothed round trip per event, and it never counts towards
+    /// its ack. It is sent again now (the processor holds it, so its timeout
+    /// sends nothing); the processor drops the duplicate and answers from its
+    /// ack cache. Only a copy sent at least one RTO ago counts: a younger
+    /// one may still be on its way, and the processor answers it from the
+    /// cache when it arrives. (Guarded by the path's round trip alone, the
+    /// burst of copies a new stream or a restarted core sends to a processor
+    /// that had processed them was sent again as it was being read: some
+    /// 2,000 retransmits after one core restart.) It never counts towards
     /// `max_deliver`.
     ///
     /// An at-most-once event below `processed_below` is abandoned instead:
@@ -635,7 +640,7 @@ impl Sender {
         awaiting.sort_unstable();
         awaiting.dedup();
         self.progress.awaiting = awaiting;
-        let guard = self.rto.srtt().unwrap_or(self.config.rto_min);
+        let guard = self.rto.rto();
         let mut actions = Vec::new();
         let mut lost_once = Vec::new();
         for seq in self.unacked.range(..self.progress.processed_below) {
@@ -1244,16 +1249,22 @@ mod tests {
         for seq in 1..=3 {
             s.on_offer(seq, Guarantee::AtLeastOnce, t0);
         }
-        // The path's round trip is 5 ms.
-        let probe = s.probe(t0).expect("a probe");
-        s.on_echo(probe, t0 + Duration::from_millis(5));
         // The ack of seq 1 was lost; the ack of seq 2 arrives, saying every
         // seq below 3 was processed.
-        let t1 = t0 + Duration::from_millis(10);
         s.on_ack(2);
+        let t1 = t0 + Duration::from_millis(100);
         assert!(
             s.on_progress(t1, processed(1)).is_empty(),
             "seq 1 still running (keyed order): not a lost ack"
+        );
+        let mut young = sender();
+        young.on_connect(t0, 256, false, false);
+        young.on_offer(1, Guarantee::AtLeastOnce, t0);
+        assert!(
+            young
+                .on_progress(t0 + Duration::from_millis(10), processed(2))
+                .is_empty(),
+            "a copy younger than the RTO (100 ms) may still be on its way"
         );
         assert_eq!(
             s.on_progress(t1, processed(3)),
@@ -1265,7 +1276,7 @@ mod tests {
         );
         assert!(
             s.on_progress(t1, processed(3)).is_empty(),
-            "once per round trip, not once per ack"
+            "once per RTO, not once per ack"
         );
         // Seq 3 is above every ack: it is not resent.
         let Some(Entry::InFlight(f)) = s.entries.get(&3) else {
