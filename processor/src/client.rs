@@ -271,12 +271,14 @@ impl Life {
                     ordering = ?welcome.ordering(),
                     "welcome"
                 );
-                self.receiver.on_welcome(
+                let mut actions = self.receiver.on_welcome(
                     welcome.acked_floor,
                     welcome.window,
                     welcome.paused,
                     Ordering::from_welcome(welcome.ordering),
-                )
+                );
+                actions.extend(self.receiver.pass_over(&welcome.resolved_above));
+                actions
             }
             Some(pb::core_message::Body::Events(batch)) => {
                 if self.faults.delay_ms > 0 {
@@ -325,7 +327,11 @@ impl Life {
                 }
                 None => Vec::new(),
             },
-            Some(pb::core_message::Body::Heartbeat(hb)) => self.receiver.on_floor(hb.acked_floor),
+            Some(pb::core_message::Body::Heartbeat(hb)) => {
+                let mut actions = self.receiver.on_floor(hb.acked_floor);
+                actions.extend(self.receiver.pass_over(&hb.resolved_above));
+                actions
+            }
             None => Vec::new(),
         };
         self.perform(actions, acks);

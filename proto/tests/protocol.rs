@@ -465,12 +465,13 @@ impl Sim {
             new_life,
         );
         self.told_floor = self.told_floor.max(self.sender.acked_floor());
-        let welcome = self.receiver.on_welcome(
+        let mut welcome = self.receiver.on_welcome(
             self.sender.acked_floor(),
             self.sender.window() as u32,
             self.paused,
             self.setup.ordering,
         );
+        welcome.extend(self.receiver.pass_over(&self.sender.resolved_above(0)));
         self.receive(welcome);
         self.perform(actions);
     }
@@ -677,7 +678,12 @@ impl Sim {
                     }
                     let floor = self.sender.acked_floor();
                     self.told_floor = self.told_floor.max(floor);
-                    let actions = self.receiver.on_floor(floor);
+                    let mut actions = self.receiver.on_floor(floor);
+                    let from = self.sender.progress().received_below;
+                    if from > 0 {
+                        let resolved = self.sender.resolved_above(from);
+                        actions.extend(self.receiver.pass_over(&resolved));
+                    }
                     self.receive(actions);
                 }
             }

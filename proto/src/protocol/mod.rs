@@ -92,6 +92,13 @@
 //!   may still be on its way) to earn the cached ack.
 //! * *Processor disconnects or restarts*: timers stop; on the next hello core
 //!   answers with the floor and resends everything in flight, in order.
+//!   The seqs above the floor that are already resolved (their rows
+//!   durable) go in the `Welcome` (and in heartbeats while the processor
+//!   is behind them): a new life passes over them instead of waiting at
+//!   the first one until the floor passes it. Without that, a slow event
+//!   at the floor stopped a new life entirely, and core sent its reorder
+//!   buffer again at every timeout (2,000 retransmits in a run with four
+//!   kills).
 //! * *Core restarts*: the floor and the results above it are read back from
 //!   the store; unresolved events are sent again.
 //! * *The store fails*: results are retried until stored; the floor does not

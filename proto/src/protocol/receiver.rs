@@ -35,7 +35,7 @@
 //!   flowing and control messages arrive) but nothing new starts; on resume
 //!   the lanes start again, lowest seq first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::v1 as pb;
 
@@ -88,6 +88,9 @@ pub struct Receiver {
     cache: BTreeMap<Seq, pb::Ack>,
     /// Admitted events, by lane, and the runs in progress.
     lanes: Lanes,
+    /// Seqs at or above `next_expected` that core resolved and will never
+    /// send (`Welcome.resolved_above`): passed over as if received.
+    passed: BTreeSet<Seq>,
     paused: bool,
     /// When false, duplicates are processed again. Only for the checker's
     /// negative control: it must then report duplicate processing.
@@ -108,6 +111,7 @@ impl Receiver {
             buffer: BTreeMap::new(),
             cache: BTreeMap::new(),
             lanes: Lanes::new(Ordering::Global, concurrency),
+            passed: BTreeSet::new(),
             paused: false,
             dedup,
             counters: Counters::default(),
@@ -210,6 +214,25 @@ impl Receiver {
         self.on_floor(acked_floor)
     }
 
+    /// Seqs above the floor that core resolved and will never send again
+    /// (`Welcome.resolved_above`): the contiguous prefix passes over them,
+    /// so a new life goes on past them instead of waiting for the floor.
+    /// Only those within two windows of `next_expected` are kept (core sends
+    /// nothing beyond).
+    pub fn pass_over(&mut self, seqs: &[Seq]) -> Vec<Action> {
+        if self.next_expected == 0 {
+            return Vec::new();
+        }
+        let limit = self.next_expected + 2 * self.window as u64;
+        for &seq in seqs {
+            if (self.next_expected..limit).contains(&seq) {
+                self.passed.insert(seq);
+                self.buffer.remove(&seq);
+            }
+        }
+        self.drain()
+    }
+
     /// Core's acked floor. Results below it are stored: forget them. If the
     /// floor passed `next_expected`, those events were resolved without this
     /// processor life (by an earlier life, or parked as dead) and core will
@@ -220,6 +243,7 @@ impl Receiver {
         if self.next_expected != 0 && acked_floor > self.next_expected {
             self.next_expected = acked_floor;
             self.buffer = self.buffer.split_off(&acked_floor);
+            self.passed = self.passed.split_off(&acked_floor);
             self.lanes.forget_below(acked_floor);
         }
         self.drain()
@@ -239,7 +263,8 @@ impl Receiver {
             self.start(&mut actions);
             return actions;
         }
-        if seq < self.next_expected || self.buffer.contains_key(&seq) {
+        if seq < self.next_expected || self.buffer.contains_key(&seq) || self.passed.contains(&seq)
+        {
             if !self.dedup && seq < self.next_expected {
                 self.counters.processed += 1;
                 return vec![Action::Start(vec![event])];
@@ -296,13 +321,17 @@ impl Receiver {
         self.drain()
     }
 
-    /// Admits the contiguous start of the buffer, then starts what may.
+    /// Admits the contiguous start of the buffer (passing over what core
+    /// resolved without this life), then starts what may.
     fn drain(&mut self) -> Vec<Action> {
-        while let Some(entry) = self.buffer.first_entry() {
-            if *entry.key() != self.next_expected {
+        loop {
+            if let Some(entry) = self.buffer.first_entry()
+                && *entry.key() == self.next_expected
+            {
+                self.lanes.admit(entry.remove());
+            } else if !self.passed.remove(&self.next_expected) {
                 break;
             }
-            self.lanes.admit(entry.remove());
             self.next_expected += 1;
         }
         let mut actions = Vec::new();
@@ -486,6 +515,25 @@ mod tests {
         assert_eq!(r.processed_below(), 2, "seq 1 is done here");
         r.on_processed(ack(2));
         assert_eq!((r.processed_below(), r.lanes_active()), (3, 0));
+    }
+
+    #[test]
+    fn a_new_life_passes_over_what_core_resolved_above_its_floor() {
+        // Seq 5 holds core's floor (a slow event of key a); 6 and 8 were
+        // resolved by the life that crashed, so core never sends them.
+        let mut r = Receiver::new(16, 8, true);
+        r.on_welcome(5, 16, false, Ordering::Key);
+        assert!(r.pass_over(&[6, 8]).is_empty(), "nothing received yet");
+        assert_eq!(started(&r.on_event(keyed(5, 2, "a"))), vec![vec![5]]);
+        assert_eq!(r.received_below(), 7, "seq 6 is passed over");
+        // Seq 7 goes on while seq 5 still runs: it does not wait for the
+        // floor to pass seq 6.
+        assert_eq!(started(&r.on_event(keyed(7, 2, "b"))), vec![vec![7]]);
+        assert_eq!(started(&r.on_event(keyed(9, 2, "c"))), vec![vec![9]]);
+        assert_eq!(r.received_below(), 10);
+        // A stray copy of a passed seq is a duplicate.
+        assert!(r.on_event(keyed(8, 1, "d")).is_empty());
+        assert_eq!(r.counters().duplicate_drops, 1);
     }
 
     #[test]

@@ -361,6 +361,26 @@ impl Sender {
         self.entries.iter().map(|(s, e)| (*s, e))
     }
 
+    /// Seqs at or above `from` (and the floor) whose result or dead row is
+    /// durable, lowest first: never sent again, whatever happens to core
+    /// (those found resolved at start-up, ahead, included). Sent in
+    /// `Welcome` and heartbeats, so that a new processor life passes over
+    /// them instead of waiting for the floor to. (Not those still being
+    /// stored: a core that dies before their rows are durable sends them
+    /// again, and a processor that had passed over them would drop that
+    /// copy as a duplicate, for good.)
+    pub fn resolved_above(&self, from: Seq) -> Vec<Seq> {
+        let from = from.max(self.acked_floor);
+        let mut seqs: Vec<Seq> = self
+            .entries
+            .range(from..)
+            .filter(|(_, e)| **e == Entry::Resolved)
+            .map(|(seq, _)| *seq)
+            .collect();
+        seqs.extend(self.resolved_ahead.range(from..).copied());
+        seqs
+    }
+
     /// Unresolved suspects (see `suspects.rs`); while there are any, a
     /// poison event is being looked for.
     pub fn suspects(&self) -> usize {

@@ -111,6 +111,7 @@ impl State {
             window: self.sender.window() as u32,
             paused: self.paused,
             ordering: self.ordering as i32,
+            resolved_above: self.sender.resolved_above(0),
         });
         if !self.send(welcome).await {
             // The stream is gone, but the Sender has already decided for
@@ -142,9 +143,17 @@ impl State {
             false => 0,
         };
         self.last_floor_sent = floor;
+        // What a processor stuck behind resolved seqs may pass over (none
+        // once it has received everything sent).
+        let received_below = self.sender.progress().received_below;
+        let resolved_above = match received_below {
+            0 => Vec::new(),
+            below => self.sender.resolved_above(below),
+        };
         self.send(pb::core_message::Body::Heartbeat(pb::Heartbeat {
             acked_floor: floor,
             probe,
+            resolved_above,
         }))
         .await;
     }
