@@ -92,6 +92,23 @@ pub fn bin(name: &str) -> PathBuf {
     dir.parent().map(|d| d.join(name)).unwrap_or(beside)
 }
 
+/// Serves `app` on a free loopback port until `cancel`; returns its
+/// address. For the endpoints the tests and the bench stand up themselves
+/// (webhooks that answer as a run asks).
+pub async fn serve_router(
+    app: axum::Router,
+    cancel: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { cancel.cancelled().await })
+            .await;
+    });
+    Ok(addr)
+}
+
 /// An unused loopback port (bound, read, released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -379,6 +379,16 @@ mod tests {
     }
 
     /// The runs started, as seq lists.
+    /// The ack of copy `attempt` of `seq` asking to retry later.
+    fn retry_ack(seq: Seq, attempt: u32) -> pb::Ack {
+        pb::Ack {
+            seq,
+            attempt,
+            retry: true,
+            ..Default::default()
+        }
+    }
+
     fn started(actions: &[Action]) -> Vec<Vec<Seq>> {
         actions
             .iter()
@@ -448,12 +458,7 @@ mod tests {
             started(&r.on_event(keyed(2, 1, "a"))),
             Vec::<Vec<Seq>>::new()
         );
-        let retry = pb::Ack {
-            seq: 1,
-            attempt: 1,
-            retry: true,
-            ..Default::default()
-        };
+        let retry = retry_ack(1, 1);
         // Seq 1 ran alone (seq 2 came after its run started).
         let actions = r.on_retry_later(retry, Vec::new());
         assert!(
@@ -497,12 +502,7 @@ mod tests {
         };
         assert_eq!(started(&r.on_event(once)), vec![vec![1]]);
         assert!(r.on_event(keyed(2, 1, "a")).is_empty(), "behind seq 1");
-        let retry = pb::Ack {
-            seq: 1,
-            attempt: 1,
-            retry: true,
-            ..Default::default()
-        };
+        let retry = retry_ack(1, 1);
         // Core abandons it and sends no copy: seq 2 starts now, not when
         // core's floor passes seq 1.
         let actions = r.on_retry_later(retry, Vec::new());

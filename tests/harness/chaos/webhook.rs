@@ -55,13 +55,7 @@ pub async fn start(
     let app = Router::new()
         .route("/hook", post(hook))
         .with_state(endpoint);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { cancel.cancelled().await })
-            .await;
-    });
+    let addr = crate::serve_router(app, cancel).await?;
     Ok((addr, counts))
 }
 
