@@ -1,11 +1,14 @@
 //! The sender half of the delivery protocol, without I/O.
 //!
-//! Why one file of ~870 lines: every method moves the same entries between
+//! Why one file of ~960 lines: every method moves the same entries between
 //! the same states, and the invariants (the two window bounds, the floor
-//! over resolved entries only, at most one copy of an at-most-once event)
-//! hold only if all transitions are read together. Its helpers already
-//! live apart: [`super::rto`] (timeouts), [`super::suspects`] (crash
-//! isolation), [`super::guarantee`] (per-kind delivery).
+//! over resolved entries only, at most one copy of an at-most-once event,
+//! no copy of what the processor holds) hold only if all transitions are
+//! read together. Its helpers already live apart: [`super::rto`]
+//! (timeouts, the retry backoff), [`super::suspects`] (crash isolation),
+//! [`super::guarantee`] (per-kind delivery). The next concept to leave
+//! would be the heartbeat probe (`probe`, `on_echo`, ~50 lines), should it
+//! grow.
 //!
 //! [`Sender`] decides what to send, when to retransmit, when an event is
 //! acknowledged and how far the acked floor moves. It is driven by core's
