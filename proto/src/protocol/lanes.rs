@@ -274,6 +274,21 @@ impl Lanes {
         self.deferred.contains_key(&seq)
     }
 
+    /// A new stream began: any copy of a deferred event that comes now is
+    /// core's answer on that stream (copies sent on the old one cannot
+    /// arrive any more), whatever its attempt. A restarted core numbers
+    /// attempts from 1 again, and its copy was dropped as older than the
+    /// attempt that asked, until a timeout sent another.
+    pub fn new_stream(&mut self) {
+        for id in self.deferred.values() {
+            if let Some(lane) = self.by_id.get_mut(id)
+                && let Some((_, asked)) = &mut lane.deferred
+            {
+                *asked = 0;
+            }
+        }
+    }
+
     /// A copy of a deferred event arrived: a later attempt than the one
     /// that asked puts it back at the head of its lane, ready to start.
     /// Returns false for an older copy (a duplicate).

@@ -207,6 +207,7 @@ impl Receiver {
     ) -> Vec<Action> {
         self.paused = paused;
         self.lanes.set_ordering(ordering);
+        self.lanes.new_stream();
         self.window = (window as usize).clamp(1, self.max_window);
         if self.next_expected == 0 {
             self.next_expected = acked_floor.max(1);
@@ -515,6 +516,19 @@ mod tests {
         assert_eq!(r.processed_below(), 2, "seq 1 is done here");
         r.on_processed(ack(2));
         assert_eq!((r.processed_below(), r.lanes_active()), (3, 0));
+    }
+
+    #[test]
+    fn after_a_new_welcome_any_copy_of_a_deferred_event_runs_it() {
+        let mut r = Receiver::new(16, 8, true);
+        r.on_welcome(1, 16, false, Ordering::Key);
+        assert_eq!(started(&r.on_event(keyed(1, 3, "a"))), vec![vec![1]]);
+        r.on_retry_later(retry_ack(1, 3), Vec::new());
+        assert!(r.on_event(keyed(1, 2, "a")).is_empty(), "an older copy");
+        // Core restarted: its attempts start again at 1.
+        r.on_welcome(1, 16, false, Ordering::Key);
+        assert_eq!(started(&r.on_event(keyed(1, 1, "a"))), vec![vec![1]]);
+        assert_eq!(r.awaiting(), Vec::<Seq>::new());
     }
 
     #[test]
