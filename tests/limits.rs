@@ -514,20 +514,26 @@ async fn connections_over_the_cap_get_503() -> anyhow::Result<()> {
     for _ in 0..8 {
         held.push(TcpStream::connect(core.http).await?);
     }
-    // The eight are accepted in order; the ninth is over the cap.
+    // The eight are accepted in order; the ninth is over the cap. Core
+    // answers it at once, without reading a request, and closes it: a
+    // request sent first can meet the closed socket, whose reset then
+    // discards the answer unread (this test failed that way under load), so
+    // the ninth only listens. Under the cap core would wait for a request:
+    // the read times out and the next try comes.
     let refused = wait_for("a 503 over the cap", Duration::from_secs(10), || async {
-        http_exchange(core.http, "GET", "/healthz", None)
+        let mut tcp = TcpStream::connect(core.http).await.ok()?;
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_millis(500), tcp.read_to_end(&mut answer))
             .await
-            .ok()
-            .filter(|r| r.status == 503)
+            .ok()?
+            .ok()?;
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        answer.starts_with("HTTP/1.1 503").then_some(answer)
     })
     .await?;
     anyhow::ensure!(
-        refused.header("retry-after") == Some("1")
-            && refused.body.contains("--http-max-connections"),
-        "503 without Retry-After or reason: {:?} {}",
-        refused.headers,
-        refused.body
+        refused.contains("Retry-After: 1\r\n") && refused.contains("--http-max-connections"),
+        "503 without Retry-After or reason: {refused}"
     );
     drop(held);
     wait_for(
