@@ -314,14 +314,15 @@ impl State {
         let mut next = Some(first);
         while let Some(ReadAhead { event, .. }) = next.take() {
             let guarantee = self.guarantees.of(&event.kind);
-            let once = guarantee == Guarantee::AtMostOnce;
             let offer = self.sender.on_offer(event.seq, guarantee, now);
             if matches!(offer, Offer::Send | Offer::Mark | Offer::Abandon) {
                 self.traces.begin(&event);
             }
             match offer {
                 Offer::Send => {
-                    batch.push(to_pb(&event, 1, once));
+                    // At least once: an at-most-once event goes out from
+                    // `on_marked`, never from here.
+                    batch.push(to_pb(&event, 1, false));
                     self.payloads.insert(event);
                     self.totals.delivered += 1;
                 }
