@@ -10,7 +10,12 @@
 //!   mark and abandons it;
 //! * its algorithm asks to retry it later: abandoned, and the next event of
 //!   its key is processed after it;
-//! * otherwise it is processed and its result stored like any other.
+//! * otherwise it is processed and its result stored like any other;
+//! * to a processor that claims (`Hello.claims`), it goes out at once to be
+//!   claimed, is sent again like any event until granted (a crash before
+//!   then loses nothing), and is abandoned only once granted; the
+//!   processors above do not claim, so they get it granted, after its
+//!   sent mark.
 
 use std::time::Duration;
 
@@ -94,6 +99,71 @@ async fn an_event_whose_stream_ended_is_abandoned_not_sent_again() -> anyhow::Re
         metrics.contains(r#"ackflow_results_total{status="abandoned"} 1"#),
         "{metrics}"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_not_granted_yet_survives_a_crash_and_a_granted_one_is_abandoned()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let core = Core::start(dir.path(), None, &["--at-most-once", "telemetry"]).await?;
+    publish(
+        &core,
+        1,
+        &[
+            ("telemetry", "a", r#""reading 1""#),
+            ("telemetry", "a", r#""reading 2""#),
+        ],
+    )
+    .await?;
+
+    // The first life gets both at once, to be claimed, and dies first.
+    let mut first = FakeProcessor::connect_claiming(core.grpc, "first", 64, &["telemetry"]).await?;
+    let got = first.events(&[1, 2], Duration::from_secs(10)).await?;
+    assert!(got.iter().all(|e| e.claim && e.at_most_once), "{got:?}");
+    drop(first);
+
+    // The next life gets both again: neither can have run.
+    let mut second =
+        FakeProcessor::connect_claiming(core.grpc, "second", 64, &["telemetry"]).await?;
+    let got = second.events(&[1, 2], Duration::from_secs(10)).await?;
+    assert!(got.iter().all(|e| e.claim), "{got:?}");
+    // Seq 1 is claimed and granted (its sent mark is durable then); a
+    // repeated claim is not granted twice.
+    second.claim(&[1]).await?;
+    assert_eq!(
+        second.permits(Duration::from_secs(10)).await?.granted,
+        vec![1]
+    );
+    second.claim(&[1]).await?;
+    drop(second);
+
+    // The third life gets only seq 2: seq 1 may have run, so it is abandoned.
+    let mut third = FakeProcessor::connect_claiming(core.grpc, "third", 64, &["telemetry"]).await?;
+    let got = third
+        .events_until(Duration::from_secs(10), |got| {
+            got.iter().any(|e| e.seq == 2)
+        })
+        .await?;
+    assert_eq!(seqs(&got), vec![2], "the granted event was sent again");
+    assert_eq!(got[0].attempt, 3, "its third copy");
+    // A claim of the abandoned one is refused: skip it.
+    third.claim(&[1, 2]).await?;
+    let permits = third.permits(Duration::from_secs(10)).await?;
+    let permits = match permits.granted.is_empty() {
+        // Seq 2's grant waits for its sent mark: a second answer.
+        true => pb::Permits {
+            granted: third.permits(Duration::from_secs(10)).await?.granted,
+            ..permits
+        },
+        false => permits,
+    };
+    assert_eq!((permits.granted, permits.refused), (vec![2], vec![1]));
+    third.ack(vec![ok(&got[0], "stored")]).await?;
+    let snapshot = wait_resolved(&core, 2).await?;
+    assert_eq!(snapshot.totals.unwrap_or_default().abandoned, 1);
+    assert_eq!(event_json(&core, 1).await?["state"], "abandoned");
+    assert_eq!(event_json(&core, 2).await?["state"], "ok");
     Ok(())
 }
 

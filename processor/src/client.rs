@@ -21,6 +21,7 @@ use crate::algorithms::Registry;
 use crate::config::Config;
 use crate::executor::{Done, Executor};
 use crate::metrics::ProcessorMetrics;
+use crate::permits::Permits;
 use crate::processed_log::ProcessedLog;
 use crate::webhook::Webhooks;
 use ackflow_proto::client::{self, Bearer};
@@ -86,7 +87,14 @@ pub async fn run_with(
             .with_context(|| format!("binding --metrics-addr {addr}"))?;
     }
     let (done_tx, done_rx) = mpsc::unbounded_channel();
-    let executor = Executor::new(registry.clone(), done_tx, processed_log, &metrics);
+    let permits = Permits::default();
+    let executor = Executor::new(
+        registry.clone(),
+        done_tx,
+        processed_log,
+        &metrics,
+        permits.clone(),
+    );
     let mut receiver = Receiver::new(
         config.window as usize,
         config.concurrency as usize,
@@ -106,6 +114,7 @@ pub async fn run_with(
         faults: config.faults(),
         executor,
         done_rx,
+        permits,
         rng: fastrand::Rng::new(),
         metrics,
         synced: Default::default(),
@@ -155,6 +164,8 @@ struct Life {
     executor: Executor,
     /// Acks from the executor's runs.
     done_rx: mpsc::UnboundedReceiver<Done>,
+    /// The runs' claims of at-most-once events, waiting for core.
+    permits: Permits,
     rng: fastrand::Rng,
     metrics: Arc<ProcessorMetrics>,
     /// Receiver counters as last copied into the metrics.
@@ -179,6 +190,7 @@ impl Life {
                 algorithms: self.algorithms.clone(),
                 concurrency: self.config.concurrency,
                 life: self.life,
+                claims: true,
             })),
         };
         if out_tx.send(hello).await.is_err() {
@@ -209,6 +221,10 @@ impl Life {
         };
         let mut acks: Vec<pb::Ack> = Vec::new();
         self.reported = None;
+        // Claims made on a stream that ended get their answer on this one.
+        if !send_claims(&out_tx, self.permits.waiting()).await {
+            return "outbound closed".into();
+        }
         loop {
             let reason = tokio::select! {
                 _ = cancel.cancelled() => Some("shutting down".to_string()),
@@ -244,9 +260,19 @@ impl Life {
                     }
                     None
                 }
+                _ = self.permits.fresh() => {
+                    let fresh = self.permits.take_fresh();
+                    (!send_claims(&out_tx, fresh).await).then(|| "outbound closed".to_string())
+                }
                 _ = status_tick.tick() => {
                     let status = self.status();
-                    if out_tx.send(status).await.is_err() { Some("outbound closed".to_string()) } else { None }
+                    if out_tx.send(status).await.is_err()
+                        || !send_claims(&out_tx, self.permits.waiting()).await
+                    {
+                        Some("outbound closed".to_string())
+                    } else {
+                        None
+                    }
                 }
                 _ = sleep_until(cut_after) => Some("fault injection: stream cut".to_string()),
             };
@@ -332,6 +358,10 @@ impl Life {
                 actions.extend(self.receiver.pass_over(&hb.resolved_above));
                 actions
             }
+            Some(pb::core_message::Body::Permits(permits)) => {
+                self.permits.answer(&permits.granted, &permits.refused);
+                Vec::new()
+            }
             None => Vec::new(),
         };
         self.perform(actions, acks);
@@ -349,6 +379,10 @@ impl Life {
     }
 
     fn on_done(&mut self, done: Done, acks: &mut Vec<pb::Ack>) {
+        for seq in done.skipped {
+            let actions = self.receiver.on_skipped(seq);
+            self.perform(actions, acks);
+        }
         let mut unprocessed = Some(done.unprocessed);
         for ack in done.acks {
             let actions = if ack.retry {
@@ -434,6 +468,17 @@ impl Life {
             })),
         }
     }
+}
+
+/// Sends claims (`Claims`), if any; false when the stream is gone.
+async fn send_claims(out_tx: &mpsc::Sender<pb::ProcessorMessage>, seqs: Vec<u64>) -> bool {
+    if seqs.is_empty() {
+        return true;
+    }
+    let msg = pb::ProcessorMessage {
+        body: Some(pb::processor_message::Body::Claims(pb::Claims { seqs })),
+    };
+    out_tx.send(msg).await.is_ok()
 }
 
 /// An error with its chain of causes ("transport error: tls handshake:

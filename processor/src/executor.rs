@@ -4,7 +4,8 @@
 //! batches. Runs of different lanes proceed at the same time; the receiver
 //! caps how many (`--concurrency`). An event whose algorithm asks to retry
 //! later ends its run: the events after it are handed back unprocessed,
-//! since they may not start before it.
+//! since they may not start before it. An at-most-once event to be claimed
+//! (`Event.claim`) starts only once core grants it (see `permits.rs`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,6 +21,7 @@ use tracing::Instrument;
 
 use crate::algorithms::{AlgorithmError, Outcome, Registry};
 use crate::metrics::ProcessorMetrics;
+use crate::permits::Permits;
 use crate::processed_log::ProcessedLog;
 
 /// Acks that waited this long are handed back even if the run is not
@@ -27,12 +29,23 @@ use crate::processed_log::ProcessedLog;
 /// before it (core would time them out).
 const ACK_HOLD: Duration = Duration::from_millis(1);
 
-/// What a run hands back: acks in seq order and, when the last one asks to
-/// retry later, the events of the run after it, not processed.
+/// What a run hands back: events core refused to grant (skipped, before
+/// the acks), acks in seq order and, when the last one asks to retry later,
+/// the events of the run after it, not processed.
 #[derive(Debug, Default)]
 pub struct Done {
+    pub skipped: Vec<u64>,
     pub acks: Vec<pb::Ack>,
     pub unprocessed: Vec<pb::Event>,
+}
+
+impl Done {
+    fn acks(acks: Vec<pb::Ack>) -> Self {
+        Self {
+            acks,
+            ..Self::default()
+        }
+    }
 }
 
 /// Starts runs; what they did comes back on the channel given to
@@ -43,6 +56,7 @@ pub struct Executor {
     done_tx: mpsc::UnboundedSender<Done>,
     log: ProcessedLog,
     metrics: Arc<AlgorithmMetrics>,
+    permits: Permits,
 }
 
 impl Executor {
@@ -51,6 +65,7 @@ impl Executor {
         done_tx: mpsc::UnboundedSender<Done>,
         log: ProcessedLog,
         metrics: &ProcessorMetrics,
+        permits: Permits,
     ) -> Self {
         let metrics = Arc::new(AlgorithmMetrics::new(&registry.kinds(), metrics));
         Self {
@@ -58,6 +73,7 @@ impl Executor {
             done_tx,
             log,
             metrics,
+            permits,
         }
     }
 
@@ -72,6 +88,23 @@ impl Executor {
         let mut held_since = Instant::now();
         let mut run = run.into_iter();
         while let Some(event) = run.next() {
+            if event.claim {
+                // The claim's round trip: the acks so far go first.
+                if !done.is_empty() && !self.release(Done::acks(std::mem::take(&mut done))) {
+                    return;
+                }
+                if !self.permits.claim(event.seq).await {
+                    // Core resolved it without this processor.
+                    let skipped = Done {
+                        skipped: vec![event.seq],
+                        ..Done::default()
+                    };
+                    if !self.release(skipped) {
+                        return;
+                    }
+                    continue;
+                }
+            }
             self.log.start(event.seq, event.attempt, event.at_most_once);
             // Whatever the algorithm logs carries the event and its
             // publisher's trace context (with ackflow_processor=debug); the
@@ -151,23 +184,18 @@ impl Executor {
                 self.release(Done {
                     acks: done,
                     unprocessed: run.collect(),
+                    ..Done::default()
                 });
                 return;
             }
             if held_since.elapsed() >= ACK_HOLD
-                && !self.release(Done {
-                    acks: std::mem::take(&mut done),
-                    unprocessed: Vec::new(),
-                })
+                && !self.release(Done::acks(std::mem::take(&mut done)))
             {
                 return;
             }
         }
         if !done.is_empty() {
-            self.release(Done {
-                acks: done,
-                unprocessed: Vec::new(),
-            });
+            self.release(Done::acks(done));
         }
     }
 

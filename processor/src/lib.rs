@@ -19,6 +19,7 @@ pub mod client;
 pub mod config;
 pub mod executor;
 pub mod metrics;
+pub mod permits;
 pub mod processed_log;
 pub mod webhook;
 

@@ -19,9 +19,14 @@
 //! processor's event is parked after timeouts; with a poison event (processing it crashes the
 //! processor, every time), only that event is parked for crashing; and the
 //! store is never asked for a second result (or dead entry) for a seq; an
-//! at-most-once event goes out only after its sent mark is durable, is sent
-//! once in all (core restarts included) and started once in all processor
-//! lives together, and only such an event is ever abandoned. Checked at the end, after the faults stop:
+//! at-most-once event starts only once granted, is granted (or sent
+//! granted, to a processor that does not claim) only after its sent mark is
+//! durable and once in all (core restarts included), is started once in
+//! all processor lives together, is abandoned only with its sent mark
+//! durable (and, with a processor that claims, only if granted or after a
+//! core restart), and only such an event is ever abandoned. Processors claim
+//! at-most-once events (`Hello.claims`) in some cases, not in others, and
+//! every other life in the rest. Checked at the end, after the faults stop:
 //! every published event has exactly one stored result or dead entry and
 //! the floor is past the head.
 //!
@@ -56,6 +61,10 @@ enum Op {
     Work(Pick, Outcome),
     DeliverAck(Pick),
     DropAck(Pick),
+    /// The processor's claims reach core (in any order with the rest).
+    DeliverClaims(Pick),
+    /// Core's permits reach the processor.
+    DeliverPermits(Pick),
     /// The processor reports its progress (a status message).
     Status,
     /// Core tells the processor its floor (the hub's heartbeat).
@@ -94,6 +103,8 @@ fn op() -> impl Strategy<Value = Op> {
         12 => ((0u8..8), outcome).prop_map(|(i, o)| Op::Work(i, o)),
         6 => (0u8..32).prop_map(Op::DeliverAck),
         2 => (0u8..32).prop_map(Op::DropAck),
+        3 => (0u8..8).prop_map(Op::DeliverClaims),
+        3 => (0u8..8).prop_map(Op::DeliverPermits),
         2 => Just(Op::Status),
         1 => Just(Op::Heartbeat),
         3 => Just(Op::Store),
@@ -123,6 +134,9 @@ struct Setup {
     poison: Option<Seq>,
     /// Seqs divisible by it are of an at-most-once kind (0: none).
     once_every: u64,
+    /// Which processor lives claim at-most-once events: 0 none, 1 all,
+    /// 2 every other one.
+    claims: u8,
     seed: u64,
 }
 
@@ -136,6 +150,7 @@ fn setup() -> impl Strategy<Value = Setup> {
         prop_oneof![Just(0u32), Just(3)],
         prop_oneof![3 => Just(None), 1 => (1u64..40).prop_map(Some)],
         prop_oneof![2 => Just(0u64), 1 => Just(3u64)],
+        0u8..3,
         any::<u64>(),
     )
         .prop_map(
@@ -148,6 +163,7 @@ fn setup() -> impl Strategy<Value = Setup> {
                 max_deliver,
                 poison,
                 once_every,
+                claims,
                 seed,
             )| {
                 Setup {
@@ -159,6 +175,7 @@ fn setup() -> impl Strategy<Value = Setup> {
                     max_deliver,
                     poison,
                     once_every,
+                    claims,
                     seed,
                 }
             },
@@ -215,6 +232,14 @@ struct Sim {
     sent_once: BTreeSet<Seq>,
     /// At-most-once seqs started by a processor (in all its lives).
     started_once: BTreeSet<Seq>,
+    /// Claims in transit to core.
+    claims: VecDeque<Vec<Seq>>,
+    /// Permits in transit to the processor: granted, refused.
+    permits: VecDeque<(Vec<Seq>, Vec<Seq>)>,
+    /// Seqs core granted (in all its lives).
+    granted: BTreeSet<Seq>,
+    /// Seqs this processor life was granted.
+    permitted: BTreeSet<Seq>,
 }
 
 impl Sim {
@@ -256,6 +281,19 @@ impl Sim {
             marked: BTreeSet::new(),
             sent_once: BTreeSet::new(),
             started_once: BTreeSet::new(),
+            claims: VecDeque::new(),
+            permits: VecDeque::new(),
+            granted: BTreeSet::new(),
+            permitted: BTreeSet::new(),
+        }
+    }
+
+    /// Whether this processor life claims at-most-once events.
+    fn life_claims(&self) -> bool {
+        match self.setup.claims {
+            0 => false,
+            1 => true,
+            _ => self.life.is_multiple_of(2),
         }
     }
 
@@ -271,7 +309,13 @@ impl Sim {
         if !self.connected {
             return;
         }
-        if self.guarantee(seq) == Guarantee::AtMostOnce {
+        let event = self.event(seq, attempt);
+        if event.claim {
+            assert!(
+                self.life_claims(),
+                "seq {seq} sent to be claimed to a processor that does not claim"
+            );
+        } else if self.guarantee(seq) == Guarantee::AtMostOnce {
             assert!(
                 self.marked.contains(&seq),
                 "at-most-once seq {seq} sent before its mark was stored"
@@ -282,7 +326,7 @@ impl Sim {
             );
         }
         self.to_processor
-            .push_back((self.event(seq, attempt), self.sender.acked_floor()));
+            .push_back((event, self.sender.acked_floor()));
     }
 
     fn receiver(setup: Setup) -> Receiver {
@@ -316,6 +360,7 @@ impl Sim {
             kind: "sha256".into(),
             key: self.key_of(seq),
             at_most_once: self.guarantee(seq) == Guarantee::AtMostOnce,
+            claim: self.sender.needs_claim(seq),
             ..Default::default()
         }
     }
@@ -330,7 +375,14 @@ impl Sim {
             {
                 Offer::Send => self.send(seq, 1),
                 Offer::Mark => self.pending_marks.push(seq),
-                Offer::Abandon => self.resolve(seq, Row::Abandoned),
+                Offer::Abandon => {
+                    // A restarted core found its sent mark: it may have run.
+                    assert!(
+                        self.marked.contains(&seq),
+                        "seq {seq} abandoned without its mark"
+                    );
+                    self.resolve(seq, Row::Abandoned)
+                }
                 Offer::Skip | Offer::OutOfOrder => {}
             }
         }
@@ -342,7 +394,36 @@ impl Sim {
                 Action::Send { seq, attempt } | Action::Retransmit { seq, attempt, .. } => {
                     self.send(seq, attempt)
                 }
-                Action::Abandon { seq, .. } => self.resolve(seq, Row::Abandoned),
+                Action::Abandon { seq, .. } => {
+                    assert!(
+                        self.marked.contains(&seq),
+                        "seq {seq} abandoned before its sent mark was durable"
+                    );
+                    if self.setup.claims == 1 {
+                        // Only what may have run: granted, or found with its
+                        // mark by a restarted core (which grants nothing).
+                        assert!(
+                            self.granted.contains(&seq) || self.sent_once.contains(&seq),
+                            "seq {seq} abandoned, never granted"
+                        );
+                    }
+                    self.resolve(seq, Row::Abandoned)
+                }
+                Action::Mark { seq } => self.pending_marks.push(seq),
+                Action::Permit { seq } => {
+                    assert!(
+                        self.marked.contains(&seq),
+                        "seq {seq} granted before its mark was durable"
+                    );
+                    assert!(self.granted.insert(seq), "seq {seq} granted twice");
+                    assert!(
+                        !self.sent_once.contains(&seq),
+                        "seq {seq} granted after it went out granted"
+                    );
+                    if self.connected {
+                        self.permits.push_back((vec![seq], Vec::new()));
+                    }
+                }
                 Action::Park { seq, reason, .. } => {
                     if reason.starts_with("crashed") {
                         assert!(
@@ -447,6 +528,8 @@ impl Sim {
         self.sender.on_disconnect();
         self.to_processor.clear();
         self.to_core.clear();
+        self.claims.clear();
+        self.permits.clear();
     }
 
     fn reconnect(&mut self) {
@@ -463,6 +546,7 @@ impl Sim {
             self.setup.processor_window,
             self.paused,
             new_life,
+            self.life_claims(),
         );
         self.told_floor = self.told_floor.max(self.sender.acked_floor());
         let mut welcome = self.receiver.on_welcome(
@@ -493,15 +577,39 @@ impl Sim {
         self.perform(actions);
     }
 
+    /// Whether run `i` waits for the permit of its next event; if so, it
+    /// claims it (again).
+    fn claiming(&mut self, i: usize) -> bool {
+        let Some(e) = self.runs[i].front() else {
+            return false;
+        };
+        if !e.claim || self.permitted.contains(&e.seq) {
+            return false;
+        }
+        if self.connected {
+            self.claims.push_back(vec![e.seq]);
+        }
+        true
+    }
+
     /// Processes the next event of run `pick`.
     fn work(&mut self, pick: Pick, outcome: Outcome) {
         if self.runs.is_empty() {
             return;
         }
         let i = pick as usize % self.runs.len();
+        if self.claiming(i) {
+            return;
+        }
         if let Some(e) = self.runs[i].front()
             && self.guarantee(e.seq) == Guarantee::AtMostOnce
         {
+            assert!(
+                !e.claim || self.granted.contains(&e.seq),
+                "life {}: seq {} started without a permit",
+                self.life,
+                e.seq
+            );
             assert!(
                 self.started_once.insert(e.seq),
                 "life {}: at-most-once seq {} started again",
@@ -576,12 +684,55 @@ impl Sim {
         self.processed.clear();
         self.told_floor = 0;
         self.last_in_lane.clear();
+        self.permitted.clear();
         self.connect(true);
     }
 
+    /// Processes what may be, until every run left waits for a permit.
     fn work_all(&mut self) {
-        while !self.runs.is_empty() {
-            self.work(0, Outcome::Ok);
+        loop {
+            let Some(i) = (0..self.runs.len()).find(|&i| !self.claiming(i)) else {
+                return;
+            };
+            self.work(i as Pick, Outcome::Ok);
+        }
+    }
+
+    /// Core hears claims.
+    fn deliver_claims(&mut self, seqs: Vec<Seq>) {
+        let claimed = self.sender.on_claims(seqs);
+        assert!(
+            claimed.granted.is_empty(),
+            "an at-least-once seq was claimed"
+        );
+        self.pending_marks.extend(claimed.mark);
+        if !claimed.refused.is_empty() {
+            self.permits.push_back((Vec::new(), claimed.refused));
+        }
+    }
+
+    /// The processor hears permits: granted ones may start, refused ones
+    /// are skipped by their runs.
+    fn deliver_permits(&mut self, granted: Vec<Seq>, refused: Vec<Seq>) {
+        self.permitted.extend(granted);
+        for seq in refused {
+            let Some(i) = self
+                .runs
+                .iter()
+                .position(|r| r.front().map(|e| e.seq) == Some(seq))
+            else {
+                continue;
+            };
+            assert!(
+                self.stored.contains_key(&seq) || self.pending_store.iter().any(|(s, _)| *s == seq),
+                "seq {seq} refused but not resolved"
+            );
+            self.runs[i].pop_front();
+            if self.runs[i].is_empty() {
+                self.runs.swap_remove(i);
+            }
+            let actions = self.receiver.on_skipped(seq);
+            self.receive(actions);
         }
     }
 
@@ -661,6 +812,20 @@ impl Sim {
                 if !self.to_core.is_empty() {
                     let i = i as usize % self.to_core.len();
                     self.to_core.remove(i);
+                }
+            }
+            Op::DeliverClaims(i) => {
+                if !self.claims.is_empty() {
+                    let i = i as usize % self.claims.len();
+                    let seqs = self.claims.remove(i).expect("index in range");
+                    self.deliver_claims(seqs);
+                }
+            }
+            Op::DeliverPermits(i) => {
+                if !self.permits.is_empty() {
+                    let i = i as usize % self.permits.len();
+                    let (granted, refused) = self.permits.remove(i).expect("index in range");
+                    self.deliver_permits(granted, refused);
                 }
             }
             Op::Status => {
@@ -806,11 +971,17 @@ impl Sim {
                 self.deliver_event(event, floor);
             }
             self.work_all();
+            while let Some(seqs) = self.claims.pop_front() {
+                self.deliver_claims(seqs);
+            }
             self.apply(Op::Status);
             while let Some((ack, progress)) = self.to_core.pop_front() {
                 self.deliver(ack, progress);
             }
             self.store();
+            while let Some((granted, refused)) = self.permits.pop_front() {
+                self.deliver_permits(granted, refused);
+            }
             // Nothing in transit and nothing more to send now (the window is
             // full, or everything was offered): let the retransmit timers fire.
             if self.to_processor.is_empty() && (!self.sender.can_send() || self.offered > self.head)

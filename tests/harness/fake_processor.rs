@@ -29,16 +29,29 @@ impl FakeProcessor {
         window: u32,
         algorithms: &[&str],
     ) -> anyhow::Result<Self> {
+        Self::say_hello(grpc, hello(processor_id, window, algorithms)).await
+    }
+
+    /// As [`connect`](Self::connect), for a processor that claims
+    /// at-most-once events before starting them (`Hello.claims`).
+    pub async fn connect_claiming(
+        grpc: SocketAddr,
+        processor_id: &str,
+        window: u32,
+        algorithms: &[&str],
+    ) -> anyhow::Result<Self> {
+        let hello = pb::Hello {
+            claims: true,
+            ..hello(processor_id, window, algorithms)
+        };
+        Self::say_hello(grpc, hello).await
+    }
+
+    async fn say_hello(grpc: SocketAddr, hello: pb::Hello) -> anyhow::Result<Self> {
         let (out_tx, out_rx) = mpsc::channel(64);
         out_tx
             .send(pb::ProcessorMessage {
-                body: Some(pb::processor_message::Body::Hello(pb::Hello {
-                    processor_id: processor_id.into(),
-                    window,
-                    algorithms: algorithms.iter().map(|a| a.to_string()).collect(),
-                    life: fastrand::u64(1..),
-                    ..Default::default()
-                })),
+                body: Some(pb::processor_message::Body::Hello(hello)),
             })
             .await?;
         let mut inbound = pb::delivery_client::DeliveryClient::new(crate::channel(grpc).await?)
@@ -106,6 +119,31 @@ impl FakeProcessor {
             .collect())
     }
 
+    /// Claims at-most-once events (`Claims`).
+    pub async fn claim(&self, seqs: &[u64]) -> anyhow::Result<()> {
+        self.out_tx
+            .send(pb::ProcessorMessage {
+                body: Some(pb::processor_message::Body::Claims(pb::Claims {
+                    seqs: seqs.to_vec(),
+                })),
+            })
+            .await
+            .context("the stream to core is closed")
+    }
+
+    /// Waits for core's next `Permits`, skipping everything else.
+    pub async fn permits(&mut self, timeout: Duration) -> anyhow::Result<pb::Permits> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if let Some(pb::core_message::Body::Permits(permits)) =
+                next(&mut self.inbound, left).await?.body
+            {
+                return Ok(permits);
+            }
+        }
+    }
+
     /// Sends one ack batch.
     pub async fn ack(&self, acks: Vec<pb::Ack>) -> anyhow::Result<()> {
         self.out_tx
@@ -117,6 +155,16 @@ impl FakeProcessor {
             })
             .await
             .context("the stream to core is closed")
+    }
+}
+
+fn hello(processor_id: &str, window: u32, algorithms: &[&str]) -> pb::Hello {
+    pb::Hello {
+        processor_id: processor_id.into(),
+        window,
+        algorithms: algorithms.iter().map(|a| a.to_string()).collect(),
+        life: fastrand::u64(1..),
+        ..Default::default()
     }
 }
 

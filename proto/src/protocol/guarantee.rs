@@ -6,18 +6,26 @@
 //!   processed again by a new processor life), never a loss.
 //! * **At most once** (`--at-most-once KIND`, repeatable): for kinds where
 //!   a late duplicate is worse than a gap (telemetry, notifications that
-//!   must not repeat). The event goes out once and is never sent again:
-//!   1. before its one copy goes out, its *sent mark* is stored durably
-//!      (`Store::mark_sent`, by the result writer, batched), so not even a
-//!      crash of core between sending and storing the result can send it
-//!      twice;
+//!   must not repeat). The event runs only once *granted*, and is granted
+//!   once:
+//!   1. before it may run, its *sent mark* is stored durably
+//!      (`Store::mark_sent`, by the marks writer, batched), so not even a
+//!      crash of core between granting it and storing the result can grant
+//!      it twice. A processor that claims (`Hello.claims`) gets it at once,
+//!      *unclaimed*, and claims it when it is about to start it (its lane's
+//!      turn, a slot free); the mark is stored then and core grants it.
+//!      Until then it has not run: it gets copies as any event does, is no
+//!      crash suspect, and no crash abandons it, so a crash abandons only
+//!      what may have run (at most the processor's `--concurrency`). A
+//!      processor that does not claim gets it granted: after its mark, as
+//!      its one copy;
 //!   2. if its result arrives it is stored as any result is;
-//!   3. where an at-least-once event would get another copy — its
-//!      processor's stream ended, core restarted (an unresolved sent mark),
-//!      or the algorithm asked to retry it later — it is *abandoned*: core
-//!      stores a result with status `abandoned` whose output says why, and
-//!      counts it (`ackflow_results_total{status="abandoned"}`). It may or may not have been
-//!      processed; the loss is by design and visible.
+//!   3. where an at-least-once event would get another copy, a granted one
+//!      — its processor's stream ended, core restarted (an unresolved sent
+//!      mark), or the algorithm asked to retry it later — is *abandoned*:
+//!      core stores a result with status `abandoned` whose output says why,
+//!      and counts it (`ackflow_results_total{status="abandoned"}`). It may
+//!      or may not have been processed; the loss is by design and visible.
 //!
 //!   A result that the processor reports processed (`processed_below`) but
 //!   that never arrived is abandoned too. An ack timeout sends no copy; the
@@ -40,6 +48,22 @@ pub enum Guarantee {
     /// Sent once, after its sent mark is durable; abandoned where another
     /// copy would be needed.
     AtMostOnce,
+}
+
+/// An at-most-once event's permit to run, for a processor that claims such
+/// events before starting them (`Hello.claims`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permit {
+    /// Sent to be claimed: it has not run, so it is sent again (a timeout,
+    /// a new stream) as an at-least-once event is, and is no crash suspect.
+    Unclaimed,
+    /// Claimed: its sent mark is being stored, then it is granted. Still
+    /// not run; back to `Unclaimed` if the stream ends first.
+    Marking,
+    /// Granted (or sent to a processor that does not claim): it may have
+    /// run. Never sent or granted again; abandoned where another copy
+    /// would go.
+    Granted,
 }
 
 /// Which kinds are delivered at most once; every other kind at least once.

@@ -31,6 +31,11 @@
 //!   reported apart (`awaiting`): everything else below `received_below`
 //!   is held here, and core sends it no copy on a timeout. An at-most-once
 //!   event defers nothing: core abandons it, and its lane goes on.
+//! * Claims: an at-most-once event sent to be claimed (`Event.claim`) is
+//!   admitted and run like any other; its run waits for core's permit
+//!   before starting it (the processor's I/O does that), and skips it when
+//!   core refuses (`on_skipped`: resolved without this processor, so
+//!   nothing is cached or acked).
 //! * Paused: events are still received and admitted (so the stream keeps
 //!   flowing and control messages arrive) but nothing new starts; on resume
 //!   the lanes start again, lowest seq first.
@@ -298,6 +303,17 @@ impl Receiver {
         }
         let mut actions = vec![Action::Ack(ack)];
         if lane_freed {
+            self.start(&mut actions);
+        }
+        actions
+    }
+
+    /// Core refused the claim of `seq` (`Permits.refused`): it was resolved
+    /// without this processor (abandoned, parked), and its run went on
+    /// without it. Nothing is cached or acked; its lane may go on.
+    pub fn on_skipped(&mut self, seq: Seq) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if self.lanes.finish(seq) {
             self.start(&mut actions);
         }
         actions

@@ -1,12 +1,13 @@
 //! The sender half of the delivery protocol, without I/O.
 //!
-//! Why one file of ~960 lines: every method moves the same entries between
+//! Why one file of ~1,090 lines: every method moves the same entries between
 //! the same states, and the invariants (the two window bounds, the floor
 //! over resolved entries only, at most one copy of an at-most-once event,
 //! no copy of what the processor holds) hold only if all transitions are
 //! read together. Its helpers already live apart: [`super::rto`]
 //! (timeouts, the retry backoff), [`super::suspects`] (crash isolation),
-//! [`super::guarantee`] (per-kind delivery). The next concept to leave
+//! [`super::guarantee`] (per-kind delivery, an at-most-once event's
+//! [`Permit`](super::guarantee::Permit)). The next concept to leave
 //! would be the heartbeat probe (`probe`, `on_echo`, ~50 lines), should it
 //! grow.
 //!
@@ -35,15 +36,23 @@
 //! floor* is the lowest seq not resolved, so "acknowledged" means durable,
 //! as it does for a publish.
 //!
-//! An event of an at-most-once kind (see `guarantee.rs`) first waits in
-//! `Marking` until its sent mark is durable (`on_marked`), then goes out
-//! once and is never sent again: no retransmit, no fast retransmit, no
-//! resend on a new stream, no retry. Where an at-least-once event would get
-//! another copy after its processor's stream ended, or when the processor
-//! asks to retry it later, it is abandoned (`Action::Abandon`: a result row
-//! with status abandoned); after a restart, one with a sent mark and no
-//! result is abandoned when offered (`Offer::Abandon`). Its timeouts count
-//! towards `max_deliver` as any event's do.
+//! An event of an at-most-once kind (see `guarantee.rs`) runs only once
+//! *granted*, and a granted event is never sent or granted again: no
+//! retransmit, no fast retransmit, no resend on a new stream, no retry.
+//! To a processor that claims (`Hello.claims`) it goes out at once,
+//! `Unclaimed` ([`Permit`]); when it is about to start, the processor
+//! claims it ([`on_claims`](Sender::on_claims)), its sent mark is stored,
+//! and [`on_marked`](Sender::on_marked) grants it (`Action::Permit`).
+//! Until then it has not run: it is sent again as any event is, and is no
+//! crash suspect, so a crash abandons only what may have run. To a
+//! processor that does not claim, it goes out granted: it waits in
+//! `Marking` until its sent mark is durable, then goes out once. Where an
+//! at-least-once event would get another copy after its processor's stream
+//! ended, or when the processor asks to retry it later, a granted event is
+//! abandoned (`Action::Abandon`: a result row with status abandoned); after
+//! a restart, one with a sent mark and no result is abandoned when offered
+//! (`Offer::Abandon`). Its timeouts count towards `max_deliver` as any
+//! event's do.
 //!
 //! The window has two bounds. The first is the in-flight window `W`: every
 //! seq sent is below `lowest_unacked + W`, where `lowest_unacked` is the
@@ -58,7 +67,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use super::guarantee::Guarantee;
+use super::guarantee::{Guarantee, Permit};
 use super::rto::{self, RtoEstimator};
 use super::suspects::Suspects;
 use super::{DeliveryCursor, Seq};
@@ -135,9 +144,21 @@ pub struct InFlight {
     pub retry: bool,
     /// Retry-later requests, which count towards `max_deliver`.
     pub retries: u32,
-    /// At most once: sent once, never again (see the module docs). Held
-    /// only before its one copy went out.
-    pub once: bool,
+    /// At most once: where its permit to run stands (see the module docs);
+    /// `None` for at least once.
+    pub once: Option<Permit>,
+}
+
+impl InFlight {
+    /// At most once, and it may have run: never sent (or granted) again.
+    pub fn granted(&self) -> bool {
+        self.once == Some(Permit::Granted)
+    }
+
+    /// At most once, and it has not run (the processor claims it first).
+    pub fn unclaimed(&self) -> bool {
+        matches!(self.once, Some(Permit::Unclaimed | Permit::Marking))
+    }
 }
 
 /// Delivery state of one seq in the window.
@@ -176,6 +197,26 @@ pub enum Action {
         attempts: u32,
         reason: String,
     },
+    /// At most once: store `seq`'s sent mark, then call
+    /// [`Sender::on_marked`] (a processor that does not claim connected
+    /// while it waited to be claimed).
+    Mark { seq: Seq },
+    /// At most once: tell the processor it may start `seq` (`Permits`).
+    Permit { seq: Seq },
+}
+
+/// What [`Sender::on_claims`] decided.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Claimed {
+    /// Store their sent marks, then call [`Sender::on_marked`], which
+    /// grants them.
+    pub mark: Vec<Seq>,
+    /// Resolved without the processor (or being stored): tell it to skip
+    /// them.
+    pub refused: Vec<Seq>,
+    /// In flight at least once (its kind's guarantee changed when core
+    /// restarted): nothing to mark, grant them now.
+    pub granted: Vec<Seq>,
 }
 
 /// What the processor says it has, with every ack batch and status report
@@ -238,8 +279,8 @@ pub enum Offer {
     Send,
     /// Already resolved (stored before a restart): do not send.
     Skip,
-    /// At most once: store its sent mark, then call
-    /// [`Sender::on_marked`], which sends it.
+    /// At most once, to a processor that does not claim: store its sent
+    /// mark, then call [`Sender::on_marked`], which sends it.
     Mark,
     /// At most once, and its sent mark was stored before a restart: it may
     /// have gone out. Abandon it (store a result with status abandoned).
@@ -286,6 +327,9 @@ pub struct Sender {
     /// [`release_held`](Self::release_held) a scan of the window on every
     /// ack batch when none is.
     any_held: bool,
+    /// The current session's processor claims at-most-once events before
+    /// starting them (`Hello.claims`).
+    claims: bool,
     /// Source of backoff jitter; seeded so that tests are reproducible.
     rng: fastrand::Rng,
 }
@@ -309,6 +353,7 @@ impl Sender {
             link: Link::Absent,
             suspects: Suspects::new(config.max_crashes),
             any_held: false,
+            claims: false,
             rng: fastrand::Rng::with_seed(seed),
         };
         sender.skip_resolved();
@@ -413,8 +458,10 @@ impl Sender {
         processor_window: u32,
         paused: bool,
         new_life: bool,
+        claims: bool,
     ) -> Vec<Action> {
         self.link = if paused { Link::Paused } else { Link::Running };
+        self.claims = claims;
         self.window = u64::from(self.config.window.min(processor_window).max(1));
         self.progress = Progress::default();
         self.probe = None;
@@ -431,14 +478,14 @@ impl Sender {
                 });
             }
         }
-        // At most once: a copy went out on the stream that ended, and
-        // another could be processed a second time (by another processor
-        // life, or after a retry-later request that never arrived).
+        // At most once: it may have run on the stream that ended, and
+        // another copy could run a second time (by another processor life,
+        // or after a retry-later request that never arrived).
         let sent_once: Vec<Seq> = self
             .entries
             .iter()
             .filter_map(|(seq, e)| match e {
-                Entry::InFlight(f) if f.once && !f.held => Some(*seq),
+                Entry::InFlight(f) if f.granted() && !f.held => Some(*seq),
                 _ => None,
             })
             .collect();
@@ -452,11 +499,17 @@ impl Sender {
                 });
             }
         }
-        for entry in self.entries.values_mut() {
-            if let Entry::InFlight(f) = entry {
-                f.held = true;
-                self.any_held = true;
+        for (seq, entry) in self.entries.iter_mut() {
+            let Entry::InFlight(f) = entry else { continue };
+            if !claims && f.unclaimed() {
+                // This processor does not claim: it gets the event only
+                // once its sent mark is durable, as the only copy.
+                *entry = Entry::Marking;
+                actions.push(Action::Mark { seq: *seq });
+                continue;
             }
+            f.held = true;
+            self.any_held = true;
         }
         actions.extend(self.release_held(now));
         actions
@@ -466,15 +519,19 @@ impl Sender {
     /// connection; no timer runs meanwhile.
     pub fn on_disconnect(&mut self) {
         self.link = Link::Absent;
-        let sent: Vec<Seq> = self
-            .entries
-            .iter()
-            .filter_map(|(seq, e)| match e {
-                // One waiting to be retried was not being processed.
-                Entry::InFlight(f) if !f.held && !f.retry => Some(*seq),
-                _ => None,
-            })
-            .collect();
+        let mut sent = Vec::new();
+        for (seq, entry) in self.entries.iter_mut() {
+            let Entry::InFlight(f) = entry else { continue };
+            if f.once == Some(Permit::Marking) {
+                // Its permit was never sent: it did not run.
+                f.once = Some(Permit::Unclaimed);
+            }
+            // One waiting to be retried was not being processed, nor one
+            // waiting to be claimed.
+            if !f.held && !f.retry && !f.unclaimed() {
+                sent.push(*seq);
+            }
+        }
         self.suspects.on_stream_end(sent);
     }
 
@@ -500,8 +557,8 @@ impl Sender {
             if f.held {
                 f.held = false;
                 f.retry = false;
-                if !f.once {
-                    // (a held at-most-once entry never went out)
+                if !f.granted() {
+                    // (a held granted entry never went out)
                     f.attempt += 1;
                 }
                 f.last_sent = now;
@@ -542,26 +599,77 @@ impl Sender {
             return Offer::Abandon;
         }
         if guarantee == Guarantee::AtMostOnce {
+            if self.claims {
+                // The processor claims it before it runs (`on_claims`).
+                self.insert_in_flight(seq, Some(Permit::Unclaimed), now);
+                return Offer::Send;
+            }
             self.entries.insert(seq, Entry::Marking);
             self.unacked.insert(seq);
             return Offer::Mark;
         }
-        self.insert_in_flight(seq, false, now);
+        self.insert_in_flight(seq, None, now);
         Offer::Send
     }
 
-    /// The sent marks of `seqs` are durable: each still waiting for its
-    /// mark is sent now (held until the next stream when none is open, or,
+    /// Whether `seq` goes out to be claimed (`Event.claim`): at most once
+    /// and not granted yet.
+    pub fn needs_claim(&self, seq: Seq) -> bool {
+        matches!(self.entries.get(&seq), Some(Entry::InFlight(f)) if f.unclaimed())
+    }
+
+    /// The processor claims `seqs`: each is about to start (its lane's
+    /// turn, a slot free). One waiting to be claimed has its sent mark
+    /// stored, and is granted by [`on_marked`](Self::on_marked); one core
+    /// resolved without the processor is refused. Any other claim (being
+    /// marked or granted already, not sent on this stream yet, unknown) is
+    /// ignored: the processor repeats its claims until answered, and no
+    /// at-most-once seq is ever granted twice. (One now in flight at least
+    /// once is granted at once: a restarted core may deliver the kind
+    /// differently.)
+    pub fn on_claims(&mut self, seqs: impl IntoIterator<Item = Seq>) -> Claimed {
+        let mut claimed = Claimed::default();
+        if self.link == Link::Absent {
+            return claimed;
+        }
+        for seq in seqs {
+            match self.entries.get_mut(&seq) {
+                Some(Entry::InFlight(f)) if f.once == Some(Permit::Unclaimed) && !f.held => {
+                    f.once = Some(Permit::Marking);
+                    claimed.mark.push(seq);
+                }
+                Some(Entry::InFlight(f)) if f.once.is_none() => claimed.granted.push(seq),
+                Some(Entry::Storing | Entry::Resolved) => claimed.refused.push(seq),
+                None if seq < self.acked_floor || self.resolved_ahead.contains(&seq) => {
+                    claimed.refused.push(seq)
+                }
+                _ => {}
+            }
+        }
+        claimed
+    }
+
+    /// The sent marks of `seqs` are durable: each claimed on this stream is
+    /// granted (`Action::Permit`); each still waiting for its mark to go
+    /// out is sent now (held until the next stream when none is open, or,
     /// while crash suspects are released in batches, until its turn).
     pub fn on_marked(&mut self, seqs: impl IntoIterator<Item = Seq>, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
         for seq in seqs {
+            if let Some(Entry::InFlight(f)) = self.entries.get_mut(&seq)
+                && f.once == Some(Permit::Marking)
+            {
+                // (A stream that ended meanwhile made it unclaimed again.)
+                f.once = Some(Permit::Granted);
+                actions.push(Action::Permit { seq });
+                continue;
+            }
             if self.entries.get(&seq) != Some(&Entry::Marking) {
                 continue;
             }
             let held =
                 self.link == Link::Absent || self.suspects.hold_from().is_some_and(|h| seq >= h);
-            self.insert_in_flight(seq, true, now);
+            self.insert_in_flight(seq, Some(Permit::Granted), now);
             if held {
                 if let Some(Entry::InFlight(f)) = self.entries.get_mut(&seq) {
                     f.held = true;
@@ -576,7 +684,7 @@ impl Sender {
 
     /// A new in-flight entry for `seq`, sent now as attempt 1 (its timer
     /// armed).
-    fn insert_in_flight(&mut self, seq: Seq, once: bool, now: Instant) {
+    fn insert_in_flight(&mut self, seq: Seq, once: Option<Permit>, now: Instant) {
         let rto = self.rto.rto();
         let deadline = now + rto;
         self.entries.insert(
@@ -610,6 +718,8 @@ impl Sender {
             None => AckOutcome::Unknown,
             Some(Entry::Storing | Entry::Resolved) => AckOutcome::Duplicate,
             Some(Entry::Marking) => AckOutcome::Unknown,
+            // Not granted: it cannot have run.
+            Some(Entry::InFlight(f)) if f.unclaimed() => AckOutcome::Unknown,
             Some(Entry::InFlight(_)) => {
                 let Some(f) = self.take_in_flight(seq) else {
                     return AckOutcome::Unknown;
@@ -670,7 +780,7 @@ impl Sender {
             let Some(Entry::InFlight(f)) = self.entries.get_mut(seq) else {
                 continue;
             };
-            if f.once && !f.held {
+            if f.granted() && !f.held {
                 // Its one copy was processed on this stream, and its ack,
                 // which the processor sends before any report that counts
                 // it, did not come: lost for good, and no copy may earn it.
@@ -766,10 +876,11 @@ impl Sender {
         let Some(Entry::InFlight(f)) = self.entries.get_mut(&seq) else {
             return RetryOutcome::Ignored;
         };
-        if f.held || f.retry {
+        if f.held || f.retry || f.unclaimed() {
+            // (an unclaimed one cannot have run)
             return RetryOutcome::Ignored;
         }
-        if f.once {
+        if f.granted() {
             let f = self.take_in_flight(seq).expect("in flight");
             return RetryOutcome::End(Action::Abandon {
                 seq,
@@ -914,7 +1025,7 @@ impl Sender {
                 .backoff(f.waits + 1, self.config.max_backoff, &mut self.rng);
             f.deadline = now + f.backoff;
             timer = Some(timer.map_or(f.deadline, |t| t.min(f.deadline)));
-            if f.once {
+            if f.granted() {
                 continue; // never a second copy: it waits for its ack
             }
             // The processor has it: waiting behind its key or running. A
@@ -996,7 +1107,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = sender();
         assert!(!s.can_send(), "absent processor");
-        s.on_connect(t0, 256, false, false);
+        s.on_connect(t0, 256, false, false, false);
         for seq in 1..=4 {
             assert!(s.can_send());
             assert_eq!(s.on_offer(seq, Guarantee::AtLeastOnce, t0), Offer::Send);
@@ -1038,7 +1149,7 @@ mod tests {
     fn retransmits_with_growing_backoff_and_parks_the_blocker() {
         let t0 = Instant::now();
         let mut s = sender();
-        s.on_connect(t0, 256, false, false);
+        s.on_connect(t0, 256, false, false, false);
         s.on_offer(1, Guarantee::AtLeastOnce, t0);
         s.on_offer(2, Guarantee::AtLeastOnce, t0);
         let mut now = t0;
@@ -1070,7 +1181,7 @@ mod tests {
     fn the_retry_backoff_grows_with_requests_not_with_deadlines_passed_waiting() {
         let t0 = Instant::now();
         let mut s = sender();
-        s.on_connect(t0, 256, false, false);
+        s.on_connect(t0, 256, false, false, false);
         s.on_offer(1, Guarantee::AtLeastOnce, t0);
         s.on_offer(2, Guarantee::AtLeastOnce, t0);
         // Seq 2 waits behind seq 1 at the processor while many of its
@@ -1113,7 +1224,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = sender(); // RTO 100 ms before any sample
         assert_eq!(s.probe(t0), None, "no processor: no probe");
-        s.on_connect(t0, 256, false, false);
+        s.on_connect(t0, 256, false, false, false);
         s.on_offer(1, Guarantee::AtLeastOnce, t0);
         // Seq 1 waited 20 s behind its key: its ack is no round trip.
         s.on_ack(1);
@@ -1133,7 +1244,7 @@ mod tests {
         assert_ne!(lost, next);
         // A new stream forgets the probe in flight on the old one.
         s.on_disconnect();
-        s.on_connect(t1, 256, false, false);
+        s.on_connect(t1, 256, false, false, false);
         assert!(s.probe(t1).is_some());
     }
 
@@ -1141,7 +1252,7 @@ mod tests {
     fn only_what_the_processor_awaits_or_never_got_is_sent_on_a_timeout() {
         let t0 = Instant::now();
         let mut s = sender();
-        s.on_connect(t0, 256, false, false);
+        s.on_connect(t0, 256, false, false, false);
         for seq in 1..=4 {
             s.on_offer(seq, Guarantee::AtLeastOnce, t0);
         }
@@ -1170,7 +1281,7 @@ mod tests {
     fn retry_later_waits_the_longer_wait_then_parks_at_max_deliver() {
         let t0 = Instant::now();
         let mut s = sender();
-        s.on_connect(t0, 256, false, false);
+        s.on_connect(t0, 256, false, false, false);
         s.on_offer(1, Guarantee::AtLeastOnce, t0);
         s.on_offer(2, Guarantee::AtLeastOnce, t0);
         // The processor has both; seq 1 asks to be retried in 10 s, far
@@ -1245,14 +1356,14 @@ mod tests {
     fn an_event_waiting_to_be_retried_is_no_crash_suspect() {
         let t0 = Instant::now();
         let mut s = sender();
-        s.on_connect(t0, 256, false, false);
+        s.on_connect(t0, 256, false, false, false);
         s.on_offer(1, Guarantee::AtLeastOnce, t0);
         s.on_offer(2, Guarantee::AtLeastOnce, t0);
         s.on_retry(1, Duration::from_secs(60), "later", t0);
         s.on_disconnect();
         // A new life: only seq 2 was being processed when the stream ended;
         // both are sent again at once (a new session does not keep the wait).
-        let actions = s.on_connect(t0, 256, false, true);
+        let actions = s.on_connect(t0, 256, false, true, false);
         assert_eq!(s.suspects(), 1);
         assert_eq!(
             actions,
@@ -1268,7 +1379,7 @@ mod tests {
     fn a_lost_ack_is_retransmitted_when_a_later_ack_arrives() {
         let t0 = Instant::now();
         let mut s = sender();
-        s.on_connect(t0, 256, false, false);
+        s.on_connect(t0, 256, false, false, false);
         for seq in 1..=3 {
             s.on_offer(seq, Guarantee::AtLeastOnce, t0);
         }
@@ -1281,7 +1392,7 @@ mod tests {
             "seq 1 still running (keyed order): not a lost ack"
         );
         let mut young = sender();
-        young.on_connect(t0, 256, false, false);
+        young.on_connect(t0, 256, false, false, false);
         young.on_offer(1, Guarantee::AtLeastOnce, t0);
         assert!(
             young
@@ -1314,7 +1425,7 @@ mod tests {
     fn what_the_processor_has_is_not_sent_again_but_still_times_out() {
         let t0 = Instant::now();
         let mut s = sender();
-        s.on_connect(t0, 256, false, false);
+        s.on_connect(t0, 256, false, false, false);
         for seq in 1..=3 {
             s.on_offer(seq, Guarantee::AtLeastOnce, t0);
         }
@@ -1333,8 +1444,11 @@ mod tests {
                 match action {
                     Action::Retransmit { seq, .. } => assert_eq!(seq, 3, "only the lost one"),
                     Action::Park { seq, .. } => parked = Some(seq),
-                    Action::Send { .. } | Action::Abandon { .. } => {
-                        panic!("no sends or abandons on a tick: {action:?}")
+                    Action::Send { .. }
+                    | Action::Abandon { .. }
+                    | Action::Mark { .. }
+                    | Action::Permit { .. } => {
+                        panic!("no sends, abandons or marks on a tick: {action:?}")
                     }
                 }
             }
@@ -1354,7 +1468,7 @@ mod tests {
     fn a_poison_event_is_isolated_and_parked_and_innocents_are_not() {
         let t0 = Instant::now();
         let mut s = sender(); // max_crashes 2
-        s.on_connect(t0, 256, false, true);
+        s.on_connect(t0, 256, false, true, false);
         for seq in 1..=3 {
             s.on_offer(seq, Guarantee::AtLeastOnce, t0);
         }
@@ -1362,7 +1476,7 @@ mod tests {
         // blamed, all three are suspects, sent again at once.
         s.on_disconnect();
         assert_eq!(
-            sent(&s.on_connect(t0, 256, false, true)),
+            sent(&s.on_connect(t0, 256, false, true, false)),
             vec![1, 2, 3],
             "the first round: all at once"
         );
@@ -1372,7 +1486,7 @@ mod tests {
         // 3), lowest first, and nothing new meanwhile.
         s.on_disconnect();
         assert_eq!(
-            s.on_connect(t0, 256, false, true),
+            s.on_connect(t0, 256, false, true, false),
             vec![Action::Send { seq: 1, attempt: 3 }]
         );
         assert!(!s.can_send(), "nothing new while narrowing");
@@ -1384,18 +1498,18 @@ mod tests {
         // Seq 2 alone crashes it: one crash.
         s.on_disconnect();
         assert_eq!(
-            s.on_connect(t0, 256, false, true),
+            s.on_connect(t0, 256, false, true, false),
             vec![Action::Send { seq: 2, attempt: 4 }]
         );
         // The same life reconnects (a network cut): not a crash.
         s.on_disconnect();
         assert_eq!(
-            s.on_connect(t0, 256, false, false),
+            s.on_connect(t0, 256, false, false, false),
             vec![Action::Send { seq: 2, attempt: 5 }]
         );
         // The second crash alone parks it; seq 3 goes next, alone.
         s.on_disconnect();
-        let actions = s.on_connect(t0, 256, false, true);
+        let actions = s.on_connect(t0, 256, false, true, false);
         assert!(
             matches!(&actions[0], Action::Park { seq: 2, reason, .. } if reason.starts_with("crashed the processor")),
             "{actions:?}"
@@ -1420,12 +1534,12 @@ mod tests {
     fn a_kill_with_1024_in_flight_resends_them_all_at_once_and_new_events_go() {
         let t0 = Instant::now();
         let mut s = Sender::new(wide(), DeliveryCursor::default(), 1);
-        s.on_connect(t0, 2048, false, false);
+        s.on_connect(t0, 2048, false, false, false);
         for seq in 1..=1024 {
             assert_eq!(s.on_offer(seq, Guarantee::AtLeastOnce, t0), Offer::Send);
         }
         s.on_disconnect();
-        let actions = s.on_connect(t0, 2048, false, true);
+        let actions = s.on_connect(t0, 2048, false, true, false);
         assert_eq!(sent(&actions), (1..=1024).collect::<Vec<_>>());
         assert_eq!(s.suspects(), 1024);
         assert_eq!(s.window(), 2048, "the full window");
@@ -1442,12 +1556,12 @@ mod tests {
     fn the_same_life_reconnecting_after_a_kill_counts_nothing() {
         let t0 = Instant::now();
         let mut s = Sender::new(wide(), DeliveryCursor::default(), 1);
-        s.on_connect(t0, 2048, false, false);
+        s.on_connect(t0, 2048, false, false, false);
         s.on_offer(1, Guarantee::AtLeastOnce, t0);
         for _ in 0..5 {
             s.on_disconnect();
             assert_eq!(
-                sent(&s.on_connect(t0, 2048, false, false)),
+                sent(&s.on_connect(t0, 2048, false, false, false)),
                 vec![1],
                 "a network cut: sent again, nothing more"
             );
@@ -1456,10 +1570,10 @@ mod tests {
         assert!(s.can_send());
         // One life end makes it a suspect; cuts of that life change nothing.
         s.on_disconnect();
-        s.on_connect(t0, 2048, false, true);
+        s.on_connect(t0, 2048, false, true, false);
         for _ in 0..5 {
             s.on_disconnect();
-            assert_eq!(sent(&s.on_connect(t0, 2048, false, false)), vec![1]);
+            assert_eq!(sent(&s.on_connect(t0, 2048, false, false, false)), vec![1]);
         }
         assert_eq!(s.suspects(), 1);
         assert_eq!(s.suspects.crashes(1), 1, "the one life end only");
@@ -1473,7 +1587,7 @@ mod tests {
     fn bisect(poison: Seq) -> u32 {
         let t0 = Instant::now();
         let mut s = Sender::new(wide(), DeliveryCursor::default(), 1);
-        s.on_connect(t0, 1024, false, false);
+        s.on_connect(t0, 1024, false, false, false);
         let mut next = 1;
         let mut in_flight = BTreeSet::new();
         while s.can_send() {
@@ -1489,7 +1603,7 @@ mod tests {
             if in_flight.contains(&poison) {
                 // It dies.
                 s.on_disconnect();
-                let actions = s.on_connect(t0, 1024, false, true);
+                let actions = s.on_connect(t0, 1024, false, true, false);
                 ends += 1;
                 in_flight.clear();
                 for action in actions {
@@ -1543,7 +1657,7 @@ mod tests {
     fn paused_processor_is_never_given_up() {
         let t0 = Instant::now();
         let mut s = sender();
-        s.on_connect(t0, 256, true, false);
+        s.on_connect(t0, 256, true, false, false);
         s.on_offer(1, Guarantee::AtLeastOnce, t0);
         for _ in 0..50 {
             let now = s.next_deadline().unwrap();
@@ -1573,13 +1687,13 @@ mod tests {
             1,
         );
         assert_eq!(s.acked_floor(), 4);
-        s.on_connect(t0, 256, false, false);
+        s.on_connect(t0, 256, false, false, false);
         assert_eq!(s.on_offer(4, Guarantee::AtLeastOnce, t0), Offer::Send);
         assert_eq!(s.on_offer(5, Guarantee::AtLeastOnce, t0), Offer::Skip);
         assert_eq!(s.on_offer(6, Guarantee::AtLeastOnce, t0), Offer::Send);
         s.on_disconnect();
         assert!(s.next_deadline().is_none());
-        let resent = s.on_connect(t0, 256, false, false);
+        let resent = s.on_connect(t0, 256, false, false, false);
         assert_eq!(
             resent,
             vec![
@@ -1619,7 +1733,7 @@ mod tests {
     fn at_most_once_goes_out_only_after_its_mark_and_never_again() {
         let t0 = Instant::now();
         let mut s = sender();
-        s.on_connect(t0, 256, false, false);
+        s.on_connect(t0, 256, false, false, false);
         assert_eq!(s.on_offer(1, ONCE, t0), Offer::Mark);
         assert_eq!(s.on_ack(1), AckOutcome::Unknown, "not sent yet");
         assert!(
@@ -1656,7 +1770,7 @@ mod tests {
     fn at_most_once_processed_without_its_ack_is_abandoned_not_sent_again() {
         let t0 = Instant::now();
         let mut s = sender();
-        s.on_connect(t0, 256, false, false);
+        s.on_connect(t0, 256, false, false, false);
         s.on_offer(1, ONCE, t0);
         s.on_offer(2, Guarantee::AtLeastOnce, t0);
         s.on_marked([1], t0);
@@ -1672,7 +1786,7 @@ mod tests {
     fn at_most_once_timeouts_still_park_it() {
         let t0 = Instant::now();
         let mut s = sender();
-        s.on_connect(t0, 256, false, false);
+        s.on_connect(t0, 256, false, false, false);
         s.on_offer(1, ONCE, t0);
         s.on_marked([1], t0);
         let mut now = t0;
@@ -1692,7 +1806,7 @@ mod tests {
     fn at_most_once_is_abandoned_where_another_copy_would_go() {
         let t0 = Instant::now();
         let mut s = sender();
-        s.on_connect(t0, 256, false, false);
+        s.on_connect(t0, 256, false, false, false);
         for seq in 1..=3 {
             s.on_offer(seq, ONCE, t0);
         }
@@ -1707,7 +1821,7 @@ mod tests {
         }
         // The stream ends with 2 sent, 3 still being marked, 4 sent.
         s.on_disconnect();
-        let actions = s.on_connect(t0, 256, false, false);
+        let actions = s.on_connect(t0, 256, false, false, false);
         assert_eq!(
             abandoned(&actions),
             vec![2],
@@ -1727,14 +1841,14 @@ mod tests {
     fn at_most_once_marked_while_no_stream_goes_out_on_the_next_one() {
         let t0 = Instant::now();
         let mut s = sender();
-        s.on_connect(t0, 256, false, false);
+        s.on_connect(t0, 256, false, false, false);
         s.on_offer(1, ONCE, t0);
         s.on_disconnect();
         assert!(s.on_marked([1], t0).is_empty(), "no stream");
-        let actions = s.on_connect(t0, 256, false, true);
+        let actions = s.on_connect(t0, 256, false, true, false);
         assert_eq!(actions, vec![Action::Send { seq: 1, attempt: 1 }]);
         s.on_disconnect();
-        let actions = s.on_connect(t0, 256, false, true);
+        let actions = s.on_connect(t0, 256, false, true, false);
         assert_eq!(abandoned(&actions), vec![1]);
         assert!(sent(&actions).is_empty());
     }
@@ -1743,14 +1857,14 @@ mod tests {
     fn at_most_once_marked_while_suspects_go_in_batches_waits_for_its_turn() {
         let t0 = Instant::now();
         let mut s = sender();
-        s.on_connect(t0, 256, false, false);
+        s.on_connect(t0, 256, false, false, false);
         s.on_offer(1, Guarantee::AtLeastOnce, t0);
         s.on_offer(2, Guarantee::AtLeastOnce, t0);
         assert_eq!(s.on_offer(3, ONCE, t0), Offer::Mark);
         // Two life ends with 1 and 2 in flight: batches of one.
         for _ in 0..2 {
             s.on_disconnect();
-            s.on_connect(t0, 256, false, true);
+            s.on_connect(t0, 256, false, true, false);
         }
         assert_eq!(s.suspects(), 2);
         // Its mark becomes durable with seq 1 out alone: going out now, it
@@ -1776,12 +1890,127 @@ mod tests {
             sent_above: vec![2],
         };
         let mut s = Sender::new(cfg(), cursor, 1);
-        s.on_connect(t0, 256, false, true);
+        s.on_connect(t0, 256, false, true, false);
         assert_eq!(s.on_offer(1, Guarantee::AtLeastOnce, t0), Offer::Send);
         assert_eq!(s.on_offer(2, Guarantee::AtLeastOnce, t0), Offer::Abandon);
         assert_eq!(s.on_ack(2), AckOutcome::Duplicate);
         s.on_ack(1);
         assert!(s.on_stored([1, 2]));
         assert_eq!(s.acked_floor(), 3);
+    }
+
+    fn permits(actions: &[Action]) -> Vec<Seq> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Permit { seq } => Some(*seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_claimed_event_is_granted_once_its_mark_is_durable_and_never_again() {
+        let t0 = Instant::now();
+        let mut s = sender();
+        s.on_connect(t0, 256, false, false, true);
+        assert_eq!(
+            s.on_offer(1, ONCE, t0),
+            Offer::Send,
+            "out at once, to be claimed"
+        );
+        assert!(s.needs_claim(1));
+        // Not granted: it cannot have run, so an ack or a retry request is
+        // nobody's.
+        assert_eq!(s.on_ack(1), AckOutcome::Unknown);
+        assert_eq!(
+            s.on_retry(1, Duration::ZERO, "busy", t0),
+            RetryOutcome::Ignored
+        );
+        let claimed = s.on_claims([1]);
+        assert_eq!(claimed.mark, vec![1]);
+        assert!(
+            s.on_claims([1]).mark.is_empty(),
+            "a repeated claim is ignored"
+        );
+        assert_eq!(permits(&s.on_marked([1], t0)), vec![1]);
+        assert!(!s.needs_claim(1));
+        assert!(s.on_claims([1]) == Claimed::default(), "granted once only");
+        assert!(permits(&s.on_marked([1], t0)).is_empty());
+        assert_eq!(s.on_ack(1), AckOutcome::Accepted { attempts: 1 });
+        assert_eq!(s.on_claims([1]).refused, vec![1], "resolved: skip it");
+    }
+
+    #[test]
+    fn an_unclaimed_event_is_sent_again_after_a_crash_and_a_granted_one_is_abandoned() {
+        let t0 = Instant::now();
+        let mut s = sender();
+        s.on_connect(t0, 256, false, false, true);
+        for seq in 1..=3 {
+            s.on_offer(seq, ONCE, t0);
+        }
+        // 1 granted (it may have run), 2 claimed (its mark being stored),
+        // 3 waiting behind its key (never claimed).
+        s.on_claims([1, 2]);
+        s.on_marked([1], t0);
+        s.on_disconnect();
+        // 2's mark lands after the stream ended: no permit on any stream.
+        assert!(s.on_marked([2], t0).is_empty());
+        let actions = s.on_connect(t0, 256, false, true, true);
+        assert_eq!(abandoned(&actions), vec![1]);
+        assert_eq!(sent(&actions), vec![2, 3], "never ran: sent again");
+        assert_eq!(s.suspects(), 0, "and no crash suspects: they never ran");
+        assert!(s.needs_claim(2) && s.needs_claim(3));
+        // The new life claims 2: granted once more is impossible, granted
+        // for the first time it is.
+        s.on_claims([2]);
+        assert_eq!(permits(&s.on_marked([2], t0)), vec![2]);
+    }
+
+    #[test]
+    fn an_unclaimed_event_is_marked_before_it_goes_to_a_processor_that_does_not_claim() {
+        let t0 = Instant::now();
+        let mut s = sender();
+        s.on_connect(t0, 256, false, false, true);
+        s.on_offer(1, ONCE, t0);
+        s.on_disconnect();
+        let actions = s.on_connect(t0, 256, false, true, false);
+        assert_eq!(actions, vec![Action::Mark { seq: 1 }]);
+        assert_eq!(
+            s.on_marked([1], t0),
+            vec![Action::Send { seq: 1, attempt: 1 }],
+            "its only copy, granted"
+        );
+        assert!(!s.needs_claim(1));
+        assert_eq!(
+            s.on_offer(2, ONCE, t0),
+            Offer::Mark,
+            "and so is every new one"
+        );
+    }
+
+    #[test]
+    fn an_unclaimed_event_the_processor_lacks_is_sent_again_on_a_timeout() {
+        let t0 = Instant::now();
+        let mut s = sender();
+        s.on_connect(t0, 256, false, false, true);
+        s.on_offer(1, ONCE, t0);
+        let later = t0 + Duration::from_secs(2);
+        assert_eq!(sent(&s.on_tick(later)), vec![1], "its copy was lost");
+        s.on_progress(
+            later,
+            Progress {
+                processed_below: 0,
+                received_below: 2,
+                awaiting: vec![],
+            },
+        );
+        let later = later + Duration::from_secs(10);
+        assert!(sent(&s.on_tick(later)).is_empty(), "the processor has it");
+        // Granted, it never goes again.
+        s.on_claims([1]);
+        s.on_marked([1], later);
+        s.on_progress(later, Progress::default());
+        assert!(sent(&s.on_tick(later + Duration::from_secs(60))).is_empty());
     }
 }

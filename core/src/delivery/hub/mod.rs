@@ -320,9 +320,10 @@ impl State {
             }
             match offer {
                 Offer::Send => {
-                    // At least once: an at-most-once event goes out from
-                    // `on_marked`, never from here.
-                    batch.push(to_pb(&event, 1, false));
+                    // At least once, or at most once to be claimed (one that
+                    // goes out granted does from `on_marked`).
+                    let claim = self.sender.needs_claim(event.seq);
+                    batch.push(to_pb(&event, 1, claim, claim));
                     self.payloads.insert(event);
                     self.totals.delivered += 1;
                 }
@@ -362,12 +363,8 @@ impl State {
             self.floor
                 .store(self.sender.acked_floor(), Ordering::Release);
         }
-        if !resolution.sent.is_empty() {
-            let _ = self.marks_tx.send(Resolution {
-                sent: std::mem::take(&mut resolution.sent),
-                ..Resolution::default()
-            });
-        }
+        let marks = std::mem::take(&mut resolution.sent);
+        self.mark(marks);
         if resolution.rows() > 0 {
             let _ = self.rows_tx.send(resolution);
         }
@@ -376,10 +373,13 @@ impl State {
         }
     }
 
-    /// Sent marks are durable: those events go out now.
+    /// Sent marks are durable: those events are granted, or go out now.
     async fn on_marked(&mut self, seqs: Vec<Seq>) {
         let actions = self.sender.on_marked(seqs, Instant::now());
-        self.totals.delivered += actions.len() as u64;
+        self.totals.delivered += actions
+            .iter()
+            .filter(|a| matches!(a, Action::Send { .. }))
+            .count() as u64;
         self.perform(actions).await;
     }
 
@@ -389,15 +389,18 @@ impl State {
     }
 
     /// Carries out sender actions: sends, retransmits (batched into one
-    /// message), parks and abandons.
+    /// message), parks, abandons, sent marks and permits.
     async fn perform(&mut self, actions: Vec<Action>) {
         let mut batch = Vec::new();
         let mut resolution = Resolution::default();
+        let mut marks = Vec::new();
+        let mut granted = Vec::new();
         for action in actions {
             match action {
                 Action::Send { seq, attempt } => {
                     if let Some(event) = self.payloads.get(&seq) {
-                        batch.push(to_pb(event, attempt, self.once(event)));
+                        let claim = self.sender.needs_claim(seq);
+                        batch.push(to_pb(event, attempt, self.once(event), claim));
                     }
                 }
                 Action::Retransmit {
@@ -408,7 +411,8 @@ impl State {
                     self.totals.retransmits += 1;
                     self.traces.retransmit(seq, attempt);
                     if let Some(event) = self.payloads.get(&seq) {
-                        batch.push(to_pb(event, attempt, self.once(event)));
+                        let claim = self.sender.needs_claim(seq);
+                        batch.push(to_pb(event, attempt, self.once(event), claim));
                     }
                     self.feed(pb::feed_event::Kind::Retransmit(pb::RetransmitFeed {
                         seq,
@@ -426,16 +430,43 @@ impl State {
                     attempts,
                     reason,
                 } => resolution.results.push(self.abandon(seq, attempts, reason)),
+                Action::Mark { seq } => marks.push(seq),
+                Action::Permit { seq } => granted.push(seq),
             }
         }
         if resolution.rows() > 0 {
             let _ = self.rows_tx.send(resolution);
         }
+        self.mark(marks);
         for chunk in batch.chunks(MAX_EVENTS_PER_MESSAGE) {
             if !self.send_events(chunk.to_vec()).await {
                 break;
             }
         }
+        self.permit(granted, Vec::new()).await;
+    }
+
+    /// Has the sent marks of `seqs` stored (the second writer); their
+    /// events go on in `on_marked`.
+    fn mark(&mut self, seqs: Vec<Seq>) {
+        if !seqs.is_empty() {
+            let _ = self.marks_tx.send(Resolution {
+                sent: seqs,
+                ..Resolution::default()
+            });
+        }
+    }
+
+    /// Answers claims: `granted` may start, `refused` are to be skipped.
+    async fn permit(&mut self, granted: Vec<Seq>, refused: Vec<Seq>) {
+        if granted.is_empty() && refused.is_empty() {
+            return;
+        }
+        self.send(pb::core_message::Body::Permits(pb::Permits {
+            granted,
+            refused,
+        }))
+        .await;
     }
 
     async fn on_command(&mut self, command: Command) {
@@ -535,7 +566,7 @@ impl State {
     }
 }
 
-fn to_pb(event: &SharedEvent, attempt: u32, at_most_once: bool) -> pb::Event {
+fn to_pb(event: &SharedEvent, attempt: u32, at_most_once: bool, claim: bool) -> pb::Event {
     pb::Event {
         seq: event.seq,
         id: event.id.clone(),
@@ -546,5 +577,6 @@ fn to_pb(event: &SharedEvent, attempt: u32, at_most_once: bool) -> pb::Event {
         attempt,
         traceparent: event.traceparent.clone().unwrap_or_default(),
         at_most_once,
+        claim,
     }
 }

@@ -86,9 +86,13 @@ impl State {
             None => true,
         };
         self.last_life = Some(life);
-        let resend = self
-            .sender
-            .on_connect(now, processor_window, self.paused, new_life);
+        let resend = self.sender.on_connect(
+            now,
+            processor_window,
+            self.paused,
+            new_life,
+            new.hello.claims,
+        );
         tracing::info!(
             session = id,
             processor = %new.hello.processor_id,
@@ -120,7 +124,12 @@ impl State {
             // them. The sends are left to the next session.
             let rows = resend
                 .into_iter()
-                .filter(|a| matches!(a, Action::Park { .. } | Action::Abandon { .. }))
+                .filter(|a| {
+                    matches!(
+                        a,
+                        Action::Park { .. } | Action::Abandon { .. } | Action::Mark { .. }
+                    )
+                })
                 .collect();
             self.perform(rows).await;
             return;
@@ -187,6 +196,11 @@ impl State {
                 }
                 Some(pb::processor_message::Body::Echo(echo)) => {
                     self.sender.on_echo(echo.probe, Instant::now());
+                }
+                Some(pb::processor_message::Body::Claims(claims)) => {
+                    let claimed = self.sender.on_claims(claims.seqs);
+                    self.mark(claimed.mark);
+                    self.permit(claimed.granted, claimed.refused).await;
                 }
                 Some(pb::processor_message::Body::Hello(_)) | None => {
                     tracing::warn!("unexpected message from processor ignored");

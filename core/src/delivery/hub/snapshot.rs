@@ -53,7 +53,7 @@ impl State {
                     storing: false,
                     key: self.key_of(seq),
                     retry: f.retry,
-                    at_most_once: f.once,
+                    at_most_once: f.once.is_some(),
                 }),
                 Entry::Marking => Some(pb::InFlightEntry {
                     seq,
