@@ -213,7 +213,7 @@ pub(super) async fn section_skew(backend: Backend, args: &Args) -> anyhow::Resul
     let keyed: u64 = per_key.values().sum();
     println!(
         "  skew: {EVENTS} webhook events over {} keys (hottest {:.1} %, unkeyed {:.1} %), \
-         {:.0} % hook_once, seed {}, limit {} s per run",
+         {:.0} % hook_once, seed {}, limit {} s per run; core's default window, not --window",
         per_key.len(),
         share(per_key.values().copied().max().unwrap_or(0)),
         share(EVENTS - keyed),
