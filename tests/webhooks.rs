@@ -4,20 +4,31 @@
 //! sent (body as published, the `ackflow-*`, `idempotency-key` and
 //! `traceparent` headers), what each answer becomes (ok, failed, retry later honouring
 //! `Retry-After`, parked after `--max-deliver` timeouts), and that calls run
-//! side by side across keys but one at a time, in seq order, within a key.
+//! side by side across keys but one at a time, in seq order, within a key;
+//! `https://` endpoints with a private CA (`--webhook-ca`), Standard
+//! Webhooks signatures checked by the reference verifier (the
+//! `standardwebhooks` package from PyPI, in a virtual environment of the
+//! test's), credentials from files, a certificate that does not verify, and
+//! a hanging endpoint that holds back its own kind only.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ackflow_tests::{Core, http_request, post_json, start_processor_with_env, wait_for};
+use ackflow_tests::{
+    Core, http_request, post_json, start_processor, start_processor_with_env, wait_for,
+};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 /// One call the endpoint received.
 #[derive(Debug, Clone)]
@@ -301,14 +312,405 @@ async fn webhooks_keep_the_contract() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_bad_webhook_flag_is_refused_at_start() -> anyhow::Result<()> {
     let output = tokio::process::Command::new(ackflow_tests::bin("e2e-processor"))
-        .args(["--webhook", "resize=https://example.com/resize"])
+        .args(["--webhook", "resize=ftp://example.com/resize"])
         .output()
         .await?;
     assert_eq!(output.status.code(), Some(2), "a usage error");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("--webhook") && stderr.contains("https webhooks are not supported"),
+        stderr.contains("--webhook") && stderr.contains("http:// or https://"),
         "{stderr}"
     );
+    // A secret that is not whsec_…: refused at start, and not echoed.
+    let dir = tempfile::tempdir()?;
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "hunter2-not-a-secret\n")?;
+    let output = tokio::process::Command::new(ackflow_tests::bin("e2e-processor"))
+        .args(["--webhook", "resize=https://example.com/resize"])
+        .arg("--webhook-secret-file")
+        .arg(format!("resize={}", secret.display()))
+        .output()
+        .await?;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("whsec_"), "{stderr}");
+    assert!(
+        !stderr.contains("hunter2"),
+        "the secret was printed: {stderr}"
+    );
+    // A flag for a kind without a webhook.
+    let output = tokio::process::Command::new(ackflow_tests::bin("e2e-processor"))
+        .args(["--webhook", "resize=https://example.com/resize"])
+        .arg("--webhook-header-file")
+        .arg(format!("crop=Authorization={}", secret.display()))
+        .output()
+        .await?;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no --webhook crop=URL"), "{stderr}");
+    Ok(())
+}
+
+/// Serves `app` over TLS with the PEM `cert` and `key` on a loopback port.
+async fn serve_tls(app: Router, cert: &Path, key: &Path) -> anyhow::Result<SocketAddr> {
+    let certs =
+        CertificateDer::pem_slice_iter(&std::fs::read(cert)?).collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(&std::fs::read(key)?)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    let listener = TlsListener {
+        listener: tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+    };
+    let addr = listener.listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}
+
+struct TlsListener {
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.listener.accept().await else {
+                continue;
+            };
+            // A client that refuses the certificate ends its handshake.
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.listener.local_addr()
+    }
+}
+
+/// The Standard Webhooks reference verifier (PyPI `standardwebhooks`), in a
+/// virtual environment made once per machine: for each `(secret, call)`,
+/// whether it accepts the call's body and `webhook-*` headers.
+async fn reference_verifier(cases: &[(&str, &Call)]) -> anyhow::Result<Vec<bool>> {
+    const PACKAGE: &str = "standardwebhooks==1.3.0";
+    let venv = std::env::temp_dir().join("ackflow-standardwebhooks-1.3.0");
+    let python = venv.join("bin/python");
+    let ready = |python: &Path| {
+        std::process::Command::new(python)
+            .args(["-c", "import standardwebhooks"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !ready(&python) {
+        let made = std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .output()?;
+        anyhow::ensure!(made.status.success(), "python3 -m venv: {made:?}");
+        let pip = std::process::Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", PACKAGE])
+            .output()?;
+        anyhow::ensure!(pip.status.success(), "pip install {PACKAGE}: {pip:?}");
+    }
+    let input: Vec<Value> = cases
+        .iter()
+        .map(|(secret, call)| {
+            serde_json::json!({
+                "secret": secret,
+                "body": call.body,
+                "headers": {
+                    "webhook-id": call.headers.get("webhook-id"),
+                    "webhook-timestamp": call.headers.get("webhook-timestamp"),
+                    "webhook-signature": call.headers.get("webhook-signature"),
+                },
+            })
+        })
+        .collect();
+    let script = r#"
+import json, sys
+from standardwebhooks.webhooks import Webhook
+verdicts = []
+for case in json.load(sys.stdin):
+    try:
+        Webhook(case["secret"]).verify(case["body"], case["headers"])
+        verdicts.append(True)
+    except Exception:
+        verdicts.append(False)
+print(json.dumps(verdicts))
+"#;
+    let mut child = tokio::process::Command::new(&python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut stdin = child.stdin.take().expect("piped");
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, serde_json::to_string(&input)?.as_bytes())
+        .await?;
+    drop(stdin);
+    let output = child.wait_with_output().await?;
+    anyhow::ensure!(output.status.success(), "the verifier failed: {output:?}");
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_webhook_with_a_private_ca_gets_signed_calls_with_its_credentials()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (ca, cert, key) = crate::tls_clients::pki(dir.path(), "hook");
+    let seen = Shared::default();
+    let app = Router::new()
+        .route("/upper", post(upper))
+        .with_state(seen.clone());
+    let addr = serve_tls(app, &cert, &key).await?;
+    // Two secrets: a rotation in progress (both sign every call).
+    let old = "whsec_b2xkLXNlY3JldC1rZXktMDEyMzQ1Njc4OQ==";
+    let new = "whsec_bmV3LXNlY3JldC1rZXktMDEyMzQ1Njc4OQ==";
+    let other = "whsec_b3RoZXItc2VjcmV0LWtleS0wMTIzNDU2Nzg5";
+    std::fs::write(dir.path().join("secret"), format!("{old}\n{new}\n"))?;
+    let token = "Bearer hook-token-0123456789";
+    std::fs::write(dir.path().join("authorization"), format!("{token}\n"))?;
+    let core = Core::start(dir.path(), None, &[]).await?;
+    let hook = format!("upper=https://localhost:{}/upper", addr.port());
+    let secret = format!("upper={}", dir.path().join("secret").display());
+    let header = format!(
+        "upper=Authorization={}",
+        dir.path().join("authorization").display()
+    );
+    let ca = ca.display().to_string();
+    let args = [
+        "--webhook",
+        &hook,
+        "--webhook-ca",
+        &ca,
+        "--webhook-secret-file",
+        &secret,
+        "--webhook-header-file",
+        &header,
+    ];
+    let log = [("RUST_LOG", "debug")];
+    let mut processor = start_processor_with_env(dir.path(), &core.grpc_url(), &args, &log)?;
+    for i in 0..3 {
+        let body = format!(r#"{{"kind":"upper","key":"k","payload":{{"n": {i}}}}}"#);
+        let (status, text) = post_json(core.http, "/v1/events", &body).await?;
+        anyhow::ensure!(status == 202, "publish {body}: {status} {text}");
+    }
+    let core_ref = &core;
+    wait_for(
+        "every event resolved",
+        Duration::from_secs(30),
+        || async move {
+            let s = core_ref.snapshot().await.ok()?;
+            (s.acked_floor > 3).then_some(())
+        },
+    )
+    .await?;
+    for seq in 1..=3 {
+        let (_, text) = http_request(core.http, "GET", &format!("/v1/events/{seq}"), None).await?;
+        let event: Value = serde_json::from_str(&text)?;
+        assert_eq!(event["state"], "ok", "{event}");
+    }
+    let calls = seen.lock().unwrap().calls.clone();
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    for call in &calls {
+        assert_eq!(
+            call.headers.get("authorization").map(String::as_str),
+            Some(token)
+        );
+        assert_eq!(
+            call.headers.get("webhook-id"),
+            call.headers.get("idempotency-key")
+        );
+        let signatures = &call.headers["webhook-signature"];
+        assert_eq!(signatures.split(' ').count(), 2, "{signatures}");
+    }
+    // Each secret alone verifies every call; another secret and a tampered
+    // body do not.
+    let tampered = Call {
+        body: calls[0].body.replace('0', "1"),
+        ..calls[0].clone()
+    };
+    assert_ne!(tampered.body, calls[0].body);
+    let mut cases: Vec<(&str, &Call)> = Vec::new();
+    for call in &calls {
+        cases.push((old, call));
+        cases.push((new, call));
+    }
+    cases.push((other, &calls[0]));
+    cases.push((old, &tampered));
+    let verdicts = reference_verifier(&cases).await?;
+    assert_eq!(
+        verdicts[..6],
+        [true; 6],
+        "the reference verifier refused a call"
+    );
+    assert_eq!(
+        verdicts[6..],
+        [false, false],
+        "a wrong secret or a tampered body passed"
+    );
+    processor.terminate().await?;
+    let log = std::fs::read_to_string(dir.path().join("processor.log"))?;
+    for secret in ["hook-token-0123456789", &old[6..], &new[6..]] {
+        assert!(
+            !log.contains(secret),
+            "the processor logged a secret: {secret}"
+        );
+    }
+    assert!(
+        log.contains("signed=true"),
+        "the start says the webhook signs"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_certificate_that_does_not_verify_is_retried_and_parked_with_why()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (_, cert, key) = crate::tls_clients::pki(dir.path(), "hook");
+    let seen = Shared::default();
+    let app = Router::new()
+        .route("/upper", post(upper))
+        .with_state(seen.clone());
+    let addr = serve_tls(app, &cert, &key).await?;
+    let core = Core::start(dir.path(), None, &["--max-deliver", "2"]).await?;
+    // No --webhook-ca: the private CA is nobody's root.
+    let hook = format!("upper=https://localhost:{}/upper", addr.port());
+    let mut processor = start_processor(dir.path(), &core.grpc_url(), &["--webhook", &hook])?;
+    let (status, text) =
+        post_json(core.http, "/v1/events", r#"{"kind":"upper","payload":1}"#).await?;
+    anyhow::ensure!(status == 202, "{status} {text}");
+    let core_ref = &core;
+    wait_for(
+        "the event resolved",
+        Duration::from_secs(30),
+        || async move {
+            let s = core_ref.snapshot().await.ok()?;
+            (s.acked_floor > 1).then_some(())
+        },
+    )
+    .await?;
+    let (_, text) = http_request(core.http, "GET", "/v1/events/1", None).await?;
+    let event: Value = serde_json::from_str(&text)?;
+    assert_eq!(event["state"], "dead", "{event}");
+    assert!(
+        text.contains("invalid peer certificate") && text.contains("UnknownIssuer"),
+        "the reason says why: {event}"
+    );
+    assert!(seen.lock().unwrap().calls.is_empty(), "no call got through");
+    processor.terminate().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_webhook_holds_back_its_own_kind_only() -> anyhow::Result<()> {
+    let release = CancellationToken::new();
+    let seen = Shared::default();
+    let hold = {
+        let release = release.clone();
+        move |State(seen): State<Shared>, headers: HeaderMap, body: String| async move {
+            record(&seen, "hold", &headers, body);
+            {
+                let mut s = seen.lock().unwrap();
+                s.running += 1;
+                s.most = s.most.max(s.running);
+            }
+            release.cancelled().await;
+            seen.lock().unwrap().running -= 1;
+            "held"
+        }
+    };
+    let app = Router::new()
+        .route("/hold", post(hold))
+        .with_state(seen.clone());
+    let endpoint = ackflow_tests::serve_router(app, CancellationToken::new()).await?;
+    let dir = tempfile::tempdir()?;
+    let core = Core::start(dir.path(), None, &[]).await?;
+    let hook = format!("hold=http://{endpoint}/hold");
+    let metrics = format!("127.0.0.1:{}", ackflow_tests::free_port());
+    let args = [
+        "--concurrency",
+        "8",
+        "--webhook-concurrency",
+        "2",
+        "--webhook-timeout-ms",
+        "120000",
+        "--webhook",
+        &hook,
+        "--metrics-addr",
+        &metrics,
+    ];
+    let mut processor = start_processor(dir.path(), &core.grpc_url(), &args)?;
+    // Twenty of each, interleaved, every event on a key of its own: without
+    // a pool, eight hanging calls would take every slot.
+    let mut sha256 = Vec::new();
+    for i in 0..40 {
+        let body = match i % 2 {
+            0 => format!(r#"{{"kind":"hold","key":"h{i}","payload":{i}}}"#),
+            _ => format!(r#"{{"kind":"sha256","key":"s{i}","payload":"x{i}"}}"#),
+        };
+        let (status, text) = post_json(core.http, "/v1/events", &body).await?;
+        anyhow::ensure!(status == 202, "publish {body}: {status} {text}");
+        if i % 2 == 1 {
+            sha256.push(i + 1);
+        }
+    }
+    let core_ref = &core;
+    for seq in sha256 {
+        wait_for(
+            &format!("sha256 seq {seq} done"),
+            Duration::from_secs(30),
+            || async move {
+                let (_, text) =
+                    http_request(core_ref.http, "GET", &format!("/v1/events/{seq}"), None)
+                        .await
+                        .ok()?;
+                text.contains(r#""state":"ok""#).then_some(())
+            },
+        )
+        .await?;
+    }
+    {
+        let s = seen.lock().unwrap();
+        assert_eq!(
+            (s.calls.len(), s.most),
+            (2, 2),
+            "the hold pool: two calls, held"
+        );
+    }
+    let metrics: SocketAddr = metrics.parse()?;
+    let (_, text) = http_request(metrics, "GET", "/metrics", None).await?;
+    assert!(
+        text.contains(r#"ackflow_processor_webhook_calls{webhook="hold"} 2"#),
+        "{text}"
+    );
+    // Released, the hold events go through, two at a time.
+    release.cancel();
+    wait_for(
+        "every event resolved",
+        Duration::from_secs(60),
+        || async move {
+            let s = core_ref.snapshot().await.ok()?;
+            (s.acked_floor > 40).then_some(())
+        },
+    )
+    .await?;
+    let s = seen.lock().unwrap();
+    assert_eq!((s.calls.len(), s.most), (20, 2));
+    drop(s);
+    let (_, text) = http_request(metrics, "GET", "/metrics", None).await?;
+    assert!(
+        text.contains(r#"ackflow_processor_webhook_answers_total{class="2xx",webhook="hold"} 20"#),
+        "{text}"
+    );
+    processor.terminate().await?;
     Ok(())
 }

@@ -53,14 +53,28 @@ pub async fn run_with(
     mut registry: Registry,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    let metrics = Arc::new(ProcessorMetrics::new());
     if !config.webhooks.is_empty() {
         let hooks = Webhooks::new(
             Duration::from_millis(config.webhook_timeout_ms),
             config.concurrency as usize,
-        );
-        for target in &config.webhooks {
-            tracing::info!(kind = %target.kind, url = %target.url, "webhook");
-            registry.register(&target.kind, hooks.to(target.url.clone()));
+            config.webhook_ca.as_deref(),
+            metrics.clone(),
+        )?;
+        let extras = config.webhook_extras()?;
+        for (target, extras) in config.webhooks.iter().zip(extras) {
+            tracing::info!(
+                kind = %target.kind,
+                url = %target.url,
+                signed = extras.secrets.is_some(),
+                headers = ?extras.headers.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(),
+                cap = config.webhook_concurrency,
+                "webhook"
+            );
+            registry.register(
+                &target.kind,
+                hooks.to(&target.kind, target.url.clone(), extras),
+            );
         }
     }
     let endpoint = client::endpoint(&config.core)
@@ -80,7 +94,6 @@ pub async fn run_with(
             .with_context(|| format!("opening --processed-log {}", path.display()))?,
         None => ProcessedLog::default(),
     };
-    let metrics = Arc::new(ProcessorMetrics::new());
     if let Some(addr) = config.metrics_addr {
         crate::metrics::serve(addr, metrics.clone(), cancel.clone())
             .await
@@ -100,6 +113,9 @@ pub async fn run_with(
         config.concurrency as usize,
         !config.no_dedup,
     );
+    for target in &config.webhooks {
+        receiver.cap_kind(&target.kind, config.webhook_concurrency as usize);
+    }
     if config.unsafe_ignore_order {
         tracing::warn!("--unsafe-ignore-order: events of one key may run at once and out of order");
         receiver = receiver.ignoring_order();

@@ -85,6 +85,26 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub webhook_timeout_ms: u64,
 
+    /// Most calls in progress per webhook. Events of a webhook at its cap wait in their lanes without holding a --concurrency slot, so a slow or hanging endpoint holds back its own kind only.
+    #[arg(long, env = "ACKFLOW_WEBHOOK_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub webhook_concurrency: u32,
+
+    /// PEM file of CA certificates that https:// webhooks may also be signed by (a private CA), besides the system's trusted roots (SSL_CERT_FILE / SSL_CERT_DIR when set).
+    #[arg(long, env = "ACKFLOW_WEBHOOK_CA", value_name = "PATH")]
+    pub webhook_ca: Option<std::path::PathBuf>,
+
+    /// Sign the calls of webhook KIND with the secret in FILE (Standard Webhooks: headers webhook-id, webhook-timestamp, webhook-signature): `whsec_<base64>`, two on separate lines during a rotation (both sign). KIND=PATH, repeatable. Never on the command line itself.
+    #[arg(long = "webhook-secret-file", value_name = "KIND=PATH")]
+    pub webhook_secret_files: Vec<crate::webhook::KindValue>,
+
+    /// As --webhook-secret-file, the secret read from the environment variable VAR (two separated by a space during a rotation): KIND=VAR, repeatable.
+    #[arg(long = "webhook-secret-env", value_name = "KIND=VAR")]
+    pub webhook_secret_envs: Vec<crate::webhook::KindValue>,
+
+    /// Send header NAME, its value read from FILE (one trailing newline ignored), with every call of webhook KIND, e.g. KIND=Authorization=/run/secrets/hook-token. Repeatable; values are never logged.
+    #[arg(long = "webhook-header-file", value_name = "KIND=NAME=PATH")]
+    pub webhook_header_files: Vec<crate::webhook::HeaderFile>,
+
     /// Register the `crash` algorithm, which aborts the processor process: for tests and the demo, to show core parking an event that crashes the processor (--max-crashes). Never in production.
     #[arg(long, env = "ACKFLOW_ENABLE_CRASH")]
     pub enable_crash: bool,
@@ -147,6 +167,77 @@ impl Config {
             ackflow_proto::client::tls::check_token_transport(&self.core)?;
         }
         Ok(token)
+    }
+
+    /// What each `--webhook` sends besides the contract's headers, read
+    /// from the secret and header files and variables; an error for one
+    /// that names no `--webhook` kind, or that cannot be read. Errors never
+    /// contain a secret or a header value.
+    pub fn webhook_extras(&self) -> anyhow::Result<Vec<crate::webhook::Extras>> {
+        use anyhow::Context;
+        let kinds: Vec<&str> = self.webhooks.iter().map(|t| t.kind.as_str()).collect();
+        let known = |flag: &str, kind: &str| {
+            anyhow::ensure!(
+                kinds.contains(&kind),
+                "{flag} {kind}=…: no --webhook {kind}=URL"
+            );
+            Ok(())
+        };
+        let mut extras = vec![crate::webhook::Extras::default(); kinds.len()];
+        let index = |kind: &str| kinds.iter().position(|k| *k == kind).expect("checked");
+        for flag in &self.webhook_secret_files {
+            known("--webhook-secret-file", &flag.kind)?;
+            let text = std::fs::read_to_string(&flag.value).with_context(|| {
+                format!(
+                    "--webhook-secret-file {}: reading {}",
+                    flag.kind, flag.value
+                )
+            })?;
+            let secrets = crate::signing::Secrets::parse(&text).map_err(|e| {
+                anyhow::anyhow!("--webhook-secret-file {}={}: {e}", flag.kind, flag.value)
+            })?;
+            extras[index(&flag.kind)].secrets = Some(secrets);
+        }
+        for flag in &self.webhook_secret_envs {
+            known("--webhook-secret-env", &flag.kind)?;
+            let text = std::env::var(&flag.value).map_err(|_| {
+                anyhow::anyhow!(
+                    "--webhook-secret-env {}: ${} is not set",
+                    flag.kind,
+                    flag.value
+                )
+            })?;
+            let secrets = crate::signing::Secrets::parse(&text).map_err(|e| {
+                anyhow::anyhow!("--webhook-secret-env {}=${}: {e}", flag.kind, flag.value)
+            })?;
+            extras[index(&flag.kind)].secrets = Some(secrets);
+        }
+        for flag in &self.webhook_header_files {
+            known("--webhook-header-file", &flag.kind)?;
+            let text = std::fs::read_to_string(&flag.path).with_context(|| {
+                format!(
+                    "--webhook-header-file {}={}: reading {}",
+                    flag.kind,
+                    flag.name,
+                    flag.path.display()
+                )
+            })?;
+            let text = text.strip_suffix('\n').unwrap_or(&text);
+            let text = text.strip_suffix('\r').unwrap_or(text);
+            let mut value = hyper::header::HeaderValue::from_str(text).map_err(|_| {
+                anyhow::anyhow!(
+                    "--webhook-header-file {}={}: {} is not a header value (one line of visible text)",
+                    flag.kind,
+                    flag.name,
+                    flag.path.display()
+                )
+            })?;
+            value.set_sensitive(true);
+            extras[index(&flag.kind)]
+                .headers
+                .push((flag.name.clone(), value));
+        }
+        Ok(extras)
     }
 
     /// Fault settings from the flags.

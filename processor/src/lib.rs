@@ -21,6 +21,7 @@ pub mod executor;
 pub mod metrics;
 pub mod permits;
 pub mod processed_log;
+pub mod signing;
 pub mod webhook;
 
 pub use ackflow_proto::v1::Event;

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -24,6 +24,11 @@ pub struct ProcessorMetrics {
     pub next_expected: IntGauge,
     pub running: IntGauge,
     pub lanes_active: IntGauge,
+    /// Webhook calls in progress, by webhook (its kind).
+    pub webhook_calls: IntGaugeVec,
+    /// Webhook answers by webhook and class (2xx, 3xx, 4xx, 5xx, timeout,
+    /// error: no HTTP answer).
+    pub webhook_answers: IntCounterVec,
 }
 
 impl ProcessorMetrics {
@@ -69,7 +74,31 @@ impl ProcessorMetrics {
         registry
             .register(Box::new(processing_seconds.clone()))
             .expect("unique metric");
+        let webhook_calls = IntGaugeVec::new(
+            Opts::new(
+                "ackflow_processor_webhook_calls",
+                "Webhook calls in progress, by webhook (at most --webhook-concurrency each).",
+            ),
+            &["webhook"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(webhook_calls.clone()))
+            .expect("unique metric");
+        let webhook_answers = IntCounterVec::new(
+            Opts::new(
+                "ackflow_processor_webhook_answers_total",
+                "Webhook answers by webhook and class: 2xx, 3xx, 4xx, 5xx, timeout (--webhook-timeout-ms), error (no HTTP answer: connection, TLS). Their latency is ackflow_processor_processing_seconds{algorithm=<webhook>}.",
+            ),
+            &["webhook", "class"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(webhook_answers.clone()))
+            .expect("unique metric");
         Self {
+            webhook_calls,
+            webhook_answers,
             duplicate_drops: counter(
                 "ackflow_processor_duplicate_drops_total",
                 "Events dropped because they were already processed or buffered.",

@@ -5,11 +5,14 @@
 //!
 //! The contract (README, "Process your own events"):
 //!
-//! * request: `POST URL`, the body the event's payload exactly as published
-//!   (`content-type: application/json`), headers `ackflow-seq`,
-//!   `ackflow-kind`, `ackflow-key` (when the event has one), `ackflow-attempt`,
-//!   `idempotency-key` (the event's id, the same on every attempt) and
-//!   `traceparent` (the publisher's W3C trace context, when it sent one);
+//! * request: `POST URL` (`http://` or `https://`), the body the event's
+//!   payload exactly as published (`content-type: application/json`),
+//!   headers `ackflow-seq`, `ackflow-kind`, `ackflow-key` (when the event has
+//!   one), `ackflow-attempt`, `idempotency-key` (the event's id, the same on
+//!   every attempt) and `traceparent` (the publisher's W3C trace context,
+//!   when it sent one); with a signing secret, the Standard Webhooks
+//!   headers `webhook-id`, `webhook-timestamp`, `webhook-signature` (see
+//!   `signing.rs`); the extra headers of `--webhook-header-file`;
 //! * `2xx`: an ok result, the response body (UTF-8, at most 64 KiB) its
 //!   output;
 //! * `4xx` other than 408 and 429, and anything else unexpected (a
@@ -19,19 +22,33 @@
 //!   one.
 //!
 //! Connections are pooled and kept alive, one client for every webhook.
+//! `https://` endpoints are verified against the system's roots and
+//! `--webhook-ca` (a private CA); a certificate that does not verify is a
+//! connection error, retried later, its reason stored if the event is
+//! parked. Each webhook has its own cap on calls in progress
+//! (`--webhook-concurrency`, a pool of the processor's lanes), so a slow
+//! endpoint holds back its own kind only.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ackflow_proto::v1 as pb;
+use anyhow::Context;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
 use hyper::{Method, Request, StatusCode, Uri};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 use crate::algorithms::{Algorithm, AlgorithmError, Outcome};
+use crate::metrics::ProcessorMetrics;
+use crate::signing::Secrets;
 
 /// Most bytes of a response body kept as the output; the rest is not read.
 pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
@@ -60,14 +77,12 @@ impl std::str::FromStr for Target {
             .parse()
             .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
         match url.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
+            Some("http" | "https") => {}
+            _ => {
                 return Err(format!(
-                    "{url}: https webhooks are not supported yet; use http:// (for example \
-                     through a TLS-terminating proxy next to the processor)"
+                    "{url}: a webhook URL starts with http:// or https://"
                 ));
             }
-            _ => return Err(format!("{url}: a webhook URL starts with http://")),
         }
         if url.host().is_none_or(str::is_empty) {
             return Err(format!("{url}: no host"));
@@ -79,40 +94,171 @@ impl std::str::FromStr for Target {
     }
 }
 
+/// A `KIND=VALUE` flag (`--webhook-secret-file`, `--webhook-secret-env`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KindValue {
+    pub kind: String,
+    pub value: String,
+}
+
+impl std::str::FromStr for KindValue {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once('=') {
+            Some((kind, value)) if !kind.is_empty() && !value.is_empty() => Ok(Self {
+                kind: kind.into(),
+                value: value.into(),
+            }),
+            _ => Err(format!("{s:?} is not KIND=VALUE")),
+        }
+    }
+}
+
+/// A `--webhook-header-file KIND=NAME=PATH` flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderFile {
+    pub kind: String,
+    pub name: HeaderName,
+    pub path: std::path::PathBuf,
+}
+
+impl std::str::FromStr for HeaderFile {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let KindValue { kind, value } = s
+            .parse()
+            .map_err(|_| format!("{s:?} is not KIND=NAME=PATH"))?;
+        let (name, path) = value
+            .split_once('=')
+            .filter(|(n, p)| !n.is_empty() && !p.is_empty())
+            .ok_or_else(|| format!("{s:?} is not KIND=NAME=PATH"))?;
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("{name:?} is not an HTTP header name"))?;
+        if name.as_str().starts_with("ackflow-") || name.as_str().starts_with("webhook-") {
+            return Err(format!(
+                "{name}: the ackflow-* and webhook-* headers are the contract's"
+            ));
+        }
+        Ok(Self {
+            kind,
+            name,
+            path: path.into(),
+        })
+    }
+}
+
+/// What one webhook sends besides the contract's headers.
+#[derive(Clone, Debug, Default)]
+pub struct Extras {
+    /// Signs every call (Standard Webhooks).
+    pub secrets: Option<Secrets>,
+    /// Extra headers (`Authorization`, …); their values are marked
+    /// sensitive and never logged.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
 /// The HTTP client all webhooks share.
 #[derive(Clone)]
 pub struct Webhooks {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
+    metrics: Arc<ProcessorMetrics>,
 }
 
 impl Webhooks {
-    /// A client whose calls give up after `timeout` (connecting included),
-    /// keeping up to `max_idle` idle connections per host.
-    pub fn new(timeout: Duration, max_idle: usize) -> Self {
+    /// A client whose calls give up after `timeout` (connecting and the TLS
+    /// handshake included), keeping up to `max_idle` idle connections per
+    /// host; `https://` endpoints are verified against the system's roots
+    /// and the certificates in `ca` (PEM).
+    pub fn new(
+        timeout: Duration,
+        max_idle: usize,
+        ca: Option<&Path>,
+        metrics: Arc<ProcessorMetrics>,
+    ) -> anyhow::Result<Self> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(timeout));
+        connector.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config(ca)?)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE)
             .pool_max_idle_per_host(max_idle)
             .build(connector);
-        Self { client, timeout }
+        Ok(Self {
+            client,
+            timeout,
+            metrics,
+        })
     }
 
-    /// The algorithm that posts events to `url`.
-    pub fn to(&self, url: Uri) -> Webhook {
+    /// The algorithm that posts events of `kind` to `url`.
+    pub fn to(&self, kind: &str, url: Uri, extras: Extras) -> Webhook {
         Webhook {
             hooks: self.clone(),
             url,
+            extras,
+            calls: self.metrics.webhook_calls.with_label_values(&[kind]),
+            answers: ["2xx", "3xx", "4xx", "5xx", "timeout", "error"].map(|class| {
+                self.metrics
+                    .webhook_answers
+                    .with_label_values(&[kind, class])
+            }),
         }
     }
+}
+
+/// The roots `https://` webhooks are verified against: the system's, and
+/// those of `ca`.
+fn tls_config(ca: Option<&Path>) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for error in &native.errors {
+        tracing::debug!(%error, "a system root certificate could not be read");
+    }
+    roots.add_parsable_certificates(native.certs);
+    if let Some(ca) = ca {
+        let pem =
+            std::fs::read(ca).with_context(|| format!("reading --webhook-ca {}", ca.display()))?;
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("--webhook-ca {}: not PEM certificates", ca.display()))?;
+        anyhow::ensure!(
+            !certs.is_empty(),
+            "--webhook-ca {}: no certificate in it",
+            ca.display()
+        );
+        for cert in certs {
+            roots.add(cert).with_context(|| {
+                format!(
+                    "--webhook-ca {}: a certificate rustls refuses",
+                    ca.display()
+                )
+            })?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// Processes events by posting them to one URL.
 pub struct Webhook {
     hooks: Webhooks,
     url: Uri,
+    extras: Extras,
+    /// Calls in progress.
+    calls: prometheus::IntGauge,
+    /// Answers by class: 2xx, 3xx, 4xx, 5xx, timeout, error.
+    answers: [prometheus::IntCounter; 6],
 }
 
 /// What came back.
@@ -126,7 +272,16 @@ impl Algorithm for Webhook {
     async fn process(&self, event: &pb::Event) -> Outcome {
         let request = self.request(event)?;
         let timeout = self.hooks.timeout;
-        match tokio::time::timeout(timeout, self.call(request)).await {
+        self.calls.inc();
+        let called = tokio::time::timeout(timeout, self.call(request)).await;
+        self.calls.dec();
+        let class = match &called {
+            Err(_) => 4,
+            Ok(Err(_)) => 5,
+            Ok(Ok(answer)) => (answer.status.as_u16() / 100).clamp(2, 5) as usize - 2,
+        };
+        self.answers[class].inc();
+        match called {
             Err(_) => Err(AlgorithmError::retry_later(format!(
                 "{} did not answer within {} ms (--webhook-timeout-ms)",
                 self.url,
@@ -172,6 +327,20 @@ impl Webhook {
         text_header("idempotency-key", &event.id)?;
         if !event.traceparent.is_empty() {
             text_header("traceparent", &event.traceparent)?;
+        }
+        if let Some(secrets) = &self.extras.secrets {
+            let timestamp = chrono::Utc::now().timestamp();
+            text_header("webhook-id", &event.id)?;
+            headers.insert(
+                HeaderName::from_static("webhook-timestamp"),
+                timestamp.into(),
+            );
+            let signature = secrets.sign(&event.id, timestamp, &event.payload);
+            let value = HeaderValue::from_str(&signature).expect("base64 is a header value");
+            headers.insert(HeaderName::from_static("webhook-signature"), value);
+        }
+        for (name, value) in &self.extras.headers {
+            headers.insert(name.clone(), value.clone());
         }
         request
             .body(Full::new(Bytes::copy_from_slice(&event.payload)))
@@ -319,12 +488,8 @@ mod tests {
         assert_eq!(t.url, "http://127.0.0.1:8000/resize");
         assert!("resize".parse::<Target>().unwrap_err().contains("KIND=URL"));
         assert!("=http://x/".parse::<Target>().is_err());
-        assert!(
-            "a=https://x/"
-                .parse::<Target>()
-                .unwrap_err()
-                .contains("https")
-        );
+        let t: Target = "a=https://hooks.example.com/a".parse().unwrap();
+        assert_eq!(t.url.scheme_str(), Some("https"));
         assert!("a=ftp://x/".parse::<Target>().is_err());
         assert!("a=not a url".parse::<Target>().is_err());
     }

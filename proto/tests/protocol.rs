@@ -26,7 +26,9 @@
 //! durable (and, with a processor that claims, only if granted or after a
 //! core restart), and only such an event is ever abandoned. Processors claim
 //! at-most-once events (`Hello.claims`) in some cases, not in others, and
-//! every other life in the rest. Checked at the end, after the faults stop:
+//! every other life in the rest. In some cases a kind has a pool of one run
+//! at a time (`Lanes::cap_kind`): never two of its runs at once, and no run
+//! mixes it with other kinds. Checked at the end, after the faults stop:
 //! every published event has exactly one stored result or dead entry and
 //! the floor is past the head.
 //!
@@ -137,6 +139,9 @@ struct Setup {
     /// Which processor lives claim at-most-once events: 0 none, 1 all,
     /// 2 every other one.
     claims: u8,
+    /// Seqs with `seq % 4 == 1` are of kind `hook`, which has a pool of one
+    /// run at a time (`Lanes::cap_kind`).
+    pool: bool,
     seed: u64,
 }
 
@@ -151,6 +156,7 @@ fn setup() -> impl Strategy<Value = Setup> {
         prop_oneof![3 => Just(None), 1 => (1u64..40).prop_map(Some)],
         prop_oneof![2 => Just(0u64), 1 => Just(3u64)],
         0u8..3,
+        any::<bool>(),
         any::<u64>(),
     )
         .prop_map(
@@ -164,6 +170,7 @@ fn setup() -> impl Strategy<Value = Setup> {
                 poison,
                 once_every,
                 claims,
+                pool,
                 seed,
             )| {
                 Setup {
@@ -176,6 +183,7 @@ fn setup() -> impl Strategy<Value = Setup> {
                     poison,
                     once_every,
                     claims,
+                    pool,
                     seed,
                 }
             },
@@ -330,7 +338,11 @@ impl Sim {
     }
 
     fn receiver(setup: Setup) -> Receiver {
-        Receiver::new(setup.processor_window as usize, setup.concurrency, true)
+        let mut receiver = Receiver::new(setup.processor_window as usize, setup.concurrency, true);
+        if setup.pool {
+            receiver.cap_kind("hook", 1);
+        }
+        receiver
     }
 
     fn instant(&self) -> Instant {
@@ -357,7 +369,12 @@ impl Sim {
         pb::Event {
             seq,
             attempt,
-            kind: "sha256".into(),
+            kind: if self.setup.pool && seq % 4 == 1 {
+                "hook"
+            } else {
+                "sha256"
+            }
+            .into(),
             key: self.key_of(seq),
             at_most_once: self.guarantee(seq) == Guarantee::AtMostOnce,
             claim: self.sender.needs_claim(seq),
@@ -514,7 +531,24 @@ impl Sim {
                 );
             }
         }
+        let kind = run[0].kind.clone();
+        assert!(
+            run.iter().all(|e| e.kind == kind) || !run.iter().any(|e| e.kind == "hook"),
+            "life {}: run {:?} mixes the hook pool with other kinds",
+            self.life,
+            run.iter().map(|e| e.seq).collect::<Vec<_>>()
+        );
         self.runs.push(run.into());
+        let hooks = self
+            .runs
+            .iter()
+            .filter(|r| r.front().is_some_and(|e| e.kind == "hook"))
+            .count();
+        assert!(
+            hooks <= 1,
+            "life {}: {hooks} runs of the hook pool at once",
+            self.life
+        );
         assert!(
             self.runs.len() <= self.setup.concurrency,
             "{} runs at once, concurrency {}",

@@ -29,6 +29,13 @@
 //! defers nothing: its lane goes on at once. (Waiting for the floor instead
 //! held the key for as long as any lower event was unresolved: under a hot
 //! key with retrying handlers, minutes.)
+//!
+//! A kind may have a *pool* of its own ([`Lanes::cap_kind`]: a webhook's
+//! `--webhook-concurrency`): at most `cap` runs of it in progress, and a run
+//! holds events of one pool only (the kinds without a pool share one). A
+//! lane whose head waits for its pool waits without a slot, so a slow
+//! endpoint holds back its own kind, never the `concurrency` slots of the
+//! others.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -83,6 +90,18 @@ struct Lane {
     /// The event whose algorithm asked to retry later, and the attempt that
     /// asked: nothing starts until a later copy of it comes.
     deferred: Option<(Seq, u32)>,
+    /// The pool of the run in progress (`None`: no pool of its own).
+    pool: Option<String>,
+}
+
+/// A kind's own cap on runs in progress.
+#[derive(Debug, Default)]
+struct Pool {
+    cap: usize,
+    running: usize,
+    /// Idle lanes whose head is of this kind, waiting for a run of it to
+    /// end, by head seq.
+    waiting: BTreeMap<Seq, LaneId>,
 }
 
 /// Per-lane queues, the lanes ready to start, and the calls in progress.
@@ -109,6 +128,8 @@ pub struct Lanes {
     once: BTreeSet<Seq>,
     /// Runs in progress.
     running: usize,
+    /// Kinds with a cap of their own on runs in progress.
+    pools: HashMap<String, Pool>,
 }
 
 impl Lanes {
@@ -124,7 +145,26 @@ impl Lanes {
             deferred: BTreeMap::new(),
             once: BTreeSet::new(),
             running: 0,
+            pools: HashMap::new(),
         }
+    }
+
+    /// At most `cap` runs of `kind` in progress at once (within
+    /// `concurrency`); its events wait for one to end without holding a
+    /// slot.
+    pub fn cap_kind(&mut self, kind: &str, cap: usize) {
+        self.pools.insert(
+            kind.to_string(),
+            Pool {
+                cap: cap.max(1),
+                ..Pool::default()
+            },
+        );
+    }
+
+    /// Runs of `kind` in progress, if it has a pool.
+    pub fn running_of(&self, kind: &str) -> Option<usize> {
+        self.pools.get(kind).map(|p| p.running)
     }
 
     pub fn ordering(&self) -> Ordering {
@@ -186,14 +226,35 @@ impl Lanes {
         lane.queue.push_back(event);
     }
 
-    /// Hands out runs while a slot is free, lowest head seq first.
+    /// Hands out runs while a slot is free, lowest head seq first (a lane
+    /// whose head's pool is full waits for it instead).
     pub fn start(&mut self, runs: &mut Vec<Vec<pb::Event>>) {
         while self.running < self.concurrency {
-            let Some((_, id)) = self.ready.pop_first() else {
+            let Some((head, id)) = self.ready.pop_first() else {
                 return;
             };
             let lane = self.by_id.get_mut(&id).expect("a ready lane exists");
-            let run: Vec<pb::Event> = lane.queue.drain(..).collect();
+            let kind = &lane.queue.front().expect("a ready lane has a head").kind;
+            let pools = &mut self.pools;
+            let len = match pools.get_mut(kind) {
+                Some(pool) if pool.running >= pool.cap => {
+                    pool.waiting.insert(head, id);
+                    continue;
+                }
+                Some(pool) => {
+                    pool.running += 1;
+                    lane.pool = Some(kind.clone());
+                    lane.queue.iter().take_while(|e| e.kind == *kind).count()
+                }
+                None => {
+                    lane.pool = None;
+                    lane.queue
+                        .iter()
+                        .take_while(|e| !pools.contains_key(&e.kind))
+                        .count()
+                }
+            };
+            let run: Vec<pb::Event> = lane.queue.drain(..len).collect();
             lane.running = run.len();
             for event in &run {
                 self.started.insert(event.seq, id.clone());
@@ -215,6 +276,9 @@ impl Lanes {
         lane.running -= 1;
         if lane.running == 0 {
             self.running -= 1;
+            let pool = lane.pool.take();
+            self.end_pool_run(pool);
+            let lane = self.by_id.get_mut(&id).expect("a started lane exists");
             match lane.queue.front() {
                 Some(next) => {
                     self.ready.insert(next.seq, id);
@@ -244,6 +308,9 @@ impl Lanes {
         // The run ended here: everything before it in the run finished.
         lane.running = 0;
         self.running -= 1;
+        let pool = lane.pool.take();
+        self.end_pool_run(pool);
+        let lane = self.by_id.get_mut(&id).expect("a started lane exists");
         for event in unprocessed.into_iter().rev() {
             lane.queue.push_front(event);
         }
@@ -262,6 +329,17 @@ impl Lanes {
         lane.deferred = Some((seq, attempt));
         self.deferred.insert(seq, id);
         true
+    }
+
+    /// A run of `pool` ended: the lowest lane waiting for it is ready.
+    fn end_pool_run(&mut self, pool: Option<String>) {
+        let Some(pool) = pool.and_then(|kind| self.pools.get_mut(&kind)) else {
+            return;
+        };
+        pool.running -= 1;
+        if let Some((head, id)) = pool.waiting.pop_first() {
+            self.ready.insert(head, id);
+        }
     }
 
     /// The events waiting for a new copy, lowest first.
@@ -354,6 +432,9 @@ impl Lanes {
             }
         }
         self.ready.clear();
+        for pool in self.pools.values_mut() {
+            pool.waiting.clear();
+        }
         self.by_id.retain(|_, lane| {
             lane.queue.retain(|e| e.seq >= floor);
             lane.running > 0 || !lane.queue.is_empty() || lane.deferred.is_some()
@@ -498,5 +579,55 @@ mod tests {
         l.finish(1);
         l.start(&mut runs);
         assert_eq!(seqs(&runs), vec![vec![4]]);
+    }
+
+    fn of(seq: Seq, key: &str, kind: &str) -> pb::Event {
+        pb::Event {
+            kind: kind.into(),
+            ..ev(seq, key)
+        }
+    }
+
+    #[test]
+    fn a_kind_with_a_pool_waits_for_it_without_a_slot_and_runs_hold_one_pool() {
+        let mut l = Lanes::new(Ordering::Key, 3);
+        l.cap_kind("hook", 1);
+        // Two keys of hook events, then other kinds; key a mixes them.
+        for (seq, key, kind) in [
+            (1, "a", "hook"),
+            (2, "b", "hook"),
+            (3, "a", "sha256"),
+            (4, "c", "sha256"),
+            (5, "d", "sha256"),
+        ] {
+            l.admit(of(seq, key, kind));
+        }
+        let mut runs = Vec::new();
+        l.start(&mut runs);
+        assert_eq!(
+            seqs(&runs),
+            vec![vec![1], vec![4], vec![5]],
+            "key b waits for the hook pool, not for a slot; key a's run stops at its pool's end"
+        );
+        assert_eq!(l.running_of("hook"), Some(1));
+        runs.clear();
+        assert!(l.finish(4));
+        l.start(&mut runs);
+        assert!(runs.is_empty(), "key a waits for seq 1, key b for the pool");
+        assert!(l.finish(1));
+        l.start(&mut runs);
+        assert_eq!(
+            seqs(&runs),
+            vec![vec![2], vec![3]],
+            "the pool's next lane, and key a goes on"
+        );
+        runs.clear();
+        // Deferred, the pool's run ends all the same.
+        l.admit(of(6, "e", "hook"));
+        assert!(l.defer(2, 1, Vec::new()));
+        l.start(&mut runs);
+        assert_eq!(seqs(&runs), vec![vec![6]]);
+        assert_eq!(l.running_of("hook"), Some(1));
+        assert_eq!(l.running_of("sha256"), None);
     }
 }

@@ -45,11 +45,12 @@
 //!
 //! # The window
 //!
-//! The window is a span of seqs, as in TCP, with two bounds: core sends seq
-//! `s` only if `s < lowest_unacked + window` and `s < acked_floor + 2 ×
-//! window`. The first is gated by acks, so the next events go out while the
-//! results of the previous ones are being committed (the floor only moves
-//! once they are durable). The second bounds everything downstream: the
+//! The window has two bounds: core sends seq `s` only while fewer than
+//! `window` events are in flight (sent, no ack yet) and `s < acked_floor +
+//! 2 × window`. The first is gated by acks, so the next events go out while
+//! the results of the previous ones are being committed (the floor only
+//! moves once they are durable); it counts events, not seqs, so a slow
+//! event holds its own place only. The second bounds everything downstream: the
 //! processor's reorder buffer and its cache of recent acks both stay below
 //! two windows, and core's memory is two windows plus the tail, whatever the
 //! backlog.
@@ -78,7 +79,7 @@
 //!
 //! Under key ordering the window is also where head-of-line blocking shows:
 //! other keys go on while one key's event is slow, but only up to
-//! `lowest_unacked + window`. A slow event at the floor holds back every
+//! `acked_floor + 2 × window`. A slow event at the floor holds back every
 //! send past that; the admin snapshot names it (`floor_holder`).
 //!
 //! # Failures

@@ -308,6 +308,12 @@ impl Receiver {
         actions
     }
 
+    /// At most `cap` calls of `kind` in progress, within `concurrency`
+    /// (see [`Lanes::cap_kind`]).
+    pub fn cap_kind(&mut self, kind: &str, cap: usize) {
+        self.lanes.cap_kind(kind, cap);
+    }
+
     /// Core refused the claim of `seq` (`Permits.refused`): it was resolved
     /// without this processor (abandoned, parked), and its run went on
     /// without it. Nothing is cached or acked; its lane may go on.

@@ -54,11 +54,13 @@
 //! (`Offer::Abandon`). Its timeouts count towards `max_deliver` as any
 //! event's do.
 //!
-//! The window has two bounds. The first is the in-flight window `W`: every
-//! seq sent is below `lowest_unacked + W`, where `lowest_unacked` is the
-//! lowest `InFlight` seq (or `next_to_send` when none is). It is gated by
-//! acks, not by the store, so the next events go out while the results of
-//! the previous ones are being committed. The second is `acked_floor + 2W`:
+//! The window has two bounds. The first is the in-flight window `W`: at
+//! most `W` events in flight (sent, no ack accepted: `InFlight`, or being
+//! marked). It is gated by acks, not by the store, so the next events go out
+//! while the results of the previous ones are being committed; and it
+//! counts events, not a span of seqs, so slow events low in the window
+//! (a slow webhook's, waiting for their endpoint) hold only their own
+//! places, not every seq above them. The second is `acked_floor + 2W`:
 //! at most `W` more seqs may wait for their results to be stored. It keeps
 //! what the processor must hold bounded by `2W` above the floor it was told
 //! (its reorder buffer and its cache of acks to send again), whatever the
@@ -75,8 +77,8 @@ use super::{DeliveryCursor, Seq};
 /// Tunables of the sender.
 #[derive(Debug, Clone, Copy)]
 pub struct SenderConfig {
-    /// The in-flight window: every seq sent is below `lowest_unacked +
-    /// window`, and below `acked_floor + 2 × window`.
+    /// The in-flight window: at most this many events in flight, every seq
+    /// sent below `acked_floor + 2 × window`.
     pub window: u32,
     /// Ack timeouts (counted only while the processor runs and the event
     /// blocks the floor) plus retry-later requests after which an event is
@@ -380,9 +382,9 @@ impl Sender {
         self.unacked.first().copied().unwrap_or(self.next_to_send)
     }
 
-    /// Seqs of the in-flight window in use (`next_to_send − lowest_unacked`).
+    /// Events in flight: the in-flight window in use.
     pub fn window_used(&self) -> u64 {
-        self.next_to_send - self.lowest_unacked()
+        self.unacked.len() as u64
     }
 
     /// Seqs above the floor (`next_to_send − acked_floor`), at most twice
@@ -441,7 +443,7 @@ impl Sender {
     pub fn can_send(&self) -> bool {
         self.link != Link::Absent
             && !self.suspects.narrowing()
-            && self.next_to_send < self.lowest_unacked() + self.window
+            && self.window_used() < self.window
             && self.next_to_send < self.acked_floor + 2 * self.window
     }
 
@@ -1115,10 +1117,6 @@ mod tests {
         assert!(!s.can_send(), "4 in flight");
         assert_eq!(s.on_ack(2), AckOutcome::Accepted { attempts: 1 });
         assert_eq!(s.on_ack(2), AckOutcome::Duplicate);
-        assert!(
-            !s.can_send(),
-            "seq 1 still in flight: the window spans 1..=4"
-        );
         assert!(!s.on_stored([2]), "seq 1 still blocks the floor");
         assert_eq!(s.on_ack(1), AckOutcome::Accepted { attempts: 1 });
         assert_eq!(s.acked_floor(), 1, "acked but not stored");
@@ -2012,5 +2010,37 @@ mod tests {
         s.on_marked([1], later);
         s.on_progress(later, Progress::default());
         assert!(sent(&s.on_tick(later + Duration::from_secs(60))).is_empty());
+    }
+
+    #[test]
+    fn slow_events_low_in_the_window_hold_only_their_own_places() {
+        let t0 = Instant::now();
+        let mut s = Sender::new(
+            SenderConfig { window: 4, ..cfg() },
+            DeliveryCursor::default(),
+            1,
+        );
+        s.on_connect(t0, 4, false, false, false);
+        for seq in 1..=4 {
+            assert_eq!(s.on_offer(seq, Guarantee::AtLeastOnce, t0), Offer::Send);
+        }
+        assert!(!s.can_send(), "four in flight");
+        // Seq 1 is slow; the others are acked (their results being stored).
+        for seq in 2..=4 {
+            s.on_ack(seq);
+        }
+        assert_eq!(s.window_used(), 1);
+        for seq in 5..=7 {
+            assert!(s.can_send());
+            s.on_offer(seq, Guarantee::AtLeastOnce, t0);
+        }
+        assert!(!s.can_send(), "four in flight again");
+        for seq in 5..=7 {
+            s.on_ack(seq);
+        }
+        // The second bound: nothing at or beyond floor + 2 × window.
+        s.on_offer(8, Guarantee::AtLeastOnce, t0);
+        assert_eq!((s.window_used(), s.span()), (2, 8));
+        assert!(!s.can_send(), "seq 9 is two windows above the floor");
     }
 }
