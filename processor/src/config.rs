@@ -77,7 +77,7 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_PROCESSED_LOG")]
     pub processed_log: Option<std::path::PathBuf>,
 
-    /// Process events of KIND by posting them to an HTTP endpoint: KIND=URL (http:// only), repeatable; replaces a built-in of that kind. The contract (request, headers, which answers mean ok, failed or retry later) is in the README under "Process your own events".
+    /// Process events of KIND by posting them to an HTTP endpoint: KIND=URL (http:// or https://), repeatable; replaces a built-in of that kind. The contract (request, headers, which answers mean ok, failed or retry later) is in the README under "Process your own events".
     #[arg(long = "webhook", value_name = "KIND=URL")]
     pub webhooks: Vec<crate::webhook::Target>,
 

@@ -26,6 +26,9 @@
 //!   events and restarted at once: time until the new life is connected,
 //!   its crash suspects resolved, and its results rate back at 90 % of the
 //!   rate before. See `bench/crash.rs`.
+//! * `fair`: 1,000 sha256 events alone, then interleaved with 1,000 events
+//!   of a webhook that takes 3 s per call: time to the last sha256 result
+//!   (a slow endpoint must hold back its own kind only). See `bench/fair.rs`.
 //! * `skew`: runs A–G over skewed keys — keyed webhook events over skewed keys, some
 //!   slow, refused, busy once or hanging, some delivered at most once: drain
 //!   time, retransmits, RTT and RTO, results by status. See `bench/skew.rs`.
@@ -51,6 +54,8 @@ use tokio_stream::StreamExt;
 mod args;
 #[path = "bench/crash.rs"]
 mod crash;
+#[path = "bench/fair.rs"]
+mod fair;
 #[path = "bench/measure.rs"]
 mod measure;
 #[path = "bench/sections.rs"]
@@ -383,8 +388,8 @@ async fn measure(backend: Backend, args: &Args) -> anyhow::Result<Summary> {
             Section::W2 => w2::section_w2(&env, args, &mut summary).await?,
             Section::W2Control => w2::section_w2_control(&env, args, &mut summary).await?,
             Section::Crash => crash::section_crash(&env, args).await?,
-            Section::Sweep | Section::Skew => {
-                unreachable!("the sweep and skew make their own stores")
+            Section::Sweep | Section::Skew | Section::Fair => {
+                unreachable!("the sweep, skew and fair make their own stores")
             }
         }
         env.finish().await?;
@@ -393,6 +398,9 @@ async fn measure(backend: Backend, args: &Args) -> anyhow::Result<Summary> {
         section_sweep(backend, args).await?;
     }
     // Minutes per store, most of it waiting out retries: only when asked.
+    if runs(Section::Fair) {
+        fair::section_fair(backend, args).await?;
+    }
     if args.only.contains(&Section::Skew) {
         skew::section_skew(backend, args).await?;
     }

@@ -146,6 +146,9 @@ pub(super) enum Section {
     /// A processor killed with the window full of W2 events: how long until
     /// it is back at full speed.
     Crash,
+    /// A slow webhook beside a fast kind: 1,000 sha256 events alone, then
+    /// interleaved with 1,000 calls of 3 s; time to the last sha256 result.
+    Fair,
     /// Skewed keys: keyed webhook events over a Zipf-like law of keys, some
     /// misbehaving, some delivered at most once (runs: --skew-runs). Only
     /// when named: it takes minutes.
