@@ -703,9 +703,11 @@ async fn a_hanging_webhook_holds_back_its_own_kind_only() -> anyhow::Result<()> 
         },
     )
     .await?;
-    let s = seen.lock().unwrap();
-    assert_eq!((s.calls.len(), s.most), (20, 2));
-    drop(s);
+    let (calls, most) = {
+        let s = seen.lock().unwrap();
+        (s.calls.len(), s.most)
+    };
+    assert_eq!((calls, most), (20, 2));
     let (_, text) = http_request(metrics, "GET", "/metrics", None).await?;
     assert!(
         text.contains(r#"ackflow_processor_webhook_answers_total{class="2xx",webhook="hold"} 20"#),
