@@ -538,6 +538,32 @@ fn crash_suspects_show_in_both_layouts_only_while_there_are_any() {
 }
 
 #[test]
+fn webhooks_show_their_calls_against_their_caps_when_there_are_any() {
+    let mut app = running_app();
+    let s = screen(&draw(&app, 120, 40));
+    assert!(!s.contains("webhooks"), "none configured\n{s}");
+    if let Some(processor) = app.snapshot.as_mut().and_then(|s| s.processor.as_mut()) {
+        processor.webhooks = vec![
+            pb::WebhookStatus {
+                kind: "shout".into(),
+                calls: 3,
+                cap: 32,
+            },
+            pb::WebhookStatus {
+                kind: "resize".into(),
+                calls: 32,
+                cap: 32,
+            },
+        ];
+    }
+    let s = screen(&draw(&app, 160, 40));
+    assert!(
+        s.contains("webhooks shout 3/32 resize 32/32"),
+        "no webhooks in\n{s}"
+    );
+}
+
+#[test]
 fn global_order_and_a_floor_held_long_show_in_both_layouts() {
     let app = paused_app();
     for (width, height) in [(120, 40), (80, 24)] {

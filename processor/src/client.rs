@@ -481,6 +481,16 @@ impl Life {
                 processed_below: self.receiver.processed_below(),
                 received_below: self.receiver.received_below(),
                 awaiting: self.receiver.awaiting(),
+                webhooks: self
+                    .config
+                    .webhooks
+                    .iter()
+                    .map(|t| pb::WebhookStatus {
+                        kind: t.kind.clone(),
+                        calls: self.receiver.running_of(&t.kind).unwrap_or_default() as u32,
+                        cap: self.config.webhook_concurrency,
+                    })
+                    .collect(),
             })),
         }
     }

@@ -7,7 +7,9 @@
 //! held longer than [`FLOOR_HELD_LONG_US`] is highlighted, since that is
 //! when one slow event starts to stall the others. While core isolates
 //! crash suspects (events in flight when a processor life ended, sent one at
-//! a time until each has a result), their count is shown in yellow.
+//! a time until each has a result), their count is shown in yellow. With
+//! webhooks, each one's calls in progress against its own cap
+//! (`--webhook-concurrency`), in yellow when full.
 
 use ackflow_proto::v1 as pb;
 use ratatui::style::{Color, Style};
@@ -77,6 +79,22 @@ pub(super) fn lanes_line(app: &App, width: u16) -> Paragraph<'static> {
         item(0, floor_holder(s.floor_holder.as_ref(), narrow)),
     ];
     let mut items = items;
+    if reported && !processor.webhooks.is_empty() {
+        // Each webhook's calls against its own cap: a full one (yellow) holds
+        // back its kind only.
+        let mut spans = vec![Span::styled(if narrow { "hooks" } else { "webhooks" }, DIM)];
+        for hook in &processor.webhooks {
+            let full = hook.cap > 0 && hook.calls >= hook.cap;
+            let style = if full {
+                Style::new().fg(Color::Yellow).bold()
+            } else {
+                bold
+            };
+            spans.push(Span::styled(format!(" {} ", fmt_key(&hook.kind, 12)), DIM));
+            spans.push(Span::styled(format!("{}/{}", hook.calls, hook.cap), style));
+        }
+        items.insert(items.len() - 1, item(3, spans));
+    }
     if s.suspects > 0 {
         // After a processor life ended with events in flight, core
         // isolates an event that crashes the processor by bisection.

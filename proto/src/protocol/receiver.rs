@@ -314,6 +314,12 @@ impl Receiver {
         self.lanes.cap_kind(kind, cap);
     }
 
+    /// Runs of `kind` in progress, if it has a pool (see
+    /// [`Lanes::cap_kind`]).
+    pub fn running_of(&self, kind: &str) -> Option<usize> {
+        self.lanes.running_of(kind)
+    }
+
     /// Core refused the claim of `seq` (`Permits.refused`): it was resolved
     /// without this processor (abandoned, parked), and its run went on
     /// without it. Nothing is cached or acked; its lane may go on.

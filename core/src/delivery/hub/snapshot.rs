@@ -118,6 +118,7 @@ impl State {
                 running: self.status.running,
                 concurrency: self.status.concurrency,
                 lanes_active: self.status.lanes_active,
+                webhooks: self.status.webhooks.clone(),
                 // Ack batches carry it too, more often than status reports.
                 processed_below: self
                     .status
