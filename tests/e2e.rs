@@ -15,6 +15,7 @@ mod limits;
 mod metrics;
 mod monitor_tmux;
 mod poison;
+mod sqlite_owner;
 mod storage_faults;
 mod tls_clients;
 mod tokens;

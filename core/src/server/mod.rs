@@ -28,6 +28,11 @@ use crate::fd_limit;
 use crate::ingest::Ingest;
 use crate::ingest::service::IngestService;
 use crate::metrics::CoreMetrics;
+#[cfg(feature = "sqlite")]
+use crate::store::sqlite::owner::Owner;
+/// Without SQLite there is no file to own.
+#[cfg(not(feature = "sqlite"))]
+type Owner = ();
 use crate::rest::{RestState, app};
 use crate::retention::{self, RetentionParts, StorageStatus};
 use crate::store::{self, SharedStore};
@@ -51,6 +56,8 @@ pub struct Running {
     cancel: CancellationToken,
     tracker: TaskTracker,
     shutdown_timeout: Duration,
+    /// SQLite: the lock that keeps a second core off the file.
+    _owner: Option<Owner>,
 }
 
 impl Running {
@@ -77,6 +84,7 @@ impl Running {
 /// retention), then the REST and gRPC listeners.
 pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     let tls = check(&mut config)?;
+    let owner = claim_sqlite(&config)?;
     let (store, database_url, risks) = open_store(&config).await?;
     let next_seq = store.next_seq().await.context("reading the highest seq")?;
     tracing::info!(
@@ -200,6 +208,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         cancel,
         tracker,
         shutdown_timeout: Duration::from_secs(config.shutdown_timeout_s),
+        _owner: owner,
     })
 }
 
@@ -231,6 +240,33 @@ fn check(config: &mut Config) -> anyhow::Result<Option<TlsMaterial>> {
         );
     }
     Ok(tls)
+}
+
+/// One core per SQLite file: takes its lock before anything opens it (see
+/// `store/sqlite/owner.rs`); `None` for PostgreSQL and in-memory SQLite.
+fn claim_sqlite(config: &Config) -> anyhow::Result<Option<Owner>> {
+    let url = config.effective_database_url();
+    if !url.starts_with("sqlite:") {
+        return Ok(None);
+    }
+    #[cfg(feature = "sqlite")]
+    {
+        use std::str::FromStr;
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+            .with_context(|| format!("{} is not a SQLite URL", redact(&url)))?;
+        let db = options.get_filename();
+        if db.as_os_str().is_empty() || db.to_string_lossy().contains(":memory:") {
+            return Ok(None);
+        }
+        if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating data directory {}", dir.display()))?;
+        }
+        let owner = Owner::claim(db).map_err(anyhow::Error::msg)?;
+        Ok(Some(owner))
+    }
+    #[cfg(not(feature = "sqlite"))]
+    Ok(None)
 }
 
 /// Opens the store (creating SQLite's data directory) and reads its

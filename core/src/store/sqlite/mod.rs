@@ -15,6 +15,7 @@ use sqlx::sqlite::{
 };
 use tokio::sync::Mutex;
 
+pub mod owner;
 mod writer;
 
 use self::writer::Writer;
