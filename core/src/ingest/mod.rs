@@ -185,7 +185,10 @@ impl Ingest {
         let (queue_tx, queue_rx) = mpsc::channel(config.queue.max(1));
         let (head_tx, head_rx) = watch::channel(next_seq - 1);
         let published = Arc::new(AtomicU64::new(0));
-        let health = Arc::new(StoreHealth::new(metrics.clone()));
+        let health = Arc::new(StoreHealth::new(
+            metrics.store_writable.clone(),
+            metrics.store_errors.clone(),
+        ));
         let writer = Writer {
             store,
             tail,

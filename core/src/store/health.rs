@@ -6,11 +6,12 @@
 //! write failed → not ready, with the error's kind and since when; any
 //! successful write → ready again.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Instant;
 
+use prometheus::{IntCounterVec, IntGauge};
+
 use super::StoreError;
-use crate::metrics::CoreMetrics;
 
 /// Why the store is not writable right now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,19 +24,24 @@ pub struct WriteFailure {
     pub failures: u64,
 }
 
-/// The last write's outcome, mirrored into `ackflow_store_writable` and
-/// `ackflow_store_errors_total`.
+/// The last write's outcome, mirrored into the two metrics it is handed
+/// (core's `ackflow_store_writable` and `ackflow_store_errors_total`): the
+/// store knows nothing of the server's registry.
 pub struct StoreHealth {
     failure: Mutex<Option<WriteFailure>>,
-    metrics: Arc<CoreMetrics>,
+    /// 1 while writes succeed, 0 after a failed one.
+    writable: IntGauge,
+    /// Failed writes by operation and error kind.
+    errors: IntCounterVec,
 }
 
 impl StoreHealth {
-    pub fn new(metrics: Arc<CoreMetrics>) -> Self {
-        metrics.store_writable.set(1);
+    pub fn new(writable: IntGauge, errors: IntCounterVec) -> Self {
+        writable.set(1);
         Self {
             failure: Mutex::new(None),
-            metrics,
+            writable,
+            errors,
         }
     }
 
@@ -43,7 +49,7 @@ impl StoreHealth {
     pub fn write_ok(&self, op: &str) {
         let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(f) = failure.take() {
-            self.metrics.store_writable.set(1);
+            self.writable.set(1);
             tracing::info!(
                 op,
                 failed_writes = f.failures,
@@ -58,10 +64,7 @@ impl StoreHealth {
     /// full disk does not flood the log.
     pub fn write_failed(&self, op: &str, error: &StoreError) {
         let kind = error.kind();
-        self.metrics
-            .store_errors
-            .with_label_values(&[op, kind])
-            .inc();
+        self.errors.with_label_values(&[op, kind]).inc();
         let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
         match failure.as_mut() {
             Some(f) => {
@@ -71,7 +74,7 @@ impl StoreHealth {
             }
             None => {
                 tracing::error!(op, kind, error = %error, "store write failed; publishes get 503 and /readyz says not ready until a write succeeds");
-                self.metrics.store_writable.set(0);
+                self.writable.set(0);
                 *failure = Some(WriteFailure {
                     kind,
                     since: Instant::now(),
@@ -96,8 +99,8 @@ mod tests {
 
     #[test]
     fn a_success_clears_a_run_of_failures() {
-        let metrics = Arc::new(CoreMetrics::new());
-        let health = StoreHealth::new(metrics.clone());
+        let metrics = crate::metrics::CoreMetrics::new();
+        let health = StoreHealth::new(metrics.store_writable.clone(), metrics.store_errors.clone());
         assert!(health.failure().is_none());
         assert_eq!(metrics.store_writable.get(), 1);
         let err = StoreError::Corrupt("x".into());
