@@ -19,10 +19,11 @@ struct Stream {
     _in_tx: mpsc::Sender<Inbound>,
 }
 
-/// Says hello as life `life` on a new session; `out` carries what the hub
-/// sends back.
+/// Says hello as processor `id`, life `life`, on a new session; `out`
+/// carries what the hub sends back.
 async fn hello(
     running: &Running,
+    id: &str,
     life: u64,
     out: (
         SessionTx,
@@ -35,7 +36,7 @@ async fn hello(
         .sessions_tx
         .send(NewSession {
             hello: pb::Hello {
-                processor_id: format!("life-{life}"),
+                processor_id: id.into(),
                 life,
                 window: 64,
                 algorithms: vec!["telemetry".into()],
@@ -92,13 +93,16 @@ async fn a_session_gone_before_its_welcome_still_settles_what_the_new_life_gave_
 
     // Life 1 gets the event and never acks it.
     let (out_tx, out_rx) = mpsc::channel(64);
-    let mut first = hello(&running, 1, (out_tx, Some(out_rx))).await.unwrap();
+    let mut first = hello(&running, "p", 1, (out_tx, Some(out_rx)))
+        .await
+        .unwrap();
     assert_eq!(next_events(&mut first).await, [1]);
 
-    // Life 2's stream is closed before the hub answers its hello.
+    // Life 2 of the same processor (it restarted): its stream is closed
+    // before the hub answers its hello.
     let (out_tx, out_rx) = mpsc::channel(1);
     drop(out_rx);
-    hello(&running, 2, (out_tx, None)).await;
+    hello(&running, "p", 2, (out_tx, None)).await;
 
     let mut snapshots = running.hub.snapshot_rx.clone();
     let floor = tokio::time::timeout(
@@ -114,5 +118,70 @@ async fn a_session_gone_before_its_welcome_still_settles_what_the_new_life_gave_
     );
     let view = running.store.event(1).await.unwrap().unwrap();
     assert_eq!(view.state.as_str(), "abandoned", "{view:?}");
+    running.stop().await;
+}
+
+/// Whether a welcome comes on `stream` within `wait`.
+async fn welcomed(stream: &mut Stream, wait: Duration) -> bool {
+    tokio::time::timeout(wait, async {
+        loop {
+            match stream.out_rx.recv().await {
+                Some(Ok(pb::CoreMessage {
+                    body: Some(pb::core_message::Body::Welcome(_)),
+                })) => return true,
+                Some(_) => continue,
+                None => return false,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// A second processor waits as a hot standby instead of replacing the
+/// active one (two processors used to take turns, each hello replacing the
+/// other), and takes over, with the events in flight, when the active
+/// one's stream ends.
+#[tokio::test]
+async fn another_processor_stands_by_and_takes_over_when_the_active_one_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(Config::local(None, dir.path().to_path_buf()))
+        .await
+        .unwrap();
+    let publish = |payload: &'static [u8]| NewEvent {
+        kind: "telemetry".into(),
+        key: None,
+        payload: payload.to_vec(),
+        idempotency_key: None,
+        traceparent: None,
+    };
+    running.ingest.publish(vec![publish(b"1")]).await.unwrap();
+    let (out_tx, out_rx) = mpsc::channel(64);
+    let mut active = hello(&running, "a", 1, (out_tx, Some(out_rx)))
+        .await
+        .unwrap();
+    assert!(welcomed(&mut active, Duration::from_secs(10)).await);
+    assert_eq!(next_events(&mut active).await, [1]);
+
+    let (out_tx, out_rx) = mpsc::channel(64);
+    let mut standby = hello(&running, "b", 1, (out_tx, Some(out_rx)))
+        .await
+        .unwrap();
+    running.ingest.publish(vec![publish(b"2")]).await.unwrap();
+    assert_eq!(
+        next_events(&mut active).await,
+        [2],
+        "the active one goes on"
+    );
+    assert!(
+        !welcomed(&mut standby, Duration::from_millis(500)).await,
+        "the standby was welcomed while the active one runs"
+    );
+
+    // The active processor's stream ends: the standby takes over and gets
+    // both events, which were in flight.
+    drop(active);
+    assert!(welcomed(&mut standby, Duration::from_secs(10)).await);
+    assert_eq!(next_events(&mut standby).await, [1, 2]);
     running.stop().await;
 }

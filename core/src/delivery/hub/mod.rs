@@ -161,6 +161,7 @@ pub async fn start(
         ingest: parts.ingest,
         store: parts.store,
         session: None,
+        standbys: VecDeque::new(),
         session_counter: 0,
         payloads: Payloads::new(parts.window_bytes),
         traces: Traces::default(),
@@ -210,6 +211,9 @@ struct State {
     ingest: Ingest,
     store: SharedStore,
     session: Option<Session>,
+    /// Processors (other than the active one) waiting to take over, in the
+    /// order they said hello; see `session.rs`.
+    standbys: VecDeque<NewSession>,
     session_counter: u64,
     /// Events of the window (sent, not yet resolved), for retransmits and
     /// for the result feed. Bounded by the window.
@@ -271,6 +275,9 @@ impl State {
         let mut snapshot_tick = tokio::time::interval(SNAPSHOT_EVERY);
         snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
+            if self.session.is_none() && !self.standbys.is_empty() {
+                self.promote_standby().await;
+            }
             let deadline = self
                 .sender
                 .next_deadline()

@@ -5,6 +5,14 @@
 //! goes through [`State::send`], which ends the session when the processor
 //! stops reading. Also the floor told at once while crash suspects are
 //! isolated, and the feed's connection events.
+//!
+//! One processor is active at a time. A hello from the same processor (its
+//! `processor_id`: a reconnection, or a restart with a stable
+//! `--processor-id`) replaces the active stream, which is stale. A hello
+//! from another processor waits as a hot standby, its stream open, and
+//! takes over as soon as the active one's stream ends (its in-flight events
+//! are resent to it at once, as to any new life); before, each new
+//! processor replaced the active one, and two processors took turns.
 
 use std::time::Instant;
 
@@ -61,6 +69,41 @@ pub(super) async fn recv_session(session: &mut Option<Session>) -> Inbound {
 
 impl State {
     pub(super) async fn on_session(&mut self, new: NewSession) {
+        if let Some(active) = &self.session
+            && active.processor_id != new.hello.processor_id
+        {
+            tracing::info!(
+                processor = %new.hello.processor_id,
+                active = %active.processor_id,
+                standbys = self.standbys.len() + 1,
+                "processor stands by: another one is active"
+            );
+            self.feed_connection(
+                false,
+                &new.hello.processor_id,
+                0,
+                &format!("standing by while {} is active", active.processor_id),
+            );
+            self.standbys.push_back(new);
+            return;
+        }
+        self.activate(new).await;
+    }
+
+    /// The active processor is gone: the first standby whose stream is
+    /// still open takes over.
+    pub(super) async fn promote_standby(&mut self) {
+        while let Some(next) = self.standbys.pop_front() {
+            if next.out_tx.is_closed() {
+                continue;
+            }
+            tracing::info!(processor = %next.hello.processor_id, "standby takes over");
+            self.activate(next).await;
+            return;
+        }
+    }
+
+    async fn activate(&mut self, new: NewSession) {
         if let Some(old) = self.session.take() {
             tracing::warn!(session = old.id, processor = %old.processor_id, "replaced by a new processor connection");
             self.feed_connection(
