@@ -8,17 +8,20 @@ use std::time::Duration;
 
 use ackflow_tests::{Core, bin, free_port, post_json};
 
+/// Publishes one event; it must get `seq`.
+async fn publish(core: &Core, payload: &str, seq: u64) -> anyhow::Result<()> {
+    let body = format!(r#"{{"kind":"sha256","payload":"{payload}"}}"#);
+    let (status, text) = post_json(core.http, "/v1/events", &body).await?;
+    anyhow::ensure!(status == 202, "{status} {text}");
+    anyhow::ensure!(text.contains(&format!(r#""seq":{seq}"#)), "{text}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_second_core_on_the_same_sqlite_file_is_refused_at_start() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut first = Core::start(dir.path(), None, &[]).await?;
-    let (status, text) = post_json(
-        first.http,
-        "/v1/events",
-        r#"{"kind":"sha256","payload":"a"}"#,
-    )
-    .await?;
-    anyhow::ensure!(status == 202, "{status} {text}");
+    publish(&first, "a", 1).await?;
     let output = tokio::time::timeout(
         Duration::from_secs(60),
         tokio::process::Command::new(bin("e2e-core"))
@@ -46,24 +49,10 @@ async fn a_second_core_on_the_same_sqlite_file_is_refused_at_start() -> anyhow::
         "the refusal does not say who holds the file:\n{stderr}"
     );
     // The first one is untouched.
-    let (status, text) = post_json(
-        first.http,
-        "/v1/events",
-        r#"{"kind":"sha256","payload":"b"}"#,
-    )
-    .await?;
-    assert_eq!(status, 202, "{text}");
-    assert!(text.contains(r#""seq":2"#), "{text}");
+    publish(&first, "b", 2).await?;
     // Killed, it leaves the file free: the kernel drops its lock.
     first.proc.kill().await;
     first.restart().await?;
-    let (status, text) = post_json(
-        first.http,
-        "/v1/events",
-        r#"{"kind":"sha256","payload":"c"}"#,
-    )
-    .await?;
-    assert_eq!(status, 202, "{text}");
-    assert!(text.contains(r#""seq":3"#), "{text}");
+    publish(&first, "c", 3).await?;
     Ok(())
 }

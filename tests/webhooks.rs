@@ -502,16 +502,7 @@ async fn an_https_webhook_with_a_private_ca_gets_signed_calls_with_its_credentia
         let (status, text) = post_json(core.http, "/v1/events", &body).await?;
         anyhow::ensure!(status == 202, "publish {body}: {status} {text}");
     }
-    let core_ref = &core;
-    wait_for(
-        "every event resolved",
-        Duration::from_secs(30),
-        || async move {
-            let s = core_ref.snapshot().await.ok()?;
-            (s.acked_floor > 3).then_some(())
-        },
-    )
-    .await?;
+    core.wait_resolved(3, Duration::from_secs(30)).await?;
     for seq in 1..=3 {
         let (_, text) = http_request(core.http, "GET", &format!("/v1/events/{seq}"), None).await?;
         let event: Value = serde_json::from_str(&text)?;
@@ -588,16 +579,7 @@ async fn a_webhook_certificate_that_does_not_verify_is_retried_and_parked_with_w
     let (status, text) =
         post_json(core.http, "/v1/events", r#"{"kind":"upper","payload":1}"#).await?;
     anyhow::ensure!(status == 202, "{status} {text}");
-    let core_ref = &core;
-    wait_for(
-        "the event resolved",
-        Duration::from_secs(30),
-        || async move {
-            let s = core_ref.snapshot().await.ok()?;
-            (s.acked_floor > 1).then_some(())
-        },
-    )
-    .await?;
+    core.wait_resolved(1, Duration::from_secs(30)).await?;
     let (_, text) = http_request(core.http, "GET", "/v1/events/1", None).await?;
     let event: Value = serde_json::from_str(&text)?;
     assert_eq!(event["state"], "dead", "{event}");
@@ -694,15 +676,7 @@ async fn a_hanging_webhook_holds_back_its_own_kind_only() -> anyhow::Result<()> 
     );
     // Released, the hold events go through, two at a time.
     release.cancel();
-    wait_for(
-        "every event resolved",
-        Duration::from_secs(60),
-        || async move {
-            let s = core_ref.snapshot().await.ok()?;
-            (s.acked_floor > 40).then_some(())
-        },
-    )
-    .await?;
+    core.wait_resolved(40, Duration::from_secs(60)).await?;
     let (calls, most) = {
         let s = seen.lock().unwrap();
         (s.calls.len(), s.most)

@@ -342,6 +342,20 @@ impl Core {
         .await
         .context("no admin snapshot within 10 s")?
     }
+
+    /// Waits (at most `timeout`) until every seq up to `head` is resolved:
+    /// the acked floor is past it.
+    pub async fn wait_resolved(&self, head: u64, timeout: Duration) -> anyhow::Result<()> {
+        wait_for(
+            &format!("every seq up to {head} resolved"),
+            timeout,
+            || async move {
+                let s = self.snapshot().await.ok()?;
+                (s.acked_floor > head).then_some(())
+            },
+        )
+        .await
+    }
 }
 
 /// Addresses of a core, for client tasks.
