@@ -23,7 +23,6 @@ use crate::executor::{Done, Executor};
 use crate::metrics::ProcessorMetrics;
 use crate::permits::Permits;
 use crate::processed_log::ProcessedLog;
-use crate::webhook::Webhooks;
 use ackflow_proto::client::{self, Bearer};
 use ackflow_proto::protocol::lanes::Ordering;
 use ackflow_proto::protocol::receiver::{Action, Receiver};
@@ -54,29 +53,7 @@ pub async fn run_with(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(ProcessorMetrics::new());
-    if !config.webhooks.is_empty() {
-        let hooks = Webhooks::new(
-            Duration::from_millis(config.webhook_timeout_ms),
-            config.concurrency as usize,
-            config.webhook_ca.as_deref(),
-            metrics.clone(),
-        )?;
-        let extras = config.webhook_extras()?;
-        for (target, extras) in config.webhooks.iter().zip(extras) {
-            tracing::info!(
-                kind = %target.kind,
-                url = %target.url,
-                signed = extras.secrets.is_some(),
-                headers = ?extras.headers.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(),
-                cap = config.webhook_concurrency,
-                "webhook"
-            );
-            registry.register(
-                &target.kind,
-                hooks.to(&target.kind, target.url.clone(), extras),
-            );
-        }
-    }
+    crate::webhook::register(&config, &mut registry, &metrics)?;
     let endpoint = client::endpoint(&config.core)
         .with_context(|| format!("--core {:?} is not a valid URL", config.core))?;
     let endpoint = config

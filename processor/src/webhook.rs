@@ -46,7 +46,8 @@ use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-use crate::algorithms::{Algorithm, AlgorithmError, Outcome};
+use crate::algorithms::{Algorithm, AlgorithmError, Outcome, Registry};
+use crate::config::Config;
 use crate::metrics::ProcessorMetrics;
 use crate::signing::Secrets;
 
@@ -212,6 +213,40 @@ impl Webhooks {
             }),
         }
     }
+}
+
+/// Registers the algorithm of every `--webhook` (replacing a built-in of
+/// its kind), with its extras read from their files and variables.
+pub fn register(
+    config: &Config,
+    registry: &mut Registry,
+    metrics: &Arc<ProcessorMetrics>,
+) -> anyhow::Result<()> {
+    if config.webhooks.is_empty() {
+        return Ok(());
+    }
+    let hooks = Webhooks::new(
+        Duration::from_millis(config.webhook_timeout_ms),
+        config.concurrency as usize,
+        config.webhook_ca.as_deref(),
+        metrics.clone(),
+    )?;
+    let extras = config.webhook_extras()?;
+    for (target, extras) in config.webhooks.iter().zip(extras) {
+        tracing::info!(
+            kind = %target.kind,
+            url = %target.url,
+            signed = extras.secrets.is_some(),
+            headers = ?extras.headers.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(),
+            cap = config.webhook_concurrency,
+            "webhook"
+        );
+        registry.register(
+            &target.kind,
+            hooks.to(&target.kind, target.url.clone(), extras),
+        );
+    }
+    Ok(())
 }
 
 /// The roots `https://` webhooks are verified against: the system's, and
