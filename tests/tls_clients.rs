@@ -66,7 +66,7 @@ async fn processor_and_monitor_connect_with_their_ca() {
     let mut processor = ackflow_processor::config::Config::for_core(url.clone());
     processor.tls_ca = Some(ca.clone());
     let endpoint = processor
-        .tls(Endpoint::from_shared(url.clone()).unwrap())
+        .tls(&url, Endpoint::from_shared(url.clone()).unwrap())
         .unwrap();
     let channel = endpoint.connect().await.unwrap();
     let mut delivery = pb::delivery_client::DeliveryClient::new(channel);
@@ -102,7 +102,7 @@ async fn processor_and_monitor_connect_with_their_ca() {
     // The wrong CA, and https without a CA, do not connect.
     processor.tls_ca = Some(other_ca.clone());
     let endpoint = processor
-        .tls(Endpoint::from_shared(url.clone()).unwrap())
+        .tls(&url, Endpoint::from_shared(url.clone()).unwrap())
         .unwrap()
         .connect_timeout(Duration::from_secs(5));
     let err = endpoint
@@ -116,7 +116,7 @@ async fn processor_and_monitor_connect_with_their_ca() {
     // Without --tls-ca: the system's roots, which do not know this CA.
     processor.tls_ca = None;
     let err = processor
-        .tls(Endpoint::from_shared(url.clone()).unwrap())
+        .tls(&url, Endpoint::from_shared(url.clone()).unwrap())
         .unwrap()
         .connect_timeout(Duration::from_secs(5))
         .connect()

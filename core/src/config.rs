@@ -214,6 +214,22 @@ pub struct Config {
     /// Longest time a graceful shutdown may take before core exits anyway, in seconds.
     #[arg(long, env = "ACKFLOW_SHUTDOWN_TIMEOUT_S", default_value_t = 10)]
     pub shutdown_timeout_s: u64,
+
+    /// PostgreSQL: this core's name among the cores sharing the database (one leads, the others stand by). Must differ between cores; a core restarted under the same name takes its lease back at once instead of waiting for it to lapse. Unset: <hostname>:<port of --http-addr>.
+    #[arg(long, env = "ACKFLOW_CORE_ID")]
+    pub core_id: Option<String>,
+
+    /// PostgreSQL: the leader's lease, in milliseconds. The leader renews it four times per lease; when it lapses (the leader died or froze), a standby takes over. Shorter fails over sooner; a leader that cannot reach the database for this long steps down (and exits).
+    #[arg(long, env = "ACKFLOW_LEASE_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(200..=600_000))]
+    pub lease_ms: u64,
+
+    /// The REST URL a standby names when it sends clients to this core once it leads. Unset: http(s)://<--http-addr> (with the hostname for an unspecified address such as 0.0.0.0).
+    #[arg(long, env = "ACKFLOW_ADVERTISE_HTTP")]
+    pub advertise_http: Option<String>,
+
+    /// The gRPC URL a standby names when it sends processors, services and the monitor to this core once it leads. Unset: http(s)://<--grpc-addr>, as for --advertise-http.
+    #[arg(long, env = "ACKFLOW_ADVERTISE_GRPC")]
+    pub advertise_grpc: Option<String>,
 }
 
 /// True for 127.0.0.0/8 and ::1 (also written as an IPv4-mapped IPv6

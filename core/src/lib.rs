@@ -13,6 +13,7 @@ pub mod delivery;
 pub mod fd_limit;
 pub mod http;
 pub mod ingest;
+pub mod leadership;
 pub mod metrics;
 pub mod model;
 pub mod rest;

@@ -54,11 +54,16 @@ pub async fn run_with(
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(ProcessorMetrics::new());
     crate::webhook::register(&config, &mut registry, &metrics)?;
-    let endpoint = client::endpoint(&config.core)
-        .with_context(|| format!("--core {:?} is not a valid URL", config.core))?;
-    let endpoint = config
-        .tls(endpoint)
-        .context("configuring TLS towards core")?;
+    let mut cores = Vec::new();
+    for url in config.cores() {
+        let endpoint =
+            client::endpoint(url).with_context(|| format!("--core {url:?} is not a valid URL"))?;
+        let endpoint = config
+            .tls(url, endpoint)
+            .with_context(|| format!("configuring TLS towards {url}"))?;
+        cores.push((url.to_string(), endpoint));
+    }
+    anyhow::ensure!(!cores.is_empty(), "--core names no URL");
     let bearer = Bearer::new(config.token()?.as_ref()).context("--token")?;
     let processor_id = config
         .processor_id
@@ -114,23 +119,38 @@ pub async fn run_with(
         reported: None,
     };
     let mut failures = 0u32;
+    // Several cores: each is tried in turn; the backoff applies once all
+    // were tried, and stays short while a standby says a leader exists.
+    let mut at = 0;
+    let mut standby_seen = false;
     while !cancel.is_cancelled() {
         let started = Instant::now();
-        let reason = match endpoint.connect().await {
+        let (url, endpoint) = &cores[at];
+        let ended = match endpoint.connect().await {
             Ok(channel) => life.session(channel, &cancel).await,
-            Err(e) => format!("cannot connect: {}", with_causes(&e)),
+            Err(e) => Ended::failed(format!("cannot connect: {}", with_causes(&e))),
         };
         if cancel.is_cancelled() {
             break;
         }
         // A stream that lasted was a success: the backoff starts over.
-        failures = if started.elapsed() > Duration::from_secs(10) {
-            1
+        if started.elapsed() > Duration::from_secs(10) {
+            failures = 0;
+            standby_seen = false;
+        }
+        standby_seen |= ended.standby;
+        at = (at + 1) % cores.len();
+        let wait = if at != 0 {
+            Duration::ZERO
+        } else if standby_seen {
+            standby_seen = false;
+            RECONNECT_MIN
         } else {
-            failures + 1
+            failures += 1;
+            client::reconnect_delay(failures, RECONNECT_MIN, RECONNECT_MAX)
         };
-        let wait = client::reconnect_delay(failures, RECONNECT_MIN, RECONNECT_MAX);
-        tracing::warn!(%reason, retry_in_ms = wait.as_millis() as u64, "stream to core ended");
+        let reason = ended.reason;
+        tracing::warn!(core = %url, %reason, retry_in_ms = wait.as_millis() as u64, "stream to core ended");
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = cancel.cancelled() => break,
@@ -138,6 +158,22 @@ pub async fn run_with(
     }
     tracing::info!("processor stopped");
     Ok(())
+}
+
+/// Why a stream to core ended.
+struct Ended {
+    reason: String,
+    /// The core is a standby: another one leads.
+    standby: bool,
+}
+
+impl Ended {
+    fn failed(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            standby: false,
+        }
+    }
 }
 
 /// State that lives as long as the process.
@@ -171,7 +207,7 @@ struct Life {
 
 impl Life {
     /// One stream; returns why it ended.
-    async fn session(&mut self, channel: Channel, cancel: &CancellationToken) -> String {
+    async fn session(&mut self, channel: Channel, cancel: &CancellationToken) -> Ended {
         let mut client =
             pb::delivery_client::DeliveryClient::with_interceptor(channel, self.bearer.clone())
                 .max_decoding_message_size(256 << 20);
@@ -187,17 +223,24 @@ impl Life {
             })),
         };
         if out_tx.send(hello).await.is_err() {
-            return "outbound closed".into();
+            return Ended::failed("outbound closed");
         }
         let mut inbound = match client.subscribe(ReceiverStream::new(out_rx)).await {
             Ok(response) => response.into_inner(),
-            Err(status) => return format!("subscribe refused: {}", status.message()),
+            Err(status) => {
+                return Ended {
+                    reason: format!("subscribe refused: {}", status.message()),
+                    standby: status.code() == tonic::Code::Unavailable
+                        && (status.metadata().contains_key("ackflow-leader")
+                            || status.message().contains("standby")),
+                };
+            }
         };
         tracing::info!("connected to core");
         self.metrics.connected.set(1);
         let reason = self.stream(&mut inbound, out_tx, cancel).await;
         self.metrics.connected.set(0);
-        reason
+        Ended::failed(reason)
     }
 
     /// Runs one connected stream until it ends; returns why.

@@ -8,7 +8,7 @@ use clap::Parser;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "ackflow-processor", version, about, long_about = None)]
 pub struct Config {
-    /// Core's gRPC address.
+    /// Core's gRPC address. Several, comma-separated, for cores sharing one PostgreSQL database: the processor tries them in turn and stays with the one that leads (a standby refuses it and names the leader).
     #[arg(long, env = "ACKFLOW_CORE", default_value = "http://127.0.0.1:50051")]
     pub core: String,
 
@@ -142,15 +142,26 @@ impl Config {
         config
     }
 
-    /// Adds TLS to `endpoint` as configured: an https:// `--core` with
-    /// `--tls-ca` or the system roots, or nothing for http://.
+    /// Each URL of `--core`, in order.
+    pub fn cores(&self) -> Vec<&str> {
+        self.core
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .collect()
+    }
+
+    /// Adds TLS to `endpoint` of `core` (one of [`Config::cores`]) as
+    /// configured: an https:// URL with `--tls-ca` or the system roots, or
+    /// nothing for http://.
     pub fn tls(
         &self,
+        core: &str,
         endpoint: tonic::transport::Endpoint,
     ) -> Result<tonic::transport::Endpoint, ackflow_proto::client::tls::TlsConfigError> {
         ackflow_proto::client::tls::configure(
             endpoint,
-            &self.core,
+            core,
             self.tls_ca.as_deref(),
             self.tls_domain.as_deref(),
         )
@@ -164,7 +175,9 @@ impl Config {
             token::from_flag_or_file("--token", self.token.as_ref(), self.token_file.as_deref())
                 .map_err(anyhow::Error::msg)?;
         if token.is_some() {
-            ackflow_proto::client::tls::check_token_transport(&self.core)?;
+            for core in self.cores() {
+                ackflow_proto::client::tls::check_token_transport(core)?;
+            }
         }
         Ok(token)
     }

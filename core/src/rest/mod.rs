@@ -23,7 +23,7 @@ use crate::retention::StorageStatus;
 use crate::store::SharedStore;
 use crate::validate::Limits;
 
-mod problem;
+pub(crate) mod problem;
 mod publish;
 mod read;
 

@@ -88,6 +88,30 @@ impl Problem {
         p
     }
 
+    /// Any request to a standby core: 503 with `Retry-After`, naming the
+    /// leader (members `leader`, `leader_http`, `leader_grpc`) when one is
+    /// known, so a client or load balancer goes there.
+    pub(crate) fn standby(leader: Option<&crate::store::lease::Candidate>) -> Self {
+        let detail = match leader {
+            Some(l) => format!(
+                "this core is a standby; the leader is {} at {} (gRPC {})",
+                l.holder, l.http_url, l.grpc_url
+            ),
+            None => "this core is a standby and knows no leader yet; retry shortly".to_string(),
+        };
+        let mut p = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Standby", detail);
+        if let Some(l) = leader {
+            p.extensions
+                .insert("leader".into(), l.holder.as_str().into());
+            p.extensions
+                .insert("leader_http".into(), l.http_url.as_str().into());
+            p.extensions
+                .insert("leader_grpc".into(), l.grpc_url.as_str().into());
+        }
+        p.retry_after = Some(1);
+        p
+    }
+
     /// A refused publish, from the ingest writer: `batch` for the batch
     /// route, whose conflicts name the event's position.
     pub(super) fn from_ingest(e: IngestError, batch: bool) -> Self {

@@ -41,8 +41,11 @@ use crate::tls::TlsMaterial;
 use ackflow_proto::protocol::guarantee::Guarantees;
 
 mod grpc;
+mod standby;
 
 use self::grpc::{Services, serve_grpc};
+use self::standby::Standby;
+use crate::leadership;
 
 /// A started core.
 pub struct Running {
@@ -58,10 +61,22 @@ pub struct Running {
     shutdown_timeout: Duration,
     /// SQLite: the lock that keeps a second core off the file.
     _owner: Option<Owner>,
+    /// PostgreSQL: the epoch this core leads under (see `leadership.rs`).
+    pub epoch: Option<u64>,
+    /// Cancelled when this core loses its lease.
+    deposed: CancellationToken,
 }
 
 impl Running {
-    /// Stops core gracefully and waits (bounded) for every task.
+    /// Resolves when this core is deposed: another core took over its lease,
+    /// or it could not renew the lease in time. It must then stop: nothing
+    /// it writes commits any more.
+    pub async fn deposed(&self) {
+        self.deposed.cancelled().await
+    }
+
+    /// Stops core gracefully and waits (bounded) for every task; a leader
+    /// then ends its lease, so a standby takes over at once.
     pub async fn stop(self) {
         self.cancel.cancel();
         self.tracker.close();
@@ -76,6 +91,12 @@ impl Running {
         } else {
             tracing::info!("core stopped");
         }
+        if let (Some(epoch), Some(lease)) = (self.epoch, self.store.lease())
+            && !self.deposed.is_cancelled()
+            && let Err(e) = lease.release(epoch).await
+        {
+            tracing::warn!(error = %e, epoch, "could not end the lease; a standby takes over when it lapses");
+        }
     }
 }
 
@@ -86,6 +107,26 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     let tls = check(&mut config)?;
     let owner = claim_sqlite(&config)?;
     let (store, database_url, risks) = open_store(&config).await?;
+    // Bound before leading: a second core on the same ports fails here.
+    let http_listener = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding --http-addr {}", config.http_addr))?;
+    let grpc_listener = TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("binding --grpc-addr {}", config.grpc_addr))?;
+    let http_addr = http_listener.local_addr()?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let lease = Duration::from_millis(config.lease_ms);
+    let epoch = lead(
+        &config,
+        &store,
+        &http_listener,
+        &grpc_listener,
+        tls.as_ref(),
+        lease,
+    )
+    .await?;
+    // Read after taking the lease: every commit of an earlier leader is in.
     let next_seq = store.next_seq().await.context("reading the highest seq")?;
     tracing::info!(
         backend = store.backend(),
@@ -95,6 +136,17 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
 
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let deposed = CancellationToken::new();
+    if let Some(epoch) = epoch {
+        leadership::keep(
+            store.clone(),
+            epoch,
+            lease,
+            deposed.clone(),
+            cancel.clone(),
+            &tracker,
+        );
+    }
     let tail = Arc::new(Tail::new(config.tail_events, config.tail_bytes));
     let metrics = Arc::new(CoreMetrics::new());
     let ingest = Ingest::start(
@@ -147,14 +199,6 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         &tracker,
     );
 
-    let http_listener = TcpListener::bind(config.http_addr)
-        .await
-        .with_context(|| format!("binding --http-addr {}", config.http_addr))?;
-    let grpc_listener = TcpListener::bind(config.grpc_addr)
-        .await
-        .with_context(|| format!("binding --grpc-addr {}", config.grpc_addr))?;
-    let http_addr = http_listener.local_addr()?;
-    let grpc_addr = grpc_listener.local_addr()?;
     let rest = RestState {
         body_timeout: Duration::from_secs(config.http_body_timeout_s),
         storage,
@@ -209,7 +253,31 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         tracker,
         shutdown_timeout: Duration::from_secs(config.shutdown_timeout_s),
         _owner: owner,
+        epoch,
+        deposed,
     })
+}
+
+/// Waits until this core leads (at once without a lease, as on SQLite),
+/// serving the standby's answers on the listeners meanwhile; returns the
+/// epoch it leads under.
+async fn lead(
+    config: &Config,
+    store: &SharedStore,
+    http: &TcpListener,
+    grpc: &TcpListener,
+    tls: Option<&TlsMaterial>,
+    lease: Duration,
+) -> anyhow::Result<Option<u64>> {
+    if store.lease().is_none() {
+        return Ok(None);
+    }
+    let me = leadership::candidate(config, http.local_addr()?, grpc.local_addr()?);
+    let (known, leader) = tokio::sync::watch::channel(None);
+    let standby = Standby::serve(config, http, grpc, tls, leader)?;
+    let epoch = leadership::elect(store, &me, lease, &known).await;
+    standby.stop().await;
+    Ok(epoch)
 }
 
 /// Reads the token files and checks the configuration (a bad certificate
@@ -387,10 +455,26 @@ pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let running = start(config).await?;
-    shutdown.await;
+    tokio::pin!(shutdown);
+    // A standby waits in `start` until it leads; a signal ends the wait.
+    let running = tokio::select! {
+        running = start(config) => running?,
+        _ = &mut shutdown => {
+            tracing::info!("shutting down (standby)");
+            return Ok(());
+        }
+    };
+    let deposed = tokio::select! {
+        _ = &mut shutdown => false,
+        _ = running.deposed() => true,
+    };
     tracing::info!("shutting down");
     running.stop().await;
+    if deposed {
+        anyhow::bail!(
+            "deposed: another core leads this database now; restart this one to stand by"
+        );
+    }
     Ok(())
 }
 

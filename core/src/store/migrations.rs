@@ -36,6 +36,7 @@ pub const POSTGRES: Files = embed!("postgres":
     "0003_idempotency_fingerprint.sql",
     "0004_sent_marks.sql",
     "0005_traceparent.sql",
+    "0006_leader.sql",
 );
 
 /// `migrations/sqlite/`.

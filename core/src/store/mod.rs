@@ -14,6 +14,7 @@
 
 pub mod health;
 mod idempotency;
+pub mod lease;
 pub mod migrations;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -86,7 +87,8 @@ impl StoreError {
     /// A short, stable name for what went wrong, for metrics
     /// (`ackflow_store_errors_total{kind}`), logs and `/readyz`:
     /// `disk_full`, `io`, `busy`, `unavailable` (connection, pool, server
-    /// shutting down), `corrupt`, `constraint` or `other`.
+    /// shutting down), `corrupt`, `constraint`, `deposed` (another core
+    /// leads now: see `lease.rs`) or `other`.
     pub fn kind(&self) -> &'static str {
         match self {
             StoreError::Corrupt(_) => "corrupt",
@@ -115,6 +117,7 @@ impl StoreError {
                     } else {
                         // PostgreSQL: SQLSTATE classes.
                         match code.as_ref() {
+                            "AF001" => "deposed",
                             "53100" => "disk_full",
                             c if c.starts_with("58") => "io",
                             c if c.starts_with("08") || c.starts_with("57") => "unavailable",
@@ -136,6 +139,12 @@ impl StoreError {
 pub trait Store: Send + Sync + 'static {
     /// Name of the backend, for logs (`postgres` or `sqlite`).
     fn backend(&self) -> &'static str;
+
+    /// Leadership among the cores sharing this store; `None` when the store
+    /// has one core by construction, which leads (see `lease.rs`).
+    fn lease(&self) -> Option<&dyn lease::Lease> {
+        None
+    }
 
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<(), StoreError>;

@@ -1,9 +1,14 @@
 //! PostgreSQL store: batched writes with array binds (`UNNEST`), one round
-//! trip per batch and statement, never per event.
+//! trip per batch and statement, never per event. Every write is a
+//! transaction that starts at [`PgStore::begin`], which fences it with the
+//! leader's epoch once this core leads (`lease.rs`).
 
 use std::collections::HashMap;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Postgres, Transaction};
+
+mod lease;
 
 use super::idempotency::{self, StoredKey};
 use super::rows::{DeadRowDb, EventRow, VIEW_COLUMNS, VIEW_FROM, ViewRow, status_condition};
@@ -16,6 +21,7 @@ use crate::model::{
 /// The production store.
 pub struct PgStore {
     pool: PgPool,
+    fence: lease::Fence,
 }
 
 impl PgStore {
@@ -33,7 +39,18 @@ impl PgStore {
             .acquire_timeout(std::time::Duration::from_secs(5))
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            fence: lease::Fence::default(),
+        })
+    }
+
+    /// A write transaction, fenced: it commits nothing once another core
+    /// has taken over (see `lease.rs`).
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        self.fence.check(&mut tx).await?;
+        Ok(tx)
     }
 }
 
@@ -41,6 +58,10 @@ impl PgStore {
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+
+    fn lease(&self) -> Option<&dyn super::lease::Lease> {
+        Some(self)
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -89,9 +110,11 @@ impl Store for PgStore {
     }
 
     async fn probe_write(&self) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
         sqlx::query("UPDATE delivery_cursor SET acked_floor = acked_floor WHERE id = 1")
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -109,7 +132,7 @@ impl Store for PgStore {
         batch: &AppendBatch,
     ) -> Result<Vec<RequestOutcome>, StoreError> {
         let events = batch.events();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let keys: Vec<&str> = events
             .iter()
             .filter_map(|e| e.idempotency_key.as_deref())
@@ -263,7 +286,7 @@ impl Store for PgStore {
         dead: &[DeadRow],
         acked_floor: Seq,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         if !results.is_empty() {
             let seqs: Vec<i64> = results.iter().map(|r| seq_to_db(r.seq)).collect();
             let statuses: Vec<i16> = results.iter().map(|r| r.status.to_db()).collect();
@@ -315,14 +338,16 @@ impl Store for PgStore {
 
     async fn mark_sent(&self, seqs: &[Seq], sent_at_us: i64) -> Result<(), StoreError> {
         let seqs: Vec<i64> = seqs.iter().map(|s| seq_to_db(*s)).collect();
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO sent (seq, sent_at_us) SELECT s, $2 FROM UNNEST($1::int8[]) AS s \
              ON CONFLICT (seq) DO NOTHING",
         )
         .bind(&seqs)
         .bind(sent_at_us)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -367,12 +392,14 @@ impl Store for PgStore {
     }
 
     async fn mark_requeued(&self, seq: Seq, new_seq: Seq) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
         let done =
             sqlx::query("UPDATE dead SET requeued_as = $2 WHERE seq = $1 AND requeued_as IS NULL")
                 .bind(seq_to_db(seq))
                 .bind(seq_to_db(new_seq))
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -384,6 +411,7 @@ impl Store for PgStore {
         // tables hold. Every data-modifying CTE sees the same snapshot, so
         // the highest seq excluded here is the highest seq there is or ever
         // was (seqs only grow, and this is the only delete).
+        let mut tx = self.begin().await?;
         let gone = sqlx::query(
             "WITH candidates AS ( \
                  SELECT r.seq, e.published_at_us FROM results r \
@@ -403,8 +431,9 @@ impl Store for PgStore {
         )
         .bind(published_before_us)
         .bind(i64::from(limit))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(gone.rows_affected())
     }
 

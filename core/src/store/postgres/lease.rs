@@ -1,0 +1,116 @@
+//! PostgreSQL's [`Lease`]: the `leader` row and `ackflow_fence` of
+//! `migrations/postgres/0006_leader.sql`.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use sqlx::{Postgres, Transaction};
+
+use super::PgStore;
+use crate::store::StoreError;
+use crate::store::lease::{Candidate, Lease, Term};
+
+/// The epoch every write of this store is fenced with (0: none yet, so
+/// writes are not fenced: a core that never led writes nothing that
+/// matters).
+#[derive(Debug, Default)]
+pub(super) struct Fence {
+    epoch: AtomicU64,
+    /// The lease, in milliseconds: how long a fenced transaction may sit
+    /// idle before PostgreSQL ends it.
+    idle_ms: AtomicU32,
+}
+
+impl Fence {
+    /// Checks the epoch inside `tx`, first thing (see `ackflow_fence`).
+    pub(super) async fn check(&self, tx: &mut Transaction<'_, Postgres>) -> Result<(), StoreError> {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        if epoch == 0 {
+            return Ok(());
+        }
+        sqlx::query("SELECT ackflow_fence($1, $2)")
+            .bind(i64::try_from(epoch).unwrap_or(i64::MAX))
+            .bind(i32::try_from(self.idle_ms.load(Ordering::Relaxed)).unwrap_or(i32::MAX))
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+}
+
+fn millis(lease: Duration) -> i64 {
+    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[async_trait::async_trait]
+impl Lease for PgStore {
+    async fn try_lead(&self, me: &Candidate, lease: Duration) -> Result<Term, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // A deposed leader's transaction in flight holds the fence's lock;
+        // wait for it a little, not for ever (a frozen one is ended by
+        // its idle timeout, and the next attempt gets through).
+        sqlx::query("SET LOCAL lock_timeout = '1s'")
+            .execute(&mut *tx)
+            .await?;
+        let taken: Result<Option<(i64,)>, sqlx::Error> = sqlx::query_as(
+            "UPDATE leader SET epoch = epoch + 1, holder = $1, http_url = $2, grpc_url = $3, \
+                 expires_at = clock_timestamp() + make_interval(secs => $4 / 1000.0) \
+             WHERE expires_at < clock_timestamp() OR holder = $1 \
+             RETURNING epoch",
+        )
+        .bind(&me.holder)
+        .bind(&me.http_url)
+        .bind(&me.grpc_url)
+        .bind(millis(lease) as f64)
+        .fetch_optional(&mut *tx)
+        .await;
+        let taken = match taken {
+            Ok(taken) => taken,
+            // 55P03 lock_not_available: the old leader is mid-commit.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => None,
+            Err(e) => return Err(e.into()),
+        };
+        tx.commit().await?;
+        if let Some((epoch,)) = taken {
+            let epoch = u64::try_from(epoch)
+                .map_err(|_| StoreError::Corrupt(format!("negative leader epoch {epoch}")))?;
+            self.fence.idle_ms.store(
+                u32::try_from(lease.as_millis()).unwrap_or(u32::MAX),
+                Ordering::Relaxed,
+            );
+            self.fence.epoch.store(epoch, Ordering::Release);
+            return Ok(Term::Leader { epoch });
+        }
+        let (epoch, holder, http_url, grpc_url): (i64, String, String, String) =
+            sqlx::query_as("SELECT epoch, holder, http_url, grpc_url FROM leader")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(Term::Standby {
+            leader: Candidate {
+                holder,
+                http_url,
+                grpc_url,
+            },
+            epoch: u64::try_from(epoch).unwrap_or(0),
+        })
+    }
+
+    async fn renew(&self, epoch: u64, lease: Duration) -> Result<bool, StoreError> {
+        let renewed = sqlx::query(
+            "UPDATE leader SET expires_at = clock_timestamp() + make_interval(secs => $2 / 1000.0) \
+             WHERE epoch = $1",
+        )
+        .bind(i64::try_from(epoch).unwrap_or(i64::MAX))
+        .bind(millis(lease) as f64)
+        .execute(&self.pool)
+        .await?;
+        Ok(renewed.rows_affected() == 1)
+    }
+
+    async fn release(&self, epoch: u64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE leader SET expires_at = '-infinity' WHERE epoch = $1")
+            .bind(i64::try_from(epoch).unwrap_or(i64::MAX))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
