@@ -11,6 +11,7 @@ mod delivery_e2e;
 mod durability_settings;
 mod hostile_processor;
 mod ingest_crash;
+mod leadership;
 mod limits;
 mod metrics;
 mod monitor_tmux;

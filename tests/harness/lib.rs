@@ -243,6 +243,41 @@ impl Core {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        let core = Self::spawn(dir, database_url, extra, env, "core.log")?;
+        core.wait_ready().await?;
+        Ok(core)
+    }
+
+    /// Starts a second core on the database of a running one and waits
+    /// until it answers as a standby (`/readyz` 503 naming a leader); it
+    /// logs to `log` in `dir`.
+    pub async fn start_standby(
+        dir: &Path,
+        database_url: &str,
+        extra: &[&str],
+        log: &str,
+    ) -> anyhow::Result<Self> {
+        let core = Self::spawn(dir, Some(database_url), extra, &[], log)?;
+        let http = core.http;
+        wait_for("core to stand by", Duration::from_secs(60), || async move {
+            matches!(
+                http_request(http, "GET", "/readyz", None).await,
+                Ok((503, body)) if body.contains("leader_http")
+            )
+            .then_some(())
+        })
+        .await
+        .with_context(|| format!("core log:\n{}", core.proc.log_tail(30)))?;
+        Ok(core)
+    }
+
+    fn spawn(
+        dir: &Path,
+        database_url: Option<&str>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        log: &str,
+    ) -> anyhow::Result<Self> {
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let mut args = vec![
@@ -260,15 +295,13 @@ impl Core {
             args.push(url.into());
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let proc = Proc::spawn(&bin("e2e-core"), &args, env, dir.join("core.log"))?;
-        let core = Self {
+        let proc = Proc::spawn(&bin("e2e-core"), &args, env, dir.join(log))?;
+        Ok(Self {
             proc,
             http,
             grpc,
             args,
-        };
-        core.wait_ready().await?;
-        Ok(core)
+        })
     }
 
     /// A handle for clients only (no process), for tasks that publish to a
@@ -284,7 +317,8 @@ impl Core {
         self.wait_ready().await
     }
 
-    async fn wait_ready(&self) -> anyhow::Result<()> {
+    /// Waits (at most 60 s) until `/readyz` answers 200.
+    pub async fn wait_ready(&self) -> anyhow::Result<()> {
         let http = self.http;
         wait_for("core to be ready", Duration::from_secs(60), || async move {
             matches!(

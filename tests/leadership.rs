@@ -1,0 +1,183 @@
+//! Two cores on one PostgreSQL database: one leads, the other stands by,
+//! names the leader to every client, and takes over when the leader dies or
+//! freezes; a processor given both URLs follows the leader; a deposed
+//! leader acknowledges nothing and exits.
+
+use std::time::{Duration, Instant};
+
+use ackflow_proto::v1 as pb;
+use ackflow_tests::{Core, PgDb, all_events, http_exchange, post_json, start_processor};
+
+const LEASE: [&str; 2] = ["--lease-ms", "1000"];
+
+fn flags(id: &str) -> Vec<&str> {
+    let mut flags = vec!["--core-id", id];
+    flags.extend(LEASE);
+    flags
+}
+
+/// Publishes `payload` with idempotency key `key` over REST; returns the
+/// status and the body.
+async fn publish(core: &Core, key: &str, payload: u64) -> anyhow::Result<(u16, String)> {
+    let body =
+        format!(r#"{{"kind":"sum","key":"k","payload":[{payload}],"idempotency_key":"{key}"}}"#);
+    post_json(core.http, "/v1/events", &body).await
+}
+
+#[tokio::test]
+async fn a_standby_names_the_leader_and_takes_over_within_seconds_of_a_kill() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let db = PgDb::create("leadership").await?;
+    let mut a = Core::start(dir.path(), Some(&db.url), &flags("a")).await?;
+    let b = Core::start_standby(dir.path(), &db.url, &flags("b"), "core-b.log").await?;
+
+    // The standby refuses, with the leader's address, on both ports.
+    let body = r#"{"kind":"sum","payload":[1]}"#;
+    let refused = http_exchange(
+        b.http,
+        "POST",
+        "/v1/events",
+        Some(("application/json", body.as_bytes())),
+    )
+    .await?;
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert!(
+        refused
+            .body
+            .contains(&format!(r#""leader_http":"http://{}""#, a.http)),
+        "the standby does not name the leader: {}",
+        refused.body
+    );
+    let status = b
+        .ingest()
+        .await?
+        .publish(pb::PublishRequest {
+            kind: "sum".into(),
+            payload: b"[1]".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("the standby accepted a gRPC publish");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert_eq!(
+        status
+            .metadata()
+            .get("ackflow-leader")
+            .and_then(|v| v.to_str().ok()),
+        Some(a.grpc_url().as_str())
+    );
+
+    // A processor given both cores works for the leader.
+    let urls = format!("{},{}", b.grpc_url(), a.grpc_url());
+    let _processor = start_processor(dir.path(), &urls, &[])?;
+    let (status, text) = publish(&a, "first", 1).await?;
+    assert!(
+        status == 202 && text.contains(r#""seq":1"#),
+        "{status} {text}"
+    );
+    a.wait_resolved(1, Duration::from_secs(30)).await?;
+
+    // kill -9 of the leader: b leads within seconds.
+    a.proc.kill().await;
+    let killed = Instant::now();
+    b.wait_ready().await?;
+    let took_over = killed.elapsed();
+    // The same idempotency key means the same event on the new leader,
+    // and the seq order goes on.
+    let (status, text) = publish(&b, "first", 1).await?;
+    assert!(
+        status < 300 && text.contains(r#""seq":1"#),
+        "{status} {text}"
+    );
+    let (status, text) = publish(&b, "second", 2).await?;
+    assert!(
+        status == 202 && text.contains(r#""seq":2"#),
+        "{status} {text}"
+    );
+    let accepted = killed.elapsed();
+    b.wait_resolved(2, Duration::from_secs(30)).await?;
+    println!(
+        "kill -9 of the leader: standby ready after {} ms, first publish accepted after {} ms, \
+         its result stored after {} ms",
+        took_over.as_millis(),
+        accepted.as_millis(),
+        killed.elapsed().as_millis()
+    );
+    assert!(
+        took_over < Duration::from_secs(10),
+        "no takeover within 10 s of a kill with a 1 s lease"
+    );
+
+    // One result per event, each event once.
+    let events = all_events(&db.url).await?;
+    assert_eq!(events.len(), 2);
+    assert!(events.iter().all(|e| e.result.is_some()), "{events:?}");
+    drop(b);
+    db.drop_db().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_frozen_leader_is_replaced_and_acknowledges_nothing_when_it_thaws() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let db = PgDb::create("frozen_leader").await?;
+    let mut a = Core::start(dir.path(), Some(&db.url), &flags("a")).await?;
+    let b = Core::start_standby(dir.path(), &db.url, &flags("b"), "core-b.log").await?;
+    let (status, text) = publish(&a, "before", 1).await?;
+    assert!(
+        status == 202 && text.contains(r#""seq":1"#),
+        "{status} {text}"
+    );
+
+    a.proc.signal("-STOP")?;
+    let stopped = Instant::now();
+    // A publish sent to the frozen leader waits in its socket.
+    let a_http = a.http;
+    let frozen_publish = tokio::spawn(async move {
+        let body = r#"{"kind":"sum","key":"k","payload":[99],"idempotency_key":"while frozen"}"#;
+        post_json(a_http, "/v1/events", body).await
+    });
+    b.wait_ready().await?;
+    println!(
+        "SIGSTOP of the leader: standby ready after {} ms",
+        stopped.elapsed().as_millis()
+    );
+    let (status, text) = publish(&b, "after", 2).await?;
+    assert!(
+        status == 202 && text.contains(r#""seq":2"#),
+        "{status} {text}"
+    );
+
+    // The old leader thaws: it steps down and exits, and whatever answer
+    // the waiting publish gets is no acknowledgement.
+    a.proc.signal("-CONT")?;
+    let code = tokio::time::timeout(Duration::from_secs(30), a.proc.wait())
+        .await
+        .map_err(|_| anyhow::anyhow!("the deposed leader did not exit"))??;
+    assert_ne!(code, Some(0), "the deposed leader exited 0");
+    assert!(
+        a.proc.log_tail(200).contains("deposed"),
+        "{}",
+        a.proc.log_tail(30)
+    );
+    // (An error: the connection closed without an answer.)
+    if let Ok((status, text)) = frozen_publish.await? {
+        assert!(status >= 500, "acknowledged: {status} {text}");
+    }
+    let events = all_events(&db.url).await?;
+    let payloads: Vec<String> = events
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.event.payload).into_owned())
+        .collect();
+    assert_eq!(
+        payloads,
+        ["[1]", "[2]"],
+        "something of the frozen leader's was stored"
+    );
+    drop(b);
+    db.drop_db().await?;
+    Ok(())
+}
