@@ -16,6 +16,7 @@ mod limits;
 mod metrics;
 mod monitor_tmux;
 mod poison;
+mod pooler;
 mod sqlite_owner;
 mod storage_faults;
 mod tls_clients;

@@ -11,6 +11,7 @@ pub mod chaos;
 pub mod chaos_store;
 pub mod checker;
 pub mod fake_processor;
+pub mod pgbouncer;
 pub mod proxy;
 pub mod small_fs;
 pub mod throwaway_pg;

@@ -106,7 +106,7 @@ impl Running {
 pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     let tls = check(&mut config)?;
     let owner = claim_sqlite(&config)?;
-    let (store, database_url, risks) = open_store(&config).await?;
+    let (store, database_url, risks) = open_store(&config).await.map_err(pooler_hint)?;
     // Bound before leading: a second core on the same ports fails here.
     let http_listener = TcpListener::bind(config.http_addr)
         .await
@@ -370,6 +370,18 @@ async fn open_store(config: &Config) -> anyhow::Result<(SharedStore, String, Vec
         );
     }
     Ok((store, database_url, risks))
+}
+
+/// A named prepared statement met another client's on a shared server
+/// connection: core is behind a transaction-mode pooler without knowing it.
+fn pooler_hint(e: anyhow::Error) -> anyhow::Error {
+    if format!("{e:#}").contains("prepared statement \"sqlx_s_") {
+        return e.context(
+            "the database URL leads through a transaction-mode pooler (PgBouncer, Supavisor): \
+             add pooler=transaction to it (README.md, \"Behind a pooler\")",
+        );
+    }
+    e
 }
 
 /// Serves REST (and `/metrics`) on `listener`, behind the publish token,

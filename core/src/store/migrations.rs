@@ -144,6 +144,12 @@ mod tests {
                     "traceparent",
                     "f636c69b7957c2a2c640b5f43c5706599fd947b56e50b33f606f1062891b98afe5fce6bb214c8b5f1778d01f8cb0e4ce",
                 ),
+                // Added after `migrate!` was dropped: `sha384sum` of the file.
+                (
+                    6,
+                    "leader",
+                    "23dec163ea5561c9e3f0896ef41eacc592fe4abbcbdf3145d3d77bcdbff3de0f7ce6757e2bd1c29c200126d99106ab4e",
+                ),
             ],
         ),
         (

@@ -23,7 +23,12 @@ pub(super) struct Fence {
 
 impl Fence {
     /// Checks the epoch inside `tx`, first thing (see `ackflow_fence`).
-    pub(super) async fn check(&self, tx: &mut Transaction<'_, Postgres>) -> Result<(), StoreError> {
+    /// (`named`: see [`PgStore::named`].)
+    pub(super) async fn check(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        named: bool,
+    ) -> Result<(), StoreError> {
         let epoch = self.epoch.load(Ordering::Acquire);
         if epoch == 0 {
             return Ok(());
@@ -31,6 +36,7 @@ impl Fence {
         sqlx::query("SELECT ackflow_fence($1, $2)")
             .bind(i64::try_from(epoch).unwrap_or(i64::MAX))
             .bind(i32::try_from(self.idle_ms.load(Ordering::Relaxed)).unwrap_or(i32::MAX))
+            .persistent(named)
             .execute(&mut **tx)
             .await?;
         Ok(())
@@ -49,6 +55,7 @@ impl Lease for PgStore {
         // wait for it a little, not for ever (a frozen one is ended by
         // its idle timeout, and the next attempt gets through).
         sqlx::query("SET LOCAL lock_timeout = '1s'")
+            .persistent(self.named())
             .execute(&mut *tx)
             .await?;
         let taken: Result<Option<(i64,)>, sqlx::Error> = sqlx::query_as(
@@ -61,6 +68,7 @@ impl Lease for PgStore {
         .bind(&me.http_url)
         .bind(&me.grpc_url)
         .bind(millis(lease) as f64)
+        .persistent(self.named())
         .fetch_optional(&mut *tx)
         .await;
         let taken = match taken {
@@ -80,10 +88,13 @@ impl Lease for PgStore {
             self.fence.epoch.store(epoch, Ordering::Release);
             return Ok(Term::Leader { epoch });
         }
+        let mut conn = self.read().await?;
         let (epoch, holder, http_url, grpc_url): (i64, String, String, String) =
             sqlx::query_as("SELECT epoch, holder, http_url, grpc_url FROM leader")
-                .fetch_one(&self.pool)
+                .persistent(self.named())
+                .fetch_one(&mut *conn)
                 .await?;
+        conn.done().await?;
         Ok(Term::Standby {
             leader: Candidate {
                 holder,
@@ -95,22 +106,28 @@ impl Lease for PgStore {
     }
 
     async fn renew(&self, epoch: u64, lease: Duration) -> Result<bool, StoreError> {
+        let mut conn = self.read().await?;
         let renewed = sqlx::query(
             "UPDATE leader SET expires_at = clock_timestamp() + make_interval(secs => $2 / 1000.0) \
              WHERE epoch = $1",
         )
         .bind(i64::try_from(epoch).unwrap_or(i64::MAX))
         .bind(millis(lease) as f64)
-        .execute(&self.pool)
+        .persistent(self.named())
+        .execute(&mut *conn)
         .await?;
+        conn.done().await?;
         Ok(renewed.rows_affected() == 1)
     }
 
     async fn release(&self, epoch: u64) -> Result<(), StoreError> {
+        let mut conn = self.read().await?;
         sqlx::query("UPDATE leader SET expires_at = '-infinity' WHERE epoch = $1")
             .bind(i64::try_from(epoch).unwrap_or(i64::MAX))
-            .execute(&self.pool)
+            .persistent(self.named())
+            .execute(&mut *conn)
             .await?;
+        conn.done().await?;
         Ok(())
     }
 }

@@ -9,6 +9,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
 mod lease;
+pub(crate) mod pooler;
 
 use super::idempotency::{self, StoredKey};
 use super::rows::{DeadRowDb, EventRow, VIEW_COLUMNS, VIEW_FROM, ViewRow, status_condition};
@@ -22,18 +23,32 @@ use crate::model::{
 pub struct PgStore {
     pool: PgPool,
     fence: lease::Fence,
+    /// Behind a transaction-mode pooler (`pooler.rs`).
+    pooled: bool,
 }
 
 impl PgStore {
     /// Connects to `url`. A connection is established eagerly so that a wrong
     /// URL fails at start-up, not at the first publish.
+    /// `pooler=transaction` in the URL: a transaction-mode pooler is in
+    /// between (see `pooler.rs`).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let (url, pooled) = pooler::split(url)?;
         let options: PgConnectOptions = url.parse()?;
-        Self::connect_with(options).await
+        Self::connect_pooled(options, pooled).await
     }
 
     /// Connects with explicit options (tests use a private `search_path`).
     pub async fn connect_with(options: PgConnectOptions) -> Result<Self, StoreError> {
+        Self::connect_pooled(options, false).await
+    }
+
+    /// [`PgStore::connect_with`], saying whether a transaction-mode pooler
+    /// is in between.
+    pub async fn connect_pooled(
+        options: PgConnectOptions,
+        pooled: bool,
+    ) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(std::time::Duration::from_secs(5))
@@ -42,15 +57,27 @@ impl PgStore {
         Ok(Self {
             pool,
             fence: lease::Fence::default(),
+            pooled,
         })
+    }
+
+    /// Whether statements are prepared under a name and cached (not behind
+    /// a transaction-mode pooler: see `pooler.rs`).
+    fn named(&self) -> bool {
+        !self.pooled
     }
 
     /// A write transaction, fenced: it commits nothing once another core
     /// has taken over (see `lease.rs`).
     async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        self.fence.check(&mut tx).await?;
+        self.fence.check(&mut tx, self.named()).await?;
         Ok(tx)
+    }
+
+    /// A connection for reads and single statements (see `pooler.rs`).
+    async fn read(&self) -> Result<pooler::Conn, StoreError> {
+        pooler::Conn::open(&self.pool, self.pooled).await
     }
 }
 
@@ -65,6 +92,9 @@ impl Store for PgStore {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
+        if self.pooled {
+            return pooler::migrate(&self.pool, super::migrations::POSTGRES).await;
+        }
         super::migrations::migrator(super::migrations::POSTGRES)
             .await?
             .run(&self.pool)
@@ -73,18 +103,26 @@ impl Store for PgStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        let mut conn = self.read().await?;
+        sqlx::query("SELECT 1")
+            .persistent(self.named())
+            .execute(&mut *conn)
+            .await?;
+        conn.done().await?;
         Ok(())
     }
 
     async fn durability_risks(&self) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.read().await?;
         let (fsync, synchronous_commit, full_page_writes): (String, String, String) =
             sqlx::query_as(
                 "SELECT current_setting('fsync'), current_setting('synchronous_commit'), \
                  current_setting('full_page_writes')",
             )
-            .fetch_one(&self.pool)
+            .persistent(self.named())
+            .fetch_one(&mut *conn)
             .await?;
+        conn.done().await?;
         let mut risks = Vec::new();
         if fsync != "on" {
             risks.push(
@@ -112,6 +150,7 @@ impl Store for PgStore {
     async fn probe_write(&self) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         sqlx::query("UPDATE delivery_cursor SET acked_floor = acked_floor WHERE id = 1")
+            .persistent(self.named())
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -119,9 +158,12 @@ impl Store for PgStore {
     }
 
     async fn next_seq(&self) -> Result<Seq, StoreError> {
+        let mut conn = self.read().await?;
         let (max,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM events")
-            .fetch_one(&self.pool)
+            .persistent(self.named())
+            .fetch_one(&mut *conn)
             .await?;
+        conn.done().await?;
         Ok(seq_from_db(max)? + 1)
     }
 
@@ -144,6 +186,7 @@ impl Store for PgStore {
                  WHERE idempotency_key = ANY($1)",
             )
             .bind(&keys)
+            .persistent(self.named())
             .fetch_all(&mut *tx)
             .await?;
             for (key, seq, id, fingerprint) in rows {
@@ -197,6 +240,7 @@ impl Store for PgStore {
             .bind(&fingerprints)
             .bind(&traceparents)
             .bind(published_at_us)
+            .persistent(self.named())
             .execute(&mut *tx)
             .await?;
         }
@@ -210,6 +254,7 @@ impl Store for PgStore {
         limit: u32,
         max_bytes: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut conn = self.read().await?;
         // One query: the running total of payload sizes cuts the page in
         // the database, so rows past the budget never reach this process.
         let rows: Vec<EventRow> = sqlx::query_as(
@@ -223,18 +268,23 @@ impl Store for PgStore {
         .bind(seq_to_db(from))
         .bind(i64::from(limit))
         .bind(i64::try_from(max_bytes).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
+        .persistent(self.named())
+        .fetch_all(&mut *conn)
         .await?;
+        conn.done().await?;
         rows.into_iter().map(EventRow::into_event).collect()
     }
 
     async fn event(&self, seq: Seq) -> Result<Option<EventView>, StoreError> {
+        let mut conn = self.read().await?;
         let row: Option<ViewRow> = sqlx::query_as(&format!(
             "SELECT {VIEW_COLUMNS} FROM {VIEW_FROM} WHERE e.seq = $1"
         ))
         .bind(seq_to_db(seq))
-        .fetch_optional(&self.pool)
+        .persistent(self.named())
+        .fetch_optional(&mut *conn)
         .await?;
+        conn.done().await?;
         row.map(ViewRow::into_view).transpose()
     }
 
@@ -254,6 +304,7 @@ impl Store for PgStore {
         max_bytes: usize,
         status: Option<StatusFilter>,
     ) -> Result<Vec<EventView>, StoreError> {
+        let mut conn = self.read().await?;
         let condition = status_condition(status);
         // What `EventView::bytes` counts, without reading a payload.
         let sizes: Vec<(i64, i64)> = sqlx::query_as(&format!(
@@ -263,7 +314,8 @@ impl Store for PgStore {
         ))
         .bind(seq_to_db(after))
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .persistent(self.named())
+        .fetch_all(&mut *conn)
         .await?;
         let Some(last) = PageBudget::new(max_bytes).last_seq(&sizes) else {
             return Ok(Vec::new());
@@ -275,8 +327,10 @@ impl Store for PgStore {
         .bind(seq_to_db(after))
         .bind(last)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .persistent(self.named())
+        .fetch_all(&mut *conn)
         .await?;
+        conn.done().await?;
         rows.into_iter().map(ViewRow::into_view).collect()
     }
 
@@ -311,6 +365,7 @@ impl Store for PgStore {
             .bind(&attempts)
             .bind(&processing)
             .bind(&stored_at)
+            .persistent(self.named())
             .execute(&mut *tx)
             .await?;
         }
@@ -323,6 +378,7 @@ impl Store for PgStore {
             .bind(&row.reason)
             .bind(i32::try_from(row.attempts).unwrap_or(i32::MAX))
             .bind(row.parked_at_us)
+            .persistent(self.named())
             .execute(&mut *tx)
             .await?;
         }
@@ -330,6 +386,7 @@ impl Store for PgStore {
             "UPDATE delivery_cursor SET acked_floor = GREATEST(acked_floor, $1) WHERE id = 1",
         )
         .bind(seq_to_db(acked_floor))
+        .persistent(self.named())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -345,6 +402,7 @@ impl Store for PgStore {
         )
         .bind(&seqs)
         .bind(sent_at_us)
+        .persistent(self.named())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -352,16 +410,19 @@ impl Store for PgStore {
     }
 
     async fn delivery_cursor(&self) -> Result<DeliveryCursor, StoreError> {
+        let mut conn = self.read().await?;
         let (floor,): (i64,) =
             sqlx::query_as("SELECT acked_floor FROM delivery_cursor WHERE id = 1")
-                .fetch_one(&self.pool)
+                .persistent(self.named())
+                .fetch_one(&mut *conn)
                 .await?;
         let rows: Vec<(i64,)> = sqlx::query_as(
             "SELECT seq FROM results WHERE seq >= $1 UNION SELECT seq FROM dead WHERE seq >= $1 \
              ORDER BY seq",
         )
         .bind(floor)
-        .fetch_all(&self.pool)
+        .persistent(self.named())
+        .fetch_all(&mut *conn)
         .await?;
         let sent: Vec<(i64,)> = sqlx::query_as(
             "SELECT s.seq FROM sent s WHERE s.seq >= $1 \
@@ -370,8 +431,10 @@ impl Store for PgStore {
              ORDER BY s.seq",
         )
         .bind(floor)
-        .fetch_all(&self.pool)
+        .persistent(self.named())
+        .fetch_all(&mut *conn)
         .await?;
+        conn.done().await?;
         Ok(DeliveryCursor {
             acked_floor: seq_from_db(floor)?,
             resolved_above: seqs(rows)?,
@@ -380,14 +443,17 @@ impl Store for PgStore {
     }
 
     async fn dead_events(&self, limit: u32) -> Result<Vec<DeadView>, StoreError> {
+        let mut conn = self.read().await?;
         let rows: Vec<DeadRowDb> = sqlx::query_as(
             "SELECT d.seq, e.kind, d.reason, d.attempts, d.parked_at_us, d.requeued_as \
              FROM dead d JOIN events e ON e.seq = d.seq WHERE d.requeued_as IS NULL \
              ORDER BY d.seq DESC LIMIT $1",
         )
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .persistent(self.named())
+        .fetch_all(&mut *conn)
         .await?;
+        conn.done().await?;
         rows.into_iter().map(DeadRowDb::into_view).collect()
     }
 
@@ -397,6 +463,7 @@ impl Store for PgStore {
             sqlx::query("UPDATE dead SET requeued_as = $2 WHERE seq = $1 AND requeued_as IS NULL")
                 .bind(seq_to_db(seq))
                 .bind(seq_to_db(new_seq))
+                .persistent(self.named())
                 .execute(&mut *tx)
                 .await?;
         tx.commit().await?;
@@ -431,6 +498,7 @@ impl Store for PgStore {
         )
         .bind(published_before_us)
         .bind(i64::from(limit))
+        .persistent(self.named())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -438,9 +506,12 @@ impl Store for PgStore {
     }
 
     async fn size_bytes(&self) -> Result<u64, StoreError> {
+        let mut conn = self.read().await?;
         let (bytes,): (i64,) = sqlx::query_as("SELECT pg_database_size(current_database())")
-            .fetch_one(&self.pool)
+            .persistent(self.named())
+            .fetch_one(&mut *conn)
             .await?;
+        conn.done().await?;
         Ok(u64::try_from(bytes).unwrap_or(0))
     }
 }
