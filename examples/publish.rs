@@ -9,6 +9,11 @@
 //! # seq 1 (id 0f3c…)
 //! ```
 //!
+//! With several cores on one database (`--core http://a:50051,http://b:50051`)
+//! it publishes to the one that leads: a standby answers `UNAVAILABLE` with
+//! the leader's URL in the `ackflow-leader` metadata, and stored nothing, so
+//! going there is safe even without an idempotency key.
+//!
 //! The client is `ackflow_proto::v1::ingest_client::IngestClient`, generated
 //! from `proto/ackflow/v1/ingest.proto`; any gRPC stack can do the same.
 
@@ -21,7 +26,8 @@ use tonic::Code;
 #[derive(Parser)]
 #[command(about = "Publish one event to ackflow core over gRPC")]
 struct Args {
-    /// Core's gRPC address.
+    /// Core's gRPC address; several, comma-separated, for cores sharing one
+    /// database (the leader is found and used).
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     core: String,
     /// The event's kind: chooses the algorithm that processes it.
@@ -48,11 +54,15 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let channel = tonic::transport::Endpoint::from_shared(args.core.clone())?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(10))
-        .connect_lazy();
-    let mut client = pb::ingest_client::IngestClient::new(channel);
+    let mut cores: Vec<String> = args.core.split(',').map(|c| c.trim().to_string()).collect();
+    let client = |url: &str| -> anyhow::Result<_> {
+        let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .connect_lazy();
+        Ok(pb::ingest_client::IngestClient::new(channel))
+    };
+    let mut at = 0;
     let event = pb::PublishRequest {
         kind: args.kind.clone(),
         key: args.key.clone().unwrap_or_default(),
@@ -61,12 +71,14 @@ async fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
     // Core answers only after the commit. UNAVAILABLE (core restarting, the
-    // store down) and RESOURCE_EXHAUSTED (ingest queue full) are worth a
-    // retry; with an idempotency key a retry never stores a second copy.
+    // store down, a standby) and RESOURCE_EXHAUSTED (ingest queue full) are
+    // worth a retry; with an idempotency key a retry never stores a second
+    // copy.
     let mut delay = Duration::from_millis(100);
     let mut attempt = 0;
     loop {
         attempt += 1;
+        let mut client = client(&cores[at])?;
         let mut request = tonic::Request::new(event.clone());
         if let Some(traceparent) = &args.traceparent {
             request
@@ -86,6 +98,31 @@ async fn main() -> anyhow::Result<()> {
                 println!("seq {} (id {}{replayed})", stored.seq, stored.id);
                 return Ok(());
             }
+            // A standby: it stored nothing, and may name the leader.
+            Err(status)
+                if status.code() == Code::Unavailable && is_standby(&status) && attempt < 10 =>
+            {
+                let leader = status
+                    .metadata()
+                    .get("ackflow-leader")
+                    .and_then(|v| v.to_str().ok());
+                at = match leader {
+                    Some(leader) => cores.iter().position(|c| c == leader).unwrap_or_else(|| {
+                        cores.push(leader.to_string());
+                        cores.len() - 1
+                    }),
+                    None => (at + 1) % cores.len(),
+                };
+                eprintln!(
+                    "attempt {attempt}: {}; trying {}",
+                    status.message(),
+                    cores[at]
+                );
+                if leader.is_none() {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
             Err(status)
                 if matches!(status.code(), Code::Unavailable | Code::ResourceExhausted)
                     && args.idempotency_key.is_some()
@@ -94,10 +131,16 @@ async fn main() -> anyhow::Result<()> {
                 eprintln!("attempt {attempt}: {}; retrying", status.message());
                 tokio::time::sleep(delay).await;
                 delay *= 2;
+                at = (at + 1) % cores.len();
             }
             // INVALID_ARGUMENT names the field; FAILED_PRECONDITION is an
             // idempotency key already used for another event.
             Err(status) => anyhow::bail!("{:?}: {}", status.code(), status.message()),
         }
     }
+}
+
+/// Whether a refusal came from a standby core (which stores nothing).
+fn is_standby(status: &tonic::Status) -> bool {
+    status.metadata().contains_key("ackflow-leader") || status.message().contains("standby")
 }

@@ -69,15 +69,30 @@ async fn a_standby_names_the_leader_and_takes_over_within_seconds_of_a_kill() ->
         Some(a.grpc_url().as_str())
     );
 
+    // The publish example, given the standby first and no idempotency key,
+    // goes where the standby sends it.
+    let output = tokio::process::Command::new(ackflow_tests::bin("examples").join("publish"))
+        .args(["--core", &format!("{},{}", b.grpc_url(), a.grpc_url())])
+        .args(["--kind", "sum", "--key", "k", "--payload", "[1]"])
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.starts_with("seq 1 "),
+        "publish example: {stdout}{stderr}"
+    );
+    assert!(stderr.contains("standby"), "{stderr}");
+
     // A processor given both cores works for the leader.
     let urls = format!("{},{}", b.grpc_url(), a.grpc_url());
     let _processor = start_processor(dir.path(), &urls, &[])?;
     let (status, text) = publish(&a, "first", 1).await?;
     assert!(
-        status == 202 && text.contains(r#""seq":1"#),
+        status == 202 && text.contains(r#""seq":2"#),
         "{status} {text}"
     );
-    a.wait_resolved(1, Duration::from_secs(30)).await?;
+    a.wait_resolved(2, Duration::from_secs(30)).await?;
 
     // kill -9 of the leader: b leads within seconds.
     a.proc.kill().await;
@@ -88,16 +103,16 @@ async fn a_standby_names_the_leader_and_takes_over_within_seconds_of_a_kill() ->
     // and the seq order goes on.
     let (status, text) = publish(&b, "first", 1).await?;
     assert!(
-        status < 300 && text.contains(r#""seq":1"#),
+        status < 300 && text.contains(r#""seq":2"#) && text.contains(r#""replayed":true"#),
         "{status} {text}"
     );
     let (status, text) = publish(&b, "second", 2).await?;
     assert!(
-        status == 202 && text.contains(r#""seq":2"#),
+        status == 202 && text.contains(r#""seq":3"#),
         "{status} {text}"
     );
     let accepted = killed.elapsed();
-    b.wait_resolved(2, Duration::from_secs(30)).await?;
+    b.wait_resolved(3, Duration::from_secs(30)).await?;
     println!(
         "kill -9 of the leader: standby ready after {} ms, first publish accepted after {} ms, \
          its result stored after {} ms",
@@ -112,7 +127,7 @@ async fn a_standby_names_the_leader_and_takes_over_within_seconds_of_a_kill() ->
 
     // One result per event, each event once.
     let events = all_events(&db.url).await?;
-    assert_eq!(events.len(), 2);
+    assert_eq!(events.len(), 3);
     assert!(events.iter().all(|e| e.result.is_some()), "{events:?}");
     drop(b);
     db.drop_db().await?;
