@@ -26,7 +26,7 @@ const EXIT_NOT_A_TERMINAL: u8 = 2;
 #[derive(Debug, Parser)]
 #[command(name = "ackflow-monitor", version, about, long_about = None)]
 pub struct Cli {
-    /// Core's gRPC address (its Admin service).
+    /// Core's gRPC address (its Admin service). Several, comma-separated, for cores sharing one database: the monitor watches the one that leads.
     #[arg(long, env = "ACKFLOW_CORE", default_value = "http://127.0.0.1:50051")]
     pub core: String,
 

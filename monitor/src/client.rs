@@ -9,6 +9,8 @@
 //! each in its own task so a slow core never freezes the screen; every
 //! outcome comes back as a line for the event log.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ackflow_proto::client::{Bearer, reconnect_delay, tls};
@@ -38,57 +40,83 @@ const COUNTDOWN_STEP: Duration = Duration::from_secs(1);
 /// An `Admin` client that sends the bearer token.
 pub type AdminClient = pb::admin_client::AdminClient<InterceptedService<Channel, Bearer>>;
 
-/// Where core is and how to authenticate to it.
+/// Where core is and how to authenticate to it. Several cores sharing one
+/// database (one leads, the others stand by and refuse) are tried in turn;
+/// the one the watch stream reached last also gets the commands.
 #[derive(Clone)]
 pub struct Core {
-    /// The address as shown on screen.
+    /// The address (or addresses, comma-separated) as shown on screen.
     pub url: String,
-    endpoint: Endpoint,
+    endpoints: Vec<(String, Endpoint)>,
+    /// Index of the endpoint in use.
+    current: Arc<AtomicUsize>,
     bearer: Bearer,
 }
 
 impl Core {
-    /// Core at `url` (`http://host:port`; a bare `host:port` gets `http://`).
-    /// A token goes in clear text to a loopback address only: beyond it,
-    /// `url` must be `https://`.
+    /// Core at `url` (`http://host:port`; a bare `host:port` gets `http://`;
+    /// several, comma-separated). A token goes in clear text to a loopback
+    /// address only: beyond it, `url` must be `https://`.
     pub fn new(url: &str, token: Option<&str>) -> anyhow::Result<Self> {
-        let url = if url.contains("://") {
-            url.to_string()
-        } else {
-            format!("http://{url}")
-        };
-        if token.is_some() {
-            tls::check_token_transport(&url)?;
+        let mut endpoints = Vec::new();
+        for url in url.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+            let url = if url.contains("://") {
+                url.to_string()
+            } else {
+                format!("http://{url}")
+            };
+            if token.is_some() {
+                tls::check_token_transport(&url)?;
+            }
+            let endpoint = ackflow_proto::client::endpoint(&url)
+                .with_context(|| format!("--core {url:?} is not a valid URL"))?;
+            endpoints.push((url, endpoint));
         }
-        let endpoint = ackflow_proto::client::endpoint(&url)
-            .with_context(|| format!("--core {url:?} is not a valid URL"))?;
+        anyhow::ensure!(!endpoints.is_empty(), "--core names no URL");
         let bearer = Bearer::new(token.map(Token::from).as_ref())?;
         Ok(Self {
-            url,
-            endpoint,
+            url: endpoints
+                .iter()
+                .map(|(url, _)| url.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            endpoints,
+            current: Arc::default(),
             bearer,
         })
     }
 
-    /// Adds TLS when the URL is `https://`: core's certificate must chain
+    /// Adds TLS when a URL is `https://`: core's certificate must chain
     /// to the CA in `ca` and name `domain` (default: the URL's host).
     pub fn with_tls(
         mut self,
         ca: Option<&std::path::Path>,
         domain: Option<&str>,
     ) -> anyhow::Result<Self> {
-        self.endpoint = tls::configure(self.endpoint, &self.url, ca, domain)?;
+        for (url, endpoint) in &mut self.endpoints {
+            *endpoint = tls::configure(endpoint.clone(), url, ca, domain)?;
+        }
         Ok(self)
     }
 
-    /// A command sender on its own lazily connected channel, which dials
-    /// again by itself after core comes back.
+    /// The endpoint in use, and its URL.
+    fn endpoint(&self) -> &(String, Endpoint) {
+        &self.endpoints[self.current.load(Ordering::Relaxed) % self.endpoints.len()]
+    }
+
+    /// Moves on to the next core; true when every core has been tried
+    /// since the first (time to back off).
+    fn next(&self) -> bool {
+        let next = (self.current.load(Ordering::Relaxed) + 1) % self.endpoints.len();
+        self.current.store(next, Ordering::Relaxed);
+        next == 0
+    }
+
+    /// A command sender. Each command dials the core in use then (a
+    /// connection per command: they come from a person's keys).
     pub fn commander(&self, events_tx: mpsc::Sender<AppEvent>) -> Commander {
         Commander {
-            client: pb::admin_client::AdminClient::with_interceptor(
-                self.endpoint.connect_lazy(),
-                self.bearer.clone(),
-            ),
+            core: self.clone(),
             events_tx,
         }
     }
@@ -119,7 +147,11 @@ pub async fn watch(core: Core, events_tx: mpsc::Sender<AppEvent>, cancel: Cancel
                 error
             }
         };
-        tracing::warn!(core = %core.url, %error, "admin watch ended");
+        tracing::warn!(core = %core.endpoint().0, %error, "admin watch ended");
+        // Several cores: the next one at once, the backoff after a round.
+        if !core.next() {
+            continue;
+        }
         failures += 1;
         if events_tx
             .send(AppEvent::Connection(ConnState::Unreachable { error }))
@@ -160,7 +192,8 @@ enum Ended {
 
 async fn watch_once(core: &Core, events_tx: &mpsc::Sender<AppEvent>) -> Ended {
     let failed = |error: String, was_up| Ended::Failed { error, was_up };
-    let channel = match core.endpoint.connect().await {
+    let (url, endpoint) = core.endpoint();
+    let channel = match endpoint.connect().await {
         Ok(channel) => channel,
         Err(e) => return failed(error_chain(&e), false),
     };
@@ -169,7 +202,7 @@ async fn watch_once(core: &Core, events_tx: &mpsc::Sender<AppEvent>) -> Ended {
         Ok(response) => response.into_inner(),
         Err(status) => return failed(describe_status(&status), false),
     };
-    tracing::info!(core = %core.url, "watching core");
+    tracing::info!(core = %url, "watching core");
     if events_tx
         .send(AppEvent::Connection(ConnState::Connected))
         .await
@@ -238,7 +271,7 @@ fn describe_status(status: &tonic::Status) -> String {
 /// Sends the operator's commands to core.
 #[derive(Clone)]
 pub struct Commander {
-    client: AdminClient,
+    core: Core,
     events_tx: mpsc::Sender<AppEvent>,
 }
 
@@ -247,7 +280,10 @@ impl Commander {
     /// [`AppEvent::CommandDone`]. Commands that are not for core (quit, the
     /// demo's rate) are ignored.
     pub fn execute(&self, command: Command) {
-        let mut client = self.client.clone();
+        let mut client = pb::admin_client::AdminClient::with_interceptor(
+            self.core.endpoint().1.connect_lazy(),
+            self.core.bearer.clone(),
+        );
         let events_tx = self.events_tx.clone();
         tokio::spawn(async move {
             let Some(outcome) = send(&mut client, command).await else {
@@ -336,6 +372,19 @@ fn outcome<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn several_cores_are_tried_in_turn() {
+        let core = Core::new("127.0.0.1:1, http://127.0.0.1:2", None).expect("valid");
+        assert_eq!(core.url, "http://127.0.0.1:1,http://127.0.0.1:2");
+        assert_eq!(core.endpoint().0, "http://127.0.0.1:1");
+        assert!(!core.next(), "one core left to try before backing off");
+        // The commander shares the choice.
+        assert_eq!(core.clone().endpoint().0, "http://127.0.0.1:2");
+        assert!(core.next(), "a whole round: back off");
+        assert_eq!(core.endpoint().0, "http://127.0.0.1:1");
+        assert!(Core::new(" , ", None).is_err());
+    }
 
     #[test]
     fn urls_without_a_scheme_get_http() {
