@@ -219,7 +219,7 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_CORE_ID")]
     pub core_id: Option<String>,
 
-    /// PostgreSQL: the leader's lease, in milliseconds. The leader renews it four times per lease; when it lapses (the leader died or froze), a standby takes over. Shorter fails over sooner; a leader that cannot reach the database for this long steps down (and exits).
+    /// PostgreSQL: the leader's lease, in milliseconds. The leader renews it four times per lease; when it lapses (the leader died or froze), a standby takes over. Shorter fails over sooner. A leader whose renewals fail for this long stops sending events until one gets through; it exits once another core has taken over.
     #[arg(long, env = "ACKFLOW_LEASE_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(200..=600_000))]
     pub lease_ms: u64,
 

@@ -9,15 +9,21 @@
 //! - **Keeping** ([`keep`]): renew every quarter lease. The leader counts
 //!   its lease from the moment it *sent* the last renewal that succeeded, by
 //!   its own monotonic clock, so it believes it leads for no longer than the
-//!   database grants. When the lease is gone (another core took over, or no
-//!   renewal got through before it ran out), the leader is deposed: it stops
-//!   and exits. Correctness does not rest on that: every write it makes is
-//!   fenced by its epoch in the write's own transaction, so once a successor
-//!   exists nothing it does commits, and it never answers 2xx for it.
+//!   database grants: its [`Tenure`]. Past it, the hub sends processors no
+//!   event (a leader frozen through a takeover wakes up and delivers
+//!   nothing), until a renewal succeeds again: a renewal that finds the
+//!   epoch unchanged proves no other core took over (a database restart or
+//!   a stall costs a pause, not the leadership). A renewal that finds another
+//!   epoch deposes the leader: it stops and exits.
+//! - **Fencing** (`store/lease.rs`): correctness does not rest on the
+//!   clocks. Every write the leader makes checks its epoch in the write's
+//!   own transaction, so once a successor exists nothing it does commits,
+//!   and it never answers 2xx for it.
 //! - A store with one core by construction (SQLite) has no lease: its core
 //!   leads at once, under no epoch.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -103,12 +109,41 @@ pub async fn elect(
     }
 }
 
-/// Renews the lease of `epoch` until `cancel`; cancels `deposed` (and
-/// returns) when the lease is lost.
+/// Until when this core may act as the leader by its own clock (see the
+/// module documentation); without a lease, for ever. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Tenure(Option<Arc<Mutex<Instant>>>);
+
+impl Tenure {
+    /// A tenure of `lease` from now, renewed by [`keep`].
+    pub fn leased(lease: Duration) -> Self {
+        Self(Some(Arc::new(Mutex::new(Instant::now() + lease))))
+    }
+
+    /// Whether this core still leads by its own clock.
+    pub fn holds(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|until| Instant::now() < *until.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn extend_to(&self, until: Instant) {
+        if let Some(current) = &self.0 {
+            *current.lock().unwrap_or_else(|e| e.into_inner()) = until;
+        }
+    }
+}
+
+/// Renews the lease of `epoch` until `cancel`, extending `tenure` with each
+/// renewal; cancels `deposed` (and returns) when another core took over.
+/// Failed renewals are retried: the tenure runs out meanwhile, so the hub
+/// stops sending, but the lease is not given up until a renewal shows that
+/// another core has it.
 pub fn keep(
     store: SharedStore,
     epoch: u64,
     lease: Duration,
+    tenure: Tenure,
     deposed: CancellationToken,
     cancel: CancellationToken,
     tracker: &TaskTracker,
@@ -117,42 +152,65 @@ pub fn keep(
         let Some(lease_store) = store.lease() else {
             return;
         };
-        let mut valid_until = Instant::now() + lease;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(lease / 4) => {}
                 _ = cancel.cancelled() => return,
             }
-            // Woken late (the process was frozen, or starved): the lease
-            // may be another core's by now; step down before anything else.
             let sent = Instant::now();
-            let lost = if sent >= valid_until {
-                Some("the lease ran out before it could be renewed".to_string())
-            } else {
-                None
-            };
-            let lost = if lost.is_some() { lost } else { match lease_store.renew(epoch, lease).await {
+            let late = !tenure.holds();
+            match lease_store.renew(epoch, lease).await {
                 Ok(true) => {
-                    valid_until = sent + lease;
-                    None
+                    if late {
+                        tracing::warn!(
+                            epoch,
+                            "the lease ran out while this core was stalled or cut off; no other core took over, so it leads on"
+                        );
+                    }
+                    tenure.extend_to(sent + lease);
                 }
-                Ok(false) => Some("another core took over".to_string()),
-                Err(e) if Instant::now() >= valid_until => Some(format!(
-                    "no renewal got through within the lease ({} ms): {e}",
-                    lease.as_millis()
-                )),
+                Ok(false) => {
+                    tracing::error!(epoch, "deposed: another core took over; stopping");
+                    deposed.cancel();
+                    return;
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, kind = e.kind(), epoch, "renewing the lease failed; retrying");
-                    None
+                    tracing::warn!(error = %e, kind = e.kind(), epoch, late, "renewing the lease failed; retrying (no events go out while the lease is unconfirmed)");
                 }
-            } };
-            if let Some(why) = lost.or_else(|| {
-                (Instant::now() >= valid_until).then(|| "the lease ran out".to_string())
-            }) {
-                tracing::error!(epoch, %why, "deposed: this core no longer leads; stopping");
-                deposed.cancel();
-                return;
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenure_holds_until_its_lease_runs_out_unless_renewed() {
+        assert!(Tenure::default().holds(), "no lease: for ever");
+        let tenure = Tenure::leased(Duration::ZERO);
+        assert!(!tenure.holds(), "a lease of zero ran out at once");
+        let shared = tenure.clone();
+        tenure.extend_to(Instant::now() + Duration::from_secs(60));
+        assert!(shared.holds(), "a renewal extends every clone");
+        tenure.extend_to(Instant::now());
+        assert!(!shared.holds());
+    }
+
+    #[test]
+    fn a_candidate_advertises_what_it_binds_unless_told_otherwise() {
+        let mut config = Config::local(None, "data".into());
+        let http: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let grpc: SocketAddr = "0.0.0.0:50051".parse().unwrap();
+        let me = candidate(&config, http, grpc);
+        assert_eq!(me.http_url, "http://127.0.0.1:8080");
+        assert_eq!(me.grpc_url, format!("http://{}:50051", hostname()));
+        assert_eq!(me.holder, format!("{}:8080", hostname()));
+        config.core_id = Some("core-a".into());
+        config.advertise_grpc = Some("https://a.example:443".into());
+        let me = candidate(&config, http, grpc);
+        assert_eq!(me.holder, "core-a");
+        assert_eq!(me.grpc_url, "https://a.example:443");
+    }
 }

@@ -137,16 +137,22 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let deposed = CancellationToken::new();
-    if let Some(epoch) = epoch {
-        leadership::keep(
-            store.clone(),
-            epoch,
-            lease,
-            deposed.clone(),
-            cancel.clone(),
-            &tracker,
-        );
-    }
+    let tenure = match epoch {
+        Some(epoch) => {
+            let tenure = leadership::Tenure::leased(lease);
+            leadership::keep(
+                store.clone(),
+                epoch,
+                lease,
+                tenure.clone(),
+                deposed.clone(),
+                cancel.clone(),
+                &tracker,
+            );
+            tenure
+        }
+        None => leadership::Tenure::default(),
+    };
     let tail = Arc::new(Tail::new(config.tail_events, config.tail_bytes));
     let metrics = Arc::new(CoreMetrics::new());
     let ingest = Ingest::start(
@@ -170,6 +176,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
             ordering: config.ordering.to_pb(),
             window_bytes: config.window_bytes as usize,
             guarantees: Guarantees::at_most_once(config.at_most_once.iter().cloned()),
+            tenure,
         },
         &tracker,
     )

@@ -103,6 +103,8 @@ pub struct HubParts {
     pub window_bytes: usize,
     /// Which kinds are delivered at most once (`--at-most-once`).
     pub guarantees: Guarantees,
+    /// Whether this core still leads: no event goes out past it.
+    pub tenure: crate::leadership::Tenure,
 }
 
 /// Loads the cursor, starts the hub, the backlog reader and the result
@@ -182,6 +184,7 @@ pub async fn start(
         last_sent: Instant::now(),
         last_floor_sent: 0,
         unsafe_floor_on_send: parts.unsafe_floor_on_send,
+        tenure: parts.tenure,
         metrics: parts.metrics,
         synced: pb::Totals::default(),
         ordering: parts.ordering,
@@ -249,6 +252,7 @@ struct State {
     last_sent: Instant,
     last_floor_sent: Seq,
     unsafe_floor_on_send: bool,
+    tenure: crate::leadership::Tenure,
     metrics: Arc<CoreMetrics>,
     /// Totals as last copied into the metrics.
     synced: pb::Totals,

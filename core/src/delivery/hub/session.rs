@@ -267,6 +267,12 @@ impl State {
     }
 
     pub(super) async fn send_events(&mut self, events: Vec<pb::Event>) -> bool {
+        // Past this core's tenure another core may lead: the events stay
+        // in flight unsent, as if lost, and go out again on their ack
+        // timeouts once a renewal confirms the lease (`leadership.rs`).
+        if !self.tenure.holds() {
+            return true;
+        }
         let floor = self.sender.acked_floor();
         self.last_floor_sent = floor;
         self.send(pb::core_message::Body::Events(pb::EventBatch {
