@@ -200,6 +200,13 @@ pub struct Config {
     #[arg(long, hide = true)]
     pub unsafe_pair_after_refusal: bool,
 
+    /// Breaks leadership on purpose: this core's writes are not fenced by
+    /// its epoch, so after another core took over, what it commits still
+    /// lands (and is acknowledged). Exists only so the leadership tests can
+    /// prove they detect that (a negative control).
+    #[arg(long, hide = true)]
+    pub unsafe_no_fence: bool,
+
     /// Breaks durability on purpose: SQLite writes go through sqlx's
     /// transaction bookkeeping and keep their connection after an error, as
     /// ackflow once did; a full disk then loses acknowledged events. Exists

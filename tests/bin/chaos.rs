@@ -86,9 +86,15 @@ struct Args {
     /// SIGKILLs of the processor, each followed by a new processor life.
     #[arg(long, default_value_t = 10)]
     processor_kills: u32,
-    /// SIGKILLs of core, each followed by a restart.
+    /// SIGKILLs of core, each followed by a restart (with --standby, of the core that leads then).
     #[arg(long, default_value_t = 3)]
     core_kills: u32,
+    /// A second core on the same PostgreSQL database, standing by: core kills and pauses hit the leader, the other takes over (lease 1 s), and the processor and publishers must follow.
+    #[arg(long)]
+    standby: bool,
+    /// SIGSTOP/SIGCONT pauses of the core that leads, of 1.5 to 3 s (longer than the standby's lease).
+    #[arg(long, default_value_t = 0)]
+    core_pauses: u32,
     /// SIGSTOP/SIGCONT pauses of the processor.
     #[arg(long, default_value_t = 4)]
     pauses: u32,
@@ -214,6 +220,8 @@ fn config(args: &Args) -> ChaosConfig {
     c.at_most_once_unenforced = args.at_most_once_unenforced;
     c.processor_kills = args.processor_kills;
     c.core_kills = args.core_kills;
+    c.core_pauses = args.core_pauses;
+    c.standby = args.standby;
     c.pauses = args.pauses;
     c.pause_ms = (args.pause_min_ms, args.pause_max_ms.max(args.pause_min_ms));
     c.proxy_resets = args.proxy_resets;

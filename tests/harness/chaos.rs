@@ -30,6 +30,7 @@
 //! interleaving with the processes' own timing is not.
 
 mod config;
+mod cores;
 mod faults;
 mod outcome;
 mod publishers;
@@ -50,9 +51,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chaos_store::{ChaosStore, RunStore};
 use crate::checker::{self, History, Report};
-use crate::proxy::Proxy;
 use crate::{Proc, all_events, start_processor, wait_for};
 pub use config::ChaosConfig;
+use cores::Cores;
 use faults::inject;
 pub use faults::{Fault, FaultCounts, Step, schedule};
 pub use outcome::ChaosOutcome;
@@ -123,8 +124,14 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosOutcome> {
         }
     }
     core_args.extend(config.core_args.iter().cloned());
-    let mut core = store.start_core(dir.path(), &core_args).await?;
-    let proxy = Proxy::start(core.grpc, config.half_open_hold).await?;
+    let mut cores = Cores::start(
+        &store,
+        dir.path(),
+        &core_args,
+        config.standby,
+        config.half_open_hold,
+    )
+    .await?;
 
     let mut processor_args = vec![
         "--drop-acks".to_string(),
@@ -159,7 +166,7 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosOutcome> {
     };
     let mut processors = Processors {
         dir: dir.path().to_path_buf(),
-        core_url: proxy.url(),
+        core_url: cores.processor_url(),
         args: processor_args,
         current: None,
         lives: 0,
@@ -182,8 +189,8 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosOutcome> {
     };
     let (gate_tx, gate_rx) = watch::channel(gate_at(0));
     let publishing = Publishing {
-        grpc: core.grpc,
-        http: core.http,
+        cores: Arc::new(cores.addresses()),
+        current: Arc::default(),
         workload: workload.clone(),
         acked: acked.clone(),
         resolved: resolved.clone(),
@@ -260,9 +267,8 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosOutcome> {
         inject(
             &step.fault,
             config,
-            &mut core,
+            &mut cores,
             &mut processors,
-            &proxy,
             &store,
             &mut counts,
         )
@@ -284,14 +290,17 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosOutcome> {
     // after publishing ended (an older one once ended the drain with the
     // last event unresolved), and the floor must also be beyond every
     // acknowledged seq.
-    proxy.set_latency(Duration::ZERO);
+    cores
+        .proxies
+        .iter()
+        .for_each(|p| p.set_latency(Duration::ZERO));
     let highest_acked = history.acked.values().copied().max().unwrap_or(0);
     let drain_started = std::time::Instant::now();
     let drained = wait_for(
         "every committed event to be resolved",
         config.drain_timeout,
         || async {
-            let s = core.snapshot().await.ok()?;
+            let s = cores.leader().await.ok()?.snapshot().await.ok()?;
             (s.acked_floor > s.head && s.acked_floor > highest_acked).then_some(s)
         },
     )
@@ -300,7 +309,10 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosOutcome> {
         Ok(s) => (true, s.totals.unwrap_or_default()),
         Err(e) => {
             println!("{e}");
-            let s = core.snapshot().await.ok();
+            let s = match cores.leader().await {
+                Ok(core) => core.snapshot().await.ok(),
+                Err(_) => None,
+            };
             if let Some(s) = &s {
                 // Where delivery stands, for the post-mortem.
                 println!(
@@ -329,7 +341,7 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosOutcome> {
             .await
             .context("stopping the processor")?;
     }
-    core.proc.terminate().await.context("stopping core")?;
+    cores.stop().await?;
 
     let stored = read_store(store.url(), &config.at_most_once).await?;
     let (processed, torn) = checker::read_processed(&processors.logs())?;
@@ -348,7 +360,13 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosOutcome> {
     let keep = config.keep || (config.keep_invalid && (!report.is_valid() || !drained));
     let dir = if keep { Some(dir.keep()) } else { None };
     store.finish(keep).await?;
-    let stats = &proxy.stats;
+    let stat = |f: fn(&crate::proxy::ProxyStats) -> &AtomicU64| {
+        cores
+            .proxies
+            .iter()
+            .map(|p| f(&p.stats).load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
     Ok(ChaosOutcome {
         report,
         faults: counts,
@@ -358,10 +376,10 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosOutcome> {
         drain_elapsed,
         last_core_totals,
         proxy: (
-            stats.connections.load(Ordering::Relaxed),
-            stats.resets.load(Ordering::Relaxed),
-            stats.frozen.load(Ordering::Relaxed),
-            stats.bytes.load(Ordering::Relaxed),
+            stat(|s| &s.connections),
+            stat(|s| &s.resets),
+            stat(|s| &s.frozen),
+            stat(|s| &s.bytes),
         ),
         webhook: webhook_counts.map(|c| {
             (

@@ -107,6 +107,27 @@ impl RunStore {
         Core::start(dir, self.core_url.as_deref(), &args).await
     }
 
+    /// Starts a second core on this store, which stands by (PostgreSQL
+    /// only: one core per SQLite file); it logs to `log` in `dir`.
+    pub async fn start_standby(
+        &self,
+        dir: &Path,
+        extra: &[String],
+        log: &str,
+    ) -> anyhow::Result<Core> {
+        let url = self
+            .core_url
+            .as_deref()
+            .context("a standby core needs PostgreSQL")?;
+        let args: Vec<&str> = self
+            .core_args
+            .iter()
+            .chain(extra)
+            .map(String::as_str)
+            .collect();
+        Core::start_standby(dir, url, &args, log).await
+    }
+
     /// The URL the checker reads the store from.
     pub fn url(&self) -> &str {
         &self.checker_url

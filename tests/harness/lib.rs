@@ -318,6 +318,35 @@ impl Core {
         self.wait_ready().await
     }
 
+    /// Starts a new process with the same flags (after a kill) and waits
+    /// until it leads or stands by, whichever it does.
+    pub async fn restart_either(&mut self) -> anyhow::Result<()> {
+        let log = self.proc.log.clone();
+        self.proc = Proc::spawn(&bin("e2e-core"), &self.args, &[], log)?;
+        let http = self.http;
+        wait_for(
+            "core to lead or stand by",
+            Duration::from_secs(60),
+            || async move {
+                match http_request(http, "GET", "/readyz", None).await {
+                    Ok((200, _)) => Some(()),
+                    Ok((503, body)) if body.contains("standby") => Some(()),
+                    _ => None,
+                }
+            },
+        )
+        .await
+        .with_context(|| format!("core log:\n{}", self.proc.log_tail(30)))
+    }
+
+    /// Whether `/readyz` answers 200 now: this core leads (or is the only one).
+    pub async fn is_ready(&self) -> bool {
+        matches!(
+            http_request(self.http, "GET", "/readyz", None).await,
+            Ok((200, _))
+        )
+    }
+
     /// Waits (at most 60 s) until `/readyz` answers 200.
     pub async fn wait_ready(&self) -> anyhow::Result<()> {
         let http = self.http;

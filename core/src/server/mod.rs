@@ -126,6 +126,12 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         lease,
     )
     .await?;
+    if config.unsafe_no_fence
+        && let Some(lease) = store.lease()
+    {
+        tracing::warn!("--unsafe-no-fence: a deposed leader's writes WILL land");
+        lease.unsafe_unfence();
+    }
     // Read after taking the lease: every commit of an earlier leader is in.
     let next_seq = store.next_seq().await.context("reading the highest seq")?;
     tracing::info!(

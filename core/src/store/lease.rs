@@ -55,4 +55,10 @@ pub trait Lease: Send + Sync {
     /// Ends the lease of `epoch` at once (on a graceful shutdown), so a
     /// standby takes over without waiting for it to lapse.
     async fn release(&self, epoch: u64) -> Result<(), StoreError>;
+
+    /// Negative control only (core's hidden `--unsafe-no-fence`): writes
+    /// are no longer fenced, so a deposed leader's commits land, as they
+    /// would without the epoch check. Exists so the tests can prove they
+    /// notice.
+    fn unsafe_unfence(&self);
 }

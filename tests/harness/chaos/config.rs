@@ -36,8 +36,16 @@ pub struct ChaosConfig {
     pub sleep_ms: (u64, u64),
     /// SIGKILLs of the processor (each followed by a new life).
     pub processor_kills: u32,
-    /// SIGKILLs of core (each followed by a restart on the same ports).
+    /// SIGKILLs of core (each followed by a restart on the same ports); with
+    /// [`ChaosConfig::standby`], of whichever core leads then.
     pub core_kills: u32,
+    /// SIGSTOP/SIGCONT pauses of the leading core.
+    pub core_pauses: u32,
+    /// Shortest and longest core pause, in milliseconds.
+    pub core_pause_ms: (u64, u64),
+    /// A second core on the same PostgreSQL database, standing by (see
+    /// `chaos/cores.rs`).
+    pub standby: bool,
     /// SIGSTOP/SIGCONT pauses of the processor.
     pub pauses: u32,
     /// Shortest and longest pause, in milliseconds.
@@ -115,6 +123,7 @@ impl ChaosConfig {
         Self {
             processor_kills: 0,
             core_kills: 0,
+            core_pauses: 0,
             pauses: 0,
             proxy_resets: 0,
             half_opens: 0,
@@ -146,6 +155,9 @@ impl ChaosConfig {
             sleep_ms: (1, 5),
             processor_kills: 0,
             core_kills: 0,
+            core_pauses: 0,
+            core_pause_ms: (1_500, 3_000),
+            standby: false,
             pauses: 0,
             pause_ms: (1_500, 4_000),
             proxy_resets: 0,

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use super::cores::Cores;
 use super::{ChaosConfig, Processors};
-use crate::Core;
 use crate::chaos_store::RunStore;
 use crate::proxy::Proxy;
 use crate::wait_for;
@@ -17,8 +17,10 @@ use crate::wait_for;
 pub enum Fault {
     /// SIGKILL the processor, then start a new life after `restart_after`.
     KillProcessor { restart_after: Duration },
-    /// SIGKILL core, then restart it.
+    /// SIGKILL core (the leading one), then restart it.
     KillCore,
+    /// SIGSTOP the leading core, SIGCONT it after `duration`.
+    PauseCore { duration: Duration },
     /// SIGSTOP the processor, SIGCONT it after `duration`.
     PauseProcessor { duration: Duration },
     /// Reset every proxied connection.
@@ -62,6 +64,11 @@ pub fn schedule(config: &ChaosConfig) -> Vec<Step> {
     }
     for _ in 0..config.core_kills {
         faults.push(Fault::KillCore);
+    }
+    for _ in 0..config.core_pauses {
+        faults.push(Fault::PauseCore {
+            duration: ms(&mut rng, config.core_pause_ms.0, config.core_pause_ms.1),
+        });
     }
     for _ in 0..config.pauses {
         faults.push(Fault::PauseProcessor {
@@ -115,6 +122,8 @@ pub struct FaultCounts {
     pub processor_kills: u32,
     /// SIGKILLs of core.
     pub core_kills: u32,
+    /// SIGSTOP/SIGCONT pauses of core.
+    pub core_pauses: u32,
     /// SIGSTOP/SIGCONT pauses of the processor.
     pub pauses: u32,
     /// Resets of every proxied connection.
@@ -133,9 +142,8 @@ pub struct FaultCounts {
 pub(super) async fn inject(
     fault: &Fault,
     config: &ChaosConfig,
-    core: &mut Core,
+    cores: &mut Cores,
     processors: &mut Processors,
-    proxy: &Proxy,
     store: &RunStore,
     counts: &mut FaultCounts,
 ) -> anyhow::Result<()> {
@@ -150,9 +158,12 @@ pub(super) async fn inject(
             processors.start()?;
         }
         Fault::KillCore => {
-            core.proc.kill().await;
+            cores.kill_leader().await?;
             counts.core_kills += 1;
-            core.restart().await.context("restarting core")?;
+        }
+        Fault::PauseCore { duration } => {
+            cores.pause_leader(*duration).await?;
+            counts.core_pauses += 1;
         }
         Fault::PauseProcessor { duration } => {
             if let Some(processor) = &processors.current {
@@ -165,17 +176,20 @@ pub(super) async fn inject(
             }
         }
         Fault::ProxyReset => {
-            proxy.reset_all();
+            cores.proxies.iter().for_each(Proxy::reset_all);
             counts.proxy_resets += 1;
         }
         Fault::ProxyHalfOpen => {
-            proxy.freeze_all();
+            cores.proxies.iter().for_each(Proxy::freeze_all);
             counts.half_opens += 1;
         }
         Fault::ProxyLatency { latency, duration } => {
-            proxy.set_latency(*latency);
+            cores.proxies.iter().for_each(|p| p.set_latency(*latency));
             tokio::time::sleep(*duration).await;
-            proxy.set_latency(Duration::ZERO);
+            cores
+                .proxies
+                .iter()
+                .for_each(|p| p.set_latency(Duration::ZERO));
             counts.latency_windows += 1;
         }
         Fault::RestartPostgres => {

@@ -3,11 +3,13 @@
 //! idempotency key; a publish whose outcome is unknown (a reset stream, a
 //! timeout, a 503) is retried with the same key, and given up (counted as
 //! unknown, never as lost) after [`Publishing::max_attempts`] tries. Each
-//! publisher logs what it was told in a [`History`].
+//! publisher logs what it was told in a [`History`]. With two cores (one
+//! standing by), a failed attempt moves every publisher on to the next core,
+//! so they find the leader as a client would.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ackflow_proto::v1 as pb;
@@ -22,8 +24,10 @@ use crate::{channel, post_json};
 /// `n` in the [`Workload`].
 #[derive(Clone)]
 pub(super) struct Publishing {
-    pub grpc: SocketAddr,
-    pub http: SocketAddr,
+    /// Each core's gRPC and REST address.
+    pub cores: Arc<Vec<(SocketAddr, SocketAddr)>>,
+    /// The core publishes go to now.
+    pub current: Arc<AtomicUsize>,
     /// What each publish sends.
     pub workload: Arc<Workload>,
     /// Acknowledged publishes so far (first acknowledgement of each).
@@ -37,6 +41,31 @@ pub(super) struct Publishing {
     pub deadline: tokio::time::Instant,
     /// Attempts with an unknown outcome before a publish is given up.
     pub max_attempts: u32,
+}
+
+impl Publishing {
+    fn grpc(&self) -> SocketAddr {
+        self.cores[self.current.load(Ordering::Relaxed) % self.cores.len()].0
+    }
+
+    fn http(&self) -> SocketAddr {
+        self.cores[self.current.load(Ordering::Relaxed) % self.cores.len()].1
+    }
+
+    /// An attempt at `used` failed: the next core, unless another
+    /// publisher moved on already.
+    fn failed(&self, used: SocketAddr) {
+        let now = self.current.load(Ordering::Relaxed);
+        let at = now % self.cores.len();
+        if self.cores[at].0 == used || self.cores[at].1 == used {
+            let _ = self.current.compare_exchange(
+                now,
+                now.wrapping_add(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
 }
 
 /// Most publishes one stream may have waiting for their reply.
@@ -59,8 +88,10 @@ pub(super) async fn stream_publisher(p: Publishing, numbers: Vec<u64>, rate: f64
         if tokio::time::Instant::now() >= p.deadline {
             break;
         }
-        let Ok(Ok(channel)) = tokio::time::timeout(Duration::from_secs(3), channel(p.grpc)).await
+        let grpc = p.grpc();
+        let Ok(Ok(channel)) = tokio::time::timeout(Duration::from_secs(3), channel(grpc)).await
         else {
+            p.failed(grpc);
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
@@ -71,6 +102,7 @@ pub(super) async fn stream_publisher(p: Publishing, numbers: Vec<u64>, rate: f64
             client.publish_stream(ReceiverStream::new(rx)),
         );
         let Ok(Ok(response)) = call.await else {
+            p.failed(grpc);
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
@@ -153,6 +185,7 @@ pub(super) async fn stream_publisher(p: Publishing, numbers: Vec<u64>, rate: f64
         if !ended {
             break 'streams;
         }
+        p.failed(grpc);
         // Every publish still in flight has an unknown outcome: retry it
         // with the same key, in order, unless it was tried often enough.
         let mut most_tries = 0;
@@ -203,9 +236,10 @@ pub(super) async fn rest_publisher(mut p: Publishing, numbers: Vec<u64>, rate: f
                 p.resolved.fetch_add(1, Ordering::Relaxed);
                 break;
             }
+            let http = p.http();
             let sent = tokio::time::timeout(
                 Duration::from_secs(10),
-                post_json(p.http, "/v1/events", &body),
+                post_json(http, "/v1/events", &body),
             )
             .await;
             let seq = match &sent {
@@ -226,6 +260,7 @@ pub(super) async fn rest_publisher(mut p: Publishing, numbers: Vec<u64>, rate: f
                 break;
             }
             // A connection error, a timeout or a 503: the outcome is unknown.
+            p.failed(http);
             history.unknown_attempts += 1;
             tries += 1;
             if tries >= p.max_attempts {
@@ -244,7 +279,7 @@ pub(super) async fn rest_publisher(mut p: Publishing, numbers: Vec<u64>, rate: f
 async fn send_twin(p: &Publishing, twin: Publish, history: &mut History) {
     let sent = tokio::time::timeout(
         Duration::from_secs(10),
-        post_json(p.http, "/v1/events", &rest_body(&twin)),
+        post_json(p.http(), "/v1/events", &rest_body(&twin)),
     )
     .await;
     match &sent {

@@ -1,7 +1,7 @@
 //! PostgreSQL's [`Lease`]: the `leader` row and `ackflow_fence` of
 //! `migrations/postgres/0006_leader.sql`.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::{Postgres, Transaction};
@@ -16,6 +16,8 @@ use crate::store::lease::{Candidate, Lease, Term};
 #[derive(Debug, Default)]
 pub(super) struct Fence {
     epoch: AtomicU64,
+    /// Negative control: never check (see [`Lease::unsafe_unfence`]).
+    disarmed: AtomicBool,
     /// The lease, in milliseconds: how long a fenced transaction may sit
     /// idle before PostgreSQL ends it.
     idle_ms: AtomicU32,
@@ -30,7 +32,7 @@ impl Fence {
         named: bool,
     ) -> Result<(), StoreError> {
         let epoch = self.epoch.load(Ordering::Acquire);
-        if epoch == 0 {
+        if epoch == 0 || self.disarmed.load(Ordering::Relaxed) {
             return Ok(());
         }
         sqlx::query("SELECT ackflow_fence($1, $2)")
@@ -118,6 +120,10 @@ impl Lease for PgStore {
         .await?;
         conn.done().await?;
         Ok(renewed.rows_affected() == 1)
+    }
+
+    fn unsafe_unfence(&self) {
+        self.fence.disarmed.store(true, Ordering::Relaxed);
     }
 
     async fn release(&self, epoch: u64) -> Result<(), StoreError> {
