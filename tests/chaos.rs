@@ -10,7 +10,11 @@
 //! * PostgreSQL under `--ordering global`: 3,000 publishes with a SIGKILL of
 //!   each and ack loss;
 //! * SQLite: 5,000 publishes while its disk fills up three times, with a
-//!   SIGKILL of core and of the processor.
+//!   SIGKILL of core and of the processor;
+//! * two cores on one PostgreSQL database, one standing by: 5,000
+//!   publishes while whichever core leads is killed twice and frozen once
+//!   (the other takes over each time), with a processor kill, ack loss and
+//!   a webhook; publishers and the processor must follow the leader.
 //!
 //! The checker must find nothing lost or duplicated, and within each
 //! processor life no lane (a key, the events without a key, or everything
@@ -142,6 +146,32 @@ async fn processor_kills_abandon_only_at_most_once_events_that_may_have_run() ->
         r.abandoned_never_started,
         kills * u64::from(config.concurrency)
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_short_chaos_run_with_a_standby_core_keeps_every_guarantee() -> anyhow::Result<()> {
+    let mut config = ChaosConfig::quiet(5_000, seed());
+    config.standby = true;
+    config.rate = 1_000;
+    config.core_kills = 2;
+    config.core_pauses = 1;
+    config.processor_kills = 1;
+    config.proxy_resets = 2;
+    config.ack_loss = 0.05;
+    config.duplicate = 0.02;
+    config.webhooks = 0.05;
+    config.drain_timeout = Duration::from_secs(60);
+    config.publish_timeout = Duration::from_secs(120);
+    let outcome = run_valid(&config).await?;
+    let r = &outcome.report;
+    assert!(
+        r.acknowledged >= 4_950,
+        "only {} of 5,000 publishes acknowledged",
+        r.acknowledged
+    );
+    assert_eq!(outcome.faults.core_kills, 2);
+    assert_eq!(outcome.faults.core_pauses, 1);
     Ok(())
 }
 
