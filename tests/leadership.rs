@@ -5,6 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
+
 use ackflow_proto::v1 as pb;
 use ackflow_tests::{Core, PgDb, all_events, http_exchange, post_json, start_processor};
 
@@ -153,11 +155,14 @@ async fn freeze_the_leader(extra: &[&str]) -> anyhow::Result<Frozen> {
     a_flags.extend(extra);
     let mut a = Core::start(dir.path(), Some(&db.url), &a_flags).await?;
     let b = Core::start_standby(dir.path(), &db.url, &flags("b"), "core-b.log").await?;
+    let urls = format!("{},{}", a.grpc_url(), b.grpc_url());
+    let processor = start_processor(dir.path(), &urls, &[])?;
     let (status, text) = publish(&a, "before", 1).await?;
     assert!(
         status == 202 && text.contains(r#""seq":1"#),
         "{status} {text}"
     );
+    a.wait_resolved(1, Duration::from_secs(30)).await?;
 
     a.proc.signal("-STOP")?;
     let stopped = Instant::now();
@@ -167,8 +172,24 @@ async fn freeze_the_leader(extra: &[&str]) -> anyhow::Result<Frozen> {
         post_json(a_http, "/v1/events", body).await
     });
     b.wait_ready().await?;
+    let ready = stopped.elapsed();
+    // The processor leaves the frozen leader on its own: it hears nothing
+    // for 3 s (core speaks at least once a second), well before HTTP/2
+    // keepalive (10 s) would end the stream.
+    let b_ref = &b;
+    ackflow_tests::wait_for(
+        "the processor to follow the new leader",
+        Duration::from_secs(8),
+        || async move {
+            let s = b_ref.snapshot().await.ok()?;
+            (s.processor?.connection == pb::ProcessorConnection::Running as i32).then_some(())
+        },
+    )
+    .await
+    .with_context(|| format!("processor log:\n{}", processor.log_tail(20)))?;
     println!(
-        "SIGSTOP of the leader: standby ready after {} ms",
+        "SIGSTOP of the leader: standby ready after {} ms, the processor on it after {} ms",
+        ready.as_millis(),
         stopped.elapsed().as_millis()
     );
     // The old leader thaws: it must notice it was replaced, and exit.

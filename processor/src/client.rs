@@ -31,6 +31,12 @@ use ackflow_proto::protocol::receiver::{Action, Receiver};
 const STATUS_EVERY: Duration = Duration::from_millis(200);
 /// Most acks in one message.
 const MAX_ACKS_PER_MESSAGE: usize = 1024;
+/// Core sends something at least once a second on an active stream (a
+/// heartbeat when idle); this long without a word, it is taken for frozen
+/// (a stopped process, a dead link the kernel has not noticed) and the
+/// processor moves on to the next core it knows. A processor waiting as a
+/// standby hears nothing until it is welcomed, so this starts at welcome.
+const CORE_SILENT: Duration = Duration::from_secs(3);
 /// Reconnect backoff bounds.
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
@@ -261,11 +267,17 @@ impl Life {
         if !send_claims(&out_tx, self.permits.waiting()).await {
             return "outbound closed".into();
         }
+        let mut last_heard: Option<Instant> = None;
         loop {
             let reason = tokio::select! {
                 _ = cancel.cancelled() => Some("shutting down".to_string()),
                 msg = inbound.message() => match msg {
                     Ok(Some(msg)) => {
+                        if last_heard.is_some()
+                            || matches!(msg.body, Some(pb::core_message::Body::Welcome(_)))
+                        {
+                            last_heard = Some(Instant::now());
+                        }
                         // Answered before anything else: the round trip core
                         // measures is the path's, not this loop's work.
                         if let Some(pb::core_message::Body::Heartbeat(hb)) = &msg.body
@@ -302,7 +314,9 @@ impl Life {
                 }
                 _ = status_tick.tick() => {
                     let status = self.status();
-                    if out_tx.send(status).await.is_err()
+                    if last_heard.is_some_and(|at| at.elapsed() > CORE_SILENT) {
+                        Some(format!("core silent for {} s", CORE_SILENT.as_secs()))
+                    } else if out_tx.send(status).await.is_err()
                         || !send_claims(&out_tx, self.permits.waiting()).await
                     {
                         Some("outbound closed".to_string())
