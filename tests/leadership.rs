@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use ackflow_proto::v1 as pb;
-use ackflow_tests::{Core, PgDb, all_events, http_exchange, post_json, start_processor};
+use ackflow_tests::{
+    Core, PgDb, all_events, http_exchange, http_request, post_json, start_processor,
+};
 
 const LEASE: [&str; 2] = ["--lease-ms", "1000"];
 
@@ -71,6 +73,9 @@ async fn a_standby_names_the_leader_and_takes_over_within_seconds_of_a_kill() ->
         Some(a.grpc_url().as_str())
     );
 
+    let (_, metrics) = http_request(b.http, "GET", "/metrics", None).await?;
+    assert!(metrics.contains("\nackflow_leader 0\n"), "{metrics}");
+
     // The publish example, given the standby first and no idempotency key,
     // goes where the standby sends it.
     let output = tokio::process::Command::new(ackflow_tests::bin("examples").join("publish"))
@@ -107,6 +112,11 @@ async fn a_standby_names_the_leader_and_takes_over_within_seconds_of_a_kill() ->
     assert!(
         status < 300 && text.contains(r#""seq":2"#) && text.contains(r#""replayed":true"#),
         "{status} {text}"
+    );
+    let (_, metrics) = http_request(b.http, "GET", "/metrics", None).await?;
+    assert!(
+        metrics.contains("\nackflow_leader 1\n") && metrics.contains("\nackflow_leader_epoch 2\n"),
+        "{metrics}"
     );
     let (status, text) = publish(&b, "second", 2).await?;
     assert!(

@@ -46,6 +46,12 @@ pub struct CoreMetrics {
     pub store_durable: IntGauge,
     /// 1 while store writes succeed, 0 while they fail (see `/readyz`).
     pub store_writable: IntGauge,
+    /// 1: this core leads (a standby serves `ackflow_leader 0` alone, see
+    /// `server/standby.rs`).
+    pub leader: IntGauge,
+    /// The epoch this core leads under (`leadership.rs`); 0 without a
+    /// lease (SQLite).
+    pub leader_epoch: IntGauge,
     /// Resolved events deleted by retention (see `crate::retention`).
     pub pruned_events: IntCounter,
     /// What the store occupies on disk, updated by the retention task.
@@ -241,6 +247,18 @@ impl CoreMetrics {
             store_writable: gauge(
                 "ackflow_store_writable",
                 "1 while the last store write succeeded, 0 while writes fail.",
+            ),
+            leader: {
+                let g = gauge(
+                    "ackflow_leader",
+                    "1 on the core that leads, 0 on a standby.",
+                );
+                g.set(1);
+                g
+            },
+            leader_epoch: gauge(
+                "ackflow_leader_epoch",
+                "The epoch this core leads under (0: no lease, as on SQLite).",
             ),
             pruned_events: counter(
                 "ackflow_pruned_events_total",

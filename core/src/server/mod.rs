@@ -161,6 +161,9 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     };
     let tail = Arc::new(Tail::new(config.tail_events, config.tail_bytes));
     let metrics = Arc::new(CoreMetrics::new());
+    metrics
+        .leader_epoch
+        .set(epoch.map_or(0, |e| i64::try_from(e).unwrap_or(i64::MAX)));
     let ingest = Ingest::start(
         store.clone(),
         tail.clone(),

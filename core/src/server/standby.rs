@@ -1,6 +1,6 @@
 //! What a standby core serves while another core leads (see
 //! `leadership.rs`): on the REST port, `GET /healthz` 200 (the process is
-//! fine) and everything else, `/readyz` and publishes included, 503 with
+//! fine), `GET /metrics` with `ackflow_leader 0`, and everything else, `/readyz` and publishes included, 503 with
 //! `Retry-After` and the leader's address; on the gRPC port, every call
 //! `UNAVAILABLE` with the leader's gRPC URL in the message and in the
 //! `ackflow-leader` metadata. A load balancer's health check so routes to
@@ -16,6 +16,11 @@ use tokio::sync::watch;
 use super::*;
 use crate::rest::problem::Problem;
 use crate::store::lease::Candidate;
+
+/// All a standby reports: that it does not lead (the leader's metrics
+/// have the same gauge at 1).
+const STANDBY_METRICS: &str = "# HELP ackflow_leader 1 on the core that leads, 0 on a standby.\n\
+# TYPE ackflow_leader gauge\nackflow_leader 0\n";
 
 /// The standby's servers, until [`Standby::stop`].
 pub(super) struct Standby {
@@ -37,6 +42,7 @@ impl Standby {
         let rest_leader = leader.clone();
         let rest = axum::Router::new()
             .route("/healthz", axum::routing::get(|| async { "standby\n" }))
+            .route("/metrics", axum::routing::get(|| async { STANDBY_METRICS }))
             .fallback(move || {
                 let leader = rest_leader.borrow().clone();
                 async move { Problem::standby(leader.as_ref()).into_response() }
