@@ -98,13 +98,16 @@ impl RunStore {
 
     /// Starts core on this store with `extra` flags.
     pub async fn start_core(&self, dir: &Path, extra: &[String]) -> anyhow::Result<Core> {
-        let args: Vec<&str> = self
-            .core_args
+        Core::start(dir, self.core_url.as_deref(), &self.args(extra)).await
+    }
+
+    /// This store's core flags, then `extra`.
+    fn args<'a>(&'a self, extra: &'a [String]) -> Vec<&'a str> {
+        self.core_args
             .iter()
             .chain(extra)
             .map(String::as_str)
-            .collect();
-        Core::start(dir, self.core_url.as_deref(), &args).await
+            .collect()
     }
 
     /// Starts a second core on this store, which stands by (PostgreSQL
@@ -119,13 +122,7 @@ impl RunStore {
             .core_url
             .as_deref()
             .context("a standby core needs PostgreSQL")?;
-        let args: Vec<&str> = self
-            .core_args
-            .iter()
-            .chain(extra)
-            .map(String::as_str)
-            .collect();
-        Core::start_standby(dir, url, &args, log).await
+        Core::start_standby(dir, url, &self.args(extra), log).await
     }
 
     /// The URL the checker reads the store from.

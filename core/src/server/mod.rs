@@ -415,22 +415,20 @@ fn serve_rest(
     let rest = require_publish_token(rest, config.publish_token.clone()).layer(
         axum::middleware::from_fn_with_state(metrics, count_rejections),
     );
-    let rest_tls = match tls {
-        Some(material) => Some(
-            material
-                .rest_acceptor()
-                .context("configuring TLS for REST")?,
-        ),
-        None => None,
-    };
     tracker.spawn(crate::http::serve(
         listener,
-        rest_tls,
+        rest_tls(tls)?,
         rest,
         config.http_limits(),
         cancel.clone(),
     ));
     Ok(())
+}
+
+/// The REST listener's TLS acceptor, when TLS is configured.
+fn rest_tls(tls: Option<&TlsMaterial>) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    tls.map(|material| material.rest_acceptor().context("configuring TLS for REST"))
+        .transpose()
 }
 
 /// `GET /metrics`: the Prometheus text format.

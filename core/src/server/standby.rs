@@ -47,17 +47,9 @@ impl Standby {
                 let leader = rest_leader.borrow().clone();
                 async move { Problem::standby(leader.as_ref()).into_response() }
             });
-        let rest_tls = match tls {
-            Some(material) => Some(
-                material
-                    .rest_acceptor()
-                    .context("configuring TLS for REST")?,
-            ),
-            None => None,
-        };
         tracker.spawn(crate::http::serve(
             copy(http)?,
-            rest_tls,
+            super::rest_tls(tls)?,
             rest,
             config.http_limits(),
             cancel.clone(),
