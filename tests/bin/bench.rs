@@ -9,7 +9,8 @@
 //! * `w1`: workload W1 — N events of kind `sha256` with 256-byte payloads,
 //!   one producer on one `PublishStream`, one processor — as a closed burst:
 //!   end-to-end events/s from the first publish to the last stored result,
-//!   and publish→result latency.
+//!   publish→result latency, and CPU per event of core, the processor, the
+//!   PostgreSQL server and the publisher (`bench/cpu.rs`).
 //! * `rest`: W1 published with REST batches instead.
 //! * `open-loop`: a fixed publish rate (half the W1 rate by default) and the
 //!   latency it gets.
@@ -29,6 +30,9 @@
 //! * `fair`: 1,000 sha256 events alone, then interleaved with 1,000 events
 //!   of a webhook that takes 3 s per call: time to the last sha256 result
 //!   (a slow endpoint must hold back its own kind only). See `bench/fair.rs`.
+//! * `failover`: two cores on one PostgreSQL database, the leader killed
+//!   (`kill -9`) or frozen (`SIGSTOP`): time until the standby leads,
+//!   accepts a publish and stores its result. See `bench/failover.rs`.
 //! * `skew`: runs A–G over skewed keys — keyed webhook events over skewed keys, some
 //!   slow, refused, busy once or hanging, some delivered at most once: drain
 //!   time, retransmits, RTT and RTO, results by status. See `bench/skew.rs`.
@@ -52,8 +56,12 @@ use tokio_stream::StreamExt;
 
 #[path = "bench/args.rs"]
 mod args;
+#[path = "bench/cpu.rs"]
+mod cpu;
 #[path = "bench/crash.rs"]
 mod crash;
+#[path = "bench/failover.rs"]
+mod failover;
 #[path = "bench/fair.rs"]
 mod fair;
 #[path = "bench/measure.rs"]
@@ -144,6 +152,7 @@ async fn checkpoint() -> anyhow::Result<()> {
 #[derive(Default)]
 struct Summary {
     w1_rate: Option<f64>,
+    w1_cpu: Option<cpu::CpuPerEvent>,
     w1_accepted: Option<f64>,
     w1_latency: Option<Latency>,
     w1_processor_mb: Option<f64>,
@@ -388,8 +397,8 @@ async fn measure(backend: Backend, args: &Args) -> anyhow::Result<Summary> {
             Section::W2 => w2::section_w2(&env, args, &mut summary).await?,
             Section::W2Control => w2::section_w2_control(&env, args, &mut summary).await?,
             Section::Crash => crash::section_crash(&env, args).await?,
-            Section::Sweep | Section::Skew | Section::Fair => {
-                unreachable!("the sweep, skew and fair make their own stores")
+            Section::Sweep | Section::Skew | Section::Fair | Section::Failover => {
+                unreachable!("the sweep, skew, fair and failover make their own stores")
             }
         }
         env.finish().await?;
@@ -400,6 +409,9 @@ async fn measure(backend: Backend, args: &Args) -> anyhow::Result<Summary> {
     // Minutes per store, most of it waiting out retries: only when asked.
     if runs(Section::Fair) {
         fair::section_fair(backend, args).await?;
+    }
+    if runs(Section::Failover) {
+        failover::section_failover(backend, args).await?;
     }
     if args.only.contains(&Section::Skew) {
         skew::section_skew(backend, args).await?;
@@ -434,6 +446,17 @@ fn summary_table(results: &[(Backend, Summary)]) {
     row("W1 end to end, events/s", &|s| events(s.w1_rate));
     row("W1 publish accepted, events/s", &|s| events(s.w1_accepted));
     row("W1 latency p50 / p99 / max, ms", &|s| lat(s.w1_latency));
+    row(
+        "W1 CPU per event, µs: core / processor / PostgreSQL / publisher",
+        &|s| {
+            cell(s.w1_cpu.map(|c| {
+                format!(
+                    "{:.1} / {:.1} / {:.1} / {:.1}",
+                    c.core, c.processor, c.postgres, c.bench
+                )
+            }))
+        },
+    );
     row("open-loop target rate, events/s", &|s| {
         events(s.open_loop.map(|(r, _)| r))
     });

@@ -97,6 +97,12 @@ pub(super) struct Args {
     /// a run stopped by it reports what was resolved by then.
     #[arg(long, default_value_t = 240, value_parser = clap::value_parser!(u64).range(1..))]
     pub(super) skew_timeout_s: u64,
+    /// Runs of the `failover` section per signal (kill -9, then SIGSTOP).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(super) failover_runs: u32,
+    /// The cores' `--lease-ms` in the `failover` section.
+    #[arg(long, default_value_t = 2_000)]
+    pub(super) failover_lease_ms: u64,
 }
 
 impl Args {
@@ -149,6 +155,9 @@ pub(super) enum Section {
     /// A slow webhook beside a fast kind: 1,000 sha256 events alone, then
     /// interleaved with 1,000 calls of 3 s; time to the last sha256 result.
     Fair,
+    /// Two cores on one PostgreSQL database: kill -9 and SIGSTOP of the
+    /// leader, time until the standby leads, accepts, and stores a result.
+    Failover,
     /// Skewed keys: keyed webhook events over a Zipf-like law of keys, some
     /// misbehaving, some delivered at most once (runs: --skew-runs). Only
     /// when named: it takes minutes.

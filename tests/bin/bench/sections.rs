@@ -113,8 +113,10 @@ pub(super) async fn section_w1(
 ) -> anyhow::Result<()> {
     let pair = Pair::start(env, args.window).await?;
     let rss = pair.sampler();
+    let cpu = cpu::CpuMeter::start(pid(&pair.core.proc), pid(&pair.processor));
     let run = publish_stream(&pair.core, args.events, args.payload, None).await?;
     wait_drained(&pair.core, last_seq(&run)).await?;
+    let cpu = cpu.per_event(args.events);
     let peaks = pair.peaks(&rss);
     pair.stop().await?;
     let (e2e, latency) = stream_figures(env, &run).await?;
@@ -126,7 +128,9 @@ pub(super) async fn section_w1(
     line("W1 publish accepted", rate(accepted));
     line("W1 publish→result latency", latency);
     line("W1 peak RSS", peaks);
+    line("W1 CPU per event (user + system)", cpu);
     summary.w1_rate = Some(e2e);
+    summary.w1_cpu = Some(cpu);
     summary.w1_accepted = Some(accepted);
     summary.w1_latency = Some(latency);
     summary.w1_processor_mb = Some(peaks.processor_mb);
