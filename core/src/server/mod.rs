@@ -44,7 +44,7 @@ mod grpc;
 mod standby;
 
 use self::grpc::{Services, serve_grpc};
-use self::standby::Standby;
+use self::standby::lead;
 use crate::leadership;
 
 /// A started core.
@@ -274,27 +274,6 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     })
 }
 
-/// Waits until this core leads (at once without a lease, as on SQLite),
-/// serving the standby's answers on the listeners meanwhile; returns the
-/// epoch it leads under.
-async fn lead(
-    config: &Config,
-    store: &SharedStore,
-    http: &TcpListener,
-    grpc: &TcpListener,
-    tls: Option<&TlsMaterial>,
-    lease: Duration,
-) -> anyhow::Result<Option<u64>> {
-    if store.lease().is_none() {
-        return Ok(None);
-    }
-    let me = leadership::candidate(config, http.local_addr()?, grpc.local_addr()?);
-    let (known, leader) = tokio::sync::watch::channel(None);
-    let standby = Standby::serve(config, http, grpc, tls, leader)?;
-    let epoch = leadership::elect(store, &me, lease, &known).await;
-    standby.stop().await;
-    Ok(epoch)
-}
 
 /// Reads the token files and checks the configuration (a bad certificate
 /// fails here, before anything starts); warns about what is allowed but

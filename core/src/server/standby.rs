@@ -8,7 +8,8 @@
 //! they know.
 //!
 //! The listeners are the ones core serves on once it leads: the standby
-//! serves a copy of each, and stops before core starts its own services.
+//! serves a copy of each, and stops before core starts its own services
+//! ([`lead`]).
 
 use axum::response::IntoResponse;
 use tokio::sync::watch;
@@ -93,6 +94,28 @@ impl Drop for Standby {
     fn drop(&mut self) {
         self.cancel.cancel();
     }
+}
+
+/// Waits until this core leads (at once without a lease, as on SQLite),
+/// serving the standby's answers on the listeners meanwhile; returns the
+/// epoch it leads under.
+pub(super) async fn lead(
+    config: &Config,
+    store: &SharedStore,
+    http: &TcpListener,
+    grpc: &TcpListener,
+    tls: Option<&TlsMaterial>,
+    lease: Duration,
+) -> anyhow::Result<Option<u64>> {
+    if store.lease().is_none() {
+        return Ok(None);
+    }
+    let me = leadership::candidate(config, http.local_addr()?, grpc.local_addr()?);
+    let (known, leader) = tokio::sync::watch::channel(None);
+    let standby = Standby::serve(config, http, grpc, tls, leader)?;
+    let epoch = leadership::elect(store, &me, lease, &known).await;
+    standby.stop().await;
+    Ok(epoch)
 }
 
 /// A second handle on the same listening socket.
