@@ -19,6 +19,7 @@
 
 use std::time::Duration;
 
+use ackflow_proto::client::leader;
 use ackflow_proto::v1 as pb;
 use clap::Parser;
 use tonic::Code;
@@ -54,7 +55,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut cores: Vec<String> = args.core.split(',').map(|c| c.trim().to_string()).collect();
+    let mut cores = leader::urls(&args.core);
     let client = |url: &str| -> anyhow::Result<_> {
         let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
             .connect_timeout(Duration::from_secs(5))
@@ -99,12 +100,10 @@ async fn main() -> anyhow::Result<()> {
                 return Ok(());
             }
             // A standby: it stored nothing, and may name the leader.
-            Err(status)
-                if status.code() == Code::Unavailable && is_standby(&status) && attempt < 10 =>
-            {
+            Err(status) if leader::is_standby(&status) && attempt < 10 => {
                 let leader = status
                     .metadata()
-                    .get("ackflow-leader")
+                    .get(leader::LEADER_METADATA)
                     .and_then(|v| v.to_str().ok());
                 at = match leader {
                     Some(leader) => cores.iter().position(|c| c == leader).unwrap_or_else(|| {
@@ -138,9 +137,4 @@ async fn main() -> anyhow::Result<()> {
             Err(status) => anyhow::bail!("{:?}: {}", status.code(), status.message()),
         }
     }
-}
-
-/// Whether a refusal came from a standby core (which stores nothing).
-fn is_standby(status: &tonic::Status) -> bool {
-    status.metadata().contains_key("ackflow-leader") || status.message().contains("standby")
 }

@@ -200,10 +200,11 @@ pub struct Config {
     #[arg(long, hide = true)]
     pub unsafe_pair_after_refusal: bool,
 
-    /// Breaks leadership on purpose: this core's writes are not fenced by
-    /// its epoch, so after another core took over, what it commits still
-    /// lands (and is acknowledged). Exists only so the leadership tests can
-    /// prove they detect that (a negative control).
+    /// Breaks leadership on purpose: this core never checks its epoch. Its
+    /// writes are not fenced, and it neither renews its lease nor learns
+    /// that another core took over, so what it commits after a takeover
+    /// still lands (and is acknowledged). Exists only so the leadership
+    /// tests can prove they detect that (a negative control).
     #[arg(long, hide = true)]
     pub unsafe_no_fence: bool,
 

@@ -9,10 +9,9 @@
 //! each in its own task so a slow core never freezes the screen; every
 //! outcome comes back as a line for the event log.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use ackflow_proto::client::leader::{self, Rotation};
 use ackflow_proto::client::{Bearer, reconnect_delay, tls};
 use ackflow_proto::token::Token;
 use ackflow_proto::v1 as pb;
@@ -48,8 +47,8 @@ pub struct Core {
     /// The address (or addresses, comma-separated) as shown on screen.
     pub url: String,
     endpoints: Vec<(String, Endpoint)>,
-    /// Index of the endpoint in use.
-    current: Arc<AtomicUsize>,
+    /// The endpoint in use.
+    rotation: Rotation,
     bearer: Bearer,
 }
 
@@ -59,9 +58,9 @@ impl Core {
     /// address only: beyond it, `url` must be `https://`.
     pub fn new(url: &str, token: Option<&str>) -> anyhow::Result<Self> {
         let mut endpoints = Vec::new();
-        for url in url.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        for url in leader::urls(url) {
             let url = if url.contains("://") {
-                url.to_string()
+                url
             } else {
                 format!("http://{url}")
             };
@@ -80,8 +79,8 @@ impl Core {
                 .map(|(url, _)| url.as_str())
                 .collect::<Vec<_>>()
                 .join(","),
+            rotation: Rotation::new(endpoints.len()),
             endpoints,
-            current: Arc::default(),
             bearer,
         })
     }
@@ -101,15 +100,13 @@ impl Core {
 
     /// The endpoint in use, and its URL.
     fn endpoint(&self) -> &(String, Endpoint) {
-        &self.endpoints[self.current.load(Ordering::Relaxed) % self.endpoints.len()]
+        &self.endpoints[self.rotation.current()]
     }
 
     /// Moves on to the next core; true when every core has been tried
     /// since the first (time to back off).
     fn next(&self) -> bool {
-        let next = (self.current.load(Ordering::Relaxed) + 1) % self.endpoints.len();
-        self.current.store(next, Ordering::Relaxed);
-        next == 0
+        self.rotation.advance()
     }
 
     /// A command sender. Each command dials the core in use then (a

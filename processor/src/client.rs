@@ -23,6 +23,7 @@ use crate::executor::{Done, Executor};
 use crate::metrics::ProcessorMetrics;
 use crate::permits::Permits;
 use crate::processed_log::ProcessedLog;
+use ackflow_proto::client::leader::{self, Rotation};
 use ackflow_proto::client::{self, Bearer};
 use ackflow_proto::protocol::lanes::Ordering;
 use ackflow_proto::protocol::receiver::{Action, Receiver};
@@ -63,11 +64,11 @@ pub async fn run_with(
     let mut cores = Vec::new();
     for url in config.cores() {
         let endpoint =
-            client::endpoint(url).with_context(|| format!("--core {url:?} is not a valid URL"))?;
+            client::endpoint(&url).with_context(|| format!("--core {url:?} is not a valid URL"))?;
         let endpoint = config
-            .tls(url, endpoint)
+            .tls(&url, endpoint)
             .with_context(|| format!("configuring TLS towards {url}"))?;
-        cores.push((url.to_string(), endpoint));
+        cores.push((url, endpoint));
     }
     anyhow::ensure!(!cores.is_empty(), "--core names no URL");
     let bearer = Bearer::new(config.token()?.as_ref()).context("--token")?;
@@ -127,11 +128,11 @@ pub async fn run_with(
     let mut failures = 0u32;
     // Several cores: each is tried in turn; the backoff applies once all
     // were tried, and stays short while a standby says a leader exists.
-    let mut at = 0;
+    let rotation = Rotation::new(cores.len());
     let mut standby_seen = false;
     while !cancel.is_cancelled() {
         let started = Instant::now();
-        let (url, endpoint) = &cores[at];
+        let (url, endpoint) = &cores[rotation.current()];
         let ended = match endpoint.connect().await {
             Ok(channel) => life.session(channel, &cancel).await,
             Err(e) => Ended::failed(format!("cannot connect: {}", with_causes(&e))),
@@ -145,8 +146,7 @@ pub async fn run_with(
             standby_seen = false;
         }
         standby_seen |= ended.standby;
-        at = (at + 1) % cores.len();
-        let wait = if at != 0 {
+        let wait = if !rotation.advance() {
             Duration::ZERO
         } else if standby_seen {
             standby_seen = false;
@@ -236,9 +236,7 @@ impl Life {
             Err(status) => {
                 return Ended {
                     reason: format!("subscribe refused: {}", status.message()),
-                    standby: status.code() == tonic::Code::Unavailable
-                        && (status.metadata().contains_key("ackflow-leader")
-                            || status.message().contains("standby")),
+                    standby: leader::is_standby(&status),
                 };
             }
         };

@@ -143,12 +143,8 @@ impl Config {
     }
 
     /// Each URL of `--core`, in order.
-    pub fn cores(&self) -> Vec<&str> {
-        self.core
-            .split(',')
-            .map(str::trim)
-            .filter(|url| !url.is_empty())
-            .collect()
+    pub fn cores(&self) -> Vec<String> {
+        ackflow_proto::client::leader::urls(&self.core)
     }
 
     /// Adds TLS to `endpoint` of `core` (one of [`Config::cores`]) as
@@ -176,7 +172,7 @@ impl Config {
                 .map_err(anyhow::Error::msg)?;
         if token.is_some() {
             for core in self.cores() {
-                ackflow_proto::client::tls::check_token_transport(core)?;
+                ackflow_proto::client::tls::check_token_transport(&core)?;
             }
         }
         Ok(token)

@@ -129,7 +129,9 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     if config.unsafe_no_fence
         && let Some(lease) = store.lease()
     {
-        tracing::warn!("--unsafe-no-fence: a deposed leader's writes WILL land");
+        tracing::warn!(
+            "--unsafe-no-fence: this core never checks its epoch; after a takeover its writes WILL land"
+        );
         lease.unsafe_unfence();
     }
     // Read after taking the lease: every commit of an earlier leader is in.
@@ -143,7 +145,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let deposed = CancellationToken::new();
-    let tenure = match epoch {
+    // (`--unsafe-no-fence` also never renews, so it is never deposed.)
+    let tenure = match epoch.filter(|_| !config.unsafe_no_fence) {
         Some(epoch) => {
             let tenure = leadership::Tenure::leased(lease);
             leadership::keep(
@@ -273,7 +276,6 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         deposed,
     })
 }
-
 
 /// Reads the token files and checks the configuration (a bad certificate
 /// fails here, before anything starts); warns about what is allowed but

@@ -138,7 +138,9 @@ fn unavailable(leader: Option<&Candidate>) -> axum::response::Response {
         ),
     };
     if let Some(value) = leader.and_then(|l| l.grpc_url.parse().ok()) {
-        status.metadata_mut().insert("ackflow-leader", value);
+        status
+            .metadata_mut()
+            .insert(ackflow_proto::client::leader::LEADER_METADATA, value);
     }
     status.into_http()
 }

@@ -1,9 +1,10 @@
 //! What every gRPC client of core shares (the processor, the monitor):
 //! the endpoint's timeouts and keepalive, TLS towards core ([`tls`]), the
 //! bearer token on every request ([`Bearer`]) and the wait before the next
-//! try after a stream ended ([`reconnect_delay`]). Only with the `grpc`
-//! feature.
+//! try after a stream ended ([`reconnect_delay`]), and finding the leader
+//! among several cores ([`leader`]). Only with the `grpc` feature.
 
+pub mod leader;
 pub mod tls;
 
 use std::time::Duration;
