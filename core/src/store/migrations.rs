@@ -148,7 +148,7 @@ mod tests {
                 (
                     6,
                     "leader",
-                    "23dec163ea5561c9e3f0896ef41eacc592fe4abbcbdf3145d3d77bcdbff3de0f7ce6757e2bd1c29c200126d99106ab4e",
+                    "de46bece3350d7a5f6119ffde44a685ca9ffc99741c0f9f372d7e8138b2477299d767d1ffd533645031b20baa0bbdcc9",
                 ),
             ],
         ),

@@ -1,5 +1,5 @@
-//! PostgreSQL's [`Lease`]: the `leader` row and `ackflow_fence` of
-//! `migrations/postgres/0006_leader.sql`.
+//! PostgreSQL's [`Lease`]: the `leader` row, `ackflow_fence` and the
+//! advisory lock they share, of `migrations/postgres/0006_leader.sql`.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -45,6 +45,36 @@ impl Fence {
     }
 }
 
+impl PgStore {
+    /// In `tx`: waits for every fenced transaction of the current epoch
+    /// (the fence's lock, exclusively), then takes the lease if it lapsed
+    /// or `me` holds it. Returns the new epoch.
+    async fn take(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        me: &Candidate,
+        lease: Duration,
+    ) -> Result<Option<(i64,)>, sqlx::Error> {
+        sqlx::query("SELECT pg_advisory_xact_lock(4242424242)")
+            .persistent(self.named())
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query_as(
+            "UPDATE leader SET epoch = epoch + 1, holder = $1, http_url = $2, grpc_url = $3, \
+                 expires_at = clock_timestamp() + make_interval(secs => $4 / 1000.0) \
+             WHERE expires_at < clock_timestamp() OR holder = $1 \
+             RETURNING epoch",
+        )
+        .bind(&me.holder)
+        .bind(&me.http_url)
+        .bind(&me.grpc_url)
+        .bind(millis(lease) as f64)
+        .persistent(self.named())
+        .fetch_optional(&mut **tx)
+        .await
+    }
+}
+
 fn millis(lease: Duration) -> i64 {
     i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)
 }
@@ -60,19 +90,7 @@ impl Lease for PgStore {
             .persistent(self.named())
             .execute(&mut *tx)
             .await?;
-        let taken: Result<Option<(i64,)>, sqlx::Error> = sqlx::query_as(
-            "UPDATE leader SET epoch = epoch + 1, holder = $1, http_url = $2, grpc_url = $3, \
-                 expires_at = clock_timestamp() + make_interval(secs => $4 / 1000.0) \
-             WHERE expires_at < clock_timestamp() OR holder = $1 \
-             RETURNING epoch",
-        )
-        .bind(&me.holder)
-        .bind(&me.http_url)
-        .bind(&me.grpc_url)
-        .bind(millis(lease) as f64)
-        .persistent(self.named())
-        .fetch_optional(&mut *tx)
-        .await;
+        let taken = self.take(&mut tx, me, lease).await;
         let taken = match taken {
             Ok(taken) => taken,
             // 55P03 lock_not_available: the old leader is mid-commit.
