@@ -1,9 +1,9 @@
 //! What a standby core serves while another core leads (see
 //! `leadership.rs`): on the REST port, `GET /healthz` 200 (the process is
-//! fine), `GET /metrics` with `ackflow_leader 0`, and everything else, `/readyz` and publishes included, 503 with
-//! `Retry-After` and the leader's address; on the gRPC port, every call
-//! `UNAVAILABLE` with the leader's gRPC URL in the message and in the
-//! `ackflow-leader` metadata. A load balancer's health check so routes to
+//! fine), `GET /metrics` with `ackflow_leader 0`, and everything else
+//! (`/readyz` and publishes included) 503 with `Retry-After` and the
+//! leader's address; on the gRPC port, every call `UNAVAILABLE` with the
+//! leader's gRPC URL in the message and in the `ackflow-leader` metadata. A load balancer's health check so routes to
 //! the leader, and the processor and the monitor move on to the next core
 //! they know.
 //!
