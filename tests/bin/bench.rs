@@ -240,31 +240,48 @@ async fn publish_stream(
 }
 
 /// `(published_at_us, stored_at_us)` of every event in `first..=last`, by
-/// seq, read back from the store. With `--retention` short enough to prune
-/// during the run, pruned events are simply absent (never the highest seq,
-/// which retention keeps); the latency figures then cover the survivors.
+/// seq, read back from the store in one query over the two tables' primary
+/// keys (no payload, no page round trips: 2,000,000 rows in seconds, where
+/// reading them through the store's event pages took minutes). With
+/// `--retention` short enough to prune during the run, pruned events are
+/// simply absent (never the highest seq, which retention keeps); the latency
+/// figures then cover the survivors. Every event left must have its result.
 async fn stored_times(
     env: &Env,
     first: u64,
     last: u64,
 ) -> anyhow::Result<HashMap<u64, (i64, i64)>> {
-    let store = ackflow_core::store::open(&env.store_url()).await?;
-    let mut times = HashMap::with_capacity((last + 1 - first) as usize);
-    let mut after = first - 1;
-    while after < last {
-        let page = store.list_events(after, 1000, None).await?;
-        let Some(end) = page.last() else { break };
-        after = end.event.seq;
-        for view in page.into_iter().filter(|v| v.event.seq <= last) {
-            let result = view
-                .result
-                .ok_or_else(|| anyhow::anyhow!("seq {} has no result", view.event.seq))?;
-            times.insert(
-                view.event.seq,
-                (view.event.published_at_us, result.stored_at_us),
-            );
-        }
+    use sqlx::Connection;
+    const SQL: &str = "SELECT e.seq, e.published_at_us, r.stored_at_us FROM events e \
+                       LEFT JOIN results r ON r.seq = e.seq WHERE e.seq BETWEEN $1 AND $2";
+    let started = Instant::now();
+    let url = env.store_url();
+    let (first, last) = (first as i64, last as i64);
+    let rows: Vec<(i64, i64, Option<i64>)> = if url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(&url).await?;
+        sqlx::query_as(SQL)
+            .bind(first)
+            .bind(last)
+            .fetch_all(&mut conn)
+            .await?
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&url).await?;
+        sqlx::query_as(SQL)
+            .bind(first)
+            .bind(last)
+            .fetch_all(&mut conn)
+            .await?
+    };
+    let mut times = HashMap::with_capacity(rows.len());
+    for (seq, published, stored) in rows {
+        let stored = stored.ok_or_else(|| anyhow::anyhow!("seq {seq} has no result"))?;
+        times.insert(seq as u64, (published, stored));
     }
+    println!(
+        "  (read back {} events' times in {} ms)",
+        times.len(),
+        started.elapsed().as_millis()
+    );
     Ok(times)
 }
 
