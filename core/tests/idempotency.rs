@@ -26,6 +26,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
 use sqlx::Connection;
+
+use crate::common::pg_server;
 use tonic::Code;
 use tonic::transport::Channel;
 use tower::ServiceExt;
@@ -38,12 +40,6 @@ struct Core {
     /// The PostgreSQL database to drop afterwards.
     pg: Option<String>,
     _dir: tempfile::TempDir,
-}
-
-fn pg_server() -> String {
-    std::env::var("ACKFLOW_TEST_PG")
-        .or_else(|_| std::env::var("DATABASE_URL"))
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
 }
 
 impl Core {

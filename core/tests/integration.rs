@@ -10,6 +10,7 @@ mod bad_input_rest;
 mod grpc;
 mod hub;
 mod idempotency;
+mod lease;
 mod rest;
 mod store;
 mod tls;

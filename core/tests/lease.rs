@@ -3,10 +3,9 @@
 //! leader commits nothing, not even a transaction it had started before it
 //! froze.
 //!
-//! Each test uses a private schema on the server named by `ACKFLOW_TEST_PG`
-//! or `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`),
-//! and two stores on it: two cores. It fails, never skips, when PostgreSQL
-//! is unreachable.
+//! Each test uses a private schema on the test server
+//! (`common::pg_schema`) and two stores on it: two cores. It fails, never
+//! skips, when PostgreSQL is unreachable.
 
 use std::time::{Duration, Instant};
 
@@ -25,17 +24,7 @@ struct Schema {
 
 impl Schema {
     async fn create() -> Self {
-        let server = std::env::var("ACKFLOW_TEST_PG")
-            .or_else(|_| std::env::var("DATABASE_URL"))
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
-        let name = format!("lease_test_{:012x}", fastrand::u64(..) & 0xffff_ffff_ffff);
-        let mut conn = sqlx::PgConnection::connect(&server)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {server} is unreachable: {e}"));
-        sqlx::query(&format!("CREATE SCHEMA {name}"))
-            .execute(&mut conn)
-            .await
-            .expect("create schema");
+        let (server, name) = crate::common::pg_schema("lease_test").await;
         let schema = Self { server, name };
         schema.store().await.migrate().await.expect("migrate");
         schema

@@ -49,17 +49,7 @@ async fn sqlite() -> (SharedStore, Guard) {
 }
 
 async fn postgres() -> (SharedStore, Guard) {
-    let server = std::env::var("ACKFLOW_TEST_PG")
-        .or_else(|_| std::env::var("DATABASE_URL"))
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
-    let schema = format!("store_test_{:012x}", fastrand::u64(..) & 0xffff_ffff_ffff);
-    let mut conn = sqlx::PgConnection::connect(&server)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {server} is unreachable: {e}"));
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut conn)
-        .await
-        .expect("create schema");
+    let (server, schema) = crate::common::pg_schema("store_test").await;
     let options: sqlx::postgres::PgConnectOptions = server.parse().expect("url");
     let options = options.options([("search_path", schema.as_str())]);
     let store = PgStore::connect_with(options).await.expect("connect");
