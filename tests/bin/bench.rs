@@ -16,7 +16,9 @@
 //!   latency it gets.
 //! * `ceiling`: the store alone taking the same event and result rows in
 //!   large batched transactions, through ackflow's own store code, with no
-//!   service and no network hop in between; W1 is quoted as a ratio of it.
+//!   service and no network hop in between: on one connection, and
+//!   pipelined on two as core runs them; W1 is quoted as a ratio of each.
+//!   See `bench/ceiling.rs`.
 //! * `backlog`: a 1,000,000-event backlog built with no processor (core's
 //!   RSS), then its drain.
 //! * `sweep`: W1 (shorter) for several window sizes.
@@ -56,6 +58,8 @@ use tokio_stream::StreamExt;
 
 #[path = "bench/args.rs"]
 mod args;
+#[path = "bench/ceiling.rs"]
+mod ceiling;
 #[path = "bench/cpu.rs"]
 mod cpu;
 #[path = "bench/crash.rs"]
@@ -159,6 +163,7 @@ struct Summary {
     rest_rate: Option<f64>,
     open_loop: Option<(f64, Latency)>,
     ceiling: Option<f64>,
+    ceiling_pipelined: Option<f64>,
     backlog_core_mb: Option<f64>,
     backlog_drain: Option<f64>,
     backlog_processor_mb: Option<f64>,
@@ -409,7 +414,7 @@ async fn measure(backend: Backend, args: &Args) -> anyhow::Result<Summary> {
             Section::W1 => section_w1(&env, args, &mut summary).await?,
             Section::Rest => section_rest(&env, args, &mut summary).await?,
             Section::OpenLoop => section_open_loop(&env, args, &mut summary).await?,
-            Section::Ceiling => section_ceiling(&env, args, &mut summary).await?,
+            Section::Ceiling => ceiling::section_ceiling(&env, args, &mut summary).await?,
             Section::Backlog => section_backlog(&env, args, &mut summary).await?,
             Section::W2 => w2::section_w2(&env, args, &mut summary).await?,
             Section::W2Control => w2::section_w2_control(&env, args, &mut summary).await?,
@@ -483,10 +488,21 @@ fn summary_table(results: &[(Backend, Summary)]) {
     row("REST batches end to end, events/s", &|s| {
         events(s.rest_rate)
     });
-    row("ceiling (store alone), events/s", &|s| events(s.ceiling));
-    row("ratio W1 / ceiling", &|s| match (s.w1_rate, s.ceiling) {
+    row("ceiling (store alone), one connection, events/s", &|s| {
+        events(s.ceiling)
+    });
+    row("ceiling (store alone), pipelined, events/s", &|s| {
+        events(s.ceiling_pipelined)
+    });
+    let ratio = |w: Option<f64>, c: Option<f64>| match (w, c) {
         (Some(w), Some(c)) => format!("{:.2}", w / c),
         _ => "—".into(),
+    };
+    row("ratio W1 / ceiling, one connection", &|s| {
+        ratio(s.w1_rate, s.ceiling)
+    });
+    row("ratio W1 / ceiling, pipelined", &|s| {
+        ratio(s.w1_rate, s.ceiling_pipelined)
     });
     row("core peak RSS, backlog built", &|s| mb(s.backlog_core_mb));
     row("backlog drain, events/s", &|s| events(s.backlog_drain));

@@ -1,5 +1,6 @@
 //! The sections W1 is measured by (publish, w1, rest, open-loop,
-//! ceiling, backlog, sweep; W2 is `w2.rs`), each on a fresh core.
+//! backlog, sweep; the ceiling is `ceiling.rs`, W2 `w2.rs`), each on a
+//! fresh core.
 
 use super::*;
 
@@ -201,63 +202,6 @@ pub(super) async fn section_open_loop(
     line("open-loop publish→result latency", latency);
     line("open-loop peak RSS", peaks);
     summary.open_loop = Some((target, latency));
-    Ok(())
-}
-
-pub(super) async fn section_ceiling(
-    env: &Env,
-    args: &Args,
-    summary: &mut Summary,
-) -> anyhow::Result<()> {
-    const BATCH: u64 = 4096;
-    std::fs::create_dir_all(env.dir().join("data"))?;
-    let store = ackflow_core::store::open(&env.store_url()).await?;
-    let output = "0".repeat(64);
-    let started = Instant::now();
-    let mut next = 1;
-    while next <= args.events {
-        let n = BATCH.min(args.events + 1 - next);
-        let events: Vec<NewEvent> = (0..n)
-            .map(|i| NewEvent {
-                kind: "sha256".into(),
-                key: None,
-                payload: payload(args.payload, next + i).into_bytes(),
-                idempotency_key: None,
-                traceparent: None,
-            })
-            .collect();
-        let ids: Vec<String> = (0..n).map(|i| format!("{:032x}", next + i)).collect();
-        let batch = AppendBatch::one_request(ids, events);
-        store.append(next, now_us(), &batch).await?;
-        let results: Vec<ResultRow> = (0..n)
-            .map(|i| ResultRow {
-                seq: next + i,
-                status: ResultStatus::Ok,
-                output: output.clone(),
-                attempt: 1,
-                processing_us: 1,
-                stored_at_us: now_us(),
-            })
-            .collect();
-        // As core's result writer does: the floor persisted with the batch.
-        store.resolve(&results, &[], next + n).await?;
-        next += n;
-    }
-    let ceiling = per_sec(args.events, started.elapsed());
-    line(
-        &format!(
-            "ceiling: the store alone, {} events + results, batches of {BATCH}",
-            args.events
-        ),
-        rate(ceiling),
-    );
-    if let Some(w1) = summary.w1_rate {
-        line(
-            "ratio W1 end to end / ceiling",
-            format!("{:.2}", w1 / ceiling),
-        );
-    }
-    summary.ceiling = Some(ceiling);
     Ok(())
 }
 

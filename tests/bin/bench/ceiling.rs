@@ -1,0 +1,156 @@
+//! The ceiling W1 is quoted against: the store alone taking W1's event and
+//! result rows through ackflow's own store code (the same statements,
+//! fence aside), with no service and no network hop in between.
+//!
+//! Two forms, both printed, each with W1's ratio to it:
+//! * **one connection**: append a batch, resolve it, next batch; one
+//!   transaction at a time.
+//! * **pipelined**: as core runs them, on two connections at once. One task
+//!   appends batch after batch (the ingest writer's group commit); another
+//!   resolves batch k as soon as batch k's events are committed (the result
+//!   writer). The commits overlap, so the database's WAL flushes can take
+//!   both at once. This is the strongest honest ceiling with the same
+//!   durability: every commit still waits for its flush.
+//!
+//! The pipelined form runs with two batch sizes and the faster one is the
+//! ceiling, so neither a small nor a large batch flatters W1.
+
+use super::*;
+
+/// Rows per transaction of the one-connection form.
+const BATCH: u64 = 4096;
+/// Rows per transaction of the pipelined form's runs.
+const PIPELINED_BATCHES: [u64; 2] = [1000, 4096];
+
+pub(super) async fn section_ceiling(
+    env: &Env,
+    args: &Args,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(env.dir().join("data"))?;
+    let store = ackflow_core::store::open(&env.store_url()).await?;
+    let output = "0".repeat(64);
+    // Each run takes seqs of its own, above the last run's.
+    let mut base = store.next_seq().await?;
+
+    let started = Instant::now();
+    for first in (0..args.events).step_by(BATCH as usize) {
+        let n = BATCH.min(args.events - first);
+        append(&store, base + first, n, args.payload).await?;
+        resolve(&store, base + first, n, &output).await?;
+    }
+    let one = per_sec(args.events, started.elapsed());
+    base += args.events;
+    line(
+        &format!(
+            "ceiling, one connection: {} events + results, batches of {BATCH}",
+            args.events
+        ),
+        rate(one),
+    );
+
+    let mut pipelined: f64 = 0.0;
+    for batch in PIPELINED_BATCHES {
+        let took = pipeline(&store, base, args.events, batch, args.payload, &output).await?;
+        base += args.events;
+        let r = per_sec(args.events, took);
+        line(
+            &format!(
+                "ceiling, pipelined on two connections: {} events + results, batches of {batch}",
+                args.events
+            ),
+            rate(r),
+        );
+        pipelined = pipelined.max(r);
+    }
+    if let Some(w1) = summary.w1_rate {
+        line(
+            "ratio W1 end to end / ceiling, one connection",
+            format!("{:.2}", w1 / one),
+        );
+        line(
+            "ratio W1 end to end / ceiling, pipelined (the faster batch size)",
+            format!("{:.2}", w1 / pipelined),
+        );
+    }
+    summary.ceiling = Some(one);
+    summary.ceiling_pipelined = Some(pipelined);
+    Ok(())
+}
+
+/// Appends `total` events from seq `base` in batches of `batch` while a
+/// second task resolves each batch once its append committed; the time
+/// from the first append to the last resolve.
+async fn pipeline(
+    store: &ackflow_core::store::SharedStore,
+    base: u64,
+    total: u64,
+    batch: u64,
+    size: usize,
+    output: &str,
+) -> anyhow::Result<Duration> {
+    // A bounded queue, as core's result writer lags at most a window behind.
+    let (committed, mut to_resolve) = tokio::sync::mpsc::channel::<(u64, u64)>(64);
+    let resolver = {
+        let (store, output) = (store.clone(), output.to_string());
+        tokio::spawn(async move {
+            while let Some((first, n)) = to_resolve.recv().await {
+                resolve(&store, first, n, &output).await?;
+            }
+            anyhow::Ok(())
+        })
+    };
+    let started = Instant::now();
+    for first in (0..total).step_by(batch as usize) {
+        let n = batch.min(total - first);
+        append(store, base + first, n, size).await?;
+        committed.send((base + first, n)).await?;
+    }
+    drop(committed);
+    resolver.await??;
+    Ok(started.elapsed())
+}
+
+/// W1's event rows `first..first + n`, appended in one transaction.
+async fn append(
+    store: &ackflow_core::store::SharedStore,
+    first: u64,
+    n: u64,
+    size: usize,
+) -> anyhow::Result<()> {
+    let events: Vec<NewEvent> = (first..first + n)
+        .map(|seq| NewEvent {
+            kind: "sha256".into(),
+            key: None,
+            payload: payload(size, seq).into_bytes(),
+            idempotency_key: None,
+            traceparent: None,
+        })
+        .collect();
+    let ids: Vec<String> = (first..first + n).map(|seq| format!("{seq:032x}")).collect();
+    let batch = AppendBatch::one_request(ids, events);
+    store.append(first, now_us(), &batch).await?;
+    Ok(())
+}
+
+/// Their results, with the floor persisted in the same transaction, as
+/// core's result writer does.
+async fn resolve(
+    store: &ackflow_core::store::SharedStore,
+    first: u64,
+    n: u64,
+    output: &str,
+) -> anyhow::Result<()> {
+    let results: Vec<ResultRow> = (first..first + n)
+        .map(|seq| ResultRow {
+            seq,
+            status: ResultStatus::Ok,
+            output: output.to_string(),
+            attempt: 1,
+            processing_us: 1,
+            stored_at_us: now_us(),
+        })
+        .collect();
+    store.resolve(&results, &[], first + n).await?;
+    Ok(())
+}
