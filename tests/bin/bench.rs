@@ -290,19 +290,37 @@ async fn stored_times(
     Ok(times)
 }
 
+/// What a stream run's stored times say.
+struct Figures {
+    /// End to end: from the first request sent to the last result stored.
+    rate: f64,
+    /// Publish (request handed to the stream) → result stored.
+    latency: Latency,
+    /// The same in two parts: request sent → the start of the commit that
+    /// stored the event (the ingest queue and the group commit's wait), and
+    /// that commit's start → its result stored (the commit, delivery,
+    /// processing, the ack and the result writer's wait).
+    to_commit: Latency,
+    commit_to_result: Latency,
+}
+
 /// End-to-end rate and latency of a stream run whose events are all stored.
-async fn stream_figures(env: &Env, run: &Published) -> anyhow::Result<(f64, Latency)> {
+async fn stream_figures(env: &Env, run: &Published) -> anyhow::Result<Figures> {
     let first = *run.seqs.iter().min().unwrap_or(&1);
     let last = *run.seqs.iter().max().unwrap_or(&0);
     let times = stored_times(env, first, last).await?;
     let mut latencies = Vec::with_capacity(run.seqs.len());
+    let mut to_commit = Vec::with_capacity(run.seqs.len());
+    let mut commit_to_result = Vec::with_capacity(run.seqs.len());
     let mut last_stored = i64::MIN;
     for (seq, sent) in run.seqs.iter().zip(&run.sent_us) {
-        let Some((_, stored)) = times.get(seq) else {
+        let Some((published, stored)) = times.get(seq) else {
             continue; // pruned by a short --retention
         };
         last_stored = last_stored.max(*stored);
         latencies.push(stored - sent);
+        to_commit.push(published - sent);
+        commit_to_result.push(stored - published);
     }
     if latencies.len() < run.seqs.len() {
         println!(
@@ -313,7 +331,12 @@ async fn stream_figures(env: &Env, run: &Published) -> anyhow::Result<(f64, Late
     }
     let first_sent = run.sent_us.iter().min().copied().unwrap_or(0);
     let span = Duration::from_micros((last_stored - first_sent).max(1) as u64);
-    Ok((per_sec(run.seqs.len() as u64, span), Latency::of(latencies)))
+    Ok(Figures {
+        rate: per_sec(run.seqs.len() as u64, span),
+        latency: Latency::of(latencies),
+        to_commit: Latency::of(to_commit),
+        commit_to_result: Latency::of(commit_to_result),
+    })
 }
 
 /// Waits until every event up to `last` (the highest seq published) is

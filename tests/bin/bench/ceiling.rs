@@ -51,7 +51,11 @@ pub(super) async fn section_ceiling(
 
     let mut pipelined: f64 = 0.0;
     for batch in PIPELINED_BATCHES {
+        // No core or processor here: the meter reads the database and
+        // this bench, which runs the store code.
+        let cpu = cpu::CpuMeter::start(0, 0);
         let took = pipeline(&store, base, args.events, batch, args.payload, &output).await?;
+        let cpu = cpu.per_event(args.events);
         base += args.events;
         let r = per_sec(args.events, took);
         line(
@@ -59,7 +63,12 @@ pub(super) async fn section_ceiling(
                 "ceiling, pipelined on two connections: {} events + results, batches of {batch}",
                 args.events
             ),
-            rate(r),
+            format!(
+                "{}; CPU per event: PostgreSQL {:.1} µs, the store code {:.1} µs",
+                rate(r),
+                cpu.postgres,
+                cpu.bench
+            ),
         );
         pipelined = pipelined.max(r);
     }
@@ -127,7 +136,9 @@ async fn append(
             traceparent: None,
         })
         .collect();
-    let ids: Vec<String> = (first..first + n).map(|seq| format!("{seq:032x}")).collect();
+    let ids: Vec<String> = (first..first + n)
+        .map(|seq| format!("{seq:032x}"))
+        .collect();
     let batch = AppendBatch::one_request(ids, events);
     store.append(first, now_us(), &batch).await?;
     Ok(())

@@ -75,7 +75,8 @@ impl CpuMeter {
     }
 }
 
-/// utime + stime of `pid`, in clock ticks (0 when it is gone).
+/// utime + stime of `pid`, in clock ticks (0 when it is gone, or for pid 0:
+/// no such process).
 fn ticks(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()

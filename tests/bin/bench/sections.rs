@@ -120,7 +120,9 @@ pub(super) async fn section_w1(
     let cpu = cpu.per_event(args.events);
     let peaks = pair.peaks(&rss);
     pair.stop().await?;
-    let (e2e, latency) = stream_figures(env, &run).await?;
+    let Figures {
+        rate: e2e, latency, ..
+    } = stream_figures(env, &run).await?;
     let accepted = per_sec(args.events, run.took);
     line(
         &format!("W1 end to end ({} events, closed burst)", args.events),
@@ -191,7 +193,8 @@ pub(super) async fn section_open_loop(
     wait_drained(&pair.core, last_seq(&run)).await?;
     let peaks = pair.peaks(&rss);
     pair.stop().await?;
-    let (_, latency) = stream_figures(env, &run).await?;
+    let figures = stream_figures(env, &run).await?;
+    let latency = figures.latency;
     line(
         &format!(
             "open loop at {target:.0} events/s for {} s ({n} events)",
@@ -200,6 +203,11 @@ pub(super) async fn section_open_loop(
         format!("published at {}", rate(per_sec(n, run.took))),
     );
     line("open-loop publish→result latency", latency);
+    line("  of which: sent → its commit's start", figures.to_commit);
+    line(
+        "  and: commit's start → result stored",
+        figures.commit_to_result,
+    );
     line("open-loop peak RSS", peaks);
     summary.open_loop = Some((target, latency));
     Ok(())
@@ -255,7 +263,9 @@ pub(super) async fn section_sweep(backend: Backend, args: &Args) -> anyhow::Resu
         wait_drained(&pair.core, last_seq(&run)).await?;
         let peaks = pair.peaks(&rss);
         pair.stop().await?;
-        let (e2e, latency) = stream_figures(&env, &run).await?;
+        let Figures {
+            rate: e2e, latency, ..
+        } = stream_figures(&env, &run).await?;
         println!(
             "  | {window} | {e2e:.0} | {:.1} | {:.1} | {:.1} | {:.1} |",
             latency.p50, latency.p99, peaks.core_mb, peaks.processor_mb
