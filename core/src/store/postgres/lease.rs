@@ -23,6 +23,19 @@ pub(super) struct Fence {
     idle_ms: AtomicU32,
 }
 
+/// The fence inside a write statement of its own (one round trip, its own
+/// transaction): `WITH {FENCE}, …` and, in each part that writes,
+/// `CROSS JOIN` [`FENCED`]; the statement binds [`Fence::args`] as `$1` and
+/// `$2`. The CTE is computed once; with epoch 0 (not leading) it calls
+/// nothing. If the fence raises, the whole statement, and so its
+/// transaction, fails; if it passes, it holds the fence's shared lock until
+/// the statement's transaction ends, as [`Fence::check`] does.
+pub(super) const FENCE: &str = "fence AS MATERIALIZED (SELECT ackflow_fence($1, $2) WHERE $1 > 0)";
+
+/// What a writing part of a [`FENCE`]d statement joins, so that the fence
+/// is computed before any of its rows: always one row.
+pub(super) const FENCED: &str = "(SELECT count(*) FROM fence) AS fenced";
+
 impl Fence {
     /// Checks the epoch inside `tx`, first thing (see `ackflow_fence`).
     /// (`named`: see [`PgStore::named`].)
@@ -31,17 +44,30 @@ impl Fence {
         tx: &mut Transaction<'_, Postgres>,
         named: bool,
     ) -> Result<(), StoreError> {
-        let epoch = self.epoch.load(Ordering::Acquire);
-        if epoch == 0 || self.disarmed.load(Ordering::Relaxed) {
+        let (epoch, idle_ms) = self.args();
+        if epoch == 0 {
             return Ok(());
         }
         sqlx::query("SELECT ackflow_fence($1, $2)")
-            .bind(i64::try_from(epoch).unwrap_or(i64::MAX))
-            .bind(i32::try_from(self.idle_ms.load(Ordering::Relaxed)).unwrap_or(i32::MAX))
+            .bind(epoch)
+            .bind(idle_ms)
             .persistent(named)
             .execute(&mut **tx)
             .await?;
         Ok(())
+    }
+
+    /// `$1` and `$2` of a [`FENCE`]d statement: the epoch (0: unfenced,
+    /// before this core leads or when disarmed) and the lease in ms.
+    pub(super) fn args(&self) -> (i64, i32) {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        if epoch == 0 || self.disarmed.load(Ordering::Relaxed) {
+            return (0, 0);
+        }
+        (
+            i64::try_from(epoch).unwrap_or(i64::MAX),
+            i32::try_from(self.idle_ms.load(Ordering::Relaxed)).unwrap_or(i32::MAX),
+        )
     }
 }
 

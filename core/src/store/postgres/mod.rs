@@ -5,7 +5,8 @@
 
 use std::collections::HashMap;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::query::Query;
 use sqlx::{Postgres, Transaction};
 
 mod lease;
@@ -18,6 +19,7 @@ use crate::model::{
     AppendBatch, DeadRow, DeadView, DeliveryCursor, EventView, RequestOutcome, ResultRow, Seq,
     StatusFilter, StoredEvent,
 };
+use lease::{FENCE, FENCED};
 
 /// The production store.
 pub struct PgStore {
@@ -73,6 +75,30 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         self.fence.check(&mut tx, self.named()).await?;
         Ok(tx)
+    }
+
+    /// A write statement fenced inside itself (`lease::FENCE`), with the
+    /// fence's arguments bound as `$1` and `$2`; the caller binds the rest.
+    fn fenced<'q>(&self, sql: &'q str) -> Query<'q, Postgres, PgArguments> {
+        let (epoch, idle_ms) = self.fence.args();
+        sqlx::query(sql)
+            .bind(epoch)
+            .bind(idle_ms)
+            .persistent(self.named())
+    }
+
+    /// Runs a [`PgStore::fenced`] statement as a transaction of its own:
+    /// one round trip, where BEGIN, the fence, the write and COMMIT took
+    /// four. Behind a transaction-mode pooler it runs inside BEGIN/COMMIT
+    /// (see `pooler.rs`).
+    async fn write_one(&self, query: Query<'_, Postgres, PgArguments>) -> Result<u64, StoreError> {
+        if self.pooled {
+            let mut tx = self.pool.begin().await?;
+            let done = query.execute(&mut *tx).await?;
+            tx.commit().await?;
+            return Ok(done.rows_affected());
+        }
+        Ok(query.execute(&self.pool).await?.rows_affected())
     }
 
     /// A connection for reads and single statements (see `pooler.rs`).
@@ -174,73 +200,59 @@ impl Store for PgStore {
         batch: &AppendBatch,
     ) -> Result<Vec<RequestOutcome>, StoreError> {
         let events = batch.events();
-        let mut tx = self.begin().await?;
         let keys: Vec<&str> = events
             .iter()
             .filter_map(|e| e.idempotency_key.as_deref())
             .collect();
-        let mut stored = HashMap::new();
-        if !keys.is_empty() {
-            let rows: Vec<(String, i64, String, Option<Vec<u8>>)> = sqlx::query_as(
-                "SELECT idempotency_key, seq, id, idempotency_fingerprint FROM events \
-                 WHERE idempotency_key = ANY($1)",
-            )
-            .bind(&keys)
-            .persistent(self.named())
-            .fetch_all(&mut *tx)
-            .await?;
-            for (key, seq, id, fingerprint) in rows {
-                let seq = seq_from_db(seq)?;
-                stored.insert(
-                    key,
-                    StoredKey {
-                        seq,
-                        id,
-                        fingerprint,
-                    },
-                );
+        if keys.is_empty() {
+            // Nothing to look up: one fenced statement.
+            let plan = idempotency::plan(first_seq, batch, &HashMap::new());
+            if !plan.insert.is_empty() {
+                let sql = insert_events_sql();
+                self.write_one(bind_events(
+                    self.fenced(&sql),
+                    first_seq,
+                    batch,
+                    &plan.insert,
+                    published_at_us,
+                ))
+                .await?;
             }
+            return Ok(plan.outcomes);
+        }
+        // The keys are read and the events written in one transaction;
+        // the insert fences itself.
+        let mut tx = self.pool.begin().await?;
+        let mut stored = HashMap::new();
+        let rows: Vec<(String, i64, String, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT idempotency_key, seq, id, idempotency_fingerprint FROM events \
+             WHERE idempotency_key = ANY($1)",
+        )
+        .bind(&keys)
+        .persistent(self.named())
+        .fetch_all(&mut *tx)
+        .await?;
+        for (key, seq, id, fingerprint) in rows {
+            let seq = seq_from_db(seq)?;
+            stored.insert(
+                key,
+                StoredKey {
+                    seq,
+                    id,
+                    fingerprint,
+                },
+            );
         }
         let plan = idempotency::plan(first_seq, batch, &stored);
         if !plan.insert.is_empty() {
-            let n = plan.insert.len();
-            let mut seqs = Vec::with_capacity(n);
-            let mut ids = Vec::with_capacity(n);
-            let mut kinds = Vec::with_capacity(n);
-            let mut event_keys: Vec<Option<&str>> = Vec::with_capacity(n);
-            let mut payloads: Vec<&[u8]> = Vec::with_capacity(n);
-            let mut idem: Vec<Option<&str>> = Vec::with_capacity(n);
-            let mut fingerprints: Vec<Option<&[u8]>> = Vec::with_capacity(n);
-            let mut traceparents: Vec<Option<&str>> = Vec::with_capacity(n);
-            for (&i, seq) in plan.insert.iter().zip(first_seq..) {
-                let event = &events[i];
-                seqs.push(seq_to_db(seq));
-                ids.push(batch.ids()[i].as_str());
-                kinds.push(event.kind.as_str());
-                event_keys.push(event.key.as_deref());
-                payloads.push(&event.payload);
-                idem.push(event.idempotency_key.as_deref());
-                fingerprints.push(batch.fingerprints()[i].as_ref().map(|f| f.as_slice()));
-                traceparents.push(event.traceparent.as_deref());
-            }
-            sqlx::query(
-                "INSERT INTO events (seq, id, kind, key, payload, idempotency_key, \
-                     idempotency_fingerprint, traceparent, published_at_us) \
-                 SELECT s, i, k, ky, p, ik, fp, tp, $9 \
-                 FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::bytea[], \
-                             $6::text[], $7::bytea[], $8::text[]) \
-                      AS t(s, i, k, ky, p, ik, fp, tp)",
+            let sql = insert_events_sql();
+            bind_events(
+                self.fenced(&sql),
+                first_seq,
+                batch,
+                &plan.insert,
+                published_at_us,
             )
-            .bind(&seqs)
-            .bind(&ids)
-            .bind(&kinds)
-            .bind(&event_keys)
-            .bind(&payloads)
-            .bind(&idem)
-            .bind(&fingerprints)
-            .bind(&traceparents)
-            .bind(published_at_us)
-            .persistent(self.named())
             .execute(&mut *tx)
             .await?;
         }
@@ -340,72 +352,68 @@ impl Store for PgStore {
         dead: &[DeadRow],
         acked_floor: Seq,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        if !results.is_empty() {
-            let seqs: Vec<i64> = results.iter().map(|r| seq_to_db(r.seq)).collect();
-            let statuses: Vec<i16> = results.iter().map(|r| r.status.to_db()).collect();
-            let outputs: Vec<&str> = results.iter().map(|r| r.output.as_str()).collect();
-            let attempts: Vec<i32> = results
-                .iter()
-                .map(|r| i32::try_from(r.attempt).unwrap_or(i32::MAX))
-                .collect();
-            let processing: Vec<i64> = results
-                .iter()
-                .map(|r| i64::try_from(r.processing_us).unwrap_or(i64::MAX))
-                .collect();
-            let stored_at: Vec<i64> = results.iter().map(|r| r.stored_at_us).collect();
-            sqlx::query(
-                "INSERT INTO results (seq, status, output, attempt, processing_us, stored_at_us) \
-                 SELECT * FROM UNNEST($1::int8[], $2::int2[], $3::text[], $4::int4[], $5::int8[], $6::int8[]) \
-                 ON CONFLICT (seq) DO NOTHING",
-            )
+        let seqs: Vec<i64> = results.iter().map(|r| seq_to_db(r.seq)).collect();
+        let statuses: Vec<i16> = results.iter().map(|r| r.status.to_db()).collect();
+        let outputs: Vec<&str> = results.iter().map(|r| r.output.as_str()).collect();
+        let attempts: Vec<i32> = results
+            .iter()
+            .map(|r| i32::try_from(r.attempt).unwrap_or(i32::MAX))
+            .collect();
+        let processing: Vec<i64> = results
+            .iter()
+            .map(|r| i64::try_from(r.processing_us).unwrap_or(i64::MAX))
+            .collect();
+        let stored_at: Vec<i64> = results.iter().map(|r| r.stored_at_us).collect();
+        let dead_seqs: Vec<i64> = dead.iter().map(|d| seq_to_db(d.seq)).collect();
+        let reasons: Vec<&str> = dead.iter().map(|d| d.reason.as_str()).collect();
+        let dead_attempts: Vec<i32> = dead
+            .iter()
+            .map(|d| i32::try_from(d.attempts).unwrap_or(i32::MAX))
+            .collect();
+        let parked_at: Vec<i64> = dead.iter().map(|d| d.parked_at_us).collect();
+        // Results, dead rows and the floor: one fenced statement, so one
+        // transaction, as before.
+        let sql = format!(
+            "WITH {FENCE}, \
+             stored AS (INSERT INTO results (seq, status, output, attempt, processing_us, stored_at_us) \
+                 SELECT s, st, o, a, pu, sa FROM UNNEST($3::int8[], $4::int2[], $5::text[], \
+                     $6::int4[], $7::int8[], $8::int8[]) AS t(s, st, o, a, pu, sa) \
+                 CROSS JOIN {FENCED} \
+                 ON CONFLICT (seq) DO NOTHING), \
+             parked AS (INSERT INTO dead (seq, reason, attempts, parked_at_us) \
+                 SELECT s, r, a, pa FROM UNNEST($9::int8[], $10::text[], $11::int4[], $12::int8[]) \
+                     AS t(s, r, a, pa) \
+                 CROSS JOIN {FENCED} \
+                 ON CONFLICT (seq) DO NOTHING) \
+             UPDATE delivery_cursor SET acked_floor = GREATEST(acked_floor, $13) \
+             FROM {FENCED} WHERE id = 1"
+        );
+        let query = self
+            .fenced(&sql)
             .bind(&seqs)
             .bind(&statuses)
             .bind(&outputs)
             .bind(&attempts)
             .bind(&processing)
             .bind(&stored_at)
-            .persistent(self.named())
-            .execute(&mut *tx)
-            .await?;
-        }
-        for row in dead {
-            sqlx::query(
-                "INSERT INTO dead (seq, reason, attempts, parked_at_us) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (seq) DO NOTHING",
-            )
-            .bind(seq_to_db(row.seq))
-            .bind(&row.reason)
-            .bind(i32::try_from(row.attempts).unwrap_or(i32::MAX))
-            .bind(row.parked_at_us)
-            .persistent(self.named())
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query(
-            "UPDATE delivery_cursor SET acked_floor = GREATEST(acked_floor, $1) WHERE id = 1",
-        )
-        .bind(seq_to_db(acked_floor))
-        .persistent(self.named())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+            .bind(&dead_seqs)
+            .bind(&reasons)
+            .bind(&dead_attempts)
+            .bind(&parked_at)
+            .bind(seq_to_db(acked_floor));
+        self.write_one(query).await?;
         Ok(())
     }
 
     async fn mark_sent(&self, seqs: &[Seq], sent_at_us: i64) -> Result<(), StoreError> {
         let seqs: Vec<i64> = seqs.iter().map(|s| seq_to_db(*s)).collect();
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO sent (seq, sent_at_us) SELECT s, $2 FROM UNNEST($1::int8[]) AS s \
-             ON CONFLICT (seq) DO NOTHING",
-        )
-        .bind(&seqs)
-        .bind(sent_at_us)
-        .persistent(self.named())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        let sql = format!(
+            "WITH {FENCE} INSERT INTO sent (seq, sent_at_us) \
+             SELECT s, $4 FROM UNNEST($3::int8[]) AS t(s) CROSS JOIN {FENCED} \
+             ON CONFLICT (seq) DO NOTHING"
+        );
+        self.write_one(self.fenced(&sql).bind(&seqs).bind(sent_at_us))
+            .await?;
         Ok(())
     }
 
@@ -514,4 +522,60 @@ impl Store for PgStore {
         conn.done().await?;
         Ok(u64::try_from(bytes).unwrap_or(0))
     }
+}
+
+/// The event rows' insert, fenced (`lease::FENCE`): `$3`… the columns,
+/// `$11` the commit's time.
+fn insert_events_sql() -> String {
+    format!(
+        "WITH {FENCE} \
+         INSERT INTO events (seq, id, kind, key, payload, idempotency_key, \
+             idempotency_fingerprint, traceparent, published_at_us) \
+         SELECT s, i, k, ky, p, ik, fp, tp, $11 \
+         FROM UNNEST($3::int8[], $4::text[], $5::text[], $6::text[], $7::bytea[], \
+                     $8::text[], $9::bytea[], $10::text[]) AS t(s, i, k, ky, p, ik, fp, tp) \
+         CROSS JOIN {FENCED}"
+    )
+}
+
+/// Binds the events of `batch` at `insert` (indexes into it, given seqs
+/// from `first_seq` on) to [`insert_events_sql`].
+fn bind_events<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    first_seq: Seq,
+    batch: &'q AppendBatch,
+    insert: &[usize],
+    published_at_us: i64,
+) -> Query<'q, Postgres, PgArguments> {
+    let events = batch.events();
+    let n = insert.len();
+    let mut seqs = Vec::with_capacity(n);
+    let mut ids = Vec::with_capacity(n);
+    let mut kinds = Vec::with_capacity(n);
+    let mut keys: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut payloads: Vec<&[u8]> = Vec::with_capacity(n);
+    let mut idem: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut fingerprints: Vec<Option<&[u8]>> = Vec::with_capacity(n);
+    let mut traceparents: Vec<Option<&str>> = Vec::with_capacity(n);
+    for (&i, seq) in insert.iter().zip(first_seq..) {
+        let event = &events[i];
+        seqs.push(seq_to_db(seq));
+        ids.push(batch.ids()[i].as_str());
+        kinds.push(event.kind.as_str());
+        keys.push(event.key.as_deref());
+        payloads.push(&event.payload[..]);
+        idem.push(event.idempotency_key.as_deref());
+        fingerprints.push(batch.fingerprints()[i].as_ref().map(|f| f.as_slice()));
+        traceparents.push(event.traceparent.as_deref());
+    }
+    query
+        .bind(seqs)
+        .bind(ids)
+        .bind(kinds)
+        .bind(keys)
+        .bind(payloads)
+        .bind(idem)
+        .bind(fingerprints)
+        .bind(traceparents)
+        .bind(published_at_us)
 }
