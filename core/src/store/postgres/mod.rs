@@ -2,9 +2,9 @@
 //! trip per batch and statement, never per event. Every write is fenced
 //! with the leader's epoch once this core leads (`lease.rs`): the hot
 //! path's writes (append, resolve, sent marks) are one statement each, its
-//! own transaction, with the fence inside it ([`PgStore::fenced`],
-//! [`PgStore::write_one`]); the others are transactions that start at
-//! [`PgStore::begin`], which fences them first.
+//! own transaction, with the fence inside it (`PgStore::fenced`,
+//! `PgStore::write_one`); the others are transactions that start at
+//! `PgStore::begin`, which fences them first.
 
 use std::collections::HashMap;
 
