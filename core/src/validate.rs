@@ -168,12 +168,95 @@ pub fn check_depth(text: &str) -> Result<(), Invalid> {
 
 /// Checks that `payload` is a JSON document no deeper than
 /// [`MAX_JSON_DEPTH`]. Used for gRPC, where the payload arrives as bytes.
+/// One pass: the parser counts the nesting as it goes ([`Nesting`]) and
+/// stops at the limit, before its own recursion could go deep.
 pub fn check_json(payload: &[u8]) -> Result<(), Invalid> {
+    use serde::de::DeserializeSeed;
     let text = std::str::from_utf8(payload).map_err(|_| field("payload", "is not valid UTF-8"))?;
-    check_depth(text)?;
-    serde_json::from_str::<serde::de::IgnoredAny>(text)
-        .map_err(|e| field("payload", format!("is not valid JSON: {e}")))?;
-    Ok(())
+    let too_deep = std::cell::Cell::new(false);
+    let mut parser = serde_json::Deserializer::from_str(text);
+    let parsed = Nesting {
+        left: MAX_JSON_DEPTH,
+        too_deep: &too_deep,
+    }
+    .deserialize(&mut parser)
+    .and_then(|()| parser.end());
+    match parsed {
+        Ok(()) => Ok(()),
+        Err(_) if too_deep.get() => Err(Invalid::TooDeep {
+            limit: MAX_JSON_DEPTH,
+        }),
+        Err(e) => Err(field("payload", format!("is not valid JSON: {e}"))),
+    }
+}
+
+/// A JSON value read and dropped, with at most `left` more levels of
+/// arrays and objects inside it; one more sets `too_deep` and fails.
+struct Nesting<'a> {
+    left: usize,
+    too_deep: &'a std::cell::Cell<bool>,
+}
+
+impl Nesting<'_> {
+    /// The nesting one level down, or the failure when there is none left.
+    fn inner<E: serde::de::Error>(&self) -> Result<Self, E> {
+        if self.left == 0 {
+            self.too_deep.set(true);
+            return Err(E::custom("nested too deep"));
+        }
+        Ok(Nesting {
+            left: self.left - 1,
+            too_deep: self.too_deep,
+        })
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Nesting<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Nesting<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(self.inner()?)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let inner = self.inner()?;
+        while map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+            map.next_value_seed(Nesting { ..inner })?;
+        }
+        Ok(())
+    }
 }
 
 /// Deepest nesting of `[` and `{` outside strings. Cheap, and run before the
@@ -301,6 +384,56 @@ mod tests {
         assert!(check_json(&[0xff, 0xfe]).is_err());
         let deep = "[".repeat(65) + &"]".repeat(65);
         assert!(check_json(deep.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn check_json_stops_at_the_depth_limit_and_names_it() {
+        let nested =
+            |n: usize, open: &str, close: &str| format!("{}1{}", open.repeat(n), close.repeat(n));
+        let objects = |n: usize| format!("{}1{}", r#"{"a":"#.repeat(n), "}".repeat(n));
+        for text in [
+            nested(MAX_JSON_DEPTH, "[", "]"),
+            objects(MAX_JSON_DEPTH),
+            format!(
+                "[{},{}]",
+                nested(MAX_JSON_DEPTH - 1, "[", "]"),
+                objects(MAX_JSON_DEPTH - 1)
+            ),
+        ] {
+            assert_eq!(check_json(text.as_bytes()), Ok(()), "{text}");
+            assert_eq!(json_depth(&text), MAX_JSON_DEPTH);
+        }
+        for text in [
+            nested(MAX_JSON_DEPTH + 1, "[", "]"),
+            objects(MAX_JSON_DEPTH + 1),
+            nested(100_000, "[", "]"),
+            format!("[1,{}]", objects(MAX_JSON_DEPTH)),
+        ] {
+            assert_eq!(
+                check_json(text.as_bytes()),
+                Err(Invalid::TooDeep {
+                    limit: MAX_JSON_DEPTH
+                })
+            );
+        }
+        // Not JSON, shallow: the parser's own error.
+        assert!(matches!(
+            check_json(b"{\"a\":}"),
+            Err(Invalid::Field {
+                field: "payload",
+                ..
+            })
+        ));
+        assert!(matches!(
+            check_json(b"[1] 2"),
+            Err(Invalid::Field {
+                field: "payload",
+                ..
+            })
+        ));
+        // Brackets inside strings are not nesting.
+        let quoted = format!("[\"{}\"]", "[".repeat(1000));
+        assert_eq!(check_json(quoted.as_bytes()), Ok(()));
         assert_eq!(json_depth(r#"{"a":"[[[["}"#), 1);
     }
 }
