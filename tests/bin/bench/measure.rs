@@ -126,3 +126,52 @@ impl std::fmt::Display for Peaks {
         )
     }
 }
+
+/// The value of the sample `name` (labels included, exactly as exported);
+/// 0 when absent, as a labelled counter is until its label is first used.
+pub(super) fn sample(page: &str, name: &str) -> f64 {
+    page.lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .find_map(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Core's commits by op, from its `/metrics` histograms: how many, their
+/// mean rows and mean duration.
+pub(super) struct Commits {
+    append: (f64, f64, f64),
+    resolve: (f64, f64, f64),
+}
+
+impl Commits {
+    pub(super) async fn read(core: &Core) -> anyhow::Result<Self> {
+        let (status, page) =
+            ackflow_tests::http_request(core.http, "GET", "/metrics", None).await?;
+        anyhow::ensure!(status == 200, "/metrics answered {status}");
+        let of = |op: &str| {
+            let get =
+                |series: &str| sample(&page, &format!("ackflow_store_{series}{{op=\"{op}\"}}"));
+            let n = get("batch_events_count");
+            (
+                n,
+                get("batch_events_sum") / n.max(1.0),
+                get("commit_seconds_sum") * 1e3 / n.max(1.0),
+            )
+        };
+        Ok(Self {
+            append: of("append"),
+            resolve: of("resolve"),
+        })
+    }
+}
+
+impl std::fmt::Display for Commits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (a, r) = (self.append, self.resolve);
+        write!(
+            f,
+            "append {:.0} × {:.0} rows in {:.2} ms, resolve {:.0} × {:.0} rows in {:.2} ms (means)",
+            a.0, a.1, a.2, r.0, r.1, r.2
+        )
+    }
+}

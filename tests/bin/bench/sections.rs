@@ -118,6 +118,7 @@ pub(super) async fn section_w1(
     let run = publish_stream(&pair.core, args.events, args.payload, None).await?;
     wait_drained(&pair.core, last_seq(&run)).await?;
     let cpu = cpu.per_event(args.events);
+    let commits = Commits::read(&pair.core).await?;
     let peaks = pair.peaks(&rss);
     pair.stop().await?;
     let Figures {
@@ -132,6 +133,7 @@ pub(super) async fn section_w1(
     line("W1 publish→result latency", latency);
     line("W1 peak RSS", peaks);
     line("W1 CPU per event (user + system)", cpu);
+    line("W1 core's commits", commits);
     summary.w1_rate = Some(e2e);
     summary.w1_cpu = Some(cpu);
     summary.w1_accepted = Some(accepted);

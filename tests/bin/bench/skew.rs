@@ -44,6 +44,8 @@ use ackflow_core::model::{ResultStatus, now_us};
 use ackflow_tests::chaos::ChaosConfig;
 use ackflow_tests::chaos::workload::Workload;
 use ackflow_tests::{all_events, http_request, post_json, start_processor};
+
+use super::measure::sample;
 use tokio_util::sync::CancellationToken;
 
 use super::{Args, Backend, Env, Pair, SkewRun};
@@ -457,13 +459,4 @@ impl Scrape {
         self.retransmits += earlier.retransmits;
         self.duplicate_drops += earlier.duplicate_drops;
     }
-}
-
-/// The value of the sample `name` (labels included, exactly as exported);
-/// 0 when absent, as a labelled counter is until its label is first used.
-fn sample(page: &str, name: &str) -> f64 {
-    page.lines()
-        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .find_map(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
 }
