@@ -52,6 +52,12 @@ pub(super) struct Args {
     /// Duration of the open-loop run in seconds.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub(super) open_loop_secs: u64,
+    /// The `overload` section's offered rate, events/s on one PublishStream.
+    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(super) overload_rate: u64,
+    /// How long the `overload` section offers it, in seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(super) overload_secs: u64,
     /// Events in the backlog built with no processor connected.
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub(super) backlog: u64,
@@ -162,6 +168,11 @@ pub(super) enum Section {
     /// misbehaving, some delivered at most once (runs: --skew-runs). Only
     /// when named: it takes minutes.
     Skew,
+    /// One PublishStream offered more than core takes (--overload-rate for
+    /// --overload-secs) with a processor connected: accepted rate, drain,
+    /// and second by second the backlog against the in-memory tail. Only
+    /// when named.
+    Overload,
 }
 
 /// The runs of the `skew` section (see `bench/skew.rs`); the letters are
