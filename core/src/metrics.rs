@@ -36,6 +36,7 @@ pub struct CoreMetrics {
     pub rtt_seconds: Gauge,
     pub rto_seconds: Gauge,
     pub session_open: IntGauge,
+    pub processors_connected: IntGauge,
     pub session_paused: IntGauge,
     pub store_batch_events: HistogramVec,
     pub store_commit_seconds: HistogramVec,
@@ -205,6 +206,10 @@ impl CoreMetrics {
             session_open: gauge(
                 "ackflow_session_open",
                 "1 while a processor's session (its delivery stream) is open. (The processor's own view is ackflow_processor_connected.)",
+            ),
+            processors_connected: gauge(
+                "ackflow_processors_connected",
+                "Processor streams connected: the active one and the hot standbys waiting behind it.",
             ),
             session_paused: gauge(
                 "ackflow_session_paused",

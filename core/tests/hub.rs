@@ -177,11 +177,44 @@ async fn another_processor_stands_by_and_takes_over_when_the_active_one_is_gone(
         !welcomed(&mut standby, Duration::from_millis(500)).await,
         "the standby was welcomed while the active one runs"
     );
+    // Both are counted as connected.
+    assert_eq!(processors_connected(&running, 2).await, 2);
 
     // The active processor's stream ends: the standby takes over and gets
     // both events, which were in flight.
     drop(active);
     assert!(welcomed(&mut standby, Duration::from_secs(10)).await);
     assert_eq!(next_events(&mut standby).await, [1, 2]);
+    assert_eq!(processors_connected(&running, 1).await, 1);
+    drop(standby);
+    assert_eq!(processors_connected(&running, 0).await, 0);
     running.stop().await;
+}
+
+/// `ackflow_processors_connected` from core's `/metrics` once it reads
+/// `expected` (copied in with every snapshot, each 200 ms), or its last
+/// value after 10 s.
+async fn processors_connected(running: &Running, expected: u64) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let read = || async {
+        let mut conn = tokio::net::TcpStream::connect(running.http_addr)
+            .await
+            .ok()?;
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: core\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut page = String::new();
+        conn.read_to_string(&mut page).await.ok()?;
+        page.lines()
+            .find_map(|l| l.strip_prefix("ackflow_processors_connected "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let value = read().await;
+        if value == Some(expected) || tokio::time::Instant::now() >= deadline {
+            return value.unwrap_or(u64::MAX);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

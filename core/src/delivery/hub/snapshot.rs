@@ -203,6 +203,8 @@ impl State {
             .unwrap_or_default();
         let connected = connection != pb::ProcessorConnection::Disconnected as i32;
         m.session_open.set(i64::from(connected));
+        m.processors_connected
+            .set(i64::from(self.session.is_some()) + self.standbys.len() as i64);
         m.session_paused.set(i64::from(
             connection == pb::ProcessorConnection::Paused as i32,
         ));
