@@ -21,6 +21,7 @@
 
 use std::collections::HashMap;
 
+use super::StoreError;
 use crate::model::{AppendBatch, Appended, Conflict, Original, RequestOutcome, Seq};
 
 /// An idempotency key as the store holds it.
@@ -29,6 +30,26 @@ pub(crate) struct StoredKey {
     pub id: String,
     /// `None` for rows stored before fingerprints existed.
     pub fingerprint: Option<Vec<u8>>,
+}
+
+/// A row of the stores' key lookup: key, seq, id, fingerprint.
+pub(crate) type KeyRow = (String, i64, String, Option<Vec<u8>>);
+
+/// The stored keys, by key, from the rows of the stores' key lookup.
+pub(crate) fn stored_keys(rows: Vec<KeyRow>) -> Result<HashMap<String, StoredKey>, StoreError> {
+    rows.into_iter()
+        .map(|(key, seq, id, fingerprint)| {
+            let seq = super::seq_from_db(seq)?;
+            Ok((
+                key,
+                StoredKey {
+                    seq,
+                    id,
+                    fingerprint,
+                },
+            ))
+        })
+        .collect()
 }
 
 /// What to do with a batch.

@@ -15,7 +15,7 @@ use sqlx::{Postgres, Transaction};
 mod lease;
 pub(crate) mod pooler;
 
-use super::idempotency::{self, StoredKey};
+use super::idempotency;
 use super::rows::{DeadRowDb, EventRow, VIEW_COLUMNS, VIEW_FROM, ViewRow, status_condition};
 use super::{PageBudget, Store, StoreError, seq_from_db, seq_to_db, seqs};
 use crate::model::{
@@ -226,8 +226,7 @@ impl Store for PgStore {
         // The keys are read and the events written in one transaction;
         // the insert fences itself.
         let mut tx = self.pool.begin().await?;
-        let mut stored = HashMap::new();
-        let rows: Vec<(String, i64, String, Option<Vec<u8>>)> = sqlx::query_as(
+        let rows: Vec<idempotency::KeyRow> = sqlx::query_as(
             "SELECT idempotency_key, seq, id, idempotency_fingerprint FROM events \
              WHERE idempotency_key = ANY($1)",
         )
@@ -235,17 +234,7 @@ impl Store for PgStore {
         .persistent(self.named())
         .fetch_all(&mut *tx)
         .await?;
-        for (key, seq, id, fingerprint) in rows {
-            let seq = seq_from_db(seq)?;
-            stored.insert(
-                key,
-                StoredKey {
-                    seq,
-                    id,
-                    fingerprint,
-                },
-            );
-        }
+        let stored = idempotency::stored_keys(rows)?;
         let plan = idempotency::plan(first_seq, batch, &stored);
         if !plan.insert.is_empty() {
             let sql = insert_events_sql();

@@ -23,7 +23,7 @@ use crate::model::{
     AppendBatch, DeadRow, DeadView, DeliveryCursor, EventView, RequestOutcome, ResultRow, Seq,
     StatusFilter, StoredEvent,
 };
-use crate::store::idempotency::{self, StoredKey};
+use crate::store::idempotency;
 use crate::store::migrations;
 use crate::store::rows::{DeadRowDb, EventRow, VIEW_COLUMNS, VIEW_FROM, ViewRow, status_condition};
 use crate::store::{PageBudget, Store, StoreError, seq_from_db, seq_to_db, seqs};
@@ -160,30 +160,21 @@ impl Store for SqliteStore {
             .iter()
             .filter_map(|e| e.idempotency_key.as_deref())
             .collect();
-        let mut stored = HashMap::new();
-        if !keys.is_empty() {
+        let stored = if keys.is_empty() {
+            HashMap::new()
+        } else {
             // One bound JSON array instead of a placeholder per key.
             let keys = serde_json::to_string(&keys)
                 .map_err(|e| StoreError::Corrupt(format!("encoding idempotency keys: {e}")))?;
-            let rows: Vec<(String, i64, String, Option<Vec<u8>>)> = sqlx::query_as(
+            let rows: Vec<idempotency::KeyRow> = sqlx::query_as(
                 "SELECT idempotency_key, seq, id, idempotency_fingerprint FROM events \
                  WHERE idempotency_key IN (SELECT value FROM json_each(?))",
             )
             .bind(&keys)
             .fetch_all(tx.conn())
             .await?;
-            for (key, seq, id, fingerprint) in rows {
-                let seq = seq_from_db(seq)?;
-                stored.insert(
-                    key,
-                    StoredKey {
-                        seq,
-                        id,
-                        fingerprint,
-                    },
-                );
-            }
-        }
+            idempotency::stored_keys(rows)?
+        };
         let plan = idempotency::plan(first_seq, batch, &stored);
         for (&i, seq) in plan.insert.iter().zip(first_seq..) {
             let event = &events[i];
