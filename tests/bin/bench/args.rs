@@ -144,8 +144,9 @@ pub(super) enum Section {
     Rest,
     /// A fixed publish rate on one PublishStream and the latency it gets.
     OpenLoop,
-    /// The store alone taking the same rows in large transactions; W1 as a
-    /// ratio of it.
+    /// The store alone taking the same rows in large transactions, on one
+    /// connection and pipelined on two as core runs them; W1 as a ratio of
+    /// each.
     Ceiling,
     /// A backlog built with no processor (core RSS), then its drain.
     Backlog,
