@@ -177,7 +177,15 @@ async fn another_processor_stands_by_and_takes_over_when_the_active_one_is_gone(
         !welcomed(&mut standby, Duration::from_millis(500)).await,
         "the standby was welcomed while the active one runs"
     );
-    // Both are counted as connected.
+    // Both are counted as connected; a third that leaves while it waits
+    // is not counted once gone.
+    assert_eq!(processors_connected(&running, 2).await, 2);
+    let (out_tx, out_rx) = mpsc::channel(64);
+    let third = hello(&running, "c", 1, (out_tx, Some(out_rx)))
+        .await
+        .unwrap();
+    assert_eq!(processors_connected(&running, 3).await, 3);
+    drop(third);
     assert_eq!(processors_connected(&running, 2).await, 2);
 
     // The active processor's stream ends: the standby takes over and gets

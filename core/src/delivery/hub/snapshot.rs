@@ -18,6 +18,10 @@ const IN_FLIGHT_SHOWN: usize = 512;
 
 impl State {
     pub(super) fn publish_snapshot(&mut self, now: Instant) {
+        // Standbys whose streams ended while they waited are forgotten
+        // here, not only when one is next promoted, so that they are not
+        // counted as connected.
+        self.standbys.retain(|s| !s.out_tx.is_closed());
         self.totals.published = self.ingest.published();
         self.history.push_back((now, self.totals));
         while self.history.len() > 2
