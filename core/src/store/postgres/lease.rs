@@ -1,9 +1,14 @@
 //! PostgreSQL's [`Lease`]: the `leader` row, `ackflow_fence` and the
-//! advisory lock they share, of `migrations/postgres/0006_leader.sql`.
+//! advisory lock they share, of `migrations/postgres/0006_leader.sql`; and
+//! the fence every write passes, first thing in a transaction
+//! ([`Fence::check`]) or inside a one-statement write
+//! ([`PgStore::fenced`], [`PgStore::write_one`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
 use sqlx::{Postgres, Transaction};
 
 use super::PgStore;
@@ -72,6 +77,33 @@ impl Fence {
 }
 
 impl PgStore {
+    /// A write statement fenced inside itself (`lease::FENCE`), with the
+    /// fence's arguments bound as `$1` and `$2`; the caller binds the rest.
+    pub(super) fn fenced<'q>(&self, sql: &'q str) -> Query<'q, Postgres, PgArguments> {
+        let (epoch, idle_ms) = self.fence.args();
+        sqlx::query(sql)
+            .bind(epoch)
+            .bind(idle_ms)
+            .persistent(self.named())
+    }
+
+    /// Runs a [`PgStore::fenced`] statement as a transaction of its own:
+    /// one round trip, where BEGIN, the fence, the write and COMMIT took
+    /// four. Behind a transaction-mode pooler it runs inside BEGIN/COMMIT
+    /// (see `pooler.rs`).
+    pub(super) async fn write_one(
+        &self,
+        query: Query<'_, Postgres, PgArguments>,
+    ) -> Result<u64, StoreError> {
+        if self.pooled {
+            let mut tx = self.pool.begin().await?;
+            let done = query.execute(&mut *tx).await?;
+            tx.commit().await?;
+            return Ok(done.rows_affected());
+        }
+        Ok(query.execute(&self.pool).await?.rows_affected())
+    }
+
     /// In `tx`: waits for every fenced transaction of the current epoch
     /// (the fence's lock, exclusively), then takes the lease if it lapsed
     /// or `me` holds it. Returns the new epoch.

@@ -8,10 +8,10 @@
 
 use std::collections::HashMap;
 
-use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::query::Query;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
+mod append;
 mod lease;
 pub(crate) mod pooler;
 
@@ -22,6 +22,7 @@ use crate::model::{
     AppendBatch, DeadRow, DeadView, DeliveryCursor, EventView, RequestOutcome, ResultRow, Seq,
     StatusFilter, StoredEvent,
 };
+use append::{bind_events, insert_events_sql};
 use lease::{FENCE, FENCED};
 
 /// The production store.
@@ -78,30 +79,6 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         self.fence.check(&mut tx, self.named()).await?;
         Ok(tx)
-    }
-
-    /// A write statement fenced inside itself (`lease::FENCE`), with the
-    /// fence's arguments bound as `$1` and `$2`; the caller binds the rest.
-    fn fenced<'q>(&self, sql: &'q str) -> Query<'q, Postgres, PgArguments> {
-        let (epoch, idle_ms) = self.fence.args();
-        sqlx::query(sql)
-            .bind(epoch)
-            .bind(idle_ms)
-            .persistent(self.named())
-    }
-
-    /// Runs a [`PgStore::fenced`] statement as a transaction of its own:
-    /// one round trip, where BEGIN, the fence, the write and COMMIT took
-    /// four. Behind a transaction-mode pooler it runs inside BEGIN/COMMIT
-    /// (see `pooler.rs`).
-    async fn write_one(&self, query: Query<'_, Postgres, PgArguments>) -> Result<u64, StoreError> {
-        if self.pooled {
-            let mut tx = self.pool.begin().await?;
-            let done = query.execute(&mut *tx).await?;
-            tx.commit().await?;
-            return Ok(done.rows_affected());
-        }
-        Ok(query.execute(&self.pool).await?.rows_affected())
     }
 
     /// A connection for reads and single statements (see `pooler.rs`).
@@ -514,60 +491,4 @@ impl Store for PgStore {
         conn.done().await?;
         Ok(u64::try_from(bytes).unwrap_or(0))
     }
-}
-
-/// The event rows' insert, fenced (`lease::FENCE`): `$3`… the columns,
-/// `$11` the commit's time.
-fn insert_events_sql() -> String {
-    format!(
-        "WITH {FENCE} \
-         INSERT INTO events (seq, id, kind, key, payload, idempotency_key, \
-             idempotency_fingerprint, traceparent, published_at_us) \
-         SELECT s, i, k, ky, p, ik, fp, tp, $11 \
-         FROM UNNEST($3::int8[], $4::text[], $5::text[], $6::text[], $7::bytea[], \
-                     $8::text[], $9::bytea[], $10::text[]) AS t(s, i, k, ky, p, ik, fp, tp) \
-         CROSS JOIN {FENCED}"
-    )
-}
-
-/// Binds the events of `batch` at `insert` (indexes into it, given seqs
-/// from `first_seq` on) to [`insert_events_sql`].
-fn bind_events<'q>(
-    query: Query<'q, Postgres, PgArguments>,
-    first_seq: Seq,
-    batch: &'q AppendBatch,
-    insert: &[usize],
-    published_at_us: i64,
-) -> Query<'q, Postgres, PgArguments> {
-    let events = batch.events();
-    let n = insert.len();
-    let mut seqs = Vec::with_capacity(n);
-    let mut ids = Vec::with_capacity(n);
-    let mut kinds = Vec::with_capacity(n);
-    let mut keys: Vec<Option<&str>> = Vec::with_capacity(n);
-    let mut payloads: Vec<&[u8]> = Vec::with_capacity(n);
-    let mut idem: Vec<Option<&str>> = Vec::with_capacity(n);
-    let mut fingerprints: Vec<Option<&[u8]>> = Vec::with_capacity(n);
-    let mut traceparents: Vec<Option<&str>> = Vec::with_capacity(n);
-    for (&i, seq) in insert.iter().zip(first_seq..) {
-        let event = &events[i];
-        seqs.push(seq_to_db(seq));
-        ids.push(batch.ids()[i].as_str());
-        kinds.push(event.kind.as_str());
-        keys.push(event.key.as_deref());
-        payloads.push(&event.payload[..]);
-        idem.push(event.idempotency_key.as_deref());
-        fingerprints.push(batch.fingerprints()[i].as_ref().map(|f| f.as_slice()));
-        traceparents.push(event.traceparent.as_deref());
-    }
-    query
-        .bind(seqs)
-        .bind(ids)
-        .bind(kinds)
-        .bind(keys)
-        .bind(payloads)
-        .bind(idem)
-        .bind(fingerprints)
-        .bind(traceparents)
-        .bind(published_at_us)
 }
