@@ -63,6 +63,10 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_MAX_CRASHES", default_value_t = 3)]
     pub max_crashes: u32,
 
+    /// A hot standby processor takes over from the active one when core has heard nothing from it for this long, in milliseconds (a running processor reports every 200 ms, paused or not; a frozen or cut-off one says nothing). Its stream is ended, and its events in flight go to the standby at once. With no standby waiting, the active stream is kept until HTTP/2 keepalive ends it (about 10 s).
+    #[arg(long, env = "ACKFLOW_PROCESSOR_SILENCE_MS", default_value_t = 3000, value_parser = clap::value_parser!(u64).range(500..=600_000))]
+    pub processor_silence_ms: u64,
+
     /// Lowest retransmission timeout, in milliseconds.
     #[arg(long, env = "ACKFLOW_RTO_MIN_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub rto_min_ms: u64,

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 /// inbound messages (kept, or the hub sees the stream end).
 struct Stream {
     out_rx: mpsc::Receiver<Result<pb::CoreMessage, tonic::Status>>,
-    _in_tx: mpsc::Sender<Inbound>,
+    in_tx: mpsc::Sender<Inbound>,
 }
 
 /// Says hello as processor `id`, life `life`, on a new session; `out`
@@ -47,10 +47,7 @@ async fn hello(
         })
         .await
         .expect("the hub runs");
-    out.1.map(|out_rx| Stream {
-        out_rx,
-        _in_tx: in_tx,
-    })
+    out.1.map(|out_rx| Stream { out_rx, in_tx })
 }
 
 /// The seqs of the next events message on `stream` (bounded wait).
@@ -145,9 +142,11 @@ async fn welcomed(stream: &mut Stream, wait: Duration) -> bool {
 #[tokio::test]
 async fn another_processor_stands_by_and_takes_over_when_the_active_one_is_gone() {
     let dir = tempfile::tempdir().unwrap();
-    let running = start(Config::local(None, dir.path().to_path_buf()))
-        .await
-        .unwrap();
+    let mut config = Config::local(None, dir.path().to_path_buf());
+    // The hand-made active processor never reports; here only its stream's
+    // end hands over (the silence rule has a test of its own).
+    config.processor_silence_ms = 600_000;
+    let running = start(config).await.unwrap();
     let publish = |payload: &'static [u8]| NewEvent {
         kind: "telemetry".into(),
         key: None,
@@ -196,6 +195,69 @@ async fn another_processor_stands_by_and_takes_over_when_the_active_one_is_gone(
     assert_eq!(processors_connected(&running, 1).await, 1);
     drop(standby);
     assert_eq!(processors_connected(&running, 0).await, 0);
+    running.stop().await;
+}
+
+/// An active processor that goes silent (frozen, or its connection cut
+/// without a reset) gives way to a waiting standby after
+/// `--processor-silence-ms`, its stream ended, its events in flight resent to
+/// the standby; while it talks, the standby waits however long.
+#[tokio::test]
+async fn a_standby_takes_over_from_a_silent_active_processor_and_not_from_a_talking_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::local(None, dir.path().to_path_buf());
+    config.processor_silence_ms = 500;
+    let running = start(config).await.unwrap();
+    let event = NewEvent {
+        kind: "telemetry".into(),
+        key: None,
+        payload: b"1".to_vec(),
+        idempotency_key: None,
+        traceparent: None,
+    };
+    running.ingest.publish(vec![event]).await.unwrap();
+    let (out_tx, out_rx) = mpsc::channel(64);
+    let mut active = hello(&running, "a", 1, (out_tx, Some(out_rx)))
+        .await
+        .unwrap();
+    assert!(welcomed(&mut active, Duration::from_secs(10)).await);
+    assert_eq!(next_events(&mut active).await, [1]);
+    let (out_tx, out_rx) = mpsc::channel(64);
+    let mut standby = hello(&running, "b", 1, (out_tx, Some(out_rx)))
+        .await
+        .unwrap();
+
+    // Talking (an echo every 100 ms, as harmless as a status) for four
+    // times the silence: the standby waits.
+    let talk = {
+        let in_tx = active.in_tx.clone();
+        tokio::spawn(async move {
+            for _ in 0..20 {
+                let echo = pb::ProcessorMessage {
+                    body: Some(pb::processor_message::Body::Echo(pb::Echo { probe: 0 })),
+                };
+                if in_tx.send(Inbound::Message(echo)).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    assert!(
+        !welcomed(&mut standby, Duration::from_secs(2)).await,
+        "the standby took over from an active processor that talks"
+    );
+    talk.await.unwrap();
+
+    // Silent now (its stream still open): the standby takes over, with the
+    // event that was in flight, and the silent one's stream is ended.
+    assert!(welcomed(&mut standby, Duration::from_secs(10)).await);
+    assert_eq!(next_events(&mut standby).await, [1]);
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while active.out_rx.recv().await.is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the silent processor's stream was not ended");
     running.stop().await;
 }
 

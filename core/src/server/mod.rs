@@ -189,6 +189,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
             window_bytes: config.window_bytes as usize,
             guarantees: Guarantees::at_most_once(config.at_most_once.iter().cloned()),
             tenure,
+            processor_silence: Duration::from_millis(config.processor_silence_ms),
         },
         &tracker,
     )

@@ -105,6 +105,9 @@ pub struct HubParts {
     pub guarantees: Guarantees,
     /// Whether this core still leads: no event goes out past it.
     pub tenure: crate::leadership::Tenure,
+    /// An active processor silent this long gives way to a waiting standby
+    /// (`--processor-silence-ms`).
+    pub processor_silence: Duration,
 }
 
 /// Loads the cursor, starts the hub, the backlog reader and the result
@@ -185,6 +188,7 @@ pub async fn start(
         last_floor_sent: 0,
         unsafe_floor_on_send: parts.unsafe_floor_on_send,
         tenure: parts.tenure,
+        processor_silence: parts.processor_silence,
         metrics: parts.metrics,
         synced: pb::Totals::default(),
         ordering: parts.ordering,
@@ -253,6 +257,8 @@ struct State {
     last_floor_sent: Seq,
     unsafe_floor_on_send: bool,
     tenure: crate::leadership::Tenure,
+    /// `--processor-silence-ms` (see `State::leave_silent`).
+    processor_silence: Duration,
     metrics: Arc<CoreMetrics>,
     /// Totals as last copied into the metrics.
     synced: pb::Totals,
@@ -541,6 +547,7 @@ impl State {
             }
         }
         let now = Instant::now();
+        self.leave_silent(now);
         // A round-trip sample every tick, however busy the stream: the RTO
         // follows the path as it is now.
         if self.session.is_some()

@@ -12,7 +12,11 @@
 //! from another processor waits as a hot standby, its stream open, and
 //! takes over as soon as the active one's stream ends (its in-flight events
 //! are resent to it at once, as to any new life); before, each new
-//! processor replaced the active one, and two processors took turns.
+//! processor replaced the active one, and two processors took turns. An
+//! active processor that has said nothing for `--processor-silence-ms` (it
+//! reports every 200 ms) while a standby waits is frozen or cut off: its
+//! stream is ended so that the standby takes over, instead of waiting
+//! about 10 s for HTTP/2 keepalive to notice.
 
 use std::time::Instant;
 
@@ -46,6 +50,8 @@ pub(super) struct Session {
     pub(super) processor_id: String,
     out_tx: SessionTx,
     in_rx: mpsc::Receiver<Inbound>,
+    /// When its last message came (or the session started).
+    last_heard: Instant,
 }
 
 /// An operator's command as a message to the processor.
@@ -150,6 +156,7 @@ impl State {
             processor_id: new.hello.processor_id.clone(),
             out_tx: new.out_tx,
             in_rx: new.in_rx,
+            last_heard: now,
         });
         self.feed_connection(true, &new.hello.processor_id, id, "");
         let welcome = pb::core_message::Body::Welcome(pb::Welcome {
@@ -211,6 +218,9 @@ impl State {
     }
 
     pub(super) async fn on_inbound(&mut self, inbound: Inbound) {
+        if let (Inbound::Message(_), Some(session)) = (&inbound, &mut self.session) {
+            session.last_heard = Instant::now();
+        }
         match inbound {
             Inbound::Closed(reason) => self.disconnect(&reason),
             Inbound::Message(msg) => match msg.body {
@@ -302,6 +312,35 @@ impl State {
                 false
             }
         }
+    }
+
+    /// Ends the active session when it has been silent for
+    /// `--processor-silence-ms` and a standby with an open stream waits;
+    /// the run loop then promotes the standby. Without one the stream is
+    /// kept: a frozen processor may thaw, and there is no one to hand to.
+    pub(super) fn leave_silent(&mut self, now: Instant) {
+        let Some(session) = &self.session else {
+            return;
+        };
+        let silent = now.duration_since(session.last_heard);
+        // Messages waiting in the channel were heard: the hub itself was
+        // busy (a slow store read), not the processor silent.
+        if silent < self.processor_silence
+            || !session.in_rx.is_empty()
+            || self.standbys.iter().all(|s| s.out_tx.is_closed())
+        {
+            return;
+        }
+        tracing::warn!(
+            session = session.id,
+            processor = %session.processor_id,
+            silent_ms = silent.as_millis() as u64,
+            "active processor silent: a standby takes over"
+        );
+        self.disconnect(&format!(
+            "silent for {} ms while a standby waits",
+            silent.as_millis()
+        ));
     }
 
     pub(super) fn disconnect(&mut self, reason: &str) {
