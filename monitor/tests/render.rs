@@ -137,6 +137,7 @@ fn snapshots(app: &mut App, shape: &Shape, retransmit_every: u64, rates: pb::Rat
                 ..h
             }),
             suspects: 0,
+            standbys: vec![],
         };
         app.handle(AppEvent::Admin(Update::Snapshot(snapshot)));
         app.handle(AppEvent::Tick);
@@ -535,6 +536,18 @@ fn crash_suspects_show_in_both_layouts_only_while_there_are_any() {
             "{width}x{height}: no {wanted:?} in\n{s}"
         );
     }
+}
+
+#[test]
+fn standby_processors_show_in_the_status_line_while_there_are_any() {
+    let mut app = running_app();
+    let s = screen(&draw(&app, 120, 40));
+    assert!(!s.contains("standing by"), "none yet\n{s}");
+    if let Some(snapshot) = app.snapshot.as_mut() {
+        snapshot.standbys = vec!["p-b".into(), "p-c".into()];
+    }
+    let s = screen(&draw(&app, 120, 40));
+    assert!(s.contains("standing by: p-b, p-c"), "no standbys in\n{s}");
 }
 
 #[test]

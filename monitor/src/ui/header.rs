@@ -1,5 +1,6 @@
 //! The lines above the panels and the one below: the status line (the
-//! processor's state, core's address, the monitor's connection), the rates
+//! processor's state, the standbys, core's address, the monitor's
+//! connection), the rates
 //! line, the sequence strip (head, sent, acked, processed) and the footer
 //! with the keys.
 
@@ -59,6 +60,15 @@ pub(super) fn status_line(app: &App, width: u16) -> Paragraph<'static> {
                 4,
                 vec![Span::styled(
                     format!("{} session {}", processor.processor_id, processor.session),
+                    DIM,
+                )],
+            ));
+        }
+        if !snapshot.standbys.is_empty() {
+            items.push(item(
+                3,
+                vec![Span::styled(
+                    format!("standing by: {}", snapshot.standbys.join(", ")),
                     DIM,
                 )],
             ));

@@ -150,6 +150,11 @@ impl State {
             ordering: self.ordering as i32,
             floor_holder,
             suspects: self.sender.suspects() as u32,
+            standbys: self
+                .standbys
+                .iter()
+                .map(|s| s.hello.processor_id.clone())
+                .collect(),
         };
         if snapshot.suspects != self.last_snapshot_suspects {
             tracing::info!(
