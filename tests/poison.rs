@@ -5,7 +5,8 @@
 //! every other event — including those in flight beside it when it crashed
 //! the processor, and those behind it on its key — is processed and gets a
 //! result. A supervisor restarts the processor whenever it exits, as
-//! systemd or Kubernetes would.
+//! systemd or Kubernetes would. With two processors, the crashes of both
+//! count towards `--max-crashes`.
 //!
 //! An event the processor rejects is parked at once, and `Admin.Requeue`
 //! publishes it again, once however many requeues race. A snapshot whose
@@ -25,8 +26,56 @@ const POISON: u64 = 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_that_crashes_the_processor_is_parked_and_no_other() -> anyhow::Result<()> {
+    crashing_event_parked(1).await
+}
+
+/// The same with two processors, each restarted when it exits: the crashing
+/// event goes to whichever is active, a standby takes over from each crash
+/// at once, and the crashes are counted across both towards
+/// `--max-crashes`, not per processor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_that_crashes_two_processors_is_parked_after_max_crashes_in_all()
+-> anyhow::Result<()> {
+    crashing_event_parked(2).await
+}
+
+/// Publishes [`EVENTS`] events, seq [`POISON`] crashing the processor, with
+/// `--max-crashes 3`, to `processors` supervised processors (each in a
+/// directory of its own, restarted whenever it exits).
+async fn crashing_event_parked(processors: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let core = Core::start(dir.path(), None, &["--max-crashes", "3"]).await?;
+    let lives: Arc<Vec<AtomicU32>> = Arc::new((0..processors).map(|_| AtomicU32::new(0)).collect());
+    let mut supervisors = Vec::new();
+    for i in 0..processors {
+        let dir = dir.path().join(format!("processor-{i}"));
+        std::fs::create_dir_all(&dir)?;
+        let (url, lives) = (core.grpc_url(), lives.clone());
+        supervisors.push(tokio::spawn(async move {
+            loop {
+                let mut processor = start_processor(&dir, &url, &["--enable-crash"])?;
+                lives[i].fetch_add(1, Ordering::SeqCst);
+                processor.wait().await?;
+            }
+            #[allow(unreachable_code)]
+            anyhow::Ok(())
+        }));
+    }
+    // All connected before the first event, so that with two the first
+    // crash finds a standby waiting.
+    wait_for(
+        "every processor connected",
+        Duration::from_secs(30),
+        || async {
+            let (_, page) = http_request(core.http, "GET", "/metrics", None)
+                .await
+                .ok()?;
+            page.lines()
+                .any(|l| l == format!("ackflow_processors_connected {processors}"))
+                .then_some(())
+        },
+    )
+    .await?;
     for seq in 1..=EVENTS {
         let kind = if seq == POISON { "crash" } else { "sha256" };
         let body = format!(
@@ -38,26 +87,14 @@ async fn an_event_that_crashes_the_processor_is_parked_and_no_other() -> anyhow:
         anyhow::ensure!(text.contains(&format!(r#""seq":{seq}"#)), "{text}");
     }
 
-    let lives = Arc::new(AtomicU32::new(0));
-    let supervisor = {
-        let (dir, url, lives) = (dir.path().to_path_buf(), core.grpc_url(), lives.clone());
-        tokio::spawn(async move {
-            loop {
-                let mut processor = start_processor(&dir, &url, &["--enable-crash"])?;
-                lives.fetch_add(1, Ordering::SeqCst);
-                processor.wait().await?;
-            }
-            #[allow(unreachable_code)]
-            anyhow::Ok(())
-        })
-    };
-
     let snapshot = wait_for("every event resolved", Duration::from_secs(60), || async {
         let s = core.snapshot().await.ok()?;
         (s.head == EVENTS && s.acked_floor > EVENTS).then_some(s)
     })
     .await;
-    supervisor.abort(); // drops the running processor (killed on drop)
+    for supervisor in &supervisors {
+        supervisor.abort(); // drops the running processor (killed on drop)
+    }
     let snapshot = snapshot?;
 
     assert_eq!(
@@ -73,10 +110,14 @@ async fn an_event_that_crashes_the_processor_is_parked_and_no_other() -> anyhow:
         "reason names the crashes: {:?}",
         dead.reason
     );
+    let lives: Vec<u32> = lives.iter().map(|l| l.load(Ordering::SeqCst)).collect();
     assert!(
-        lives.load(Ordering::SeqCst) >= 4,
-        "three crashes, then a life that drained the rest: {} lives",
-        lives.load(Ordering::SeqCst)
+        lives.iter().sum::<u32>() as usize >= 3 + processors,
+        "three crashes, and each processor's life that did not crash: {lives:?} lives"
+    );
+    assert!(
+        lives.iter().all(|&l| l >= 2),
+        "every processor crashed at least once (so the three were counted across them): {lives:?}"
     );
     assert_eq!(snapshot.suspects, 0, "isolation ended");
     for seq in (1..=EVENTS).filter(|s| *s != POISON) {
