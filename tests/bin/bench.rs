@@ -25,10 +25,12 @@
 //! * `w2`: keyed parallel processing — sleep events over many keys with
 //!   default flags, against the ideal (concurrency ÷ handler time); `w2-control`
 //!   the same over one key (strict order). See `bench/w2.rs`.
-//! * `crash`: the processor killed (SIGKILL) with the window full of W2
-//!   events and restarted at once: time until the new life is connected,
-//!   its crash suspects resolved, and its results rate back at 90 % of the
-//!   rate before. See `bench/crash.rs`.
+//! * `crash`: the active processor lost with the window full of W2 events,
+//!   three ways: killed (SIGKILL) and restarted at once; killed with two hot
+//!   standbys waiting; frozen (SIGSTOP) with two standbys waiting. Time until
+//!   another life is connected, its first result, its crash suspects
+//!   resolved, and the results rate back at 90 % of the rate before. See
+//!   `bench/crash.rs`.
 //! * `fair`: 1,000 sha256 events alone, then interleaved with 1,000 events
 //!   of a webhook that takes 3 s per call: time to the last sha256 result
 //!   (a slow endpoint must hold back its own kind only). See `bench/fair.rs`.

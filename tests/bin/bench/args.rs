@@ -156,8 +156,9 @@ pub(super) enum Section {
     W2,
     /// W2 over one key: strict order, one call at a time.
     W2Control,
-    /// A processor killed with the window full of W2 events: how long until
-    /// it is back at full speed.
+    /// The active processor lost with the window full of W2 events (killed
+    /// and restarted; killed or frozen with two hot standbys): how long until
+    /// another life is back at full speed.
     Crash,
     /// A slow webhook beside a fast kind: 1,000 sha256 events alone, then
     /// interleaved with 1,000 calls of 3 s; time to the last sha256 result.

@@ -1,23 +1,53 @@
-//! Section `crash`: what a processor crash costs. W2's events (`sleep`
+//! Section `crash`: what losing the processor costs. W2's events (`sleep`
 //! events of `--w2-sleep-ms` over `--w2-keys` keys, default flags) are
-//! published as one burst; while the window is full, the processor is
-//! killed with SIGKILL and a new one started at once (as a supervisor
-//! would). Every event in flight then becomes a crash suspect (see
-//! `proto/src/protocol/suspects.rs`). Printed: the in-flight events at the
-//! kill, the results rate before it, and the time from the kill until the
-//! new life is connected, until its suspects are resolved, and until the
-//! results rate is back to 90 % of its rate before the kill (over the
-//! admin snapshots, taken every 200 ms).
+//! published as one burst; while the window is full, the active processor
+//! is lost, three ways:
+//!
+//! * `restart`: killed with SIGKILL and a new one started at once (as a
+//!   supervisor would);
+//! * `standby, SIGKILL`: three processors connected, two of them hot
+//!   standbys; the active one is killed and nothing is restarted;
+//! * `standby, SIGSTOP`: the same, but the active one is frozen, its
+//!   connection left open (a hung host), and thawed only after the drain.
+//!
+//! Every event in flight then becomes a crash suspect (see
+//! `proto/src/protocol/suspects.rs`). Printed per way: the in-flight events
+//! at the signal, the results rate before it, and the time from the signal
+//! until another life is connected, until its first result is stored (the
+//! floor moves; the admin snapshot is refreshed every 200 ms, which bounds
+//! the resolution), until its suspects are resolved, and until the results
+//! rate is back to 90 % of its rate before.
 
 use std::time::{Duration, Instant};
 
 use ackflow_proto::v1 as pb;
-use ackflow_tests::{Core, start_processor};
+use ackflow_tests::{Core, Proc, http_request, start_processor, wait_for};
 
-use super::{Env, line, rate};
+use super::{Env, line, measure::sample, rate};
 
 /// How often the admin snapshot is read (core refreshes it every 200 ms).
 const POLL: Duration = Duration::from_millis(50);
+
+/// How the active processor is lost.
+#[derive(Clone, Copy, PartialEq)]
+enum Loss {
+    /// SIGKILL, and a new processor started at once.
+    Restart,
+    /// SIGKILL, two hot standbys waiting.
+    StandbyKill,
+    /// SIGSTOP, two hot standbys waiting.
+    StandbyStop,
+}
+
+impl Loss {
+    fn name(self) -> &'static str {
+        match self {
+            Loss::Restart => "restart",
+            Loss::StandbyKill => "standby, SIGKILL",
+            Loss::StandbyStop => "standby, SIGSTOP",
+        }
+    }
+}
 
 /// One snapshot as the section sees it.
 #[derive(Debug, Clone, Copy)]
@@ -54,9 +84,39 @@ fn rate_between(a: &Sample, b: &Sample) -> f64 {
 }
 
 pub async fn section_crash(env: &Env, args: &super::Args) -> anyhow::Result<()> {
+    for loss in [Loss::Restart, Loss::StandbyKill, Loss::StandbyStop] {
+        run(env, args, loss).await?;
+    }
+    Ok(())
+}
+
+/// Waits until core counts `n` processors (the active one and standbys).
+async fn wait_processors(core: &Core, n: u64) -> anyhow::Result<()> {
+    wait_for(
+        &format!("{n} processors connected"),
+        Duration::from_secs(60),
+        || async {
+            let (status, page) = http_request(core.http, "GET", "/metrics", None)
+                .await
+                .ok()?;
+            (status == 200 && sample(&page, "ackflow_processors_connected") == n as f64)
+                .then_some(())
+        },
+    )
+    .await
+}
+
+async fn run(env: &Env, args: &super::Args, loss: Loss) -> anyhow::Result<()> {
     let mut core = env.core_with(&[]).await?;
-    let mut processor = start_processor(env.dir(), &core.grpc_url(), &[])?;
+    let mut active = start_processor(env.dir(), &core.grpc_url(), &[])?;
     super::wait_connected(&core).await?;
+    let mut standbys: Vec<Proc> = Vec::new();
+    if loss != Loss::Restart {
+        for _ in 0..2 {
+            standbys.push(start_processor(env.dir(), &core.grpc_url(), &[])?);
+        }
+        wait_processors(&core, 3).await?;
+    }
     let events = args.crash_events;
     let publisher = {
         let (grpc, http) = (core.grpc, core.http);
@@ -90,21 +150,32 @@ pub async fn section_crash(env: &Env, args: &super::Args) -> anyhow::Result<()> 
         .unwrap_or(samples[0]);
     let rate_before = rate_between(&before, &steady);
 
-    processor.kill().await;
-    let killed = Instant::now();
-    processor = start_processor(env.dir(), &core.grpc_url(), &[])?;
+    let signalled = Instant::now();
+    match loss {
+        Loss::Restart => {
+            active.kill().await;
+            active = start_processor(env.dir(), &core.grpc_url(), &[])?;
+        }
+        Loss::StandbyKill => active.kill().await,
+        Loss::StandbyStop => active.signal("-STOP")?,
+    }
     let head = publisher.await??;
-    let (mut connected, mut clear, mut full) = (None, None, None);
+    let (mut connected, mut first, mut clear, mut full) = (None, None, None, None);
+    let mut floor_at_connect = 0;
     let mut after: Vec<Sample> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(300);
     let drained = loop {
         anyhow::ensure!(
             Instant::now() < deadline,
-            "not drained within 300 s of the crash"
+            "not drained within 300 s of the signal"
         );
         let sample = Sample::of(&core.snapshot().await?);
         if sample.session > steady.session && sample.connected && connected.is_none() {
             connected = Some(sample.at);
+            floor_at_connect = sample.floor;
+        }
+        if connected.is_some() && sample.floor > floor_at_connect && first.is_none() {
+            first = Some(sample.at);
         }
         if connected.is_some() && sample.suspects == 0 && clear.is_none() {
             clear = Some(sample.at);
@@ -123,30 +194,55 @@ pub async fn section_crash(env: &Env, args: &super::Args) -> anyhow::Result<()> 
         }
         tokio::time::sleep(POLL).await;
     };
-    processor.terminate().await?;
+    if loss == Loss::StandbyStop {
+        active.signal("-CONT")?;
+    }
+    active.kill().await;
+    for mut standby in standbys {
+        standby.terminate().await?;
+    }
     core.proc.terminate().await?;
 
     let ms = |t: Option<Instant>| match t {
-        Some(t) => format!("{} ms", t.duration_since(killed).as_millis()),
+        Some(t) => format!("{} ms", t.duration_since(signalled).as_millis()),
         None => "never (drained first)".to_string(),
     };
+    let name = loss.name();
+    let signal = if loss == Loss::StandbyStop {
+        "SIGSTOP"
+    } else {
+        "SIGKILL"
+    };
     line(
-        &format!("crash: {events} sleep events over {} keys", args.w2_keys),
+        &format!(
+            "crash ({name}): {events} sleep events over {} keys",
+            args.w2_keys
+        ),
         format!(
-            "SIGKILL with {} in flight; results before it {}",
+            "{signal} with {} in flight; results before it {}",
             steady.window_used,
             rate(rate_before)
         ),
     );
-    line("crash: kill → new life connected", ms(connected));
-    line("crash: kill → crash suspects resolved", ms(clear));
     line(
-        "crash: kill → results back at 90 % of the rate before",
+        &format!("crash ({name}): signal → another life connected"),
+        ms(connected),
+    );
+    line(
+        &format!("crash ({name}): signal → its first result stored"),
+        ms(first),
+    );
+    line(
+        &format!("crash ({name}): signal → crash suspects resolved"),
+        ms(clear),
+    );
+    line(
+        &format!("crash ({name}): signal → results at 90 % of the rate before"),
         ms(full),
     );
     line(
-        "crash: kill → backlog drained",
-        format!("{} ms", drained.at.duration_since(killed).as_millis()),
+        &format!("crash ({name}): signal → backlog drained"),
+        format!("{} ms", drained.at.duration_since(signalled).as_millis()),
     );
     Ok(())
 }
