@@ -3,7 +3,9 @@
 //! floor for over a second, presses `p`, sees PAUSED with the window full
 //! and the floor held for seconds, presses `p` again, sees results resume
 //! (each seq once, in seq order within each key), presses `q`, and checks
-//! the exit code. It waits for text on the screen, never for a fixed time.
+//! the exit code. Another watches the demo's crash events fail the active
+//! processor over to the standby. Both wait for text on the screen, never
+//! for a fixed time.
 
 use std::process::Command;
 use std::time::Duration;
@@ -15,7 +17,13 @@ struct Tmux {
 }
 
 impl Tmux {
+    /// `command` in a new session of 120×40 cells.
     fn start(command: &str) -> anyhow::Result<Self> {
+        Self::start_wide(command, 120)
+    }
+
+    /// `command` in a new session `width` cells wide, 40 high.
+    fn start_wide(command: &str, width: u16) -> anyhow::Result<Self> {
         let session = format!("ackflow-test-{:08x}", fastrand::u32(..));
         let status = Command::new("tmux")
             .args([
@@ -24,7 +32,7 @@ impl Tmux {
                 "-s",
                 &session,
                 "-x",
-                "120",
+                &width.to_string(),
                 "-y",
                 "40",
                 command,
@@ -178,7 +186,7 @@ async fn demo_pause_resume_quit() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let exit_file = dir.path().join("exit");
     let command = format!(
-        "{} demo --rate 50 --log-file {}; echo $? > {}; sleep 60",
+        "{} demo --rate 50 --crash-every 0 --log-file {}; echo $? > {}; sleep 60",
         bin("e2e-monitor").display(),
         dir.path().join("monitor.log").display(),
         exit_file.display()
@@ -207,9 +215,10 @@ async fn demo_pause_resume_quit() -> anyhow::Result<()> {
 
     tmux.keys("p")?;
     // The paused processor keeps every event core sent it (waiting in its
-    // lanes), and core sends again only what the processor lacks: the
-    // window fills and the floor stays put while deadlines pass, with
-    // nothing to retransmit (see `Sender::on_progress`).
+    // lanes): the window fills and the floor stays put while deadlines
+    // pass. (Core still sends copies of what a paused processor holds, for
+    // the operator to watch retransmits and duplicate drops: see
+    // `Sender::on_tick`.)
     tmux.wait(
         "PAUSED with the window full and the floor held over 3 s",
         |s| {
@@ -261,6 +270,66 @@ async fn demo_pause_resume_quit() -> anyhow::Result<()> {
             "results of key {key} out of seq order (newest first): {seqs:?}\nrows: {rows:?}"
         );
     }
+
+    tmux.keys("q")?;
+    let code = wait_for("the monitor to exit", Duration::from_secs(60), || {
+        let code = std::fs::read_to_string(&exit_file).ok();
+        async move { code.map(|c| c.trim().to_string()).filter(|c| !c.is_empty()) }
+    })
+    .await?;
+    assert_eq!(code, "0", "exit code");
+    Ok(())
+}
+
+/// The active processor, its session and the first standby, from the
+/// status line (`RUNNING   demo-b session 2  standing by: demo-a`).
+fn processors(screen: &str) -> Option<(String, u64, String)> {
+    let rest = &screen[screen.find("RUNNING")? + "RUNNING".len()..];
+    let line = rest.lines().next()?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words.get(..6)? {
+        [active, "session", session, "standing", "by:", standby] => Some((
+            active.to_string(),
+            session.parse().ok()?,
+            standby.trim_end_matches(',').to_string(),
+        )),
+        _ => None,
+    }
+}
+
+/// The demo runs two processors, and a crash event crashes the active one
+/// every few seconds: the standby takes over (a later session, the other
+/// processor active), the crashed one comes back as the new standby, and
+/// nothing is parked on the way.
+#[tokio::test]
+async fn demo_fails_over_to_the_standby_when_a_crash_event_crashes_the_active_processor()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let exit_file = dir.path().join("exit");
+    let command = format!(
+        "{} demo --rate 20 --crash-every 6 --log-file {}; echo $? > {}; sleep 60",
+        bin("e2e-monitor").display(),
+        dir.path().join("monitor.log").display(),
+        exit_file.display()
+    );
+    // Wide enough for the status line to name the standby beside core's
+    // address.
+    let tmux = Tmux::start_wide(&command, 160)?;
+
+    let (first, session, standby) = tmux
+        .wait("one processor active and the other standing by", processors)
+        .await?;
+    assert_ne!(first, standby, "one processor both active and standing by");
+    tmux.wait(
+        "the standby active in a later session, the crashed one standing by",
+        |s| {
+            let (active, later, standing) = processors(s)?;
+            (active == standby && later > session && standing == first).then_some(())
+        },
+    )
+    .await?;
+    let screen = tmux.screen();
+    assert_eq!(number_after(&screen, "dead"), Some(0), "{screen}");
 
     tmux.keys("q")?;
     let code = wait_for("the monitor to exit", Duration::from_secs(60), || {

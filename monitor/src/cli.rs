@@ -62,8 +62,8 @@ pub struct Cli {
 /// What to watch.
 #[derive(Debug, Subcommand)]
 pub enum Mode {
-    /// Run core (SQLite in a temporary directory), a processor and a traffic
-    /// generator in this process, and watch them.
+    /// Run core (SQLite in a temporary directory), two processors (one a hot
+    /// standby) and a traffic generator in this process, and watch them.
     Demo(DemoArgs),
 }
 
@@ -79,6 +79,11 @@ pub struct DemoArgs {
     #[arg(long, env = "ACKFLOW_WINDOW", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub window: u32,
+
+    /// Seconds between two crash events (0 = none): each crashes the active processor, so the standby takes over and the crashed one comes back 3 s later as the new standby.
+    #[arg(long, env = "ACKFLOW_DEMO_CRASH_EVERY", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub crash_every: u64,
 }
 
 /// What the dashboard watches, once the flags are checked.

@@ -8,8 +8,8 @@
 //! duplicate drops, results, dead events and a log of what happened.
 //! Keys pause and resume the processor, cycle fault profiles and requeue
 //! dead events; core relays them, so the monitor needs only core's address.
-//! `ackflow-monitor demo` runs core, a processor and a traffic generator in
-//! the same process.
+//! `ackflow-monitor demo` runs core, two processors (one a hot standby) and
+//! a traffic generator in the same process.
 //!
 //! The shape follows ratatui's event-driven template: [`app::App`] is the
 //! state and [`app::App::handle`] the only way to change it (no I/O, no

@@ -539,7 +539,7 @@ fn crash_suspects_show_in_both_layouts_only_while_there_are_any() {
 }
 
 #[test]
-fn standby_processors_show_in_the_status_line_while_there_are_any() {
+fn standby_processors_show_in_the_status_line_and_their_arrival_in_the_log() {
     let mut app = running_app();
     let s = screen(&draw(&app, 120, 40));
     assert!(!s.contains("standing by"), "none yet\n{s}");
@@ -548,6 +548,23 @@ fn standby_processors_show_in_the_status_line_while_there_are_any() {
     }
     let s = screen(&draw(&app, 120, 40));
     assert!(s.contains("standing by: p-b, p-c"), "no standbys in\n{s}");
+    // A standby's arrival, in the event log: not a disconnection.
+    feed(
+        &mut app,
+        9_000,
+        Kind::Connection(pb::ConnectionFeed {
+            connected: false,
+            processor_id: "p-b".into(),
+            session: 0,
+            reason: "standing by while p-5eed is active".into(),
+        }),
+    );
+    let s = screen(&draw(&app, 160, 40));
+    assert!(
+        s.contains("processor p-b standing by while p-5eed is active"),
+        "no standby line in the log\n{s}"
+    );
+    assert!(!s.contains("p-b disconnected"), "{s}");
 }
 
 #[test]

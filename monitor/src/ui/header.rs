@@ -65,8 +65,9 @@ pub(super) fn status_line(app: &App, width: u16) -> Paragraph<'static> {
             ));
         }
         if !snapshot.standbys.is_empty() {
+            // Dropped before the active processor's name when short of room.
             items.push(item(
-                3,
+                5,
                 vec![Span::styled(
                     format!("standing by: {}", snapshot.standbys.join(", ")),
                     DIM,

@@ -12,7 +12,8 @@ use crate::app::App;
 
 /// Every key on the keyboard that does something.
 const HELP: &[(&str, &str)] = &[
-    ("p", "pause the processor / resume it when paused"),
+    ("p", "pause processing / resume it when paused"),
+    ("", "  (every processor: the standbys too)"),
     ("f", "next fault profile: none, lossy acks,"),
     ("", "  duplicates, flapping link"),
     ("r", "requeue the selected dead event"),

@@ -1,5 +1,6 @@
-//! `ackflow-monitor demo`: core, a processor, a traffic generator and the
-//! dashboard in one process, with nothing to install.
+//! `ackflow-monitor demo`: core, two processors (one active, one hot
+//! standby: `processors.rs`), a traffic generator and the dashboard in one
+//! process, with nothing to install.
 //!
 //! Core stores into SQLite in a temporary directory (or into `DATABASE_URL`
 //! when set) and uses short retransmission timeouts so that pausing the
@@ -16,7 +17,11 @@
 //! and some events have no key. Every few seconds one slow event (a `sleep`
 //! of one to three seconds) goes to one of two slow keys, so the dashboard
 //! shows a slow key holding back its own later events, and the acked floor,
-//! while the other keys go on.
+//! while the other keys go on. Every `--crash-every` seconds one event
+//! crashes the active processor, and the standby takes over (see
+//! `processors.rs`).
+
+mod processors;
 
 use std::time::Duration;
 
@@ -35,7 +40,7 @@ use crate::run::{self, Dashboard};
 
 /// How often the traffic generator publishes a batch.
 const TRAFFIC_TICK: Duration = Duration::from_millis(50);
-/// Longest wait for the processor to stop after it is cancelled.
+/// Longest wait for the processors to stop after they are cancelled.
 const PROCESSOR_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Lowest retransmission timeout in the demo, in milliseconds: low so that
 /// retransmits show up quickly.
@@ -81,12 +86,15 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     tracing::info!(core = %core_url, rate = args.rate, window = args.window, "demo started");
 
     let stop = CancellationToken::new();
-    let processor = tokio::spawn(ackflow_processor::client::run(
-        ackflow_processor::config::Config::for_core(core_url.clone()),
+    let processors = tokio::spawn(processors::run(core_url.clone(), stop.clone()));
+    let (rate_tx, rate_rx) = watch::channel(args.rate);
+    let crash_every = (args.crash_every > 0).then(|| Duration::from_secs(args.crash_every));
+    let traffic = tokio::spawn(traffic(
+        running.ingest.clone(),
+        rate_rx,
+        crash_every,
         stop.clone(),
     ));
-    let (rate_tx, rate_rx) = watch::channel(args.rate);
-    let traffic = tokio::spawn(traffic(running.ingest.clone(), rate_rx, stop.clone()));
 
     let dashboard = match Core::new(&core_url, None) {
         Ok(core) => {
@@ -108,11 +116,10 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     // The terminal is already restored here, so a slow shutdown leaves the
     // user at a normal prompt rather than a frozen dashboard.
     stop.cancel();
-    match tokio::time::timeout(PROCESSOR_STOP_TIMEOUT, processor).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::error!(error = %format!("{e:#}"), "the demo processor failed"),
-        Ok(Err(e)) => tracing::error!(error = %e, "the demo processor task failed"),
-        Err(_) => tracing::warn!("the demo processor did not stop in time"),
+    match tokio::time::timeout(PROCESSOR_STOP_TIMEOUT, processors).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "the demo processors' task failed"),
+        Err(_) => tracing::warn!("the demo processors did not stop in time"),
     }
     if let Err(e) = traffic.await {
         tracing::error!(error = %e, "the traffic task failed");
@@ -126,8 +133,14 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
 
 /// Publishes about `rate` events per second until `stop`, batching what
 /// is due every [`TRAFFIC_TICK`]. Every [`SLOW_EVERY`] one of them is a
-/// slow event, on the [`SLOW_KEYS`] in turn.
-async fn traffic(ingest: Ingest, mut rate_rx: watch::Receiver<u32>, stop: CancellationToken) {
+/// slow event, on the [`SLOW_KEYS`] in turn, and every `crash_every` (if
+/// any) one is a crash event.
+async fn traffic(
+    ingest: Ingest,
+    mut rate_rx: watch::Receiver<u32>,
+    crash_every: Option<Duration>,
+    stop: CancellationToken,
+) {
     let mut interval = tokio::time::interval(TRAFFIC_TICK);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut rng = fastrand::Rng::new();
@@ -135,6 +148,7 @@ async fn traffic(ingest: Ingest, mut rate_rx: watch::Receiver<u32>, stop: Cancel
     let mut last = Instant::now();
     let mut n = 0_u64;
     let mut next_slow = last + SLOW_EVERY;
+    let mut next_crash = last + crash_every.unwrap_or_default();
     let mut slow_published = 0_usize;
     loop {
         tokio::select! {
@@ -152,22 +166,25 @@ async fn traffic(ingest: Ingest, mut rate_rx: watch::Receiver<u32>, stop: Cancel
             continue;
         }
         due -= count;
-        // The slow event takes the place of an ordinary one, so the rate
-        // stays what the user chose.
-        let slow_key = (now >= next_slow).then(|| {
+        // The slow and crash events take the places of ordinary ones, so
+        // the rate stays what the user chose.
+        let mut events = Vec::with_capacity(count as usize);
+        if now >= next_slow {
             next_slow = now + SLOW_EVERY;
             slow_published += 1;
-            SLOW_KEYS[(slow_published - 1) % SLOW_KEYS.len()]
-        });
-        let events = (0..count as usize)
-            .map(|i| {
-                n += 1;
-                match slow_key {
-                    Some(key) if i == 0 => slow_event(&mut rng, key),
-                    _ => random_event(&mut rng, n),
-                }
-            })
-            .collect();
+            let key = SLOW_KEYS[(slow_published - 1) % SLOW_KEYS.len()];
+            events.push(slow_event(&mut rng, key));
+        }
+        if let Some(every) = crash_every
+            && now >= next_crash
+        {
+            next_crash = now + every;
+            events.push(crash_event());
+        }
+        while events.len() < count as usize {
+            n += 1;
+            events.push(random_event(&mut rng, n));
+        }
         let published = tokio::select! {
             _ = stop.cancelled() => return,
             published = ingest.publish(events) => published,
@@ -218,6 +235,18 @@ fn slow_event(rng: &mut fastrand::Rng, key: &str) -> NewEvent {
         kind: "sleep".to_string(),
         key: Some(key.to_string()),
         payload: rng.u32(SLOW_MS).to_string().into_bytes(),
+        idempotency_key: None,
+        traceparent: None,
+    }
+}
+
+/// An event that crashes the first processor that runs it (see
+/// `processors.rs`).
+fn crash_event() -> NewEvent {
+    NewEvent {
+        kind: processors::CRASH_KIND.to_string(),
+        key: Some(processors::CRASH_KEY.to_string()),
+        payload: b"{}".to_vec(),
         idempotency_key: None,
         traceparent: None,
     }
@@ -347,7 +376,7 @@ mod tests {
         let head = running.ingest.head();
         let (rate_tx, rate_rx) = watch::channel(200);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(traffic(running.ingest.clone(), rate_rx, stop.clone()));
+        let task = tokio::spawn(traffic(running.ingest.clone(), rate_rx, None, stop.clone()));
         let wait_for = |target: u64| {
             let mut head = head.clone();
             async move {
