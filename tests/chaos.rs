@@ -175,6 +175,42 @@ async fn a_short_chaos_run_with_a_standby_core_keeps_every_guarantee() -> anyhow
     Ok(())
 }
 
+/// Hot standby processors: kills and pauses hit the active one, and a
+/// standby takes over (at once after a kill; after a pause longer than
+/// core's `--processor-silence-ms`, once the silence is noticed), while the
+/// paused one, thawed, finishes what it had started and rejoins as a
+/// standby.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_short_chaos_run_with_standby_processors_keeps_every_guarantee() -> anyhow::Result<()> {
+    let mut config = ChaosConfig::quiet(5_000, seed());
+    config.rate = 1_000;
+    config.processor_standbys = 1;
+    config.processor_kills = 2;
+    config.pauses = 2;
+    // Longer than core's 3 s of silence: the standby takes over.
+    config.pause_ms = (3_500, 4_500);
+    config.ack_loss = 0.05;
+    config.duplicate = 0.02;
+    config.drain_timeout = Duration::from_secs(60);
+    config.publish_timeout = Duration::from_secs(120);
+    let outcome = run_valid(&config).await?;
+    let r = &outcome.report;
+    assert!(
+        r.acknowledged >= 4_950,
+        "only {} of 5,000 publishes acknowledged",
+        r.acknowledged
+    );
+    assert_eq!(outcome.faults.processor_kills, 2);
+    assert_eq!(outcome.faults.pauses, 2);
+    // Each kill of the active one hands its work to another life.
+    assert!(
+        r.processing.lives >= 3,
+        "lives that processed events: {}\n{r}",
+        r.processing.lives
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_short_chaos_run_in_global_order_keeps_every_guarantee() -> anyhow::Result<()> {
     let mut config = ChaosConfig::quiet(3_000, seed());

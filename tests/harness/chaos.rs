@@ -19,7 +19,8 @@
 //!
 //! Faults: SIGKILL of the processor and of core at random points (a new
 //! processor life, or core restarted on the same ports), SIGSTOP/SIGCONT of
-//! the processor for longer than the ack timeout, proxy resets, half-open
+//! the processor for longer than the ack timeout (with hot standby
+//! processors, these hit the active one: `processors.rs`), proxy resets, half-open
 //! proxy connections, proxy latency, in-process ack loss and duplication,
 //! one PostgreSQL restart, and disks that fill up and get room again
 //! (`chaos_store.rs`; the store then sits on a tmpfs of its own, SQLite or
@@ -33,6 +34,7 @@ mod config;
 mod cores;
 mod faults;
 mod outcome;
+mod processors;
 mod publishers;
 pub mod webhook;
 pub mod workload;
@@ -51,48 +53,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chaos_store::{ChaosStore, RunStore};
 use crate::checker::{self, History, Report};
-use crate::{Proc, all_events, start_processor, wait_for};
+use crate::{all_events, wait_for};
 pub use config::ChaosConfig;
 use cores::Cores;
 use faults::inject;
 pub use faults::{Fault, FaultCounts, Step, schedule};
 pub use outcome::ChaosOutcome;
+use processors::Processors;
 use publishers::{Publishing, rest_publisher, stream_publisher};
 use workload::Workload;
-
-/// The processor lives of a run.
-struct Processors {
-    dir: PathBuf,
-    core_url: String,
-    args: Vec<String>,
-    current: Option<Proc>,
-    lives: u32,
-}
-
-impl Processors {
-    fn log(&self, life: u32) -> PathBuf {
-        self.dir.join(format!("processed-{life}.log"))
-    }
-
-    fn start(&mut self) -> anyhow::Result<()> {
-        let life = self.lives;
-        self.lives += 1;
-        let mut args = vec![
-            "--processor-id".to_string(),
-            format!("life-{life}"),
-            "--processed-log".to_string(),
-            self.log(life).display().to_string(),
-        ];
-        args.extend(self.args.iter().cloned());
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.current = Some(start_processor(&self.dir, &self.core_url, &refs)?);
-        Ok(())
-    }
-
-    fn logs(&self) -> Vec<PathBuf> {
-        (0..self.lives).map(|l| self.log(l)).collect()
-    }
-}
 
 /// Runs the workload under the configured faults and checks the outcome.
 pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosOutcome> {
@@ -164,14 +133,15 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosOutcome> {
     } else {
         None
     };
-    let mut processors = Processors {
-        dir: dir.path().to_path_buf(),
-        core_url: cores.processor_url(),
-        args: processor_args,
-        current: None,
-        lives: 0,
-    };
-    processors.start()?;
+    let mut processors = Processors::new(
+        dir.path().to_path_buf(),
+        cores.processor_url(),
+        processor_args,
+    );
+    // One active, the rest hot standbys.
+    for _ in 0..=config.processor_standbys {
+        processors.start()?;
+    }
 
     // The publishers: publishes are split between the REST publisher
     // (every `stride`-th) and the gRPC stream publishers (the rest).
@@ -335,12 +305,7 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosOutcome> {
         "drained: {drained} ({:.1} s after publishing)",
         drain_elapsed.as_secs_f64()
     ));
-    if let Some(mut processor) = processors.current.take() {
-        processor
-            .terminate()
-            .await
-            .context("stopping the processor")?;
-    }
+    processors.stop().await?;
     cores.stop().await?;
 
     let stored = read_store(store.url(), &config.at_most_once).await?;

@@ -36,6 +36,10 @@ pub struct ChaosConfig {
     pub sleep_ms: (u64, u64),
     /// SIGKILLs of the processor (each followed by a new life).
     pub processor_kills: u32,
+    /// Processors started beside the first, each a hot standby: kills and
+    /// pauses hit the active one, and a standby takes over (a killed life's
+    /// successor joins as a standby).
+    pub processor_standbys: u32,
     /// SIGKILLs of core (each followed by a restart on the same ports); with
     /// [`ChaosConfig::standby`], of whichever core leads then.
     pub core_kills: u32,
@@ -122,6 +126,7 @@ impl ChaosConfig {
     pub fn calm(&self) -> Self {
         Self {
             processor_kills: 0,
+            processor_standbys: 0,
             core_kills: 0,
             core_pauses: 0,
             pauses: 0,
@@ -154,6 +159,7 @@ impl ChaosConfig {
             sleep_fraction: 0.05,
             sleep_ms: (1, 5),
             processor_kills: 0,
+            processor_standbys: 0,
             core_kills: 0,
             core_pauses: 0,
             core_pause_ms: (1_500, 3_000),

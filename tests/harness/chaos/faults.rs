@@ -149,9 +149,7 @@ pub(super) async fn inject(
 ) -> anyhow::Result<()> {
     match fault {
         Fault::KillProcessor { restart_after } => {
-            if let Some(mut processor) = processors.current.take() {
-                processor.kill().await;
-            }
+            processors.kill_active(cores).await;
             counts.processor_kills += 1;
             // The gap between two lives is part of the workload.
             tokio::time::sleep(*restart_after).await;
@@ -166,7 +164,7 @@ pub(super) async fn inject(
             counts.core_pauses += 1;
         }
         Fault::PauseProcessor { duration } => {
-            if let Some(processor) = &processors.current {
+            if let Some(processor) = processors.active_proc(cores).await {
                 processor.signal("-STOP")?;
                 // Longer than the ack timeout: core retransmits into a
                 // stopped process; that is the fault.
