@@ -17,6 +17,7 @@ mod metrics;
 mod monitor_tmux;
 mod poison;
 mod pooler;
+mod processor_standby;
 mod sqlite_owner;
 mod storage_faults;
 mod tls_clients;

@@ -53,7 +53,7 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_FAULT_DUPLICATE", default_value_t = 0.0, value_parser = fraction)]
     pub duplicate: f64,
 
-    /// Fault injection: delay before each incoming batch is handled, in milliseconds.
+    /// Fault injection: delay before each incoming batch is handled, in milliseconds. At two thirds of core's --processor-silence-ms or more, the processor takes its own delay for a stall: it holds its starts and reconnects.
     #[arg(long, env = "ACKFLOW_FAULT_DELAY_MS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=60_000))]
     pub delay_ms: u32,
 

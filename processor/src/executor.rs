@@ -4,7 +4,8 @@
 //! batches. Runs of different lanes proceed at the same time; the receiver
 //! caps how many (`--concurrency`). An event whose algorithm asks to retry
 //! later ends its run: the events after it are handed back unprocessed,
-//! since they may not start before it. An at-most-once event to be claimed
+//! since they may not start before it; so does a run whose processor holds
+//! its starts (`hold.rs`). An at-most-once event to be claimed
 //! (`Event.claim`) starts only once core grants it (see `permits.rs`).
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::algorithms::{AlgorithmError, Outcome, Registry};
+use crate::hold::Held;
 use crate::metrics::ProcessorMetrics;
 use crate::permits::Permits;
 use crate::processed_log::ProcessedLog;
@@ -30,8 +32,8 @@ use crate::processed_log::ProcessedLog;
 const ACK_HOLD: Duration = Duration::from_millis(1);
 
 /// What a run hands back: events core refused to grant (skipped, before
-/// the acks), acks in seq order and, when the last one asks to retry later,
-/// the events of the run after it, not processed.
+/// the acks), acks in seq order and, when the last one asks to retry later
+/// or starts were held, the events of the run after it, not processed.
 #[derive(Debug, Default)]
 pub struct Done {
     pub skipped: Vec<u64>,
@@ -57,6 +59,7 @@ pub struct Executor {
     log: ProcessedLog,
     metrics: Arc<AlgorithmMetrics>,
     permits: Permits,
+    held: Held,
 }
 
 impl Executor {
@@ -66,6 +69,7 @@ impl Executor {
         log: ProcessedLog,
         metrics: &ProcessorMetrics,
         permits: Permits,
+        held: Held,
     ) -> Self {
         let metrics = Arc::new(AlgorithmMetrics::new(&registry.kinds(), metrics));
         Self {
@@ -74,6 +78,7 @@ impl Executor {
             log,
             metrics,
             permits,
+            held,
         }
     }
 
@@ -88,6 +93,18 @@ impl Executor {
         let mut held_since = Instant::now();
         let mut run = run.into_iter();
         while let Some(event) = run.next() {
+            if self.held.is_held(Instant::now()) {
+                // This processor may no longer be the one core delivers to
+                // (see `hold.rs`): the rest of the run goes back unstarted.
+                let mut unprocessed = vec![event];
+                unprocessed.extend(run);
+                self.release(Done {
+                    acks: done,
+                    unprocessed,
+                    ..Done::default()
+                });
+                return;
+            }
             if event.claim {
                 // The claim's round trip: the acks so far go first.
                 if !done.is_empty() && !self.release(Done::acks(std::mem::take(&mut done))) {

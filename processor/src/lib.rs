@@ -18,6 +18,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod executor;
+pub mod hold;
 pub mod metrics;
 pub mod permits;
 pub mod processed_log;

@@ -291,6 +291,34 @@ impl Lanes {
         true
     }
 
+    /// A run ended before `unprocessed`, the rest of it in order, none of
+    /// them started (the processor was told to hold its starts): they go
+    /// back to the head of their lane, which waits its turn again. Returns
+    /// false when they were not running (a stale report).
+    pub fn give_back(&mut self, unprocessed: Vec<pb::Event>) -> bool {
+        let Some(id) = unprocessed
+            .first()
+            .and_then(|e| self.started.get(&e.seq).cloned())
+        else {
+            return false;
+        };
+        for event in &unprocessed {
+            self.started.remove(&event.seq);
+        }
+        let lane = self.by_id.get_mut(&id).expect("a started lane exists");
+        lane.running = 0;
+        self.running -= 1;
+        let pool = lane.pool.take();
+        self.end_pool_run(pool);
+        let lane = self.by_id.get_mut(&id).expect("a started lane exists");
+        for event in unprocessed.into_iter().rev() {
+            lane.queue.push_front(event);
+        }
+        let head = lane.queue.front().expect("just given back").seq;
+        self.ready.insert(head, id);
+        true
+    }
+
     /// The algorithm asked to retry `seq` (copy `attempt`) later, which ended
     /// its run: `unprocessed` are the run's events after it. The lane keeps
     /// them and starts nothing until [`resume`](Self::resume) — unless `seq`

@@ -97,6 +97,11 @@ pub struct Receiver {
     /// send (`Welcome.resolved_above`): passed over as if received.
     passed: BTreeSet<Seq>,
     paused: bool,
+    /// Starts held back while this life may not be the one core delivers
+    /// to (the processor's client decides: not welcomed on the current
+    /// stream, core silent, or this process stalled): another processor
+    /// may be running the same events. Unlike `paused`, never core's say.
+    held: bool,
     /// When false, duplicates are processed again. Only for the checker's
     /// negative control: it must then report duplicate processing.
     dedup: bool,
@@ -118,6 +123,7 @@ impl Receiver {
             lanes: Lanes::new(Ordering::Global, concurrency),
             passed: BTreeSet::new(),
             paused: false,
+            held: false,
             dedup,
             counters: Counters::default(),
         }
@@ -187,6 +193,10 @@ impl Receiver {
 
     pub fn is_paused(&self) -> bool {
         self.paused
+    }
+
+    pub fn is_held(&self) -> bool {
+        self.held
     }
 
     pub fn counters(&self) -> Counters {
@@ -344,9 +354,26 @@ impl Receiver {
         actions
     }
 
+    /// A run stopped before `unprocessed` (the rest of it, none started)
+    /// because starts were held: they wait in their lane again.
+    pub fn on_returned(&mut self, unprocessed: Vec<pb::Event>) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if self.lanes.give_back(unprocessed) {
+            self.start(&mut actions);
+        }
+        actions
+    }
+
     /// Pause or resume handing out events.
     pub fn set_paused(&mut self, paused: bool) -> Vec<Action> {
         self.paused = paused;
+        self.drain()
+    }
+
+    /// Hold back or release starts (see `held`); events are still received,
+    /// admitted and acked as while paused.
+    pub fn set_held(&mut self, held: bool) -> Vec<Action> {
+        self.held = held;
         self.drain()
     }
 
@@ -369,7 +396,7 @@ impl Receiver {
     }
 
     fn start(&mut self, actions: &mut Vec<Action>) {
-        if self.paused {
+        if self.paused || self.held {
             return;
         }
         let mut runs = Vec::new();
@@ -593,6 +620,42 @@ mod tests {
         assert_eq!(r.counters().beyond_window, 0, "below next_expected + 2W");
         assert!(r.on_event(ev(24, 1)).is_empty());
         assert_eq!(r.counters().beyond_window, 1);
+    }
+
+    #[test]
+    fn held_starts_nothing_until_released_whatever_pause_says() {
+        let mut r = Receiver::new(8, 4, true);
+        r.on_welcome(5, 8, false, Ordering::Global);
+        r.set_held(true);
+        assert!(r.on_event(ev(5, 1)).is_empty());
+        // Core's resume does not release a hold.
+        assert!(started(&r.set_paused(false)).is_empty());
+        r.set_paused(true);
+        assert!(started(&r.set_held(false)).is_empty(), "still paused");
+        assert_eq!(started(&r.set_paused(false)), vec![vec![5]]);
+    }
+
+    #[test]
+    fn a_run_given_back_runs_again_from_where_it_stopped_once_released() {
+        let mut r = Receiver::new(8, 4, true);
+        r.on_welcome(1, 8, false, Ordering::Key);
+        let mut runs = Vec::new();
+        for seq in 1..=4 {
+            runs.extend(started(&r.on_event(keyed(seq, 1, "k"))));
+        }
+        assert_eq!(runs, vec![vec![1]], "the lane's first run");
+        let more = started(&r.on_processed(ack(1)));
+        assert_eq!(more, vec![vec![2, 3, 4]]);
+        // Held while 2 was running: 3 and 4 come back unstarted.
+        r.set_held(true);
+        let (three, four) = (keyed(3, 1, "k"), keyed(4, 1, "k"));
+        assert!(started(&r.on_processed(ack(2))).is_empty());
+        assert!(started(&r.on_returned(vec![three, four])).is_empty());
+        assert_eq!(r.running(), 0);
+        assert_eq!(started(&r.set_held(false)), vec![vec![3, 4]]);
+        // Events that are not running change nothing.
+        assert!(r.on_returned(vec![keyed(7, 1, "j")]).is_empty());
+        assert_eq!(r.running(), 1);
     }
 
     #[test]

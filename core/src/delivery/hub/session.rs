@@ -166,6 +166,7 @@ impl State {
             paused: self.paused,
             ordering: self.ordering as i32,
             resolved_above: self.sender.resolved_above(0),
+            processor_silence_ms: self.processor_silence.as_millis() as u64,
         });
         if !self.send(welcome).await {
             // The stream is gone, but the Sender has already decided for

@@ -1,0 +1,133 @@
+//! A frozen processor and its hot standby, end to end.
+//!
+//! Processor `a` is active, `b` waits. `a` is frozen (SIGSTOP) with every
+//! event in flight, most of them queued behind their keys; core hears
+//! nothing from it for `--processor-silence-ms` and hands the events to
+//! `b`. Then `a` is thawed. It must start nothing more: the events it still
+//! holds are `b`'s now, and starting them would run the same keys in two
+//! places at once (`processor/src/hold.rs`). What both processed is at
+//! most what `a` had in progress at the freeze: one event per key.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use ackflow_tests::{Core, post_json, start_processor, wait_for};
+
+const KEYS: u64 = 4;
+const PER_KEY: u64 = 12;
+/// Each event's `sleep`, in milliseconds. The keys run in step (published
+/// together, each event as long), so right after the floor moves no event
+/// is about to finish: the freeze finds every ack of `a` delivered and one
+/// event per key in progress.
+const SLEEP_MS: u64 = 600;
+
+/// The seqs a processed log shows started.
+fn started(log: &Path) -> BTreeSet<u64> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            (words.get(3) == Some(&"start")).then(|| words[1].parse().ok())?
+        })
+        .collect()
+}
+
+/// The active processor's id, from core's snapshot.
+async fn active(core: &Core) -> Option<String> {
+    let snapshot = core.snapshot().await.ok()?;
+    snapshot.processor.map(|p| p.processor_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thawed_processor_starts_nothing_its_standby_took_over() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let core = Core::start(dir.path(), None, &["--processor-silence-ms", "1500"]).await?;
+    let log = |id: &str| dir.path().join(format!("processed-{id}.log"));
+    let processor = |id: &str| -> anyhow::Result<ackflow_tests::Proc> {
+        let path = log(id);
+        let sub = dir.path().join(id);
+        std::fs::create_dir_all(&sub)?;
+        start_processor(
+            &sub,
+            &core.grpc_url(),
+            &[
+                "--processor-id",
+                id,
+                "--processed-log",
+                &path.display().to_string(),
+            ],
+        )
+    };
+    let mut a = processor("a")?;
+    wait_for("a active", Duration::from_secs(30), || async {
+        (active(&core).await.as_deref() == Some("a")).then_some(())
+    })
+    .await?;
+    let mut b = processor("b")?;
+    wait_for("b standing by", Duration::from_secs(30), || async {
+        let s = core.snapshot().await.ok()?;
+        (s.standbys == ["b"]).then_some(())
+    })
+    .await?;
+
+    let events = KEYS * PER_KEY;
+    for n in 0..events {
+        let body = format!(
+            r#"{{"kind":"sleep","key":"k{}","payload":{SLEEP_MS}}}"#,
+            n % KEYS
+        );
+        let (status, text) = post_json(core.http, "/v1/events", &body).await?;
+        anyhow::ensure!(status == 202, "publish {n}: {status} {text}");
+    }
+    // Two rounds of results in: `a` runs the third event of each key, and
+    // every key has a queue behind it.
+    wait_for("a processing", Duration::from_secs(30), || async {
+        let s = core.snapshot().await.ok()?;
+        (s.acked_floor > 2 * KEYS && s.next_to_send > events).then_some(())
+    })
+    .await?;
+
+    a.signal("-STOP")?;
+    wait_for("b active", Duration::from_secs(30), || async {
+        (active(&core).await.as_deref() == Some("b")).then_some(())
+    })
+    .await?;
+    a.signal("-CONT")?;
+    wait_for("every event resolved", Duration::from_secs(120), || async {
+        let s = core.snapshot().await.ok()?;
+        (s.acked_floor > events).then_some(())
+    })
+    .await?;
+    a.terminate().await?;
+    b.terminate().await?;
+
+    let (by_a, by_b) = (started(&log("a")), started(&log("b")));
+    let both: Vec<&u64> = by_a.intersection(&by_b).collect();
+    println!(
+        "started by a {}, by b {}, by both {}: {both:?}",
+        by_a.len(),
+        by_b.len(),
+        both.len()
+    );
+    // Only what `a` had in progress at the freeze: one event per key.
+    assert!(
+        both.len() as u64 <= KEYS,
+        "{} seqs started by both a and b (a: {}, b: {}): {both:?}",
+        both.len(),
+        by_a.len(),
+        by_b.len()
+    );
+    assert!(
+        by_b.len() as u64 > events / 2,
+        "b did most of the work: {}",
+        by_b.len()
+    );
+    assert_eq!(
+        (by_a.len() + by_b.len() - both.len()) as u64,
+        events,
+        "every event started somewhere"
+    );
+    Ok(())
+}
