@@ -223,7 +223,7 @@ async fn a_standby_takes_over_from_a_silent_active_processor_and_not_from_a_talk
     assert!(welcomed(&mut active, Duration::from_secs(10)).await);
     assert_eq!(next_events(&mut active).await, [1]);
     let (out_tx, out_rx) = mpsc::channel(64);
-    let mut standby = hello(&running, "b", 1, (out_tx, Some(out_rx)))
+    let mut standby = hello(&running, "b", 7, (out_tx, Some(out_rx)))
         .await
         .unwrap();
 
@@ -258,6 +258,90 @@ async fn a_standby_takes_over_from_a_silent_active_processor_and_not_from_a_talk
     })
     .await;
     assert!(ended.is_ok(), "the silent processor's stream was not ended");
+    // Frozen is not dead: the event in flight is no crash suspect.
+    let mut snapshots = running.hub.snapshot_rx.clone();
+    let snapshot = tokio::time::timeout(
+        Duration::from_secs(10),
+        snapshots.wait_for(|s| s.processor.as_ref().is_some_and(|p| p.processor_id == "b")),
+    )
+    .await
+    .expect("a snapshot with b active")
+    .expect("the hub runs")
+    .clone();
+    assert_eq!(snapshot.suspects, 0, "a silent processor taken for a crash");
+    running.stop().await;
+}
+
+/// The active processor's stream ends and the same life comes back at once
+/// (a reset connection): it stays active, with no crash suspects, and the
+/// standby waits. Only when it does not come back does the standby take
+/// over, and then the end counts as a crash (core cannot tell it from a
+/// kill): the event in flight is a suspect.
+#[tokio::test]
+async fn a_standby_waits_for_the_active_processor_to_come_back_before_taking_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::local(None, dir.path().to_path_buf());
+    // Long enough to see the hub take in the end before coming back.
+    config.processor_return_grace_ms = 3_000;
+    let running = start(config).await.unwrap();
+    let event = NewEvent {
+        kind: "telemetry".into(),
+        key: None,
+        payload: b"1".to_vec(),
+        idempotency_key: None,
+        traceparent: None,
+    };
+    running.ingest.publish(vec![event]).await.unwrap();
+    let (out_tx, out_rx) = mpsc::channel(64);
+    let mut active = hello(&running, "a", 1, (out_tx, Some(out_rx)))
+        .await
+        .unwrap();
+    assert!(welcomed(&mut active, Duration::from_secs(10)).await);
+    assert_eq!(next_events(&mut active).await, [1]);
+    let (out_tx, out_rx) = mpsc::channel(64);
+    let mut standby = hello(&running, "b", 7, (out_tx, Some(out_rx)))
+        .await
+        .unwrap();
+
+    // Reset: the stream ends (the hub has seen it once only the standby
+    // is counted), and the same life says hello again.
+    assert_eq!(processors_connected(&running, 2).await, 2);
+    drop(active);
+    assert_eq!(processors_connected(&running, 1).await, 1);
+    let (out_tx, out_rx) = mpsc::channel(64);
+    let mut back = hello(&running, "a", 1, (out_tx, Some(out_rx)))
+        .await
+        .unwrap();
+    assert!(
+        welcomed(&mut back, Duration::from_secs(10)).await,
+        "the processor that came back was not welcomed"
+    );
+    assert_eq!(next_events(&mut back).await, [1], "its event, sent again");
+    let mut snapshots = running.hub.snapshot_rx.clone();
+    let snapshot = tokio::time::timeout(
+        Duration::from_secs(10),
+        snapshots.wait_for(|s| s.processor.as_ref().is_some_and(|p| p.session == 2)),
+    )
+    .await
+    .expect("a snapshot of the second session")
+    .expect("the hub runs")
+    .clone();
+    assert_eq!(snapshot.suspects, 0, "a reset is not a crash");
+    assert_eq!(snapshot.standbys, ["b"]);
+
+    // Gone for good: after the grace the standby takes over.
+    drop(back);
+    assert!(welcomed(&mut standby, Duration::from_secs(10)).await);
+    assert_eq!(next_events(&mut standby).await, [1]);
+    let snapshot = tokio::time::timeout(
+        Duration::from_secs(10),
+        snapshots.wait_for(|s| s.processor.as_ref().is_some_and(|p| p.processor_id == "b")),
+    )
+    .await
+    .expect("a snapshot with b active")
+    .expect("the hub runs")
+    .clone();
+    assert_eq!(snapshot.suspects, 1, "taken for a crash");
     running.stop().await;
 }
 

@@ -190,6 +190,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
             guarantees: Guarantees::at_most_once(config.at_most_once.iter().cloned()),
             tenure,
             processor_silence: Duration::from_millis(config.processor_silence_ms),
+            processor_return_grace: Duration::from_millis(config.processor_return_grace_ms),
         },
         &tracker,
     )

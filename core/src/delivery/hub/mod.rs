@@ -108,6 +108,9 @@ pub struct HubParts {
     /// An active processor silent this long gives way to a waiting standby
     /// (`--processor-silence-ms`).
     pub processor_silence: Duration,
+    /// How long standbys wait for an active processor whose stream ended to
+    /// come back (`--processor-return-grace-ms`).
+    pub processor_return_grace: Duration,
 }
 
 /// Loads the cursor, starts the hub, the backlog reader and the result
@@ -189,11 +192,14 @@ pub async fn start(
         unsafe_floor_on_send: parts.unsafe_floor_on_send,
         tenure: parts.tenure,
         processor_silence: parts.processor_silence,
+        processor_return_grace: parts.processor_return_grace,
         metrics: parts.metrics,
         synced: pb::Totals::default(),
         ordering: parts.ordering,
         guarantees: parts.guarantees,
         last_life: None,
+        returning: None,
+        silent_cut: false,
         floor_since: (0, Instant::now()),
         last_snapshot_suspects: 0,
     };
@@ -259,6 +265,8 @@ struct State {
     tenure: crate::leadership::Tenure,
     /// `--processor-silence-ms` (see `State::leave_silent`).
     processor_silence: Duration,
+    /// `--processor-return-grace-ms` (see `session.rs`).
+    processor_return_grace: Duration,
     metrics: Arc<CoreMetrics>,
     /// Totals as last copied into the metrics.
     synced: pb::Totals,
@@ -266,6 +274,12 @@ struct State {
     guarantees: Guarantees,
     /// The life and id of the last processor that said hello.
     last_life: Option<(u64, String)>,
+    /// The active processor whose stream just ended, and until when a
+    /// standby waits for it to come back (see `session.rs`).
+    returning: Option<(String, Instant)>,
+    /// The next takeover is not a crash: the active processor was cut off
+    /// for its silence, frozen or unreachable but not known to be dead.
+    silent_cut: bool,
     /// The floor as the last snapshot saw it, and since when.
     floor_since: (Seq, Instant),
     /// Crash suspects as the last snapshot saw them (logged when it changes).
@@ -285,9 +299,15 @@ impl State {
         let mut snapshot_tick = tokio::time::interval(SNAPSHOT_EVERY);
         snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
-            if self.session.is_none() && !self.standbys.is_empty() {
+            if self.session.is_none() && !self.standbys.is_empty() && self.returning.is_none() {
                 self.promote_standby().await;
             }
+            // While a standby waits for the processor whose stream ended.
+            let returning = self
+                .returning
+                .as_ref()
+                .filter(|_| self.session.is_none() && !self.standbys.is_empty())
+                .map(|(_, until)| tokio::time::Instant::from_std(*until));
             let deadline = self
                 .sender
                 .next_deadline()
@@ -308,6 +328,7 @@ impl State {
                     self.tell_floor_while_isolating().await;
                 }
                 _ = sleep_until(deadline) => self.on_tick().await,
+                _ = sleep_until(returning) => self.returning = None,
                 Some(command) = commands_rx.recv() => self.on_command(command).await,
                 _ = snapshot_tick.tick() => self.on_snapshot_tick().await,
             }

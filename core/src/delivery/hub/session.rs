@@ -16,7 +16,10 @@
 //! active processor that has said nothing for `--processor-silence-ms` (it
 //! reports every 200 ms) while a standby waits is frozen or cut off: its
 //! stream is ended so that the standby takes over, instead of waiting
-//! about 10 s for HTTP/2 keepalive to notice.
+//! about 10 s for HTTP/2 keepalive to notice; that end is not taken for a
+//! crash. When the active stream ends otherwise, standbys wait
+//! `--processor-return-grace-ms` for the same processor to come back (a
+//! reset connection) before one takes over and the end counts as a crash.
 
 use std::time::Instant;
 
@@ -75,21 +78,24 @@ pub(super) async fn recv_session(session: &mut Option<Session>) -> Inbound {
 
 impl State {
     pub(super) async fn on_session(&mut self, new: NewSession) {
-        if let Some(active) = &self.session
-            && active.processor_id != new.hello.processor_id
+        let ahead = match (&self.session, &self.returning) {
+            (Some(active), _) => Some(format!("{} is active", active.processor_id)),
+            (None, Some((id, _))) => Some(format!("{id} may come back")),
+            (None, None) => None,
+        };
+        let id = &new.hello.processor_id;
+        let own = |other: &str| other == id;
+        if let Some(ahead) = ahead
+            && !self.session.as_ref().is_some_and(|s| own(&s.processor_id))
+            && !self.returning.as_ref().is_some_and(|(r, _)| own(r))
         {
             tracing::info!(
-                processor = %new.hello.processor_id,
-                active = %active.processor_id,
+                processor = %id,
+                %ahead,
                 standbys = self.standbys.len() + 1,
-                "processor stands by: another one is active"
+                "processor stands by"
             );
-            self.feed_connection(
-                false,
-                &new.hello.processor_id,
-                0,
-                &format!("standing by while {} is active", active.processor_id),
-            );
+            self.feed_connection(false, id, 0, &format!("standing by while {ahead}"));
             self.standbys.push_back(new);
             return;
         }
@@ -110,6 +116,7 @@ impl State {
     }
 
     async fn activate(&mut self, new: NewSession) {
+        self.returning = None;
         if let Some(old) = self.session.take() {
             tracing::warn!(session = old.id, processor = %old.processor_id, "replaced by a new processor connection");
             self.feed_connection(
@@ -130,6 +137,9 @@ impl State {
         };
         let life = (new.hello.life, new.hello.processor_id.clone());
         let new_life = match &self.last_life {
+            // A standby taking over from a processor cut off for its
+            // silence: that one was frozen or unreachable, not known dead.
+            _ if std::mem::take(&mut self.silent_cut) => false,
             Some((last, id)) if new.hello.life == 0 => *id != new.hello.processor_id || *last != 0,
             Some((last, _)) => *last != new.hello.life,
             None => true,
@@ -342,11 +352,24 @@ impl State {
             "silent for {} ms while a standby waits",
             silent.as_millis()
         ));
+        // Frozen, it will not be back soon: the standby takes over now, and
+        // the events in flight are not crash suspects.
+        self.returning = None;
+        self.silent_cut = true;
     }
 
     pub(super) fn disconnect(&mut self, reason: &str) {
         if let Some(session) = self.session.take() {
             tracing::info!(session = session.id, processor = %session.processor_id, %reason, "processor disconnected");
+            // Standbys wait a moment for it: a reset connection comes back
+            // as the same life, no crash. One taking over at once would
+            // count every such end as a crash (core cannot tell a reset
+            // from a kill), make every event in flight a crash suspect,
+            // and after two resets narrow delivery to the suspects alone.
+            self.returning = Some((
+                session.processor_id.clone(),
+                Instant::now() + self.processor_return_grace,
+            ));
             self.sender.on_disconnect();
             self.status = pb::ProcessorStatus::default();
             self.feed_connection(false, &session.processor_id, session.id, reason);
