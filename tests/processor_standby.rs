@@ -6,7 +6,10 @@
 //! `b`. Then `a` is thawed. It must start nothing more: the events it still
 //! holds are `b`'s now, and starting them would run the same keys in two
 //! places at once (`processor/src/hold.rs`). What both processed is at
-//! most what `a` had in progress at the freeze: one event per key.
+//! most what `a` had in progress at the freeze: one event per key. Then
+//! `b` is killed and `a` takes new events of the same keys: nothing it kept
+//! across the freeze may be lost (a run's report dropped at the thaw once
+//! left its key stuck for ever).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -100,10 +103,36 @@ async fn a_thawed_processor_starts_nothing_its_standby_took_over() -> anyhow::Re
         (s.acked_floor > events).then_some(())
     })
     .await?;
+    // `a` stands by again, holding what it kept across the freeze. Now `b`
+    // goes, and `a` must process new events of the same keys: a run's
+    // report lost at the thaw would leave its key stuck for ever.
+    wait_for("a standing by", Duration::from_secs(30), || async {
+        let s = core.snapshot().await.ok()?;
+        (s.standbys == ["a"]).then_some(())
+    })
+    .await?;
+    b.kill().await;
+    for n in 0..KEYS {
+        let body = format!(r#"{{"kind":"sleep","key":"k{n}","payload":1}}"#);
+        let (status, text) = post_json(core.http, "/v1/events", &body).await?;
+        anyhow::ensure!(status == 202, "publish: {status} {text}");
+    }
+    wait_for(
+        "a takes over and resolves the new events",
+        Duration::from_secs(60),
+        || async {
+            let s = core.snapshot().await.ok()?;
+            (s.acked_floor > events + KEYS).then_some(())
+        },
+    )
+    .await?;
     a.terminate().await?;
-    b.terminate().await?;
 
-    let (by_a, by_b) = (started(&log("a")), started(&log("b")));
+    // The first batch: what the freeze may have run twice.
+    let first = |log: &Path| -> BTreeSet<u64> {
+        started(log).into_iter().filter(|s| *s <= events).collect()
+    };
+    let (by_a, by_b) = (first(&log("a")), first(&log("b")));
     let both: Vec<&u64> = by_a.intersection(&by_b).collect();
     println!(
         "started by a {}, by b {}, by both {}: {both:?}",

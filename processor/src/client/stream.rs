@@ -69,6 +69,12 @@ impl Life {
             if let Turn::Stalled(gap) = turn {
                 let actions = self.set_held(true);
                 self.perform(actions, &mut acks);
+                // What a run handed back is this life's bookkeeping, not the
+                // stream's: dropped, its lane would wait for it for ever.
+                // (Its acks are cached, and go out again when core asks.)
+                if let Wake::Done(done) = wake {
+                    self.on_done(done, &mut acks);
+                }
                 return format!(
                     "this process stalled for {} ms: core may have handed its events to a standby",
                     gap.as_millis()
@@ -88,9 +94,12 @@ impl Life {
                 (Wake::Message(Ok(Some(_))), _) if hold.welcomed() => false,
                 (_, turn) => turn == Turn::Held,
             };
-            if held != self.receiver.is_held() {
-                tracing::debug!(held, "starts held while core may deliver elsewhere");
-                let actions = self.set_held(held);
+            // Held at once; released only once the message is handled, so
+            // that a welcome's floor drops what this life kept from before
+            // (resolved elsewhere meanwhile) before anything starts.
+            if held && !self.receiver.is_held() {
+                tracing::debug!("starts held while core may deliver elsewhere");
+                let actions = self.set_held(true);
                 self.perform(actions, &mut acks);
             }
             let reason = match wake {
@@ -148,6 +157,10 @@ impl Life {
             };
             if let Some(reason) = reason {
                 return reason;
+            }
+            if !held && self.receiver.is_held() {
+                let actions = self.set_held(false);
+                self.perform(actions, &mut acks);
             }
             // A standby's acks wait for its welcome, like its reports.
             if hold.welcomed()
