@@ -67,7 +67,7 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_PROCESSOR_SILENCE_MS", default_value_t = 3000, value_parser = clap::value_parser!(u64).range(500..=600_000))]
     pub processor_silence_ms: u64,
 
-    /// When the active processor's stream ends (a crash, or a reset connection), hot standbys wait this long, in milliseconds, for the same processor to come back before one takes over. One that comes back in time is the same life: its events in flight are sent again, no crash counted. A standby that takes over counts the end as a crash (core cannot tell a reset from a kill): every event in flight becomes a crash suspect. A processor cut off for its silence (--processor-silence-ms) is not waited for, and its end is not counted as a crash.
+    /// When the active processor's stream ends (a crash, or a reset connection) while hot standbys wait, they wait this long, in milliseconds, for the same processor to come back before one takes over. One that comes back in time is the same life: its events in flight are sent again, no crash counted. A standby that takes over counts the end as a crash (core cannot tell a reset from a kill): every event in flight becomes a crash suspect. A processor cut off for its silence (--processor-silence-ms) is not waited for, and its end is not counted as a crash.
     #[arg(long, env = "ACKFLOW_PROCESSOR_RETURN_GRACE_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub processor_return_grace_ms: u64,
 

@@ -366,10 +366,14 @@ impl State {
             // count every such end as a crash (core cannot tell a reset
             // from a kill), make every event in flight a crash suspect,
             // and after two resets narrow delivery to the suspects alone.
-            self.returning = Some((
-                session.processor_id.clone(),
-                Instant::now() + self.processor_return_grace,
-            ));
+            // With none waiting, whoever says hello first is welcomed, as
+            // a restarted processor under a new id should be at once.
+            if self.standbys.iter().any(|s| !s.out_tx.is_closed()) {
+                self.returning = Some((
+                    session.processor_id.clone(),
+                    Instant::now() + self.processor_return_grace,
+                ));
+            }
             self.sender.on_disconnect();
             self.status = pb::ProcessorStatus::default();
             self.feed_connection(false, &session.processor_id, session.id, reason);
