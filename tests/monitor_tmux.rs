@@ -83,6 +83,19 @@ impl Drop for Tmux {
     }
 }
 
+/// Presses `q` and checks the monitor exits 0 (its shell writes the code
+/// to `exit_file`).
+async fn quit(tmux: &Tmux, exit_file: &std::path::Path) -> anyhow::Result<()> {
+    tmux.keys("q")?;
+    let code = wait_for("the monitor to exit", Duration::from_secs(60), || {
+        let code = std::fs::read_to_string(exit_file).ok();
+        async move { code.map(|c| c.trim().to_string()).filter(|c| !c.is_empty()) }
+    })
+    .await?;
+    assert_eq!(code, "0", "exit code");
+    Ok(())
+}
+
 /// The number after `label` on the screen, e.g. `retransmits 12`.
 fn number_after(screen: &str, label: &str) -> Option<u64> {
     let rest = &screen[screen.find(label)? + label.len()..];
@@ -271,14 +284,7 @@ async fn demo_pause_resume_quit() -> anyhow::Result<()> {
         );
     }
 
-    tmux.keys("q")?;
-    let code = wait_for("the monitor to exit", Duration::from_secs(60), || {
-        let code = std::fs::read_to_string(&exit_file).ok();
-        async move { code.map(|c| c.trim().to_string()).filter(|c| !c.is_empty()) }
-    })
-    .await?;
-    assert_eq!(code, "0", "exit code");
-    Ok(())
+    quit(&tmux, &exit_file).await
 }
 
 /// The active processor, its session and the first standby, from the
@@ -331,14 +337,7 @@ async fn demo_fails_over_to_the_standby_when_a_crash_event_crashes_the_active_pr
     let screen = tmux.screen();
     assert_eq!(number_after(&screen, "dead"), Some(0), "{screen}");
 
-    tmux.keys("q")?;
-    let code = wait_for("the monitor to exit", Duration::from_secs(60), || {
-        let code = std::fs::read_to_string(&exit_file).ok();
-        async move { code.map(|c| c.trim().to_string()).filter(|c| !c.is_empty()) }
-    })
-    .await?;
-    assert_eq!(code, "0", "exit code");
-    Ok(())
+    quit(&tmux, &exit_file).await
 }
 
 #[test]

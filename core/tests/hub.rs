@@ -50,6 +50,26 @@ async fn hello(
     out.1.map(|out_rx| Stream { out_rx, in_tx })
 }
 
+/// A new session of processor `id`, life `life`, that keeps what the hub
+/// sends.
+async fn connect(running: &Running, id: &str, life: u64) -> Stream {
+    let (out_tx, out_rx) = mpsc::channel(64);
+    hello(running, id, life, (out_tx, Some(out_rx)))
+        .await
+        .expect("a stream kept")
+}
+
+/// An event of the kind the hand-made processors name.
+fn telemetry(payload: &[u8]) -> NewEvent {
+    NewEvent {
+        kind: "telemetry".into(),
+        key: None,
+        payload: payload.to_vec(),
+        idempotency_key: None,
+        traceparent: None,
+    }
+}
+
 /// The seqs of the next events message on `stream` (bounded wait).
 async fn next_events(stream: &mut Stream) -> Vec<u64> {
     tokio::time::timeout(Duration::from_secs(10), async {
@@ -76,23 +96,10 @@ async fn a_session_gone_before_its_welcome_still_settles_what_the_new_life_gave_
     let mut config = Config::local(None, dir.path().to_path_buf());
     config.at_most_once = vec!["telemetry".into()];
     let running = start(config).await.unwrap();
-    running
-        .ingest
-        .publish(vec![NewEvent {
-            kind: "telemetry".into(),
-            key: None,
-            payload: b"1".to_vec(),
-            idempotency_key: None,
-            traceparent: None,
-        }])
-        .await
-        .unwrap();
+    running.ingest.publish(vec![telemetry(b"1")]).await.unwrap();
 
     // Life 1 gets the event and never acks it.
-    let (out_tx, out_rx) = mpsc::channel(64);
-    let mut first = hello(&running, "p", 1, (out_tx, Some(out_rx)))
-        .await
-        .unwrap();
+    let mut first = connect(&running, "p", 1).await;
     assert_eq!(next_events(&mut first).await, [1]);
 
     // Life 2 of the same processor (it restarted): its stream is closed
@@ -147,26 +154,13 @@ async fn another_processor_stands_by_and_takes_over_when_the_active_one_is_gone(
     // end hands over (the silence rule has a test of its own).
     config.processor_silence_ms = 600_000;
     let running = start(config).await.unwrap();
-    let publish = |payload: &'static [u8]| NewEvent {
-        kind: "telemetry".into(),
-        key: None,
-        payload: payload.to_vec(),
-        idempotency_key: None,
-        traceparent: None,
-    };
-    running.ingest.publish(vec![publish(b"1")]).await.unwrap();
-    let (out_tx, out_rx) = mpsc::channel(64);
-    let mut active = hello(&running, "a", 1, (out_tx, Some(out_rx)))
-        .await
-        .unwrap();
+    running.ingest.publish(vec![telemetry(b"1")]).await.unwrap();
+    let mut active = connect(&running, "a", 1).await;
     assert!(welcomed(&mut active, Duration::from_secs(10)).await);
     assert_eq!(next_events(&mut active).await, [1]);
 
-    let (out_tx, out_rx) = mpsc::channel(64);
-    let mut standby = hello(&running, "b", 1, (out_tx, Some(out_rx)))
-        .await
-        .unwrap();
-    running.ingest.publish(vec![publish(b"2")]).await.unwrap();
+    let mut standby = connect(&running, "b", 1).await;
+    running.ingest.publish(vec![telemetry(b"2")]).await.unwrap();
     assert_eq!(
         next_events(&mut active).await,
         [2],
@@ -179,10 +173,7 @@ async fn another_processor_stands_by_and_takes_over_when_the_active_one_is_gone(
     // Both are counted as connected; a third that leaves while it waits
     // is not counted once gone.
     assert_eq!(processors_connected(&running, 2).await, 2);
-    let (out_tx, out_rx) = mpsc::channel(64);
-    let third = hello(&running, "c", 1, (out_tx, Some(out_rx)))
-        .await
-        .unwrap();
+    let third = connect(&running, "c", 1).await;
     assert_eq!(processors_connected(&running, 3).await, 3);
     drop(third);
     assert_eq!(processors_connected(&running, 2).await, 2);
@@ -208,24 +199,12 @@ async fn a_standby_takes_over_from_a_silent_active_processor_and_not_from_a_talk
     let mut config = Config::local(None, dir.path().to_path_buf());
     config.processor_silence_ms = 500;
     let running = start(config).await.unwrap();
-    let event = NewEvent {
-        kind: "telemetry".into(),
-        key: None,
-        payload: b"1".to_vec(),
-        idempotency_key: None,
-        traceparent: None,
-    };
+    let event = telemetry(b"1");
     running.ingest.publish(vec![event]).await.unwrap();
-    let (out_tx, out_rx) = mpsc::channel(64);
-    let mut active = hello(&running, "a", 1, (out_tx, Some(out_rx)))
-        .await
-        .unwrap();
+    let mut active = connect(&running, "a", 1).await;
     assert!(welcomed(&mut active, Duration::from_secs(10)).await);
     assert_eq!(next_events(&mut active).await, [1]);
-    let (out_tx, out_rx) = mpsc::channel(64);
-    let mut standby = hello(&running, "b", 7, (out_tx, Some(out_rx)))
-        .await
-        .unwrap();
+    let mut standby = connect(&running, "b", 7).await;
 
     // Talking (an echo every 100 ms, as harmless as a status) for four
     // times the silence: the standby waits.
@@ -284,34 +263,19 @@ async fn a_standby_waits_for_the_active_processor_to_come_back_before_taking_ove
     // Long enough to see the hub take in the end before coming back.
     config.processor_return_grace_ms = 3_000;
     let running = start(config).await.unwrap();
-    let event = NewEvent {
-        kind: "telemetry".into(),
-        key: None,
-        payload: b"1".to_vec(),
-        idempotency_key: None,
-        traceparent: None,
-    };
+    let event = telemetry(b"1");
     running.ingest.publish(vec![event]).await.unwrap();
-    let (out_tx, out_rx) = mpsc::channel(64);
-    let mut active = hello(&running, "a", 1, (out_tx, Some(out_rx)))
-        .await
-        .unwrap();
+    let mut active = connect(&running, "a", 1).await;
     assert!(welcomed(&mut active, Duration::from_secs(10)).await);
     assert_eq!(next_events(&mut active).await, [1]);
-    let (out_tx, out_rx) = mpsc::channel(64);
-    let mut standby = hello(&running, "b", 7, (out_tx, Some(out_rx)))
-        .await
-        .unwrap();
+    let mut standby = connect(&running, "b", 7).await;
 
     // Reset: the stream ends (the hub has seen it once only the standby
     // is counted), and the same life says hello again.
     assert_eq!(processors_connected(&running, 2).await, 2);
     drop(active);
     assert_eq!(processors_connected(&running, 1).await, 1);
-    let (out_tx, out_rx) = mpsc::channel(64);
-    let mut back = hello(&running, "a", 1, (out_tx, Some(out_rx)))
-        .await
-        .unwrap();
+    let mut back = connect(&running, "a", 1).await;
     assert!(
         welcomed(&mut back, Duration::from_secs(10)).await,
         "the processor that came back was not welcomed"

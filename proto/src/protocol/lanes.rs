@@ -302,21 +302,29 @@ impl Lanes {
         else {
             return false;
         };
+        self.end_run_before(&id, unprocessed);
+        let lane = self.by_id.get(&id).expect("a started lane exists");
+        let head = lane.queue.front().expect("just given back").seq;
+        self.ready.insert(head, id);
+        true
+    }
+
+    /// Lane `id`'s run ended before `unprocessed` (everything before them
+    /// finished): the run and its pool slot are over, and they go back to
+    /// the head of the lane, in order.
+    fn end_run_before(&mut self, id: &LaneId, unprocessed: Vec<pb::Event>) {
         for event in &unprocessed {
             self.started.remove(&event.seq);
         }
-        let lane = self.by_id.get_mut(&id).expect("a started lane exists");
+        let lane = self.by_id.get_mut(id).expect("a started lane exists");
         lane.running = 0;
         self.running -= 1;
         let pool = lane.pool.take();
         self.end_pool_run(pool);
-        let lane = self.by_id.get_mut(&id).expect("a started lane exists");
+        let lane = self.by_id.get_mut(id).expect("a started lane exists");
         for event in unprocessed.into_iter().rev() {
             lane.queue.push_front(event);
         }
-        let head = lane.queue.front().expect("just given back").seq;
-        self.ready.insert(head, id);
-        true
     }
 
     /// The algorithm asked to retry `seq` (copy `attempt`) later, which ended
@@ -329,19 +337,9 @@ impl Lanes {
         let Some(id) = self.started.remove(&seq) else {
             return false;
         };
-        for event in &unprocessed {
-            self.started.remove(&event.seq);
-        }
-        let lane = self.by_id.get_mut(&id).expect("a started lane exists");
         // The run ended here: everything before it in the run finished.
-        lane.running = 0;
-        self.running -= 1;
-        let pool = lane.pool.take();
-        self.end_pool_run(pool);
+        self.end_run_before(&id, unprocessed);
         let lane = self.by_id.get_mut(&id).expect("a started lane exists");
-        for event in unprocessed.into_iter().rev() {
-            lane.queue.push_front(event);
-        }
         if self.once.remove(&seq) {
             self.unfinished.remove(&seq);
             match lane.queue.front() {
