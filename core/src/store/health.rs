@@ -99,25 +99,26 @@ mod tests {
 
     #[test]
     fn a_success_clears_a_run_of_failures() {
-        let metrics = crate::metrics::CoreMetrics::new();
-        let health = StoreHealth::new(metrics.store_writable.clone(), metrics.store_errors.clone());
+        // The store's own two metrics, as any registry would hand them.
+        let writable = IntGauge::new("writable", "1 while writes succeed").unwrap();
+        let errors = IntCounterVec::new(
+            prometheus::Opts::new("errors", "failed writes"),
+            &["op", "kind"],
+        )
+        .unwrap();
+        let health = StoreHealth::new(writable.clone(), errors.clone());
         assert!(health.failure().is_none());
-        assert_eq!(metrics.store_writable.get(), 1);
+        assert_eq!(writable.get(), 1);
         let err = StoreError::Corrupt("x".into());
         health.write_failed("append", &err);
         health.write_failed("resolve", &err);
         let f = health.failure().expect("failing");
         assert_eq!((f.kind, f.failures), ("corrupt", 2));
-        assert_eq!(metrics.store_writable.get(), 0);
-        let count = |op| {
-            metrics
-                .store_errors
-                .with_label_values(&[op, "corrupt"])
-                .get()
-        };
+        assert_eq!(writable.get(), 0);
+        let count = |op| errors.with_label_values(&[op, "corrupt"]).get();
         assert_eq!((count("append"), count("resolve")), (1, 1));
         health.write_ok("append");
         assert!(health.failure().is_none());
-        assert_eq!(metrics.store_writable.get(), 1);
+        assert_eq!(writable.get(), 1);
     }
 }

@@ -6,18 +6,22 @@
 //! Architecture invariant: only this task mutates delivery state, so there
 //! are no locks on the hot path; everything else talks to it by message.
 //!
-//! Around this event loop (events offered to the `Sender`, timers,
-//! commands), one file per concern: `session.rs` is the processor's stream
-//! (hello, welcome, inbound messages, every send); `acks.rs` turns acks
+//! Around this event loop (timers, commands), one file per concern:
+//! `membership.rs` says which processor is active and who stands by;
+//! `session.rs` is the processor's stream (hello, welcome, inbound
+//! messages, every send); `outbound.rs` puts the offered events to the
+//! `Sender` and carries out its actions; `acks.rs` turns acks
 //! into results, dead entries and retry schedules and takes the writer's
 //! "stored" back; `payloads.rs` keeps the window's payloads within
 //! `--window-bytes`; `traces.rs` holds the traced events' `deliver` and
 //! `result` spans; `snapshot.rs` turns the hub's state into the admin
-//! snapshot and the Prometheus metrics. What stays here (~560 lines) is
-//! the loop, its state and start-up, and the handlers for events, timers
-//! and commands, which are short and only make sense next to the loop.
+//! snapshot and the Prometheus metrics. What stays here is the loop, its
+//! state and start-up, and the handlers for timers and commands, which
+//! are short and only make sense next to the loop.
 
 mod acks;
+mod membership;
+mod outbound;
 mod payloads;
 mod session;
 mod snapshot;
@@ -27,7 +31,7 @@ pub use self::session::{Inbound, NewSession, SessionTx};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use ackflow_proto::rt::sleep_until;
@@ -37,18 +41,19 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::acks::Storing;
+use self::membership::Membership;
 use self::payloads::Payloads;
-use self::session::{Session, control, recv_session};
+use self::session::{control, recv_session};
 use self::traces::Traces;
 use super::backlog::{self, ReadAhead};
 use super::results::{Resolution, Stored};
 use crate::ingest::Ingest;
 use crate::metrics::CoreMetrics;
-use crate::model::{DeadView, Seq, SharedEvent, now_us};
+use crate::model::{DeadView, Seq, now_us};
 use crate::store::SharedStore;
 use crate::tail::Tail;
-use ackflow_proto::protocol::guarantee::{Guarantee, Guarantees};
-use ackflow_proto::protocol::sender::{Action, Offer, Sender, SenderConfig};
+use ackflow_proto::protocol::guarantee::Guarantees;
+use ackflow_proto::protocol::sender::{Sender, SenderConfig};
 
 /// Most events in one `EventBatch` message.
 const MAX_EVENTS_PER_MESSAGE: usize = 256;
@@ -168,9 +173,7 @@ pub async fn start(
         sender,
         ingest: parts.ingest,
         store: parts.store,
-        session: None,
-        standbys: VecDeque::new(),
-        session_counter: 0,
+        members: Membership::new(parts.processor_silence, parts.processor_return_grace),
         payloads: Payloads::new(parts.window_bytes),
         traces: Traces::default(),
         storing: BTreeMap::new(),
@@ -191,15 +194,10 @@ pub async fn start(
         last_floor_sent: 0,
         unsafe_floor_on_send: parts.unsafe_floor_on_send,
         tenure: parts.tenure,
-        processor_silence: parts.processor_silence,
-        processor_return_grace: parts.processor_return_grace,
         metrics: parts.metrics,
         synced: pb::Totals::default(),
         ordering: parts.ordering,
         guarantees: parts.guarantees,
-        last_life: None,
-        returning: None,
-        silent_cut: false,
         floor_since: (0, Instant::now()),
         last_snapshot_suspects: 0,
     };
@@ -223,11 +221,8 @@ struct State {
     sender: Sender,
     ingest: Ingest,
     store: SharedStore,
-    session: Option<Session>,
-    /// Processors (other than the active one) waiting to take over, in the
-    /// order they said hello; see `session.rs`.
-    standbys: VecDeque<NewSession>,
-    session_counter: u64,
+    /// The active processor's session and the standbys.
+    members: Membership,
     /// Events of the window (sent, not yet resolved), for retransmits and
     /// for the result feed. Bounded by the window.
     payloads: Payloads,
@@ -263,23 +258,11 @@ struct State {
     last_floor_sent: Seq,
     unsafe_floor_on_send: bool,
     tenure: crate::leadership::Tenure,
-    /// `--processor-silence-ms` (see `State::leave_silent`).
-    processor_silence: Duration,
-    /// `--processor-return-grace-ms` (see `session.rs`).
-    processor_return_grace: Duration,
     metrics: Arc<CoreMetrics>,
     /// Totals as last copied into the metrics.
     synced: pb::Totals,
     ordering: pb::Ordering,
     guarantees: Guarantees,
-    /// The life and id of the last processor that said hello.
-    last_life: Option<(u64, String)>,
-    /// The active processor whose stream just ended, and until when a
-    /// standby waits for it to come back (see `session.rs`).
-    returning: Option<(String, Instant)>,
-    /// The next takeover is not a crash: the active processor was cut off
-    /// for its silence, frozen or unreachable but not known to be dead.
-    silent_cut: bool,
     /// The floor as the last snapshot saw it, and since when.
     floor_since: (Seq, Instant),
     /// Crash suspects as the last snapshot saw them (logged when it changes).
@@ -299,15 +282,12 @@ impl State {
         let mut snapshot_tick = tokio::time::interval(SNAPSHOT_EVERY);
         snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
-            if self.session.is_none() && !self.standbys.is_empty() && self.returning.is_none() {
-                self.promote_standby().await;
-            }
+            self.promote_standby().await;
             // While a standby waits for the processor whose stream ended.
             let returning = self
-                .returning
-                .as_ref()
-                .filter(|_| self.session.is_none() && !self.standbys.is_empty())
-                .map(|(_, until)| tokio::time::Instant::from_std(*until));
+                .members
+                .return_deadline()
+                .map(tokio::time::Instant::from_std);
             let deadline = self
                 .sender
                 .next_deadline()
@@ -316,7 +296,7 @@ impl State {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 Some(session) = sessions_rx.recv() => self.on_session(session).await,
-                inbound = recv_session(&mut self.session) => self.on_inbound(inbound).await,
+                inbound = recv_session(&mut self.members.active) => self.on_inbound(inbound).await,
                 Some(event) = events_rx.recv(), if can_send => {
                     self.on_events(event, &mut events_rx).await;
                 }
@@ -328,14 +308,14 @@ impl State {
                     self.tell_floor_while_isolating().await;
                 }
                 _ = sleep_until(deadline) => self.on_tick().await,
-                _ = sleep_until(returning) => self.returning = None,
+                _ = sleep_until(returning) => self.members.grace_over(),
                 Some(command) = commands_rx.recv() => self.on_command(command).await,
                 _ = snapshot_tick.tick() => self.on_snapshot_tick().await,
             }
         }
         // Ending the session ends the processor's stream, so the server's
         // graceful shutdown is not held up by it.
-        if let Some(session) = self.session.take() {
+        if let Some(session) = self.members.active.take() {
             tracing::info!(
                 session = session.id,
                 "closing processor stream for shutdown"
@@ -343,168 +323,6 @@ impl State {
         }
         inner_cancel.cancel();
         // Dropping rows_tx lets the result writer drain and stop.
-    }
-
-    async fn on_events(&mut self, first: ReadAhead, events_rx: &mut mpsc::Receiver<ReadAhead>) {
-        let now = Instant::now();
-        let mut batch = Vec::new();
-        let mut resolution = Resolution::default();
-        let mut next = Some(first);
-        while let Some(ReadAhead { event, .. }) = next.take() {
-            let guarantee = self.guarantees.of(&event.kind);
-            let offer = self.sender.on_offer(event.seq, guarantee, now);
-            if matches!(offer, Offer::Send | Offer::Mark | Offer::Abandon) {
-                self.traces.begin(&event);
-            }
-            match offer {
-                Offer::Send => {
-                    // At least once, or at most once to be claimed (one that
-                    // goes out granted does from `on_marked`).
-                    let claim = self.sender.needs_claim(event.seq);
-                    batch.push(to_pb(&event, 1, claim, claim));
-                    self.payloads.insert(event);
-                    self.totals.delivered += 1;
-                }
-                Offer::Mark => {
-                    // Sent once its mark is durable (`on_marked`).
-                    resolution.sent.push(event.seq);
-                    self.payloads.insert(event);
-                }
-                Offer::Abandon => {
-                    let seq = event.seq;
-                    self.payloads.insert(event);
-                    resolution.results.push(self.abandon(
-                        seq,
-                        1,
-                        "abandoned: core restarted after its one copy may have gone out".into(),
-                    ));
-                }
-                Offer::Skip | Offer::OutOfOrder => {}
-            }
-            if batch.len() >= MAX_EVENTS_PER_MESSAGE
-                || !self.sender.can_send()
-                || !self.payloads.has_room()
-            {
-                break;
-            }
-            next = events_rx.try_recv().ok();
-        }
-        if self.unsafe_floor_on_send {
-            // Deliberately wrong: the floor passes events nobody processed.
-            let seqs: Vec<Seq> = batch.iter().map(|e| e.seq).collect();
-            for seq in &seqs {
-                self.sender.on_ack(*seq);
-                self.payloads.remove(seq);
-                self.traces.end(seq);
-            }
-            self.sender.on_stored(seqs);
-            self.floor
-                .store(self.sender.acked_floor(), Ordering::Release);
-        }
-        let marks = std::mem::take(&mut resolution.sent);
-        self.mark(marks);
-        if resolution.rows() > 0 {
-            let _ = self.rows_tx.send(resolution);
-        }
-        if !batch.is_empty() {
-            self.send_events(batch).await;
-        }
-    }
-
-    /// Sent marks are durable: those events are granted, or go out now.
-    async fn on_marked(&mut self, seqs: Vec<Seq>) {
-        let actions = self.sender.on_marked(seqs, Instant::now());
-        self.totals.delivered += actions
-            .iter()
-            .filter(|a| matches!(a, Action::Send { .. }))
-            .count() as u64;
-        self.perform(actions).await;
-    }
-
-    async fn on_tick(&mut self) {
-        let actions = self.sender.on_tick(Instant::now());
-        self.perform(actions).await;
-    }
-
-    /// Carries out sender actions: sends, retransmits (batched into one
-    /// message), parks, abandons, sent marks and permits.
-    async fn perform(&mut self, actions: Vec<Action>) {
-        let mut batch = Vec::new();
-        let mut resolution = Resolution::default();
-        let mut marks = Vec::new();
-        let mut granted = Vec::new();
-        for action in actions {
-            match action {
-                Action::Send { seq, attempt } => {
-                    if let Some(event) = self.payloads.get(&seq) {
-                        let claim = self.sender.needs_claim(seq);
-                        batch.push(to_pb(event, attempt, self.once(event), claim));
-                    }
-                }
-                Action::Retransmit {
-                    seq,
-                    attempt,
-                    backoff,
-                } => {
-                    self.totals.retransmits += 1;
-                    self.traces.retransmit(seq, attempt);
-                    if let Some(event) = self.payloads.get(&seq) {
-                        let claim = self.sender.needs_claim(seq);
-                        batch.push(to_pb(event, attempt, self.once(event), claim));
-                    }
-                    self.feed(pb::feed_event::Kind::Retransmit(pb::RetransmitFeed {
-                        seq,
-                        attempt,
-                        backoff_us: backoff.as_micros() as u64,
-                    }));
-                }
-                Action::Park {
-                    seq,
-                    attempts,
-                    reason,
-                } => resolution.dead.push(self.park(seq, attempts, reason)),
-                Action::Abandon {
-                    seq,
-                    attempts,
-                    reason,
-                } => resolution.results.push(self.abandon(seq, attempts, reason)),
-                Action::Mark { seq } => marks.push(seq),
-                Action::Permit { seq } => granted.push(seq),
-            }
-        }
-        if resolution.rows() > 0 {
-            let _ = self.rows_tx.send(resolution);
-        }
-        self.mark(marks);
-        for chunk in batch.chunks(MAX_EVENTS_PER_MESSAGE) {
-            if !self.send_events(chunk.to_vec()).await {
-                break;
-            }
-        }
-        self.permit(granted, Vec::new()).await;
-    }
-
-    /// Has the sent marks of `seqs` stored (the second writer); their
-    /// events go on in `on_marked`.
-    fn mark(&mut self, seqs: Vec<Seq>) {
-        if !seqs.is_empty() {
-            let _ = self.marks_tx.send(Resolution {
-                sent: seqs,
-                ..Resolution::default()
-            });
-        }
-    }
-
-    /// Answers claims: `granted` may start, `refused` are to be skipped.
-    async fn permit(&mut self, granted: Vec<Seq>, refused: Vec<Seq>) {
-        if granted.is_empty() && refused.is_empty() {
-            return;
-        }
-        self.send(pb::core_message::Body::Permits(pb::Permits {
-            granted,
-            refused,
-        }))
-        .await;
     }
 
     async fn on_command(&mut self, command: Command) {
@@ -571,7 +389,7 @@ impl State {
         self.leave_silent(now);
         // A round-trip sample every tick, however busy the stream: the RTO
         // follows the path as it is now.
-        if self.session.is_some()
+        if self.members.active.is_some()
             && (self.sender.probe_due(now)
                 || now.duration_since(self.last_sent) >= HEARTBEAT_EVERY
                 || self.last_floor_sent != self.sender.acked_floor()
@@ -580,11 +398,6 @@ impl State {
             self.heartbeat(true).await;
         }
         self.publish_snapshot(now);
-    }
-
-    /// Whether `event`'s kind is delivered at most once.
-    fn once(&self, event: &SharedEvent) -> bool {
-        self.guarantees.of(&event.kind) == Guarantee::AtMostOnce
     }
 
     /// The key of an event in the window (empty: no key, or not held).
@@ -602,20 +415,5 @@ impl State {
                 kind: Some(kind),
             });
         }
-    }
-}
-
-fn to_pb(event: &SharedEvent, attempt: u32, at_most_once: bool, claim: bool) -> pb::Event {
-    pb::Event {
-        seq: event.seq,
-        id: event.id.clone(),
-        kind: event.kind.clone(),
-        key: event.key.clone().unwrap_or_default(),
-        payload: event.payload.clone(),
-        published_at_us: event.published_at_us,
-        attempt,
-        traceparent: event.traceparent.clone().unwrap_or_default(),
-        at_most_once,
-        claim,
     }
 }

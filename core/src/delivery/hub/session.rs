@@ -6,20 +6,7 @@
 //! stops reading. Also the floor told at once while crash suspects are
 //! isolated, and the feed's connection events.
 //!
-//! One processor is active at a time. A hello from the same processor (its
-//! `processor_id`: a reconnection, or a restart with a stable
-//! `--processor-id`) replaces the active stream, which is stale. A hello
-//! from another processor waits as a hot standby, its stream open, and
-//! takes over as soon as the active one's stream ends (its in-flight events
-//! are resent to it at once, as to any new life); before, each new
-//! processor replaced the active one, and two processors took turns. An
-//! active processor that has said nothing for `--processor-silence-ms` (it
-//! reports every 200 ms) while a standby waits is frozen or cut off: its
-//! stream is ended so that the standby takes over, instead of waiting
-//! about 10 s for HTTP/2 keepalive to notice; that end is not taken for a
-//! crash. When the active stream ends otherwise, standbys wait
-//! `--processor-return-grace-ms` for the same processor to come back (a
-//! reset connection) before one takes over and the end counts as a crash.
+//! Who is active and who stands by is `membership.rs`'s to say.
 
 use std::time::Instant;
 
@@ -54,7 +41,24 @@ pub(super) struct Session {
     out_tx: SessionTx,
     in_rx: mpsc::Receiver<Inbound>,
     /// When its last message came (or the session started).
-    last_heard: Instant,
+    pub(super) last_heard: Instant,
+}
+
+impl Session {
+    pub(super) fn new(id: u64, new: NewSession, now: Instant) -> Self {
+        Self {
+            id,
+            processor_id: new.hello.processor_id,
+            out_tx: new.out_tx,
+            in_rx: new.in_rx,
+            last_heard: now,
+        }
+    }
+
+    /// Whether messages from it wait in the channel, unread by the hub.
+    pub(super) fn has_waiting(&self) -> bool {
+        !self.in_rx.is_empty()
+    }
 }
 
 /// An operator's command as a message to the processor.
@@ -78,25 +82,11 @@ pub(super) async fn recv_session(session: &mut Option<Session>) -> Inbound {
 
 impl State {
     pub(super) async fn on_session(&mut self, new: NewSession) {
-        let ahead = match (&self.session, &self.returning) {
-            (Some(active), _) => Some(format!("{} is active", active.processor_id)),
-            (None, Some((id, _))) => Some(format!("{id} may come back")),
-            (None, None) => None,
-        };
-        let id = &new.hello.processor_id;
-        let own = |other: &str| other == id;
-        if let Some(ahead) = ahead
-            && !self.session.as_ref().is_some_and(|s| own(&s.processor_id))
-            && !self.returning.as_ref().is_some_and(|(r, _)| own(r))
-        {
-            tracing::info!(
-                processor = %id,
-                %ahead,
-                standbys = self.standbys.len() + 1,
-                "processor stands by"
-            );
-            self.feed_connection(false, id, 0, &format!("standing by while {ahead}"));
-            self.standbys.push_back(new);
+        let id = new.hello.processor_id.clone();
+        if let Some(ahead) = self.members.ahead_of(&id) {
+            let standbys = self.members.stand_by(new);
+            tracing::info!(processor = %id, %ahead, standbys, "processor stands by");
+            self.feed_connection(false, &id, 0, &format!("standing by while {ahead}"));
             return;
         }
         self.activate(new).await;
@@ -105,19 +95,22 @@ impl State {
     /// The active processor is gone: the first standby whose stream is
     /// still open takes over.
     pub(super) async fn promote_standby(&mut self) {
-        while let Some(next) = self.standbys.pop_front() {
-            if next.out_tx.is_closed() {
-                continue;
-            }
+        if let Some(next) = self.members.next_standby() {
             tracing::info!(processor = %next.hello.processor_id, "standby takes over");
             self.activate(next).await;
-            return;
         }
     }
 
     async fn activate(&mut self, new: NewSession) {
-        self.returning = None;
-        if let Some(old) = self.session.take() {
+        let now = Instant::now();
+        let processor_window = if new.hello.window == 0 {
+            u32::MAX
+        } else {
+            new.hello.window
+        };
+        let hello = new.hello.clone();
+        let (id, replaced, new_life) = self.members.begin(new, now);
+        if let Some(old) = replaced {
             tracing::warn!(session = old.id, processor = %old.processor_id, "replaced by a new processor connection");
             self.feed_connection(
                 false,
@@ -127,48 +120,19 @@ impl State {
             );
             self.sender.on_disconnect();
         }
-        self.session_counter += 1;
-        let id = self.session_counter;
-        let now = Instant::now();
-        let processor_window = if new.hello.window == 0 {
-            u32::MAX
-        } else {
-            new.hello.window
-        };
-        let life = (new.hello.life, new.hello.processor_id.clone());
-        let new_life = match &self.last_life {
-            // A standby taking over from a processor cut off for its
-            // silence: that one was frozen or unreachable, not known dead.
-            _ if std::mem::take(&mut self.silent_cut) => false,
-            Some((last, id)) if new.hello.life == 0 => *id != new.hello.processor_id || *last != 0,
-            Some((last, _)) => *last != new.hello.life,
-            None => true,
-        };
-        self.last_life = Some(life);
-        let resend = self.sender.on_connect(
-            now,
-            processor_window,
-            self.paused,
-            new_life,
-            new.hello.claims,
-        );
+        let resend =
+            self.sender
+                .on_connect(now, processor_window, self.paused, new_life, hello.claims);
         tracing::info!(
             session = id,
-            processor = %new.hello.processor_id,
+            processor = %hello.processor_id,
             acked_floor = self.sender.acked_floor(),
             window = self.sender.window(),
             resend = resend.len(),
             "processor connected"
         );
         self.status = pb::ProcessorStatus::default();
-        self.session = Some(Session {
-            id,
-            processor_id: new.hello.processor_id.clone(),
-            out_tx: new.out_tx,
-            in_rx: new.in_rx,
-            last_heard: now,
-        });
-        self.feed_connection(true, &new.hello.processor_id, id, "");
+        self.feed_connection(true, &hello.processor_id, id, "");
         let welcome = pb::core_message::Body::Welcome(pb::Welcome {
             session: id,
             acked_floor: self.sender.acked_floor(),
@@ -176,7 +140,7 @@ impl State {
             paused: self.paused,
             ordering: self.ordering as i32,
             resolved_above: self.sender.resolved_above(0),
-            processor_silence_ms: self.processor_silence.as_millis() as u64,
+            processor_silence_ms: self.members.silence().as_millis() as u64,
         });
         if !self.send(welcome).await {
             // The stream is gone, but the Sender has already decided for
@@ -229,7 +193,7 @@ impl State {
     }
 
     pub(super) async fn on_inbound(&mut self, inbound: Inbound) {
-        if let (Inbound::Message(_), Some(session)) = (&inbound, &mut self.session) {
+        if let (Inbound::Message(_), Some(session)) = (&inbound, &mut self.members.active) {
             session.last_heard = Instant::now();
         }
         match inbound {
@@ -282,7 +246,10 @@ impl State {
     /// time, 362 of them took a minute in a chaos run).
     pub(super) async fn tell_floor_while_isolating(&mut self) {
         let floor = self.sender.acked_floor();
-        if self.sender.suspects() > 0 && self.session.is_some() && self.last_floor_sent != floor {
+        if self.sender.suspects() > 0
+            && self.members.active.is_some()
+            && self.last_floor_sent != floor
+        {
             self.heartbeat(false).await;
         }
     }
@@ -305,7 +272,7 @@ impl State {
 
     /// Sends one message to the processor; a failure ends the session.
     pub(super) async fn send(&mut self, body: pb::core_message::Body) -> bool {
-        let Some(session) = &self.session else {
+        let Some(session) = &self.members.active else {
             return false;
         };
         let msg = pb::CoreMessage { body: Some(body) };
@@ -326,22 +293,13 @@ impl State {
     }
 
     /// Ends the active session when it has been silent for
-    /// `--processor-silence-ms` and a standby with an open stream waits;
-    /// the run loop then promotes the standby. Without one the stream is
-    /// kept: a frozen processor may thaw, and there is no one to hand to.
+    /// `--processor-silence-ms` and a standby with an open stream waits
+    /// (`Membership::silent_for`); the run loop then promotes the standby.
     pub(super) fn leave_silent(&mut self, now: Instant) {
-        let Some(session) = &self.session else {
+        let (Some(silent), Some(session)) = (self.members.silent_for(now), &self.members.active)
+        else {
             return;
         };
-        let silent = now.duration_since(session.last_heard);
-        // Messages waiting in the channel were heard: the hub itself was
-        // busy (a slow store read), not the processor silent.
-        if silent < self.processor_silence
-            || !session.in_rx.is_empty()
-            || self.standbys.iter().all(|s| s.out_tx.is_closed())
-        {
-            return;
-        }
         tracing::warn!(
             session = session.id,
             processor = %session.processor_id,
@@ -352,28 +310,12 @@ impl State {
             "silent for {} ms while a standby waits",
             silent.as_millis()
         ));
-        // Frozen, it will not be back soon: the standby takes over now, and
-        // the events in flight are not crash suspects.
-        self.returning = None;
-        self.silent_cut = true;
+        self.members.after_silent_cut();
     }
 
     pub(super) fn disconnect(&mut self, reason: &str) {
-        if let Some(session) = self.session.take() {
+        if let Some(session) = self.members.end(Instant::now()) {
             tracing::info!(session = session.id, processor = %session.processor_id, %reason, "processor disconnected");
-            // Standbys wait a moment for it: a reset connection comes back
-            // as the same life, no crash. One taking over at once would
-            // count every such end as a crash (core cannot tell a reset
-            // from a kill), make every event in flight a crash suspect,
-            // and after two resets narrow delivery to the suspects alone.
-            // With none waiting, whoever says hello first is welcomed, as
-            // a restarted processor under a new id should be at once.
-            if self.standbys.iter().any(|s| !s.out_tx.is_closed()) {
-                self.returning = Some((
-                    session.processor_id.clone(),
-                    Instant::now() + self.processor_return_grace,
-                ));
-            }
             self.sender.on_disconnect();
             self.status = pb::ProcessorStatus::default();
             self.feed_connection(false, &session.processor_id, session.id, reason);

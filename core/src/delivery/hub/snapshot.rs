@@ -21,7 +21,7 @@ impl State {
         // Standbys whose streams ended while they waited are forgotten
         // here, not only when one is next promoted, so that they are not
         // counted as connected.
-        self.standbys.retain(|s| !s.out_tx.is_closed());
+        self.members.forget_closed();
         self.totals.published = self.ingest.published();
         self.history.push_back((now, self.totals));
         while self.history.len() > 2
@@ -94,7 +94,7 @@ impl State {
             }
             _ => None,
         };
-        let connection = match (self.session.is_some(), self.sender.link()) {
+        let connection = match (self.members.active.is_some(), self.sender.link()) {
             (false, _) | (_, Link::Absent) => pb::ProcessorConnection::Disconnected,
             (true, Link::Paused) => pb::ProcessorConnection::Paused,
             (true, Link::Running) => pb::ProcessorConnection::Running,
@@ -113,11 +113,17 @@ impl State {
             processor: Some(pb::ProcessorState {
                 connection: connection as i32,
                 processor_id: self
-                    .session
+                    .members
+                    .active
                     .as_ref()
                     .map(|s| s.processor_id.clone())
                     .unwrap_or_default(),
-                session: self.session.as_ref().map(|s| s.id).unwrap_or_default(),
+                session: self
+                    .members
+                    .active
+                    .as_ref()
+                    .map(|s| s.id)
+                    .unwrap_or_default(),
                 buffered: self.status.buffered,
                 running: self.status.running,
                 concurrency: self.status.concurrency,
@@ -150,11 +156,7 @@ impl State {
             ordering: self.ordering as i32,
             floor_holder,
             suspects: self.sender.suspects() as u32,
-            standbys: self
-                .standbys
-                .iter()
-                .map(|s| s.hello.processor_id.clone())
-                .collect(),
+            standbys: self.members.standby_ids(),
         };
         if snapshot.suspects != self.last_snapshot_suspects {
             tracing::info!(
@@ -212,8 +214,7 @@ impl State {
             .unwrap_or_default();
         let connected = connection != pb::ProcessorConnection::Disconnected as i32;
         m.session_open.set(i64::from(connected));
-        m.processors_connected
-            .set(i64::from(self.session.is_some()) + self.standbys.len() as i64);
+        m.processors_connected.set(self.members.connected() as i64);
         m.session_paused.set(i64::from(
             connection == pb::ProcessorConnection::Paused as i32,
         ));
