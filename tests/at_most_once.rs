@@ -20,6 +20,7 @@
 use std::time::Duration;
 
 use ackflow_proto::v1 as pb;
+use ackflow_tests::checker::{Phase, parse_processed};
 use ackflow_tests::fake_processor::{FakeProcessor, ok};
 use ackflow_tests::{Core, http_request, post_json, start_processor, wait_for};
 
@@ -239,10 +240,11 @@ async fn retry_later_abandons_and_everything_else_is_processed() -> anyhow::Resu
 
     // Seq 1 started once; its key's next event only after it.
     let text = std::fs::read_to_string(&log)?;
-    let starts: Vec<u64> = text
-        .lines()
-        .filter(|l| l.ends_with(" start"))
-        .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+    let (lines, _) = parse_processed(&text)?;
+    let starts: Vec<u64> = lines
+        .iter()
+        .filter(|l| l.phase == Phase::Start)
+        .map(|l| l.seq)
         .collect();
     assert_eq!(starts, vec![1, 2, 3], "processed log:\n{text}");
     Ok(())

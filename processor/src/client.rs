@@ -97,7 +97,7 @@ pub async fn run_with(
     let executor = Executor::new(
         registry.clone(),
         done_tx,
-        processed_log,
+        processed_log.clone(),
         &metrics,
         permits.clone(),
         held.clone(),
@@ -126,6 +126,7 @@ pub async fn run_with(
         done_rx,
         permits,
         held,
+        log: processed_log,
         rng: fastrand::Rng::new(),
         metrics,
         synced: Default::default(),
@@ -209,6 +210,8 @@ struct Life {
     permits: Permits,
     /// Whether starts are held (see `hold.rs`), shared with the executor.
     held: Held,
+    /// `--processed-log`, for the lines saying starts are held.
+    log: ProcessedLog,
     rng: fastrand::Rng,
     metrics: Arc<ProcessorMetrics>,
     /// Receiver counters as last copied into the metrics.

@@ -73,7 +73,7 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_CONCURRENCY", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub concurrency: u32,
 
-    /// Append two lines per processed event (`life seq attempt start` when it starts, `life seq attempt end` when it ends) to this file; used by the end-to-end tests to check processing order and that no key runs twice at once.
+    /// Append two lines per processed event (`life seq attempt start time_us` when it starts, `life seq attempt end time_us` when it ends) and `life 0 0 hold time_us` whenever starts are held to this file, times in microseconds of the wall clock; used by the end-to-end tests to check processing order and that no key runs twice at once, in one processor or in two.
     #[arg(long, env = "ACKFLOW_PROCESSED_LOG")]
     pub processed_log: Option<std::path::PathBuf>,
 

@@ -24,7 +24,7 @@ use crate::algorithms::{AlgorithmError, Outcome, Registry};
 use crate::hold::Held;
 use crate::metrics::ProcessorMetrics;
 use crate::permits::Permits;
-use crate::processed_log::ProcessedLog;
+use crate::processed_log::{self, ProcessedLog};
 
 /// Acks that waited this long are handed back even if the run is not
 /// finished, so that a slow event does not hold the acks of the events
@@ -93,6 +93,8 @@ impl Executor {
         let mut held_since = Instant::now();
         let mut run = run.into_iter();
         while let Some(event) = run.next() {
+            // Read before the hold is checked (see `processed_log.rs`).
+            let mut started_at = processed_log::now_us();
             if self.held.is_held(Instant::now()) {
                 // This processor may no longer be the one core delivers to
                 // (see `hold.rs`): the rest of the run goes back unstarted.
@@ -121,8 +123,11 @@ impl Executor {
                     }
                     continue;
                 }
+                // Granted: this copy is the only one that may run.
+                started_at = processed_log::now_us();
             }
-            self.log.start(event.seq, event.attempt, event.at_most_once);
+            self.log
+                .start(event.seq, event.attempt, event.at_most_once, started_at);
             // Whatever the algorithm logs carries the event and its
             // publisher's trace context (with ackflow_processor=debug); the
             // span is the trace's `process` (see ackflow_proto::telemetry).

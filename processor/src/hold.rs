@@ -62,8 +62,9 @@ impl Default for Held {
 }
 
 impl Held {
-    pub fn set(&self, held: bool) {
-        self.0.held.store(held, Ordering::Release);
+    /// Holds or releases; returns whether starts were held before.
+    pub fn set(&self, held: bool) -> bool {
+        self.0.held.swap(held, Ordering::AcqRel)
     }
 
     /// The stream loop turned at `now`, under `hold`'s limit.

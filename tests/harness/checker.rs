@@ -40,7 +40,9 @@
 //! in strictly increasing seq order and never while another event of the
 //! lane is in progress. Besides: every stored result's processing is in
 //! the processed logs (the processor writes them before its acks leave),
-//! and every processed seq is a stored event.
+//! and every processed seq is a stored event. Across lives, see
+//! [`across_lives`]: a lane runs in two lives at once only where the
+//! first one lost its place (held its starts, was stopped) meanwhile.
 //!
 //! # At-most-once kinds
 //!
@@ -58,8 +60,11 @@
 //! committed anyway are "recovered" (and must then be delivered like any
 //! other event).
 
+mod across_lives;
 mod processing;
 mod report;
+
+pub use across_lives::{AcrossLives, HandoffOverlap, check as check_across_lives};
 
 pub use report::Report;
 
@@ -351,6 +356,11 @@ pub fn check(
         concurrency,
     );
     report.processing = processing;
+    report.across_lives = across_lives::check(processed, |seq| {
+        by_seq
+            .get(&seq)
+            .map(|event| ordering.lane(event.key.as_deref()))
+    });
     report.processing.ordering = ordering;
     let mut starts: HashMap<Seq, u32> = HashMap::new();
     for p in processed {
@@ -421,6 +431,7 @@ mod tests {
                     seq,
                     attempt: 1,
                     phase,
+                    at_us: None,
                 })
             })
             .collect()

@@ -266,7 +266,13 @@ impl Life {
 
     /// Holds or releases starts, in the receiver and in the runs.
     fn set_held(&mut self, held: bool) -> Vec<Action> {
-        self.held.set(held);
+        if held && !self.held.set(true) {
+            // After the flag is set: a start logged later than this line
+            // did not see the hold (see `processed_log.rs`).
+            self.log.hold();
+        } else if !held {
+            self.held.set(false);
+        }
         self.receiver.set_held(held)
     }
 

@@ -149,7 +149,7 @@ pub(super) async fn inject(
 ) -> anyhow::Result<()> {
     match fault {
         Fault::KillProcessor { restart_after } => {
-            processors.kill_active(cores).await;
+            processors.kill_active(cores).await?;
             counts.processor_kills += 1;
             // The gap between two lives is part of the workload.
             tokio::time::sleep(*restart_after).await;
@@ -164,12 +164,9 @@ pub(super) async fn inject(
             counts.core_pauses += 1;
         }
         Fault::PauseProcessor { duration } => {
-            if let Some(processor) = processors.active_proc(cores).await {
-                processor.signal("-STOP")?;
-                // Longer than the ack timeout: core retransmits into a
-                // stopped process; that is the fault.
-                tokio::time::sleep(*duration).await;
-                processor.signal("-CONT")?;
+            // Longer than the ack timeout: core retransmits into a
+            // stopped process; that is the fault.
+            if processors.pause_active(cores, *duration).await? {
                 counts.pauses += 1;
             }
         }

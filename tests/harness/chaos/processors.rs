@@ -2,6 +2,9 @@
 //! ([`ChaosConfig::processor_standbys`](super::ChaosConfig)), each life
 //! with its own `--processor-id` and processed log. Kills and pauses hit the
 //! active one, as core's snapshot names it, so that a standby takes over.
+//! What is done to each life is noted in the run's lives log (`stopped`
+//! after a SIGSTOP, `gone` once killed or exited, with the time), which
+//! the checker reads with the processed logs (`checker/across_lives.rs`).
 
 use std::path::PathBuf;
 
@@ -32,6 +35,24 @@ impl Processors {
 
     fn log(&self, life: u32) -> PathBuf {
         self.dir.join(format!("processed-{life}.log"))
+    }
+
+    fn lives_log(&self) -> PathBuf {
+        self.dir.join("lives.log")
+    }
+
+    /// Notes in the lives log that `phase` happened to life `id` just now.
+    fn note(&self, id: &str, phase: &str) -> anyhow::Result<()> {
+        use std::io::Write;
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_micros();
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.lives_log())?;
+        writeln!(file, "{id} 0 0 {phase} {at}")?;
+        Ok(())
     }
 
     /// Starts a new life (a standby if another one is active).
@@ -70,31 +91,50 @@ impl Processors {
     }
 
     /// SIGKILLs the active life; returns its id.
-    pub(super) async fn kill_active(&mut self, cores: &Cores) -> Option<String> {
-        let i = self.active(cores).await?;
+    pub(super) async fn kill_active(&mut self, cores: &Cores) -> anyhow::Result<Option<String>> {
+        let Some(i) = self.active(cores).await else {
+            return Ok(None);
+        };
         let (id, mut proc) = self.running.remove(i);
         proc.kill().await;
-        Some(id)
+        self.note(&id, "gone")?;
+        Ok(Some(id))
     }
 
-    /// The active life, to signal (SIGSTOP and SIGCONT the same process).
-    pub(super) async fn active_proc(&self, cores: &Cores) -> Option<&Proc> {
-        let i = self.active(cores).await?;
-        Some(&self.running[i].1)
+    /// SIGSTOPs the active life for `duration`, then SIGCONTs it; returns
+    /// whether there was one.
+    pub(super) async fn pause_active(
+        &self,
+        cores: &Cores,
+        duration: std::time::Duration,
+    ) -> anyhow::Result<bool> {
+        let Some(i) = self.active(cores).await else {
+            return Ok(false);
+        };
+        let (id, proc) = &self.running[i];
+        proc.signal("-STOP")?;
+        self.note(id, "stopped")?;
+        tokio::time::sleep(duration).await;
+        proc.signal("-CONT")?;
+        Ok(true)
     }
 
     /// SIGTERM to every running life, waiting for each to exit.
     pub(super) async fn stop(&mut self) -> anyhow::Result<()> {
-        for (id, mut proc) in self.running.drain(..) {
+        for (id, mut proc) in std::mem::take(&mut self.running) {
             proc.terminate()
                 .await
                 .with_context(|| format!("stopping processor {id}"))?;
+            self.note(&id, "gone")?;
         }
         Ok(())
     }
 
-    /// Every life's processed log.
+    /// Every life's processed log, and the lives log.
     pub(super) fn logs(&self) -> Vec<PathBuf> {
-        (0..self.lives).map(|l| self.log(l)).collect()
+        (0..self.lives)
+            .map(|l| self.log(l))
+            .chain([self.lives_log()])
+            .collect()
     }
 }

@@ -40,13 +40,29 @@ use ackflow_core::model::Seq;
 
 use super::{Ordering, first};
 
-/// Whether a processed-log line says an event started or ended.
+/// Whether a processed-log line says an event started or ended, or
+/// that its life lost its place as the one core delivers to (those carry
+/// seq 0 and are read by [`across_lives`](super::across_lives) only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     Start,
     End,
     /// Ended, asking to retry later.
     Retry,
+    /// The processor holds its starts from here on (`hold`).
+    Hold,
+    /// The harness SIGSTOPped the life (`stopped`, in the run's lives log).
+    Stopped,
+    /// The life was killed or has exited: it runs nothing after this
+    /// (`gone`, in the run's lives log).
+    Gone,
+}
+
+impl Phase {
+    /// Whether the line is about one event (not about its life).
+    pub fn is_event(self) -> bool {
+        matches!(self, Self::Start | Self::End | Self::Retry)
+    }
 }
 
 /// One line of a processor's `--processed-log`.
@@ -59,6 +75,9 @@ pub struct Processed {
     /// The delivery attempt the processor received.
     pub attempt: u32,
     pub phase: Phase,
+    /// When, in wall-clock microseconds since the Unix epoch (lines of
+    /// older processors carry none).
+    pub at_us: Option<u64>,
 }
 
 /// Parses processed-log text (both formats). A SIGKILL can tear the last
@@ -83,17 +102,28 @@ pub fn parse_processed(text: &str) -> anyhow::Result<(Vec<Processed>, u64)> {
             Some(&"start") => &[Phase::Start],
             Some(&"end") => &[Phase::End],
             Some(&"retry") => &[Phase::Retry],
+            Some(&"hold") => &[Phase::Hold],
+            Some(&"stopped") => &[Phase::Stopped],
+            Some(&"gone") => &[Phase::Gone],
             Some(_) => &[],
         };
+        let at_us = match fields.get(4) {
+            None => Some(None),
+            Some(at) => at.parse::<u64>().ok().map(Some),
+        };
         let parsed = match fields.as_slice() {
-            [life, seq, attempt] | [life, seq, attempt, _] if !phases.is_empty() => seq
-                .parse::<Seq>()
-                .ok()
-                .zip(attempt.parse::<u32>().ok())
-                .map(|(seq, attempt)| (life, seq, attempt)),
+            [life, seq, attempt] | [life, seq, attempt, _] | [life, seq, attempt, _, _]
+                if !phases.is_empty() =>
+            {
+                seq.parse::<Seq>()
+                    .ok()
+                    .zip(attempt.parse::<u32>().ok())
+                    .zip(at_us)
+                    .map(|((seq, attempt), at_us)| (life, seq, attempt, at_us))
+            }
             _ => None,
         };
-        let Some((life, seq, attempt)) = parsed else {
+        let Some((life, seq, attempt, at_us)) = parsed else {
             anyhow::bail!("malformed processed-log line {}: {line:?}", i + 1);
         };
         for &phase in phases {
@@ -102,6 +132,7 @@ pub fn parse_processed(text: &str) -> anyhow::Result<(Vec<Processed>, u64)> {
                 seq,
                 attempt,
                 phase,
+                at_us,
             });
         }
     }
@@ -318,6 +349,10 @@ pub fn check(
     let mut lives_of_seq: HashMap<Seq, HashSet<&str>> = HashMap::new();
     let mut ended = HashSet::new();
     for p in processed {
+        if !p.phase.is_event() {
+            // About the life, not an event: see `across_lives.rs`.
+            continue;
+        }
         let life_name = p.life.as_str();
         let life = lives.entry(life_name).or_default();
         let lane_id = lane_of(p.seq);
@@ -369,6 +404,7 @@ pub fn check(
                 life.in_progress += 1;
                 life.most_in_progress = life.most_in_progress.max(life.in_progress);
             }
+            Phase::Hold | Phase::Stopped | Phase::Gone => {}
             Phase::End | Phase::Retry => {
                 let Some(open) = life.open.get_mut(&p.seq).filter(|n| **n > 0) else {
                     report.unmatched_ends.push((p.life.clone(), p.seq));

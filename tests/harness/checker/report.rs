@@ -64,6 +64,8 @@ pub struct Report {
     pub unlogged_results: Vec<Seq>,
     /// What the processed logs show.
     pub processing: ProcessingReport,
+    /// One lane run by two lives at once (see `across_lives.rs`).
+    pub across_lives: AcrossLives,
 }
 
 impl Report {
@@ -85,7 +87,9 @@ impl Report {
     /// Events of one lane started out of seq order or while another of the
     /// lane was in progress.
     pub fn order_count(&self) -> u64 {
-        (self.processing.order_violations.len() + self.processing.overlaps.len()) as u64
+        (self.processing.order_violations.len()
+            + self.processing.overlaps.len()
+            + self.across_lives.overlaps.len()) as u64
     }
 
     /// Every violation of the guarantees, added up. Zero means the run kept
@@ -149,6 +153,11 @@ impl fmt::Display for Report {
             self.keys, self.unkeyed
         )?;
         writeln!(f, "{p}")?;
+        writeln!(
+            f,
+            "  across lives: {} calls checked in time, {} ran beside a call of a life that had lost its place (at a handoff)",
+            self.across_lives.calls_checked, self.across_lives.at_handoff
+        )?;
         let counts = [
             ("lost acknowledged events", self.lost.len()),
             ("never delivered", self.never_delivered.len()),
@@ -164,6 +173,7 @@ impl fmt::Display for Report {
             ("at most once, run twice", self.repeated_at_most_once.len()),
             ("order violations (lane)", p.order_violations.len()),
             ("concurrent in one lane", p.overlaps.len()),
+            ("one lane in two lives", self.across_lives.overlaps.len()),
             ("lives over the cap", p.over_cap.len()),
             ("rekeyed events", self.rekeyed.len()),
             ("unexpected events", self.unexpected.len()),
@@ -235,6 +245,18 @@ impl fmt::Display for Report {
                 "\n  first results not in the log: {:?}",
                 first(&self.unlogged_results)
             )?;
+        }
+        if !self.across_lives.overlaps.is_empty() {
+            let shown: Vec<String> = first(&self.across_lives.overlaps)
+                .iter()
+                .map(|o| {
+                    format!(
+                        "{}: {} started {} while {} ran {}",
+                        o.lane, o.then.0, o.then.1, o.first.0, o.first.1
+                    )
+                })
+                .collect();
+            write!(f, "\n  first lanes in two lives: {}", shown.join("; "))?;
         }
         p.fmt_examples(f)
     }
