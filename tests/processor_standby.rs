@@ -1,4 +1,5 @@
-//! A frozen processor and its hot standby, end to end.
+//! A frozen processor and its hot standby, end to end; and a processor
+//! whose stream ends.
 //!
 //! Processor `a` is active, `b` waits. `a` is frozen (SIGSTOP) with every
 //! event in flight, most of them queued behind their keys; core hears
@@ -15,6 +16,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
+use ackflow_tests::checker::{Lane, check_across_lives, read_processed};
 use ackflow_tests::{Core, post_json, start_processor, wait_for};
 
 const KEYS: u64 = 4;
@@ -155,6 +157,83 @@ async fn a_thawed_processor_starts_nothing_its_standby_took_over() -> anyhow::Re
     );
     assert_eq!(
         (by_a.len() + by_b.len() - both.len()) as u64,
+        events,
+        "every event started somewhere"
+    );
+    Ok(())
+}
+
+/// Processor `a` ends its own stream every few seconds (`--cut-every-s`);
+/// core hands its events to the standby `b` as soon as a stream ends
+/// (`--processor-return-grace-ms 0`). From the end of its stream `a` must
+/// start nothing more: until it is welcomed again, core may deliver
+/// elsewhere. Before starts were held at a stream's end, `a`'s runs went
+/// on with their lanes' queues while `b` ran the same keys (found by a
+/// chaos run with standbys and proxy resets: `checker/across_lives.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processor_whose_stream_ended_starts_nothing_its_standby_took_over() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let core = Core::start(dir.path(), None, &["--processor-return-grace-ms", "0"]).await?;
+    let log = |id: &str| dir.path().join(format!("processed-{id}.log"));
+    let processor = |id: &str, extra: &[&str]| -> anyhow::Result<ackflow_tests::Proc> {
+        let path = log(id);
+        let sub = dir.path().join(id);
+        std::fs::create_dir_all(&sub)?;
+        let mut args = vec!["--processor-id", id, "--processed-log"];
+        let path = path.display().to_string();
+        args.push(&path);
+        args.extend_from_slice(extra);
+        start_processor(&sub, &core.grpc_url(), &args)
+    };
+    let mut a = processor("a", &["--cut-every-s", "3"])?;
+    wait_for("a active", Duration::from_secs(30), || async {
+        (active(&core).await.as_deref() == Some("a")).then_some(())
+    })
+    .await?;
+    let events = KEYS * PER_KEY;
+    for n in 0..events {
+        let body = format!(
+            r#"{{"kind":"sleep","key":"k{}","payload":{SLEEP_MS}}}"#,
+            n % KEYS
+        );
+        let (status, text) = post_json(core.http, "/v1/events", &body).await?;
+        anyhow::ensure!(status == 202, "publish {n}: {status} {text}");
+    }
+    let mut b = processor("b", &[])?;
+    wait_for("b active", Duration::from_secs(30), || async {
+        (active(&core).await.as_deref() == Some("b")).then_some(())
+    })
+    .await?;
+    wait_for("every event resolved", Duration::from_secs(120), || async {
+        let s = core.snapshot().await.ok()?;
+        (s.acked_floor > events).then_some(())
+    })
+    .await?;
+    a.terminate().await?;
+    b.terminate().await?;
+
+    // Events `a` finished before its stream ended may run again in `b`
+    // (their acks went with the stream): at least once. What must not
+    // happen is `a` starting a key's event while `b` runs that key, other
+    // than one `a` had started before its stream ended.
+    let (lines, _) = read_processed(&[log("a"), log("b")])?;
+    let lane = |seq: u64| Some(Lane::Key(format!("k{}", (seq - 1) % KEYS)));
+    let across = check_across_lives(&lines, lane);
+    let (by_a, by_b) = (started(&log("a")), started(&log("b")));
+    println!(
+        "started by a {}, by b {}; {} calls checked, {} beside a call of a life that had lost its place, overlaps {:?}",
+        by_a.len(),
+        by_b.len(),
+        across.calls_checked,
+        across.at_handoff,
+        across.overlaps
+    );
+    assert!(!by_a.is_empty() && !by_b.is_empty(), "both took part");
+    assert_eq!(across.calls_checked, (by_a.len() + by_b.len()) as u64);
+    assert!(across.overlaps.is_empty(), "{:?}", across.overlaps);
+    assert_eq!(
+        by_a.union(&by_b).count() as u64,
         events,
         "every event started somewhere"
     );

@@ -16,7 +16,11 @@
 //! * **stalled**: the loop itself did not turn for two thirds of it (the
 //!   process was frozen, or blocked): whatever is buffered on the stream
 //!   may be stale, core may already have handed over, so the processor
-//!   holds and leaves the stream, to be welcomed anew or to stand by.
+//!   holds and leaves the stream, to be welcomed anew or to stand by;
+//! * **stream ended**, for whatever reason: core may hand over as soon as
+//!   it sees the end (after `--processor-return-grace-ms`, or at once
+//!   when a restarted core welcomes whoever comes first), so starts stay
+//!   held until a welcome on the next stream.
 //!
 //! An event already running goes on (it cannot be taken back); the rest of
 //! its run goes back to the lane unstarted ([`Held`]), and every event not

@@ -31,8 +31,24 @@ enum Wake {
 }
 
 impl Life {
-    /// Runs one connected stream until it ends; returns why.
+    /// Runs one connected stream until it ends; returns why. Starts are
+    /// held once it has ended, whatever the reason: core may hand this
+    /// processor's events to a standby before it is welcomed again (after
+    /// `--processor-return-grace-ms`, sooner after a core restart), and
+    /// the runs must not go on with their lanes' queues meanwhile.
     pub(super) async fn stream(
+        &mut self,
+        inbound: &mut tonic::Streaming<pb::CoreMessage>,
+        out_tx: mpsc::Sender<pb::ProcessorMessage>,
+        cancel: &CancellationToken,
+    ) -> String {
+        let reason = self.stream_loop(inbound, out_tx, cancel).await;
+        let held = self.set_held(true);
+        debug_assert!(held.is_empty(), "a held receiver starts nothing");
+        reason
+    }
+
+    async fn stream_loop(
         &mut self,
         inbound: &mut tonic::Streaming<pb::CoreMessage>,
         out_tx: mpsc::Sender<pb::ProcessorMessage>,
