@@ -18,6 +18,10 @@
 //!   every event starts as soon as it arrives, so events of one hot key run
 //!   at the same time (and may start out of seq order): processing of one
 //!   key twice at once must be reported.
+//! * A processor that never holds its starts (`--unsafe-no-hold`), with a
+//!   hot standby and pauses longer than core's silence: thawed, it goes on
+//!   with its lanes' queues while the standby runs the same keys; one lane
+//!   in two lives at once must be reported.
 //! * Core pairing the events committed after a refused request with the
 //!   wrong seqs (`--unsafe-pair-after-refusal`, the bug conflicting twins
 //!   once revealed), with many conflicting twins: the processor gets events
@@ -105,6 +109,31 @@ async fn at_most_once_delivered_at_least_once_is_reported() -> anyhow::Result<()
     assert!(
         !r.repeated_at_most_once.is_empty(),
         "the checker missed at-most-once events processed twice:\n{r}"
+    );
+    assert!(!r.is_valid());
+    assert_eq!(r.loss_count(), 0, "nothing is lost:\n{r}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processor_that_never_holds_its_starts_is_reported() -> anyhow::Result<()> {
+    let mut config = control(6);
+    config.rate = 1_000;
+    config.processor_standbys = 1;
+    config.pauses = 2;
+    // Longer than core's 3 s of silence: the standby takes over, and the
+    // thawed one finds its lanes' queues (sleeps keep them long).
+    config.pause_ms = (3_500, 4_500);
+    config.sleep_fraction = 0.3;
+    config.sleep_ms = (20, 50);
+    config.processor_args.push("--unsafe-no-hold".into());
+    let outcome = chaos::run(&config).await?;
+    println!("{}", outcome.summary(&config));
+    let r = &outcome.report;
+    assert_eq!(outcome.faults.pauses, 2);
+    assert!(
+        !r.across_lives.overlaps.is_empty(),
+        "the checker missed one lane run by two lives at once:\n{r}"
     );
     assert!(!r.is_valid());
     assert_eq!(r.loss_count(), 0, "nothing is lost:\n{r}");

@@ -93,7 +93,14 @@ pub async fn run_with(
     }
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let permits = Permits::default();
-    let held = Held::default();
+    let held = if config.unsafe_no_hold {
+        tracing::warn!(
+            "--unsafe-no-hold: a processor that lost its place to a standby goes on starting events"
+        );
+        Held::never()
+    } else {
+        Held::default()
+    };
     let executor = Executor::new(
         registry.clone(),
         done_tx,

@@ -116,6 +116,10 @@ pub struct Config {
     /// Ignore core's ordering: every event runs as soon as it arrives, alongside any other (negative control for the checker only).
     #[arg(long, hide = true)]
     pub unsafe_ignore_order: bool,
+
+    /// Never hold starts (`hold.rs` off): a processor that lost its place to a standby goes on with what it holds (negative control for the checker only).
+    #[arg(long, hide = true)]
+    pub unsafe_no_hold: bool,
 }
 
 /// How logs are written.

@@ -45,6 +45,8 @@ pub struct Held(Arc<Shared>);
 
 #[derive(Debug)]
 struct Shared {
+    /// Never held (`--unsafe-no-hold`, a negative control).
+    off: bool,
     held: AtomicBool,
     base: Instant,
     /// Microseconds since `base`: the stream loop's last turn.
@@ -57,6 +59,7 @@ impl Default for Held {
     fn default() -> Self {
         let base = Instant::now();
         Self(Arc::new(Shared {
+            off: false,
             held: AtomicBool::new(false),
             base,
             last_turn_us: AtomicU64::new(0),
@@ -66,9 +69,24 @@ impl Default for Held {
 }
 
 impl Held {
+    /// Never held, whatever it is told (`--unsafe-no-hold`: a negative
+    /// control for the chaos checker, never for production).
+    pub fn never() -> Self {
+        let held = Self::default();
+        Self(Arc::new(Shared {
+            off: true,
+            ..Arc::into_inner(held.0).expect("not shared yet")
+        }))
+    }
+
     /// Holds or releases; returns whether starts were held before.
     pub fn set(&self, held: bool) -> bool {
-        self.0.held.swap(held, Ordering::AcqRel)
+        self.0.held.swap(held && !self.0.off, Ordering::AcqRel)
+    }
+
+    /// Whether it is told to hold at all (not `--unsafe-no-hold`).
+    pub fn enforced(&self) -> bool {
+        !self.0.off
     }
 
     /// The stream loop turned at `now`, under `hold`'s limit.
@@ -82,6 +100,9 @@ impl Held {
 
     /// Whether a run must stop before its next event at `now`.
     pub fn is_held(&self, now: Instant) -> bool {
+        if self.0.off {
+            return false;
+        }
         if self.0.held.load(Ordering::Acquire) {
             return true;
         }

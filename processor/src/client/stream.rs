@@ -282,6 +282,7 @@ impl Life {
 
     /// Holds or releases starts, in the receiver and in the runs.
     fn set_held(&mut self, held: bool) -> Vec<Action> {
+        let held = held && self.held.enforced();
         if held && !self.held.set(true) {
             // After the flag is set: a start logged later than this line
             // did not see the hold (see `processed_log.rs`).
