@@ -35,7 +35,7 @@ async fn metrics_match_the_run() -> anyhow::Result<()> {
     let mut processor = start_processor(
         dir.path(),
         &core.grpc_url(),
-        &["--metrics-addr", &metrics_arg],
+        &["--metrics-addr", &metrics_arg, "--processor-id", "m"],
     )?;
     let mut ingest = core.ingest().await?;
     for n in 0..100 {
@@ -76,6 +76,15 @@ async fn metrics_match_the_run() -> anyhow::Result<()> {
     assert_eq!(sample(&text, "ackflow_events_stored_total"), Some(100.0));
     assert_eq!(sample(&text, "ackflow_events_delivered_total"), Some(100.0));
     assert_eq!(sample(&text, "ackflow_acks_total"), Some(100.0));
+    // The same per processor: one, so all of them.
+    assert_eq!(
+        sample(&text, "ackflow_acks_per_processor_total{processor=\"m\"}"),
+        Some(100.0)
+    );
+    assert_eq!(
+        sample(&text, "ackflow_in_flight_per_processor{processor=\"m\"}"),
+        Some(0.0)
+    );
     assert_eq!(
         sample(
             &text,

@@ -37,6 +37,11 @@ pub struct CoreMetrics {
     pub rto_seconds: Gauge,
     pub session_open: IntGauge,
     pub processors_connected: IntGauge,
+    /// Per connected processor (label `processor`, its id; removed when it
+    /// leaves): events in flight to it.
+    pub in_flight_per_processor: IntGaugeVec,
+    /// Per connected processor: acks accepted from it.
+    pub acks_per_processor: IntCounterVec,
     pub session_paused: IntGauge,
     pub store_batch_events: HistogramVec,
     pub store_commit_seconds: HistogramVec,
@@ -210,6 +215,25 @@ impl CoreMetrics {
             processors_connected: gauge(
                 "ackflow_processors_connected",
                 "Processor streams connected: the active one and the hot standbys waiting behind it.",
+            ),
+            in_flight_per_processor: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "ackflow_in_flight_per_processor",
+                        "Events sent to this processor and not yet acknowledged (0 for a hot standby); the label goes when the processor does.",
+                    ),
+                    &["processor"],
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("unique metric");
+                g
+            },
+            acks_per_processor: counter_vec(
+                "ackflow_acks_per_processor_total",
+                "Acks accepted from this processor while it is connected (its share of ackflow_acks_total); the label goes when the processor does.",
+                "processor",
             ),
             session_paused: gauge(
                 "ackflow_session_paused",

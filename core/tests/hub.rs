@@ -175,8 +175,17 @@ async fn another_processor_stands_by_and_takes_over_when_the_active_one_is_gone(
     assert_eq!(processors_connected(&running, 2).await, 2);
     let third = connect(&running, "c", 1).await;
     assert_eq!(processors_connected(&running, 3).await, 3);
+    // Each with its own in-flight gauge: both events are a's.
+    let in_flight = |id: &str| format!("ackflow_in_flight_per_processor{{processor=\"{id}\"}}");
+    assert_eq!(metric(&running, &in_flight("a"), Some(2)).await, Some(2));
+    assert_eq!(metric(&running, &in_flight("c"), Some(0)).await, Some(0));
     drop(third);
     assert_eq!(processors_connected(&running, 2).await, 2);
+    assert_eq!(
+        metric(&running, &in_flight("c"), None).await,
+        None,
+        "a processor's labels go with it"
+    );
 
     // The active processor's stream ends: the standby takes over and gets
     // both events, which were in flight.
@@ -184,6 +193,8 @@ async fn another_processor_stands_by_and_takes_over_when_the_active_one_is_gone(
     assert!(welcomed(&mut standby, Duration::from_secs(10)).await);
     assert_eq!(next_events(&mut standby).await, [1, 2]);
     assert_eq!(processors_connected(&running, 1).await, 1);
+    assert_eq!(metric(&running, &in_flight("b"), Some(2)).await, Some(2));
+    assert_eq!(metric(&running, &in_flight("a"), None).await, None);
     drop(standby);
     assert_eq!(processors_connected(&running, 0).await, 0);
     running.stop().await;
@@ -310,9 +321,17 @@ async fn a_standby_waits_for_the_active_processor_to_come_back_before_taking_ove
 }
 
 /// `ackflow_processors_connected` from core's `/metrics` once it reads
-/// `expected` (copied in with every snapshot, each 200 ms), or its last
-/// value after 10 s.
+/// `expected`, or its last value after 10 s.
 async fn processors_connected(running: &Running, expected: u64) -> u64 {
+    metric(running, "ackflow_processors_connected", Some(expected))
+        .await
+        .unwrap_or(u64::MAX)
+}
+
+/// The sample `series` (a metric's name with its labels) from core's
+/// `/metrics` once it reads `expected` (copied in with every snapshot,
+/// each 200 ms), or its last value after 10 s (`None`: not on the page).
+async fn metric(running: &Running, series: &str, expected: Option<u64>) -> Option<u64> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let read = || async {
         let mut conn = tokio::net::TcpStream::connect(running.http_addr)
@@ -323,15 +342,17 @@ async fn processors_connected(running: &Running, expected: u64) -> u64 {
             .ok()?;
         let mut page = String::new();
         conn.read_to_string(&mut page).await.ok()?;
-        page.lines()
-            .find_map(|l| l.strip_prefix("ackflow_processors_connected "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
+        Some(
+            page.lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+                .and_then(|v| v.trim().parse::<u64>().ok()),
+        )
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let value = read().await;
-        if value == Some(expected) || tokio::time::Instant::now() >= deadline {
-            return value.unwrap_or(u64::MAX);
+        let value = read().await.flatten();
+        if value == expected || tokio::time::Instant::now() >= deadline {
+            return value;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

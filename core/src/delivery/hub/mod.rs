@@ -196,6 +196,7 @@ pub async fn start(
         tenure: parts.tenure,
         metrics: parts.metrics,
         synced: pb::Totals::default(),
+        labeled: Default::default(),
         ordering: parts.ordering,
         guarantees: parts.guarantees,
         floor_since: (0, Instant::now()),
@@ -261,6 +262,8 @@ struct State {
     metrics: Arc<CoreMetrics>,
     /// Totals as last copied into the metrics.
     synced: pb::Totals,
+    /// Processor ids with labels in the per-processor metrics.
+    labeled: std::collections::BTreeSet<String>,
     ordering: pb::Ordering,
     guarantees: Guarantees,
     /// The floor as the last snapshot saw it, and since when.

@@ -42,6 +42,9 @@ pub(super) struct Session {
     in_rx: mpsc::Receiver<Inbound>,
     /// When its last message came (or the session started).
     pub(super) last_heard: Instant,
+    /// Acks accepted from it, and how many of them the metrics have.
+    pub(super) acks: u64,
+    pub(super) acks_synced: u64,
 }
 
 impl Session {
@@ -52,6 +55,8 @@ impl Session {
             out_tx: new.out_tx,
             in_rx: new.in_rx,
             last_heard: now,
+            acks: 0,
+            acks_synced: 0,
         }
     }
 
@@ -205,7 +210,11 @@ impl State {
                         received_below: batch.received_below,
                         awaiting: std::mem::take(&mut batch.awaiting),
                     };
+                    let before = self.totals.acks;
                     self.on_acks(batch);
+                    if let Some(session) = &mut self.members.active {
+                        session.acks += self.totals.acks - before;
+                    }
                     let actions = self.sender.on_progress(Instant::now(), progress);
                     self.perform(actions).await;
                 }

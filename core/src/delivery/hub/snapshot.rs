@@ -218,5 +218,36 @@ impl State {
         m.session_paused.set(i64::from(
             connection == pb::ProcessorConnection::Paused as i32,
         ));
+        self.sync_processor_metrics(in_flight as i64);
+    }
+
+    /// Each connected processor's in-flight gauge and ack counter; the
+    /// labels of processors gone since the last snapshot are removed, so
+    /// that processors restarted under new ids do not pile up.
+    fn sync_processor_metrics(&mut self, in_flight: i64) {
+        let m = self.metrics.clone();
+        let mut present = std::collections::BTreeSet::new();
+        if let Some(session) = &mut self.members.active {
+            let id = session.processor_id.as_str();
+            m.in_flight_per_processor
+                .with_label_values(&[id])
+                .set(in_flight);
+            m.acks_per_processor
+                .with_label_values(&[id])
+                .inc_by(session.acks - session.acks_synced);
+            session.acks_synced = session.acks;
+            present.insert(id.to_string());
+        }
+        for id in self.members.standby_ids() {
+            if present.insert(id.clone()) {
+                m.in_flight_per_processor.with_label_values(&[&id]).set(0);
+                m.acks_per_processor.with_label_values(&[&id]);
+            }
+        }
+        for gone in self.labeled.difference(&present) {
+            let _ = m.in_flight_per_processor.remove_label_values(&[gone]);
+            let _ = m.acks_per_processor.remove_label_values(&[gone]);
+        }
+        self.labeled = present;
     }
 }
