@@ -179,7 +179,9 @@ async fn a_short_chaos_run_with_a_standby_core_keeps_every_guarantee() -> anyhow
 /// standby takes over (at once after a kill; after a pause longer than
 /// core's `--processor-silence-ms`, once the silence is noticed), while the
 /// paused one, thawed, finishes what it had started and rejoins as a
-/// standby.
+/// standby; or they hit the standby, and nothing changes but who waits.
+/// No lane runs in two lives at once but for what ran at a handoff
+/// (`checker/across_lives.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_short_chaos_run_with_standby_processors_keeps_every_guarantee() -> anyhow::Result<()> {
     let mut config = ChaosConfig::quiet(5_000, seed());
@@ -202,12 +204,16 @@ async fn a_short_chaos_run_with_standby_processors_keeps_every_guarantee() -> an
     );
     assert_eq!(outcome.faults.processor_kills, 2);
     assert_eq!(outcome.faults.pauses, 2);
-    // Each kill of the active one hands its work to another life.
-    assert!(
-        r.processing.lives >= 3,
-        "lives that processed events: {}\n{r}",
-        r.processing.lives
-    );
+    // A kill or pause of the active one hands its work to another life.
+    // (One in three hits the standby instead: with four faults, not all.)
+    let f = &outcome.faults;
+    if f.standby_hits < f.processor_kills + f.pauses {
+        assert!(
+            r.processing.lives >= 2,
+            "lives that processed events: {}\n{r}",
+            r.processing.lives
+        );
+    }
     Ok(())
 }
 

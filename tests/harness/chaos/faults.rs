@@ -15,14 +15,17 @@ use crate::wait_for;
 /// One injected fault.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fault {
-    /// SIGKILL the processor, then start a new life after `restart_after`.
-    KillProcessor { restart_after: Duration },
+    /// SIGKILL a processor, then start a new life after `restart_after`.
+    KillProcessor {
+        restart_after: Duration,
+        target: Target,
+    },
     /// SIGKILL core (the leading one), then restart it.
     KillCore,
     /// SIGSTOP the leading core, SIGCONT it after `duration`.
     PauseCore { duration: Duration },
-    /// SIGSTOP the processor, SIGCONT it after `duration`.
-    PauseProcessor { duration: Duration },
+    /// SIGSTOP a processor, SIGCONT it after `duration`.
+    PauseProcessor { duration: Duration, target: Target },
     /// Reset every proxied connection.
     ProxyReset,
     /// Freeze every proxied connection without closing it.
@@ -36,6 +39,16 @@ pub enum Fault {
     RestartPostgres,
     /// Fill the store's disk, give it room again after `duration`.
     FillDisk { duration: Duration },
+}
+
+/// Which processor a kill or a pause hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The active one, as core names it (a standby takes over).
+    Active,
+    /// A hot standby (the active one when none waits): nothing should
+    /// change but who is there to take over.
+    Standby,
 }
 
 /// A fault and the point of the workload where it fires.
@@ -56,10 +69,18 @@ pub fn schedule(config: &ChaosConfig) -> Vec<Step> {
     let ms = |rng: &mut fastrand::Rng, lo: u64, hi: u64| {
         Duration::from_millis(if hi > lo { rng.u64(lo..=hi) } else { lo })
     };
+    // With standbys, one kill or pause in three hits a standby. (Drawn
+    // only then, so runs without standbys keep their schedules.)
+    let target = |rng: &mut fastrand::Rng| match config.processor_standbys > 0 && rng.u32(0..3) == 0
+    {
+        true => Target::Standby,
+        false => Target::Active,
+    };
     let mut faults = Vec::new();
     for _ in 0..config.processor_kills {
         faults.push(Fault::KillProcessor {
             restart_after: ms(&mut rng, 0, 1_000),
+            target: target(&mut rng),
         });
     }
     for _ in 0..config.core_kills {
@@ -73,6 +94,7 @@ pub fn schedule(config: &ChaosConfig) -> Vec<Step> {
     for _ in 0..config.pauses {
         faults.push(Fault::PauseProcessor {
             duration: ms(&mut rng, config.pause_ms.0, config.pause_ms.1),
+            target: target(&mut rng),
         });
     }
     for _ in 0..config.proxy_resets {
@@ -118,8 +140,10 @@ pub fn schedule(config: &ChaosConfig) -> Vec<Step> {
 /// How many faults of each kind were injected.
 #[derive(Debug, Default, Clone)]
 pub struct FaultCounts {
-    /// SIGKILLs of the processor.
+    /// SIGKILLs of a processor.
     pub processor_kills: u32,
+    /// Of those, and of the pauses, the ones that hit a standby.
+    pub standby_hits: u32,
     /// SIGKILLs of core.
     pub core_kills: u32,
     /// SIGSTOP/SIGCONT pauses of core.
@@ -148,9 +172,13 @@ pub(super) async fn inject(
     counts: &mut FaultCounts,
 ) -> anyhow::Result<()> {
     match fault {
-        Fault::KillProcessor { restart_after } => {
-            processors.kill_active(cores).await?;
+        Fault::KillProcessor {
+            restart_after,
+            target,
+        } => {
+            processors.kill(cores, *target).await?;
             counts.processor_kills += 1;
+            counts.standby_hits += u32::from(*target == Target::Standby);
             // The gap between two lives is part of the workload.
             tokio::time::sleep(*restart_after).await;
             processors.start()?;
@@ -163,11 +191,12 @@ pub(super) async fn inject(
             cores.pause_leader(*duration).await?;
             counts.core_pauses += 1;
         }
-        Fault::PauseProcessor { duration } => {
+        Fault::PauseProcessor { duration, target } => {
             // Longer than the ack timeout: core retransmits into a
             // stopped process; that is the fault.
-            if processors.pause_active(cores, *duration).await? {
+            if processors.pause(cores, *target, *duration).await? {
                 counts.pauses += 1;
+                counts.standby_hits += u32::from(*target == Target::Standby);
             }
         }
         Fault::ProxyReset => {

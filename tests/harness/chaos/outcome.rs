@@ -39,7 +39,7 @@ impl ChaosOutcome {
             "ackflow chaos run, seed {seed}\n\
              workload: {events} publishes at ~{rate}/s ({publishers} gRPC streams, {rest:.0} % REST), ack loss {ack:.0} %, duplication {dup:.0} %, event drop {drop:.0} %\n\
              ordering: {ordering}, processor concurrency {concurrency}; {keys} keys (skew {skew}), {unkeyed:.0} % without a key, {sleep:.0} % sleep events of {sleep_lo}-{sleep_hi} ms\n\
-             faults injected: {pk} processor kills, {ck} core kills, {cp} core pauses, {pa} processor pauses, {pr} proxy resets, {ho} half-open episodes, {lw} latency windows, {pg} PostgreSQL restarts, {df} disk fills\n\
+             faults injected: {pk} processor kills, {ck} core kills, {cp} core pauses, {pa} processor pauses ({sh} of the processor kills and pauses hit a standby), {pr} proxy resets, {ho} half-open episodes, {lw} latency windows, {pg} PostgreSQL restarts, {df} disk fills\n\
              proxy: {conns} connections, {resets} closed by reset, {frozen} frozen, {mib:.1} MiB forwarded\n\
              last core life: {retx} retransmits, {dd} duplicate drops, {da} duplicate acks\n\
              time: publishing {pub_s:.1} s, drain after it {drain_s:.1} s, whole run {all_s:.1} s; drained: {drained}\n",
@@ -63,6 +63,7 @@ impl ChaosOutcome {
             ck = f.core_kills,
             cp = f.core_pauses,
             pa = f.pauses,
+            sh = f.standby_hits,
             pr = f.proxy_resets,
             ho = f.half_opens,
             lw = f.latency_windows,

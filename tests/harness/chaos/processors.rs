@@ -1,7 +1,8 @@
 //! The processor lives of a chaos run: one, or one and hot standbys
 //! ([`ChaosConfig::processor_standbys`](super::ChaosConfig)), each life
 //! with its own `--processor-id` and processed log. Kills and pauses hit the
-//! active one, as core's snapshot names it, so that a standby takes over.
+//! active one, as core's snapshot names it, so that a standby takes over,
+//! or (one in three, drawn with the schedule) a standby.
 //! What is done to each life is noted in the run's lives log (`stopped`
 //! after a SIGSTOP, `gone` once killed or exited, with the time), which
 //! the checker reads with the processed logs (`checker/across_lives.rs`).
@@ -11,6 +12,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use super::cores::Cores;
+use super::faults::Target;
 use crate::{Proc, start_processor};
 
 pub(super) struct Processors {
@@ -90,9 +92,25 @@ impl Processors {
             .or((!self.running.is_empty()).then_some(0))
     }
 
-    /// SIGKILLs the active life; returns its id.
-    pub(super) async fn kill_active(&mut self, cores: &Cores) -> anyhow::Result<Option<String>> {
-        let Some(i) = self.active(cores).await else {
+    /// The life `target` names: the active one, or the oldest standby
+    /// (the active one when none waits).
+    async fn pick(&self, cores: &Cores, target: Target) -> Option<usize> {
+        let active = self.active(cores).await?;
+        match target {
+            Target::Active => Some(active),
+            Target::Standby => (0..self.running.len())
+                .find(|i| *i != active)
+                .or(Some(active)),
+        }
+    }
+
+    /// SIGKILLs the life `target` names; returns its id.
+    pub(super) async fn kill(
+        &mut self,
+        cores: &Cores,
+        target: Target,
+    ) -> anyhow::Result<Option<String>> {
+        let Some(i) = self.pick(cores, target).await else {
             return Ok(None);
         };
         let (id, mut proc) = self.running.remove(i);
@@ -101,14 +119,15 @@ impl Processors {
         Ok(Some(id))
     }
 
-    /// SIGSTOPs the active life for `duration`, then SIGCONTs it; returns
-    /// whether there was one.
-    pub(super) async fn pause_active(
+    /// SIGSTOPs the life `target` names for `duration`, then SIGCONTs it;
+    /// returns whether there was one.
+    pub(super) async fn pause(
         &self,
         cores: &Cores,
+        target: Target,
         duration: std::time::Duration,
     ) -> anyhow::Result<bool> {
-        let Some(i) = self.active(cores).await else {
+        let Some(i) = self.pick(cores, target).await else {
             return Ok(false);
         };
         let (id, proc) = &self.running[i];
