@@ -120,6 +120,7 @@ async fn a_processor_that_never_holds_its_starts_is_reported() -> anyhow::Result
     let mut config = control(6);
     config.rate = 1_000;
     config.processor_standbys = 1;
+    config.active_only = true;
     config.pauses = 2;
     // Longer than core's 3 s of silence: the standby takes over, and the
     // thawed one finds its lanes' queues (sleeps keep them long).

@@ -86,9 +86,12 @@ struct Args {
     /// SIGKILLs of the processor, each followed by a new processor life.
     #[arg(long, default_value_t = 10)]
     processor_kills: u32,
-    /// Processors started beside the first, each a hot standby (another --processor-id): processor kills and pauses hit the active one, and a standby takes over (a pause longer than core's --processor-silence-ms, 3 s, hands over too).
+    /// Processors started beside the first, each a hot standby (another --processor-id): processor kills and pauses hit the active one, and a standby takes over (a pause longer than core's --processor-silence-ms, 3 s, hands over too); one time in three they hit a standby instead (see --active-only).
     #[arg(long, default_value_t = 0)]
     processor_standbys: u32,
+    /// With --processor-standbys, processor kills and pauses hit the active processor only.
+    #[arg(long)]
+    active_only: bool,
     /// SIGKILLs of core, each followed by a restart (with --standby, of the core that leads then).
     #[arg(long, default_value_t = 3)]
     core_kills: u32,
@@ -223,6 +226,7 @@ fn config(args: &Args) -> ChaosConfig {
     c.at_most_once_unenforced = args.at_most_once_unenforced;
     c.processor_kills = args.processor_kills;
     c.processor_standbys = args.processor_standbys;
+    c.active_only = args.active_only;
     c.core_kills = args.core_kills;
     c.core_pauses = args.core_pauses;
     c.standby = args.standby;

@@ -17,6 +17,10 @@
 //! floor moves; the admin snapshot is refreshed every 200 ms, which bounds
 //! the resolution), until its suspects are resolved, and until the results
 //! rate is back to 90 % of its rate before.
+//!
+//! And `join`: two processors join as hot standbys while the active one
+//! runs a full window; printed: the results rate the second before and
+//! the second after, and the longest the floor stood still in each.
 
 use std::time::{Duration, Instant};
 
@@ -87,6 +91,122 @@ pub async fn section_crash(env: &Env, args: &super::Args) -> anyhow::Result<()> 
     for loss in [Loss::Restart, Loss::StandbyKill, Loss::StandbyStop] {
         run(env, args, loss).await?;
     }
+    join(env, args).await
+}
+
+/// Waits for the steady state: a full window, and a second of results to
+/// rate. Returns the last sample and the results rate over that second.
+async fn steady_state(core: &Core, events: u64) -> anyhow::Result<(Sample, f64)> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut samples: Vec<Sample> = Vec::new();
+    let steady = loop {
+        anyhow::ensure!(Instant::now() < deadline, "no full window within 120 s");
+        let sample = Sample::of(&core.snapshot().await?);
+        let a_second = samples
+            .first()
+            .is_some_and(|f| sample.at.duration_since(f.at) >= Duration::from_secs(1));
+        samples.push(sample);
+        if sample.window_used >= 1_000 && sample.floor > events / 5 && a_second {
+            break sample;
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    let before = samples
+        .iter()
+        .rev()
+        .find(|s| steady.at.duration_since(s.at) >= Duration::from_secs(1))
+        .copied()
+        .unwrap_or(samples[0]);
+    Ok((steady, rate_between(&before, &steady)))
+}
+
+/// The longest time in `samples` the floor stood still.
+fn longest_stall(samples: &[Sample]) -> Duration {
+    let mut longest = Duration::ZERO;
+    let mut since = samples.first().map(|s| (s.floor, s.at));
+    for s in samples {
+        if let Some((floor, at)) = since {
+            if s.floor > floor {
+                since = Some((s.floor, s.at));
+            } else {
+                longest = longest.max(s.at.duration_since(at));
+            }
+        }
+    }
+    longest
+}
+
+/// Samples the snapshot for `span`.
+async fn sample_for(core: &Core, span: Duration) -> anyhow::Result<Vec<Sample>> {
+    let until = Instant::now() + span;
+    let mut samples = Vec::new();
+    while Instant::now() < until {
+        samples.push(Sample::of(&core.snapshot().await?));
+        tokio::time::sleep(POLL).await;
+    }
+    Ok(samples)
+}
+
+/// Two processors join as hot standbys while the active one runs a full
+/// window: what they cost it (nothing moves to them: they wait).
+async fn join(env: &Env, args: &super::Args) -> anyhow::Result<()> {
+    let mut core = env.core_with(&[]).await?;
+    let mut active = start_processor(env.dir(), &core.grpc_url(), &[])?;
+    super::wait_connected(&core).await?;
+    let events = args.crash_events;
+    let publisher = {
+        let (grpc, http) = (core.grpc, core.http);
+        let (keys, sleep_ms) = (args.w2_keys, args.w2_sleep_ms);
+        tokio::spawn(async move {
+            let client = Core::attach(grpc, http);
+            super::w2::publish(client.ingest().await?, events, keys, sleep_ms).await
+        })
+    };
+    let (steady, _) = steady_state(&core, events).await?;
+    let before = sample_for(&core, Duration::from_secs(1)).await?;
+    let joined = Instant::now();
+    let mut joining: Vec<Proc> = (0..2)
+        .map(|_| start_processor(env.dir(), &core.grpc_url(), &[]))
+        .collect::<anyhow::Result<_>>()?;
+    wait_processors(&core, 3).await?;
+    let standing_by = joined.elapsed();
+    let after = sample_for(&core, Duration::from_secs(1)).await?;
+    publisher.await??;
+    for p in joining.iter_mut().chain([&mut active]) {
+        p.terminate().await?;
+    }
+    core.proc.terminate().await?;
+
+    let span_rate = |s: &[Sample]| match (s.first(), s.last()) {
+        (Some(a), Some(b)) => rate_between(a, b),
+        _ => 0.0,
+    };
+    let same_session = after.iter().all(|s| s.session == steady.session);
+    line(
+        "crash (join): two processors join as standbys",
+        format!(
+            "{} in flight; standing by {} ms after their start; the active one kept its session: {same_session}",
+            steady.window_used,
+            standing_by.as_millis()
+        ),
+    );
+    line(
+        "crash (join): results, the second before / the second after",
+        format!(
+            "{} / {} (the {} ms after the join included)",
+            rate(span_rate(&before)),
+            rate(span_rate(&after)),
+            standing_by.as_millis()
+        ),
+    );
+    line(
+        "crash (join): longest the floor stood still, before / after",
+        format!(
+            "{} / {} ms (snapshots every 200 ms)",
+            longest_stall(&before).as_millis(),
+            longest_stall(&after).as_millis()
+        ),
+    );
     Ok(())
 }
 
@@ -127,28 +247,7 @@ async fn run(env: &Env, args: &super::Args, loss: Loss) -> anyhow::Result<()> {
         })
     };
 
-    // Steady state: a full window, and a second of results to rate.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut samples: Vec<Sample> = Vec::new();
-    let steady = loop {
-        anyhow::ensure!(Instant::now() < deadline, "no full window within 120 s");
-        let sample = Sample::of(&core.snapshot().await?);
-        let a_second = samples
-            .first()
-            .is_some_and(|f| sample.at.duration_since(f.at) >= Duration::from_secs(1));
-        samples.push(sample);
-        if sample.window_used >= 1_000 && sample.floor > events / 5 && a_second {
-            break sample;
-        }
-        tokio::time::sleep(POLL).await;
-    };
-    let before = samples
-        .iter()
-        .rev()
-        .find(|s| steady.at.duration_since(s.at) >= Duration::from_secs(1))
-        .copied()
-        .unwrap_or(samples[0]);
-    let rate_before = rate_between(&before, &steady);
+    let (steady, rate_before) = steady_state(&core, events).await?;
 
     let signalled = Instant::now();
     match loss {

@@ -38,8 +38,11 @@ pub struct ChaosConfig {
     pub processor_kills: u32,
     /// Processors started beside the first, each a hot standby: kills and
     /// pauses hit the active one, and a standby takes over (a killed life's
-    /// successor joins as a standby).
+    /// successor joins as a standby); or, one time in three, a standby
+    /// (unless [`ChaosConfig::active_only`]).
     pub processor_standbys: u32,
+    /// With standbys, processor kills and pauses hit the active one only.
+    pub active_only: bool,
     /// SIGKILLs of core (each followed by a restart on the same ports); with
     /// [`ChaosConfig::standby`], of whichever core leads then.
     pub core_kills: u32,
@@ -160,6 +163,7 @@ impl ChaosConfig {
             sleep_ms: (1, 5),
             processor_kills: 0,
             processor_standbys: 0,
+            active_only: false,
             core_kills: 0,
             core_pauses: 0,
             core_pause_ms: (1_500, 3_000),

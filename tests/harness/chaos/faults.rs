@@ -71,7 +71,9 @@ pub fn schedule(config: &ChaosConfig) -> Vec<Step> {
     };
     // With standbys, one kill or pause in three hits a standby. (Drawn
     // only then, so runs without standbys keep their schedules.)
-    let target = |rng: &mut fastrand::Rng| match config.processor_standbys > 0 && rng.u32(0..3) == 0
+    let target = |rng: &mut fastrand::Rng| match config.processor_standbys > 0
+        && !config.active_only
+        && rng.u32(0..3) == 0
     {
         true => Target::Standby,
         false => Target::Active,
