@@ -153,7 +153,9 @@ async fn join(env: &Env, args: &super::Args) -> anyhow::Result<()> {
     let mut core = env.core_with(&[]).await?;
     let mut active = start_processor(env.dir(), &core.grpc_url(), &[])?;
     super::wait_connected(&core).await?;
-    let events = args.crash_events;
+    // Four times the others' events: the window is still full a second
+    // after the join (which comes a second after the steady state).
+    let events = 4 * args.crash_events;
     let publisher = {
         let (grpc, http) = (core.grpc, core.http);
         let (keys, sleep_ms) = (args.w2_keys, args.w2_sleep_ms);
@@ -162,7 +164,7 @@ async fn join(env: &Env, args: &super::Args) -> anyhow::Result<()> {
             super::w2::publish(client.ingest().await?, events, keys, sleep_ms).await
         })
     };
-    let (steady, _) = steady_state(&core, events).await?;
+    let (steady, _) = steady_state(&core, events / 4).await?;
     let before = sample_for(&core, Duration::from_secs(1)).await?;
     let joined = Instant::now();
     let mut joining: Vec<Proc> = (0..2)
@@ -171,7 +173,8 @@ async fn join(env: &Env, args: &super::Args) -> anyhow::Result<()> {
     wait_processors(&core, 3).await?;
     let standing_by = joined.elapsed();
     let after = sample_for(&core, Duration::from_secs(1)).await?;
-    publisher.await??;
+    let head = publisher.await??;
+    let full = after.last().is_some_and(|s| s.floor <= head && s.window_used >= 1_000);
     for p in joining.iter_mut().chain([&mut active]) {
         p.terminate().await?;
     }
@@ -185,7 +188,7 @@ async fn join(env: &Env, args: &super::Args) -> anyhow::Result<()> {
     line(
         "crash (join): two processors join as standbys",
         format!(
-            "{} in flight; standing by {} ms after their start; the active one kept its session: {same_session}",
+            "{} in flight; standing by {} ms after their start; the active one kept its session: {same_session}; window still full a second later: {full}",
             steady.window_used,
             standing_by.as_millis()
         ),
