@@ -30,8 +30,8 @@ pub(super) struct Args {
     /// Payload size in bytes.
     #[arg(long, default_value_t = 256)]
     pub(super) payload: usize,
-    /// Core's window (`--window`) outside the sweep.
-    #[arg(long, default_value_t = 256)]
+    /// Core's window (`--window`) outside the sweep; the default is core's.
+    #[arg(long, default_value_t = 1024)]
     pub(super) window: u32,
     /// Events published with single REST requests (section `publish`).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
