@@ -137,10 +137,11 @@ pub(super) fn sample(page: &str, name: &str) -> f64 {
 }
 
 /// Core's commits by op, from its `/metrics` histograms: how many, their
-/// mean rows and mean duration.
+/// mean rows and mean duration, and how many took over 10 and 25 ms.
 pub(super) struct Commits {
-    append: (f64, f64, f64),
-    resolve: (f64, f64, f64),
+    /// Per op: commits, mean rows, mean ms, commits over 10 ms, over 25 ms.
+    append: (f64, f64, f64, f64, f64),
+    resolve: (f64, f64, f64, f64, f64),
 }
 
 impl Commits {
@@ -152,10 +153,18 @@ impl Commits {
             let get =
                 |series: &str| sample(&page, &format!("ackflow_store_{series}{{op=\"{op}\"}}"));
             let n = get("batch_events_count");
+            let over = |le: &str| {
+                n - sample(
+                    &page,
+                    &format!("ackflow_store_commit_seconds_bucket{{op=\"{op}\",le=\"{le}\"}}"),
+                )
+            };
             (
                 n,
                 get("batch_events_sum") / n.max(1.0),
                 get("commit_seconds_sum") * 1e3 / n.max(1.0),
+                over("0.01"),
+                over("0.025"),
             )
         };
         Ok(Self {
@@ -170,8 +179,8 @@ impl std::fmt::Display for Commits {
         let (a, r) = (self.append, self.resolve);
         write!(
             f,
-            "append {:.0} × {:.0} rows in {:.2} ms, resolve {:.0} × {:.0} rows in {:.2} ms (means)",
-            a.0, a.1, a.2, r.0, r.1, r.2
+            "append {:.0} × {:.0} rows in {:.2} ms, resolve {:.0} × {:.0} rows in {:.2} ms (means); over 10 ms: {:.0} appends, {:.0} resolves; over 25 ms: {:.0}, {:.0}",
+            a.0, a.1, a.2, r.0, r.1, r.2, a.3, r.3, a.4, r.4
         )
     }
 }

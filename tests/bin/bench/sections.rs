@@ -193,6 +193,7 @@ pub(super) async fn section_open_loop(
     let rss = pair.sampler();
     let run = publish_stream(&pair.core, n, args.payload, Some(target)).await?;
     wait_drained(&pair.core, last_seq(&run)).await?;
+    let commits = Commits::read(&pair.core).await?;
     let peaks = pair.peaks(&rss);
     pair.stop().await?;
     let figures = stream_figures(env, &run).await?;
@@ -210,6 +211,7 @@ pub(super) async fn section_open_loop(
         "  and: commit's start → result stored",
         figures.commit_to_result,
     );
+    line("open-loop core's commits", commits);
     line("open-loop peak RSS", peaks);
     summary.open_loop = Some((target, latency));
     Ok(())
