@@ -39,6 +39,21 @@ fn started(log: &Path) -> BTreeSet<u64> {
         .collect()
 }
 
+/// Publishes `PER_KEY` sleeps of `SLEEP_MS` on each of `KEYS` keys, the
+/// keys in turn; returns how many.
+async fn publish_sleeps(core: &Core) -> anyhow::Result<u64> {
+    let events = KEYS * PER_KEY;
+    for n in 0..events {
+        let body = format!(
+            r#"{{"kind":"sleep","key":"k{}","payload":{SLEEP_MS}}}"#,
+            n % KEYS
+        );
+        let (status, text) = post_json(core.http, "/v1/events", &body).await?;
+        anyhow::ensure!(status == 202, "publish {n}: {status} {text}");
+    }
+    Ok(events)
+}
+
 /// The active processor's id, from core's snapshot.
 async fn active(core: &Core) -> Option<String> {
     let snapshot = core.snapshot().await.ok()?;
@@ -77,15 +92,7 @@ async fn a_thawed_processor_starts_nothing_its_standby_took_over() -> anyhow::Re
     })
     .await?;
 
-    let events = KEYS * PER_KEY;
-    for n in 0..events {
-        let body = format!(
-            r#"{{"kind":"sleep","key":"k{}","payload":{SLEEP_MS}}}"#,
-            n % KEYS
-        );
-        let (status, text) = post_json(core.http, "/v1/events", &body).await?;
-        anyhow::ensure!(status == 202, "publish {n}: {status} {text}");
-    }
+    let events = publish_sleeps(&core).await?;
     // Two rounds of results in: `a` runs the third event of each key, and
     // every key has a queue behind it.
     wait_for("a processing", Duration::from_secs(30), || async {
@@ -191,15 +198,7 @@ async fn a_processor_whose_stream_ended_starts_nothing_its_standby_took_over() -
         (active(&core).await.as_deref() == Some("a")).then_some(())
     })
     .await?;
-    let events = KEYS * PER_KEY;
-    for n in 0..events {
-        let body = format!(
-            r#"{{"kind":"sleep","key":"k{}","payload":{SLEEP_MS}}}"#,
-            n % KEYS
-        );
-        let (status, text) = post_json(core.http, "/v1/events", &body).await?;
-        anyhow::ensure!(status == 202, "publish {n}: {status} {text}");
-    }
+    let events = publish_sleeps(&core).await?;
     let mut b = processor("b", &[])?;
     wait_for("b active", Duration::from_secs(30), || async {
         (active(&core).await.as_deref() == Some("b")).then_some(())

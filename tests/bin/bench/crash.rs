@@ -156,14 +156,7 @@ async fn join(env: &Env, args: &super::Args) -> anyhow::Result<()> {
     // Four times the others' events: the window is still full a second
     // after the join (which comes a second after the steady state).
     let events = 4 * args.crash_events;
-    let publisher = {
-        let (grpc, http) = (core.grpc, core.http);
-        let (keys, sleep_ms) = (args.w2_keys, args.w2_sleep_ms);
-        tokio::spawn(async move {
-            let client = Core::attach(grpc, http);
-            super::w2::publish(client.ingest().await?, events, keys, sleep_ms).await
-        })
-    };
+    let publisher = publish(&core, args, events);
     let (steady, _) = steady_state(&core, events / 4).await?;
     let before = sample_for(&core, Duration::from_secs(1)).await?;
     let joined = Instant::now();
@@ -174,7 +167,9 @@ async fn join(env: &Env, args: &super::Args) -> anyhow::Result<()> {
     let standing_by = joined.elapsed();
     let after = sample_for(&core, Duration::from_secs(1)).await?;
     let head = publisher.await??;
-    let full = after.last().is_some_and(|s| s.floor <= head && s.window_used >= 1_000);
+    let full = after
+        .last()
+        .is_some_and(|s| s.floor <= head && s.window_used >= 1_000);
     for p in joining.iter_mut().chain([&mut active]) {
         p.terminate().await?;
     }
@@ -213,6 +208,21 @@ async fn join(env: &Env, args: &super::Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Publishes `events` of W2's events as one burst, on a task of its own;
+/// it returns the head.
+fn publish(
+    core: &Core,
+    args: &super::Args,
+    events: u64,
+) -> tokio::task::JoinHandle<anyhow::Result<u64>> {
+    let (grpc, http) = (core.grpc, core.http);
+    let (keys, sleep_ms) = (args.w2_keys, args.w2_sleep_ms);
+    tokio::spawn(async move {
+        let client = Core::attach(grpc, http);
+        super::w2::publish(client.ingest().await?, events, keys, sleep_ms).await
+    })
+}
+
 /// Waits until core counts `n` processors (the active one and standbys).
 async fn wait_processors(core: &Core, n: u64) -> anyhow::Result<()> {
     wait_for(
@@ -241,14 +251,7 @@ async fn run(env: &Env, args: &super::Args, loss: Loss) -> anyhow::Result<()> {
         wait_processors(&core, 3).await?;
     }
     let events = args.crash_events;
-    let publisher = {
-        let (grpc, http) = (core.grpc, core.http);
-        let (keys, sleep_ms) = (args.w2_keys, args.w2_sleep_ms);
-        tokio::spawn(async move {
-            let client = Core::attach(grpc, http);
-            super::w2::publish(client.ingest().await?, events, keys, sleep_ms).await
-        })
-    };
+    let publisher = publish(&core, args, events);
 
     let (steady, rate_before) = steady_state(&core, events).await?;
 
