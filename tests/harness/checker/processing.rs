@@ -5,9 +5,13 @@
 //! start` when the algorithm starts the event and `<life> <seq> <attempt>
 //! end` when it finishes (`retry` instead of `end` when the algorithm asked
 //! to retry later: the event may then start again in the same life, before
-//! any later event of its lane). (Older processors wrote one line, `<life> <seq>
-//! <attempt>`, per event processed one at a time; it reads as a start
-//! followed at once by its end.)
+//! any later event of its lane). Each line ends with its wall-clock time
+//! in microseconds, and lines about a life rather than an event (`hold`
+//! from the processor, `stopped` and `gone` from the harness's lives log)
+//! carry seq 0: those are for [`across_lives`](super::across_lives), and
+//! the checks here skip them. (Older processors wrote no time, and before
+//! that one line, `<life> <seq> <attempt>`, per event processed one at a
+//! time; it reads as a start followed at once by its end.)
 //!
 //! # Verdicts, per processor life
 //!
