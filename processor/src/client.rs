@@ -44,6 +44,13 @@ const CORE_SILENT: Duration = Duration::from_secs(3);
 /// Reconnect backoff bounds.
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// A stream core accepted and that stayed open this long served: its end
+/// (a reset, a core restart, a cut for silence) starts the backoff over.
+/// Before, only streams of 10 s did, so a run of resets a few seconds
+/// apart kept a processor away for up to 5 s, past core's return grace:
+/// a standby took its place and its events in flight became crash
+/// suspects.
+const STREAM_SERVED: Duration = Duration::from_secs(1);
 
 /// Runs the processor until `cancel`.
 pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
@@ -145,7 +152,6 @@ pub async fn run_with(
     let rotation = Rotation::new(cores.len());
     let mut standby_seen = false;
     while !cancel.is_cancelled() {
-        let started = Instant::now();
         let (url, endpoint) = &cores[rotation.current()];
         let ended = match endpoint.connect().await {
             Ok(channel) => life.session(channel, &cancel).await,
@@ -154,8 +160,8 @@ pub async fn run_with(
         if cancel.is_cancelled() {
             break;
         }
-        // A stream that lasted was a success: the backoff starts over.
-        if started.elapsed() > Duration::from_secs(10) {
+        // A stream that served was a success: the backoff starts over.
+        if ended.served() {
             failures = 0;
             standby_seen = false;
         }
@@ -185,6 +191,8 @@ struct Ended {
     reason: String,
     /// The core is a standby: another one leads.
     standby: bool,
+    /// How long the stream was open, once core accepted it.
+    open_for: Option<Duration>,
 }
 
 impl Ended {
@@ -192,7 +200,14 @@ impl Ended {
         Self {
             reason: reason.into(),
             standby: false,
+            open_for: None,
         }
+    }
+
+    /// Whether core accepted the stream and it stayed open for
+    /// [`STREAM_SERVED`].
+    fn served(&self) -> bool {
+        self.open_for.is_some_and(|d| d >= STREAM_SERVED)
     }
 }
 
@@ -255,14 +270,19 @@ impl Life {
                 return Ended {
                     reason: format!("subscribe refused: {}", status.message()),
                     standby: leader::is_standby(&status),
+                    open_for: None,
                 };
             }
         };
         tracing::info!("connected to core");
         self.metrics.connected.set(1);
+        let opened = Instant::now();
         let reason = self.stream(&mut inbound, out_tx, cancel).await;
         self.metrics.connected.set(0);
-        Ended::failed(reason)
+        Ended {
+            open_for: Some(opened.elapsed()),
+            ..Ended::failed(reason)
+        }
     }
 }
 
@@ -290,6 +310,25 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("transport error")]
     struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn only_a_stream_core_accepted_and_kept_open_starts_the_backoff_over() {
+        let open = |d| Ended {
+            open_for: d,
+            ..Ended::failed("reset")
+        };
+        assert!(open(Some(STREAM_SERVED)).served());
+        assert!(
+            open(Some(Duration::from_secs(4))).served(),
+            "reset after 4 s"
+        );
+        assert!(
+            !open(Some(Duration::from_millis(200))).served(),
+            "ended at once"
+        );
+        assert!(!open(None).served(), "never accepted");
+        assert!(!Ended::failed("cannot connect").served());
+    }
 
     #[test]
     fn connection_errors_name_their_cause() {

@@ -43,8 +43,10 @@ impl Life {
         cancel: &CancellationToken,
     ) -> String {
         let reason = self.stream_loop(inbound, out_tx, cancel).await;
-        let held = self.set_held(true);
-        debug_assert!(held.is_empty(), "a held receiver starts nothing");
+        // Held, nothing starts; what a run finishes meanwhile is cached
+        // and goes out on the next stream.
+        let actions = self.set_held(true);
+        self.perform(actions, &mut Vec::new());
         reason
     }
 
