@@ -174,7 +174,7 @@ async fn freeze_the_leader(extra: &[&str]) -> anyhow::Result<Frozen> {
     );
     a.wait_resolved(1, Duration::from_secs(30)).await?;
 
-    a.proc.signal("-STOP")?;
+    a.proc.freeze().await?;
     let stopped = Instant::now();
     let a_http = a.http;
     let frozen_publish = tokio::spawn(async move {

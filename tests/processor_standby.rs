@@ -101,7 +101,7 @@ async fn a_thawed_processor_starts_nothing_its_standby_took_over() -> anyhow::Re
     })
     .await?;
 
-    a.signal("-STOP")?;
+    a.freeze().await?;
     wait_for("b active", Duration::from_secs(30), || async {
         (active(&core).await.as_deref() == Some("b")).then_some(())
     })

@@ -93,6 +93,27 @@ pub fn bin(name: &str) -> PathBuf {
     dir.parent().map(|d| d.join(name)).unwrap_or(beside)
 }
 
+/// Whether every thread of process `pid` is stopped (state `T` in
+/// `/proc/<pid>/task/<tid>/stat`).
+fn all_threads_stopped(pid: u32) -> anyhow::Result<bool> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let stat = match std::fs::read_to_string(task?.path().join("stat")) {
+            Ok(stat) => stat,
+            // A thread that exited meanwhile.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
+        // `pid (comm) S …`: the state follows the last ')'.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        if !matches!(state, Some('T' | 't')) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Serves `app` on a free loopback port until `cancel`; returns its
 /// address. For the endpoints the tests and the bench stand up themselves
 /// (webhooks that answer as a run asks).
@@ -197,6 +218,27 @@ impl Proc {
             .await
             .context("process did not exit within 30 s of SIGTERM")??;
         Ok(status.code())
+    }
+
+    /// SIGSTOP, returning once every thread of the process is stopped.
+    /// The kernel wakes one thread to begin a group stop, and that one
+    /// stops the others; on a loaded machine it may wait milliseconds for
+    /// a CPU, and the other threads run on meanwhile (a core "frozen" that
+    /// way once committed and acknowledged a publish sent after the
+    /// signal). Tests that freeze a process to see what it does not do
+    /// must not act before it is frozen.
+    pub async fn freeze(&self) -> anyhow::Result<()> {
+        self.signal("-STOP")?;
+        let pid = self.child.id().context("process already exited")?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !all_threads_stopped(pid)? {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "process {pid} not stopped 10 s after SIGSTOP"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Ok(())
     }
 
     /// Sends a signal by name (`-STOP`, `-CONT`, `-TERM`).

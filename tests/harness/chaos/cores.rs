@@ -116,7 +116,7 @@ impl Cores {
         let i = self.leader_index().await?;
         let alone = self.cores.len() == 1;
         let core = &mut self.cores[i];
-        core.proc.signal("-STOP")?;
+        core.proc.freeze().await?;
         tokio::time::sleep(duration).await;
         core.proc.signal("-CONT")?;
         if alone {

@@ -131,7 +131,7 @@ impl Processors {
             return Ok(false);
         };
         let (id, proc) = &self.running[i];
-        proc.signal("-STOP")?;
+        proc.freeze().await?;
         self.note(id, "stopped")?;
         tokio::time::sleep(duration).await;
         proc.signal("-CONT")?;
