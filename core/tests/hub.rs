@@ -60,6 +60,18 @@ async fn connect(running: &Running, id: &str, life: u64) -> Stream {
 }
 
 /// An event of the kind the hand-made processors name.
+/// A hub with event 1 published, processor `a` (life 1) active with that
+/// event in flight, and `b` (life `b_life`) connected after it.
+async fn active_and_standby(config: Config, b_life: u64) -> (Running, Stream, Stream) {
+    let running = start(config).await.unwrap();
+    running.ingest.publish(vec![telemetry(b"1")]).await.unwrap();
+    let mut active = connect(&running, "a", 1).await;
+    assert!(welcomed(&mut active, Duration::from_secs(10)).await);
+    assert_eq!(next_events(&mut active).await, [1]);
+    let standby = connect(&running, "b", b_life).await;
+    (running, active, standby)
+}
+
 fn telemetry(payload: &[u8]) -> NewEvent {
     NewEvent {
         kind: "telemetry".into(),
@@ -153,13 +165,7 @@ async fn another_processor_stands_by_and_takes_over_when_the_active_one_is_gone(
     // The hand-made active processor never reports; here only its stream's
     // end hands over (the silence rule has a test of its own).
     config.processor_silence_ms = 600_000;
-    let running = start(config).await.unwrap();
-    running.ingest.publish(vec![telemetry(b"1")]).await.unwrap();
-    let mut active = connect(&running, "a", 1).await;
-    assert!(welcomed(&mut active, Duration::from_secs(10)).await);
-    assert_eq!(next_events(&mut active).await, [1]);
-
-    let mut standby = connect(&running, "b", 1).await;
+    let (running, mut active, mut standby) = active_and_standby(config, 1).await;
     running.ingest.publish(vec![telemetry(b"2")]).await.unwrap();
     assert_eq!(
         next_events(&mut active).await,
@@ -209,13 +215,7 @@ async fn a_standby_takes_over_from_a_silent_active_processor_and_not_from_a_talk
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::local(None, dir.path().to_path_buf());
     config.processor_silence_ms = 500;
-    let running = start(config).await.unwrap();
-    let event = telemetry(b"1");
-    running.ingest.publish(vec![event]).await.unwrap();
-    let mut active = connect(&running, "a", 1).await;
-    assert!(welcomed(&mut active, Duration::from_secs(10)).await);
-    assert_eq!(next_events(&mut active).await, [1]);
-    let mut standby = connect(&running, "b", 7).await;
+    let (running, mut active, mut standby) = active_and_standby(config, 7).await;
 
     // Talking (an echo every 100 ms, as harmless as a status) for four
     // times the silence: the standby waits.
@@ -273,13 +273,7 @@ async fn a_standby_waits_for_the_active_processor_to_come_back_before_taking_ove
     let mut config = Config::local(None, dir.path().to_path_buf());
     // Long enough to see the hub take in the end before coming back.
     config.processor_return_grace_ms = 3_000;
-    let running = start(config).await.unwrap();
-    let event = telemetry(b"1");
-    running.ingest.publish(vec![event]).await.unwrap();
-    let mut active = connect(&running, "a", 1).await;
-    assert!(welcomed(&mut active, Duration::from_secs(10)).await);
-    assert_eq!(next_events(&mut active).await, [1]);
-    let mut standby = connect(&running, "b", 7).await;
+    let (running, active, mut standby) = active_and_standby(config, 7).await;
 
     // Reset: the stream ends (the hub has seen it once only the standby
     // is counted), and the same life says hello again.
