@@ -805,3 +805,37 @@ suite!(
     sent_marks_name_the_unresolved_events_that_may_have_gone_out,
     an_events_trace_context_is_stored_with_it,
 );
+
+/// PostgreSQL keeps `WARM_CONNECTIONS` open from the start, before any
+/// write needs them: the first commits after a start must not wait for new
+/// backends (the open loop's worst events came from that).
+#[tokio::test]
+async fn postgres_keeps_its_writers_connections_open_from_the_start() {
+    use ackflow_core::store::postgres::WARM_CONNECTIONS;
+    let server = crate::common::pg_server();
+    let name = format!("ackflow-warm-{:x}", fastrand::u64(..));
+    let options: sqlx::postgres::PgConnectOptions = server.parse().expect("url");
+    let store = PgStore::connect_with(options.application_name(&name))
+        .await
+        .expect("connect");
+    let mut conn = sqlx::PgConnection::connect(&server).await.expect("connect");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let open = loop {
+        let (open,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
+                .bind(&name)
+                .fetch_one(&mut conn)
+                .await
+                .expect("pg_stat_activity");
+        if open >= i64::from(WARM_CONNECTIONS) || tokio::time::Instant::now() > deadline {
+            break open;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        open,
+        i64::from(WARM_CONNECTIONS),
+        "connections open without any write having asked for them"
+    );
+    drop(store);
+}
