@@ -82,12 +82,15 @@ mod overload;
 mod sections;
 #[path = "bench/skew.rs"]
 mod skew;
+#[path = "bench/stalls.rs"]
+mod stalls;
 #[path = "bench/w2.rs"]
 mod w2;
 
 use self::args::*;
 use self::measure::*;
 use self::sections::*;
+use self::stalls::{DbActivity, Stalls};
 
 /// A fresh store (database or directory) for one section.
 struct Env {
@@ -169,7 +172,8 @@ struct Summary {
     w1_latency: Option<Latency>,
     w1_processor_mb: Option<f64>,
     rest_rate: Option<f64>,
-    open_loop: Option<(f64, Latency)>,
+    /// The target rate and each run's latency.
+    open_loop: Option<(f64, Vec<Latency>)>,
     ceiling: Option<f64>,
     ceiling_pipelined: Option<f64>,
     backlog_core_mb: Option<f64>,
@@ -310,6 +314,8 @@ struct Figures {
     /// processing, the ack and the result writer's wait).
     to_commit: Latency,
     commit_to_result: Latency,
+    /// Every event's times, for `stalls::Stalls`.
+    times: Vec<stalls::Times>,
 }
 
 /// End-to-end rate and latency of a stream run whose events are all stored.
@@ -320,6 +326,7 @@ async fn stream_figures(env: &Env, run: &Published) -> anyhow::Result<Figures> {
     let mut latencies = Vec::with_capacity(run.seqs.len());
     let mut to_commit = Vec::with_capacity(run.seqs.len());
     let mut commit_to_result = Vec::with_capacity(run.seqs.len());
+    let mut all = Vec::with_capacity(run.seqs.len());
     let mut last_stored = i64::MIN;
     for (seq, sent) in run.seqs.iter().zip(&run.sent_us) {
         let Some((published, stored)) = times.get(seq) else {
@@ -329,6 +336,11 @@ async fn stream_figures(env: &Env, run: &Published) -> anyhow::Result<Figures> {
         latencies.push(stored - sent);
         to_commit.push(published - sent);
         commit_to_result.push(stored - published);
+        all.push(stalls::Times {
+            sent: *sent,
+            published: *published,
+            stored: *stored,
+        });
     }
     if latencies.len() < run.seqs.len() {
         println!(
@@ -344,6 +356,7 @@ async fn stream_figures(env: &Env, run: &Published) -> anyhow::Result<Figures> {
         latency: Latency::of(latencies),
         to_commit: Latency::of(to_commit),
         commit_to_result: Latency::of(commit_to_result),
+        times: all,
     })
 }
 
@@ -439,18 +452,26 @@ async fn measure(backend: Backend, args: &Args) -> anyhow::Result<Summary> {
         if !runs(section) {
             continue;
         }
+        if section == Section::OpenLoop {
+            for run in 1..=args.open_loop_runs {
+                let env = Env::new(backend, args.core_flags()).await?;
+                section_open_loop(&env, args, run, &mut summary).await?;
+                env.finish().await?;
+            }
+            continue;
+        }
         let env = Env::new(backend, args.core_flags()).await?;
         match section {
             Section::Publish => section_publish(&env, args).await?,
             Section::W1 => section_w1(&env, args, &mut summary).await?,
             Section::Rest => section_rest(&env, args, &mut summary).await?,
-            Section::OpenLoop => section_open_loop(&env, args, &mut summary).await?,
             Section::Ceiling => ceiling::section_ceiling(&env, args, &mut summary).await?,
             Section::Backlog => section_backlog(&env, args, &mut summary).await?,
             Section::W2 => w2::section_w2(&env, args, &mut summary).await?,
             Section::W2Control => w2::section_w2_control(&env, args, &mut summary).await?,
             Section::Crash => crash::section_crash(&env, args).await?,
-            Section::Sweep
+            Section::OpenLoop
+            | Section::Sweep
             | Section::Skew
             | Section::Fair
             | Section::Failover
@@ -520,11 +541,19 @@ fn summary_table(results: &[(Backend, Summary)]) {
         },
     );
     row("open-loop target rate, events/s", &|s| {
-        events(s.open_loop.map(|(r, _)| r))
+        events(s.open_loop.as_ref().map(|(r, _)| *r))
     });
-    row("open-loop latency p50 / p99 / max, ms", &|s| {
-        lat(s.open_loop.map(|(_, l)| l))
-    });
+    row(
+        "open-loop latency p50 / p99 / max, ms, each run",
+        &|s| match &s.open_loop {
+            Some((_, runs)) => runs
+                .iter()
+                .map(|l| lat(Some(*l)))
+                .collect::<Vec<_>>()
+                .join(" · "),
+            None => lat(None),
+        },
+    );
     row("REST batches end to end, events/s", &|s| {
         events(s.rest_rate)
     });

@@ -52,6 +52,10 @@ pub(super) struct Args {
     /// Duration of the open-loop run in seconds.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub(super) open_loop_secs: u64,
+    /// How many open-loop runs, one after the other, each with a fresh core,
+    /// processor and database (every run is printed).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub(super) open_loop_runs: u64,
     /// The `overload` section's offered rate, events/s on one PublishStream.
     #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub(super) overload_rate: u64,

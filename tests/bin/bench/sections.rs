@@ -178,9 +178,11 @@ pub(super) async fn section_rest(
     Ok(())
 }
 
+/// One open-loop run (`run` of `--open-loop-runs`).
 pub(super) async fn section_open_loop(
     env: &Env,
     args: &Args,
+    run_no: u64,
     summary: &mut Summary,
 ) -> anyhow::Result<()> {
     let target = args
@@ -191,8 +193,10 @@ pub(super) async fn section_open_loop(
     let n = (target * args.open_loop_secs as f64) as u64;
     let pair = Pair::start(env, args.window).await?;
     let rss = pair.sampler();
+    let db_before = DbActivity::read(&env.store_url()).await?;
     let run = publish_stream(&pair.core, n, args.payload, Some(target)).await?;
     wait_drained(&pair.core, last_seq(&run)).await?;
+    let db = db_before.since(DbActivity::read(&env.store_url()).await?);
     let commits = Commits::read(&pair.core).await?;
     let peaks = pair.peaks(&rss);
     pair.stop().await?;
@@ -200,8 +204,8 @@ pub(super) async fn section_open_loop(
     let latency = figures.latency;
     line(
         &format!(
-            "open loop at {target:.0} events/s for {} s ({n} events)",
-            args.open_loop_secs
+            "open loop {run_no} of {}, at {target:.0} events/s for {} s ({n} events)",
+            args.open_loop_runs, args.open_loop_secs
         ),
         format!("published at {}", rate(per_sec(n, run.took))),
     );
@@ -212,8 +216,17 @@ pub(super) async fn section_open_loop(
         figures.commit_to_result,
     );
     line("open-loop core's commits", commits);
+    line(
+        "open-loop slowest events, by send time",
+        Stalls::of(figures.times, 10.0),
+    );
+    line("open-loop database, during the run", db);
     line("open-loop peak RSS", peaks);
-    summary.open_loop = Some((target, latency));
+    summary
+        .open_loop
+        .get_or_insert_with(|| (target, Vec::new()))
+        .1
+        .push(latency);
     Ok(())
 }
 
