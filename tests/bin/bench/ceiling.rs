@@ -162,3 +162,123 @@ async fn pipeline(
     resolver.await??;
     Ok(started.elapsed())
 }
+
+/// The open loop's floor: the store alone at the same rate. Events arrive
+/// as the open loop publishes them (a tick a millisecond, every event due);
+/// one task appends whatever has arrived in one commit at a time (core's
+/// ingest writer), another resolves whatever has been appended the same
+/// way (core's result writer). The latency is from an event's arrival to
+/// the start of the commit that resolves it, as the open loop's is to its
+/// result's `stored_at_us`. What is left of ackflow's latency above this
+/// is the hops and the processing; this much is two group commits in a row.
+pub(super) async fn open_loop_floor(
+    env: &Env,
+    rate: f64,
+    secs: u64,
+    size: usize,
+) -> anyhow::Result<Floor> {
+    type Arrived = Vec<(u64, i64)>;
+    std::fs::create_dir_all(env.dir().join("data"))?;
+    let store = ackflow_core::store::open(&env.store_url()).await?;
+    let base = store.next_seq().await?;
+    let n = (rate * secs as f64) as u64;
+    let output = "0".repeat(64);
+    let (arrive, mut arrived) = tokio::sync::mpsc::unbounded_channel::<(u64, i64)>();
+    let (appended, mut to_resolve) = tokio::sync::mpsc::unbounded_channel::<Arrived>();
+    let producer = tokio::spawn(async move {
+        let started = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        let mut next = 0u64;
+        while next < n {
+            tick.tick().await;
+            let due = ((started.elapsed().as_secs_f64() * rate) as u64).min(n);
+            for seq in next..due {
+                arrive.send((base + seq, now_us()))?;
+            }
+            next = due;
+        }
+        anyhow::Ok(())
+    });
+    let ingest = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut group = Vec::new();
+            let mut took = Vec::new();
+            while arrived.recv_many(&mut group, usize::MAX).await > 0 {
+                let first = group[0].0;
+                let events = group
+                    .iter()
+                    .map(|&(seq, _)| NewEvent {
+                        kind: "sha256".into(),
+                        key: None,
+                        payload: payload(size, seq).into_bytes(),
+                        idempotency_key: None,
+                        traceparent: None,
+                    })
+                    .collect();
+                let ids = group.iter().map(|(seq, _)| format!("{seq:032x}")).collect();
+                let started = Instant::now();
+                store
+                    .append(first, now_us(), &AppendBatch::one_request(ids, events))
+                    .await?;
+                took.push(started.elapsed().as_micros() as i64);
+                appended.send(std::mem::take(&mut group))?;
+            }
+            anyhow::Ok(took)
+        })
+    };
+    let mut latencies = Vec::with_capacity(n as usize);
+    let mut groups: Vec<Arrived> = Vec::new();
+    let mut resolves = Vec::new();
+    while to_resolve.recv_many(&mut groups, usize::MAX).await > 0 {
+        let stored = now_us();
+        let events: Arrived = groups.drain(..).flatten().collect();
+        let results: Vec<ResultRow> = events
+            .iter()
+            .map(|&(seq, _)| ResultRow {
+                seq,
+                status: ResultStatus::Ok,
+                output: output.clone(),
+                attempt: 1,
+                processing_us: 1,
+                stored_at_us: stored,
+            })
+            .collect();
+        let floor = events.last().map_or(base, |(seq, _)| seq + 1);
+        let started = Instant::now();
+        store.resolve(&results, &[], floor).await?;
+        resolves.push(started.elapsed().as_micros() as i64);
+        latencies.extend(events.iter().map(|(_, at)| stored - at));
+    }
+    producer.await??;
+    let appends = ingest.await??;
+    anyhow::ensure!(
+        latencies.len() as u64 == n,
+        "{} of {n} resolved",
+        latencies.len()
+    );
+    Ok(Floor {
+        latency: Latency::of(latencies),
+        appends: Latency::of(appends),
+        resolves: Latency::of(resolves),
+    })
+}
+
+/// What [`open_loop_floor`] measured.
+pub(super) struct Floor {
+    /// Arrival → the start of the commit that resolves it.
+    pub(super) latency: Latency,
+    /// How long each commit took.
+    pub(super) appends: Latency,
+    pub(super) resolves: Latency,
+}
+
+impl std::fmt::Display for Floor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}; its appends {}, resolves {}",
+            self.latency, self.appends, self.resolves
+        )
+    }
+}
