@@ -50,6 +50,11 @@
 //! stream to the result's `stored_at_us` (the start of the commit that
 //! stored it), both wall-clock microseconds on this machine.
 
+// The allocator core runs with: the ceiling runs core's store code in this
+// process, and must run it as core does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -456,6 +461,17 @@ async fn measure(backend: Backend, args: &Args) -> anyhow::Result<Summary> {
             for run in 1..=args.open_loop_runs {
                 let env = Env::new(backend, args.core_flags()).await?;
                 section_open_loop(&env, args, run, &mut summary).await?;
+                env.finish().await?;
+                // The store alone at the same rate, after the same set-up
+                // (a checkpoint, a new database), so the two compare.
+                let env = Env::new(backend, args.core_flags()).await?;
+                let rate = summary.open_loop.as_ref().map_or(20_000.0, |(r, _)| *r);
+                let floor =
+                    ceiling::open_loop_floor(&env, rate, args.open_loop_secs, args.payload).await?;
+                line(
+                    "the store alone at this rate, arrival → result's commit",
+                    floor,
+                );
                 env.finish().await?;
             }
             continue;

@@ -137,11 +137,13 @@ pub(super) fn sample(page: &str, name: &str) -> f64 {
 }
 
 /// Core's commits by op, from its `/metrics` histograms: how many, their
-/// mean rows and mean duration, and how many took over 10 and 25 ms.
+/// mean rows and mean duration, and how many took over 10 and 25 ms; and
+/// the events it sent again (none in a calm run).
 pub(super) struct Commits {
     /// Per op: commits, mean rows, mean ms, commits over 10 ms, over 25 ms.
     append: (f64, f64, f64, f64, f64),
     resolve: (f64, f64, f64, f64, f64),
+    retransmits: f64,
 }
 
 impl Commits {
@@ -170,6 +172,7 @@ impl Commits {
         Ok(Self {
             append: of("append"),
             resolve: of("resolve"),
+            retransmits: sample(&page, "ackflow_retransmits_total"),
         })
     }
 }
@@ -179,8 +182,8 @@ impl std::fmt::Display for Commits {
         let (a, r) = (self.append, self.resolve);
         write!(
             f,
-            "append {:.0} × {:.0} rows in {:.2} ms, resolve {:.0} × {:.0} rows in {:.2} ms (means); over 10 ms: {:.0} appends, {:.0} resolves; over 25 ms: {:.0}, {:.0}",
-            a.0, a.1, a.2, r.0, r.1, r.2, a.3, r.3, a.4, r.4
+            "append {:.0} × {:.0} rows in {:.2} ms, resolve {:.0} × {:.0} rows in {:.2} ms (means); over 10 ms: {:.0} appends, {:.0} resolves; over 25 ms: {:.0}, {:.0}; events sent again: {:.0}",
+            a.0, a.1, a.2, r.0, r.1, r.2, a.3, r.3, a.4, r.4, self.retransmits
         )
     }
 }

@@ -222,11 +222,6 @@ pub(super) async fn section_open_loop(
     );
     line("open-loop database, during the run", db);
     line("open-loop peak RSS", peaks);
-    let floor = ceiling::open_loop_floor(env, target, args.open_loop_secs, args.payload).await?;
-    line(
-        "the store alone at this rate, arrival → result's commit",
-        floor,
-    );
     summary
         .open_loop
         .get_or_insert_with(|| (target, Vec::new()))
