@@ -739,6 +739,35 @@ async fn an_events_trace_context_is_stored_with_it(store: SharedStore) {
     assert_eq!(listed, vec![Some(TRACE.to_string()), None]);
 }
 
+/// A batch of every size the stores cut into several statements (SQLite:
+/// chunks of 256, 32, 8 and 1 rows) stores each row as given: its seq, its
+/// payload, its result.
+async fn a_large_batch_is_stored_row_for_row(store: SharedStore) {
+    let n = 256 + 32 + 8 + 3;
+    let batch: Vec<NewEvent> = (0..n)
+        .map(|i| event("k", &format!("[{i}]"), None))
+        .collect();
+    append(&store, 1, 7, &ids(n), &batch).await.unwrap();
+    let stored = store.events_from(1, 1_000, usize::MAX).await.unwrap();
+    assert_eq!(stored.len(), n);
+    for (i, e) in stored.iter().enumerate() {
+        assert_eq!(e.seq, i as u64 + 1);
+        assert_eq!(e.payload, format!("[{i}]").as_bytes());
+    }
+    let results: Vec<ResultRow> = (1..=n as u64)
+        .map(|seq| result(seq, ResultStatus::Ok, &format!("out {seq}")))
+        .collect();
+    store.resolve(&results, &[], n as u64 + 1).await.unwrap();
+    for seq in [1, 256, 257, 289, 296, n as u64] {
+        let view = store.event(seq).await.unwrap().expect("stored");
+        assert_eq!(view.result.expect("a result").output, format!("out {seq}"));
+    }
+    assert_eq!(
+        store.delivery_cursor().await.unwrap().acked_floor,
+        n as u64 + 1
+    );
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -796,6 +825,7 @@ suite_with_guard!(
 
 suite!(
     append_assigns_consecutive_seqs_and_replays_keys,
+    a_large_batch_is_stored_row_for_row,
     a_page_is_bounded_in_bytes,
     a_failed_batch_stores_nothing,
     a_reused_key_refuses_only_its_own_request,

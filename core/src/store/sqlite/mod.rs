@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use sqlx::ConnectOptions;
@@ -15,9 +16,11 @@ use sqlx::sqlite::{
 };
 use tokio::sync::Mutex;
 
+mod many;
 pub mod owner;
 mod writer;
 
+use self::many::Insert;
 use self::writer::Writer;
 use crate::model::{
     AppendBatch, DeadRow, DeadView, DeliveryCursor, EventView, RequestOutcome, ResultRow, Seq,
@@ -27,6 +30,25 @@ use crate::store::idempotency;
 use crate::store::migrations;
 use crate::store::rows::{DeadRowDb, EventRow, VIEW_COLUMNS, VIEW_FROM, ViewRow, status_condition};
 use crate::store::{PageBudget, Store, StoreError, seq_from_db, seq_to_db, seqs};
+
+/// The event rows' insert, several rows a statement (see `many.rs`).
+static EVENTS: LazyLock<Insert> = LazyLock::new(|| {
+    Insert::new(
+        "INSERT INTO events (seq, id, kind, key, payload, idempotency_key, \
+             idempotency_fingerprint, traceparent, published_at_us)",
+        9,
+        "",
+    )
+});
+
+/// The result rows' insert; a seq with a result keeps it.
+static RESULTS: LazyLock<Insert> = LazyLock::new(|| {
+    Insert::new(
+        "INSERT INTO results (seq, status, output, attempt, processing_us, stored_at_us)",
+        6,
+        " ON CONFLICT (seq) DO NOTHING",
+    )
+});
 
 /// The embedded store.
 pub struct SqliteStore {
@@ -176,26 +198,23 @@ impl Store for SqliteStore {
             idempotency::stored_keys(rows)?
         };
         let plan = idempotency::plan(first_seq, batch, &stored);
-        for (&i, seq) in plan.insert.iter().zip(first_seq..) {
-            let event = &events[i];
-            // One prepared statement per row: SQLite has no network round
-            // trip, and the whole batch is one transaction (one fsync).
-            sqlx::query(
-                "INSERT INTO events (seq, id, kind, key, payload, idempotency_key, \
-                     idempotency_fingerprint, traceparent, published_at_us) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(seq_to_db(seq))
-            .bind(&batch.ids()[i])
-            .bind(&event.kind)
-            .bind(event.key.as_deref())
-            .bind(&event.payload)
-            .bind(event.idempotency_key.as_deref())
-            .bind(batch.fingerprints()[i].as_ref().map(|f| f.as_slice()))
-            .bind(event.traceparent.as_deref())
-            .bind(published_at_us)
-            .execute(tx.conn())
-            .await?;
+        let rows: Vec<(usize, Seq)> = plan.insert.iter().copied().zip(first_seq..).collect();
+        for chunk in many::chunks(rows.len()) {
+            let mut query = sqlx::query(EVENTS.sql(chunk.len()));
+            for &(i, seq) in &rows[chunk] {
+                let event = &events[i];
+                query = query
+                    .bind(seq_to_db(seq))
+                    .bind(&batch.ids()[i])
+                    .bind(&event.kind)
+                    .bind(event.key.as_deref())
+                    .bind(&event.payload)
+                    .bind(event.idempotency_key.as_deref())
+                    .bind(batch.fingerprints()[i].as_ref().map(|f| f.as_slice()))
+                    .bind(event.traceparent.as_deref())
+                    .bind(published_at_us);
+            }
+            query.execute(tx.conn()).await?;
         }
         tx.commit().await?;
         Ok(plan.outcomes)
@@ -284,19 +303,18 @@ impl Store for SqliteStore {
         acked_floor: Seq,
     ) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
-        for r in results {
-            sqlx::query(
-                "INSERT INTO results (seq, status, output, attempt, processing_us, stored_at_us) \
-                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (seq) DO NOTHING",
-            )
-            .bind(seq_to_db(r.seq))
-            .bind(r.status.to_db())
-            .bind(&r.output)
-            .bind(i64::from(r.attempt))
-            .bind(i64::try_from(r.processing_us).unwrap_or(i64::MAX))
-            .bind(r.stored_at_us)
-            .execute(tx.conn())
-            .await?;
+        for chunk in many::chunks(results.len()) {
+            let mut query = sqlx::query(RESULTS.sql(chunk.len()));
+            for r in &results[chunk] {
+                query = query
+                    .bind(seq_to_db(r.seq))
+                    .bind(r.status.to_db())
+                    .bind(&r.output)
+                    .bind(i64::from(r.attempt))
+                    .bind(i64::try_from(r.processing_us).unwrap_or(i64::MAX))
+                    .bind(r.stored_at_us);
+            }
+            query.execute(tx.conn()).await?;
         }
         for row in dead {
             sqlx::query(
