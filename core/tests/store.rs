@@ -741,7 +741,7 @@ async fn an_events_trace_context_is_stored_with_it(store: SharedStore) {
 
 /// A batch of every size the stores cut into several statements (SQLite:
 /// chunks of 256, 32, 8 and 1 rows) stores each row as given: its seq, its
-/// payload, its result.
+/// payload, its result or its dead row.
 async fn a_large_batch_is_stored_row_for_row(store: SharedStore) {
     let n = 256 + 32 + 8 + 3;
     let batch: Vec<NewEvent> = (0..n)
@@ -754,13 +754,29 @@ async fn a_large_batch_is_stored_row_for_row(store: SharedStore) {
         assert_eq!(e.seq, i as u64 + 1);
         assert_eq!(e.payload, format!("[{i}]").as_bytes());
     }
-    let results: Vec<ResultRow> = (1..=n as u64)
+    // The last 41 are parked (chunks of 32, 8 and 1), the rest get results.
+    let parked = n as u64 - 40;
+    let results: Vec<ResultRow> = (1..parked)
         .map(|seq| result(seq, ResultStatus::Ok, &format!("out {seq}")))
         .collect();
-    store.resolve(&results, &[], n as u64 + 1).await.unwrap();
-    for seq in [1, 256, 257, 289, 296, n as u64] {
+    let dead: Vec<DeadRow> = (parked..=n as u64)
+        .map(|seq| DeadRow {
+            seq,
+            reason: format!("poison {seq}"),
+            attempts: 3,
+            parked_at_us: 9,
+        })
+        .collect();
+    store.resolve(&results, &dead, n as u64 + 1).await.unwrap();
+    for seq in [1, 256, 257, parked - 1] {
         let view = store.event(seq).await.unwrap().expect("stored");
         assert_eq!(view.result.expect("a result").output, format!("out {seq}"));
+    }
+    let listed = store.dead_events(100).await.unwrap();
+    assert_eq!(listed.len(), 41);
+    for d in &listed {
+        assert!(d.seq >= parked);
+        assert_eq!(d.reason, format!("poison {}", d.seq));
     }
     assert_eq!(
         store.delivery_cursor().await.unwrap().acked_floor,

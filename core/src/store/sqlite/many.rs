@@ -5,7 +5,8 @@
 //! statement is a message to that thread and an answer back: two context
 //! switches. One statement per row made those switches most of the CPU a
 //! commit took (72 % of the samples of a process doing nothing but
-//! appending and resolving). A batch is cut into chunks of
+//! appending and resolving). Event, result and dead rows are all inserted
+//! this way. A batch is cut into chunks of
 //! [`CHUNKS`] rows, largest first, so a handful of statements cover any
 //! batch and the connection's statement cache holds a few of them.
 

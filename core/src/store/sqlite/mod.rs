@@ -50,6 +50,15 @@ static RESULTS: LazyLock<Insert> = LazyLock::new(|| {
     )
 });
 
+/// The dead rows' insert; a seq parked already stays as it was.
+static DEAD: LazyLock<Insert> = LazyLock::new(|| {
+    Insert::new(
+        "INSERT INTO dead (seq, reason, attempts, parked_at_us)",
+        4,
+        " ON CONFLICT (seq) DO NOTHING",
+    )
+});
+
 /// The embedded store.
 pub struct SqliteStore {
     /// Exactly one writer: SQLite allows one at a time, and a single
@@ -316,17 +325,16 @@ impl Store for SqliteStore {
             }
             query.execute(tx.conn()).await?;
         }
-        for row in dead {
-            sqlx::query(
-                "INSERT INTO dead (seq, reason, attempts, parked_at_us) VALUES (?, ?, ?, ?) \
-                 ON CONFLICT (seq) DO NOTHING",
-            )
-            .bind(seq_to_db(row.seq))
-            .bind(&row.reason)
-            .bind(i64::from(row.attempts))
-            .bind(row.parked_at_us)
-            .execute(tx.conn())
-            .await?;
+        for chunk in many::chunks(dead.len()) {
+            let mut query = sqlx::query(DEAD.sql(chunk.len()));
+            for row in &dead[chunk] {
+                query = query
+                    .bind(seq_to_db(row.seq))
+                    .bind(&row.reason)
+                    .bind(i64::from(row.attempts))
+                    .bind(row.parked_at_us);
+            }
+            query.execute(tx.conn()).await?;
         }
         sqlx::query("UPDATE delivery_cursor SET acked_floor = MAX(acked_floor, ?) WHERE id = 1")
             .bind(seq_to_db(acked_floor))
