@@ -342,6 +342,7 @@ async fn stream_figures(env: &Env, run: &Published) -> anyhow::Result<Figures> {
         to_commit.push(published - sent);
         commit_to_result.push(stored - published);
         all.push(stalls::Times {
+            seq: *seq,
             sent: *sent,
             published: *published,
             stored: *stored,

@@ -56,6 +56,11 @@ pub(super) struct Args {
     /// processor and database (every run is printed).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
     pub(super) open_loop_runs: u64,
+    /// The open loop's processor writes its processed log, so that the
+    /// latency is also split at the processor's start of each event (the
+    /// log costs a write per batch of acks: a diagnostic, off by default).
+    #[arg(long)]
+    pub(super) open_loop_split: bool,
     /// The `overload` section's offered rate, events/s on one PublishStream.
     #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub(super) overload_rate: u64,

@@ -191,7 +191,14 @@ pub(super) async fn section_open_loop(
         .or(summary.w1_rate.map(|r| (r / 2.0).round()))
         .unwrap_or(20_000.0);
     let n = (target * args.open_loop_secs as f64) as u64;
-    let pair = Pair::start(env, args.window).await?;
+    let log = env.dir().join("processed.log");
+    let log_arg = log.display().to_string();
+    let flags: &[&str] = if args.open_loop_split {
+        &["--processed-log", &log_arg]
+    } else {
+        &[]
+    };
+    let pair = Pair::with_processor_flags(env, env.core(args.window).await?, flags).await?;
     let rss = pair.sampler();
     let db_before = DbActivity::read(&env.store_url()).await?;
     let run = publish_stream(&pair.core, n, args.payload, Some(target)).await?;
@@ -215,6 +222,17 @@ pub(super) async fn section_open_loop(
         "  and: commit's start → result stored",
         figures.commit_to_result,
     );
+    if args.open_loop_split {
+        let (to_start, start_to_stored) = stalls::split_at_start(&log, &figures.times)?;
+        line(
+            "  split at the processor's start: commit's start → it",
+            to_start,
+        );
+        line(
+            "  and: the processor's start → result stored",
+            start_to_stored,
+        );
+    }
     line("open-loop core's commits", commits);
     line(
         "open-loop slowest events, by send time",

@@ -17,6 +17,7 @@ use std::fmt;
 /// start, its result's commit's start.
 #[derive(Clone, Copy)]
 pub(super) struct Times {
+    pub(super) seq: u64,
     pub(super) sent: i64,
     pub(super) published: i64,
     pub(super) stored: i64,
@@ -99,6 +100,43 @@ impl fmt::Display for Stalls {
     }
 }
 
+/// The delivery side of each event's latency split at the moment the
+/// processor started it (its processed log's `start` line, the first one
+/// for a seq): its commit's start → that start, and that start → its
+/// result stored.
+pub(super) fn split_at_start(
+    log: &std::path::Path,
+    times: &[Times],
+) -> anyhow::Result<(super::Latency, super::Latency)> {
+    let mut started = std::collections::HashMap::new();
+    for line in std::fs::read_to_string(log)?.lines() {
+        // `life seq attempt phase at_us`
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if let [_, seq, _, "start", at] = fields[..] {
+            started
+                .entry(seq.parse::<u64>()?)
+                .or_insert(at.parse::<i64>()?);
+        }
+    }
+    let (mut to_start, mut start_to_stored) = (Vec::new(), Vec::new());
+    for t in times {
+        if let Some(&at) = started.get(&t.seq) {
+            to_start.push(at - t.published);
+            start_to_stored.push(t.stored - at);
+        }
+    }
+    anyhow::ensure!(
+        to_start.len() == times.len(),
+        "the processed log has {} of {} events",
+        to_start.len(),
+        times.len()
+    );
+    Ok((
+        super::Latency::of(to_start),
+        super::Latency::of(start_to_stored),
+    ))
+}
+
 /// Counters of PostgreSQL's background work, to difference over a run.
 #[derive(Clone, Copy, Default)]
 pub(super) struct DbActivity {
@@ -159,6 +197,7 @@ mod tests {
 
     fn t(sent_ms: i64, latency_ms: i64) -> Times {
         Times {
+            seq: sent_ms as u64,
             sent: sent_ms * 1_000,
             published: sent_ms * 1_000 + 1_000,
             stored: (sent_ms + latency_ms) * 1_000,
