@@ -208,7 +208,7 @@ impl Store for SqliteStore {
         };
         let plan = idempotency::plan(first_seq, batch, &stored);
         let rows: Vec<(usize, Seq)> = plan.insert.iter().copied().zip(first_seq..).collect();
-        for chunk in many::chunks(rows.len()) {
+        for chunk in many::chunks(rows.len(), |k| events[rows[k].0].payload.len()) {
             let mut query = sqlx::query(EVENTS.sql(chunk.len()));
             for &(i, seq) in &rows[chunk] {
                 let event = &events[i];
@@ -312,7 +312,7 @@ impl Store for SqliteStore {
         acked_floor: Seq,
     ) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
-        for chunk in many::chunks(results.len()) {
+        for chunk in many::chunks(results.len(), |k| results[k].output.len()) {
             let mut query = sqlx::query(RESULTS.sql(chunk.len()));
             for r in &results[chunk] {
                 query = query
@@ -325,7 +325,7 @@ impl Store for SqliteStore {
             }
             query.execute(tx.conn()).await?;
         }
-        for chunk in many::chunks(dead.len()) {
+        for chunk in many::chunks(dead.len(), |k| dead[k].reason.len()) {
             let mut query = sqlx::query(DEAD.sql(chunk.len()));
             for row in &dead[chunk] {
                 query = query
