@@ -104,32 +104,40 @@ impl Rows {
             .map(|offset| {
                 let first = base + offset;
                 let seqs = first..first + batch.min(total - offset);
-                let events: Vec<NewEvent> = seqs
-                    .clone()
-                    .map(|seq| NewEvent {
-                        kind: "sha256".into(),
-                        key: None,
-                        payload: payload(size, seq).into_bytes(),
-                        idempotency_key: None,
-                        traceparent: None,
-                    })
-                    .collect();
-                let ids = seqs.clone().map(|seq| format!("{seq:032x}")).collect();
-                // As core's result writer stores them.
-                let results = seqs
-                    .map(|seq| ResultRow {
-                        seq,
-                        status: ResultStatus::Ok,
-                        output: output.to_string(),
-                        attempt: 1,
-                        processing_us: 1,
-                        stored_at_us: now_us(),
-                    })
-                    .collect();
-                (first, AppendBatch::one_request(ids, events), results)
+                let events = w1_events(seqs.clone(), size);
+                let results = seqs.map(|seq| w1_result(seq, output, now_us())).collect();
+                (first, events, results)
             })
             .collect();
         Self(batches)
+    }
+}
+
+/// W1's event rows for `seqs`, as one request.
+fn w1_events(seqs: impl Iterator<Item = u64> + Clone, size: usize) -> AppendBatch {
+    let events = seqs
+        .clone()
+        .map(|seq| NewEvent {
+            kind: "sha256".into(),
+            key: None,
+            payload: payload(size, seq).into_bytes(),
+            idempotency_key: None,
+            traceparent: None,
+        })
+        .collect();
+    let ids = seqs.map(|seq| format!("{seq:032x}")).collect();
+    AppendBatch::one_request(ids, events)
+}
+
+/// W1's result row for `seq`, as core's result writer stores it.
+fn w1_result(seq: u64, output: &str, stored_at_us: i64) -> ResultRow {
+    ResultRow {
+        seq,
+        status: ResultStatus::Ok,
+        output: output.to_string(),
+        attempt: 1,
+        processing_us: 1,
+        stored_at_us,
     }
 }
 
@@ -206,21 +214,9 @@ pub(super) async fn open_loop_floor(
             let mut took = Vec::new();
             while arrived.recv_many(&mut group, usize::MAX).await > 0 {
                 let first = group[0].0;
-                let events = group
-                    .iter()
-                    .map(|&(seq, _)| NewEvent {
-                        kind: "sha256".into(),
-                        key: None,
-                        payload: payload(size, seq).into_bytes(),
-                        idempotency_key: None,
-                        traceparent: None,
-                    })
-                    .collect();
-                let ids = group.iter().map(|(seq, _)| format!("{seq:032x}")).collect();
+                let events = w1_events(group.iter().map(|&(seq, _)| seq), size);
                 let started = Instant::now();
-                store
-                    .append(first, now_us(), &AppendBatch::one_request(ids, events))
-                    .await?;
+                store.append(first, now_us(), &events).await?;
                 took.push(started.elapsed().as_micros() as i64);
                 appended.send(std::mem::take(&mut group))?;
             }
@@ -235,14 +231,7 @@ pub(super) async fn open_loop_floor(
         let events: Arrived = groups.drain(..).flatten().collect();
         let results: Vec<ResultRow> = events
             .iter()
-            .map(|&(seq, _)| ResultRow {
-                seq,
-                status: ResultStatus::Ok,
-                output: output.clone(),
-                attempt: 1,
-                processing_us: 1,
-                stored_at_us: stored,
-            })
+            .map(|&(seq, _)| w1_result(seq, &output, stored))
             .collect();
         let floor = events.last().map_or(base, |(seq, _)| seq + 1);
         let started = Instant::now();
