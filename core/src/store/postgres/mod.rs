@@ -33,13 +33,9 @@ pub struct PgStore {
     pooled: bool,
 }
 
-/// Connections the pool keeps open even when idle: the ones core's
-/// writers and readers use at once (ingest, results, sent marks, the
-/// backlog reader). Opened at start and after a quiet spell, not on the
-/// first commits that need them: a new backend (fork, authentication, its
-/// catalog caches) takes milliseconds, and the first events after a start
-/// waited for it: the open loop's worst events, in its first 30 ms, took
-/// 19–28 ms with the pool opening connections on demand, 11 ms with these.
+/// Connections kept open even when idle, one per writer and reader that
+/// runs at once, so no commit waits for a new backend (the open loop's
+/// first events took 19–28 ms with connections opened on demand, 11 ms).
 pub const WARM_CONNECTIONS: u32 = 4;
 
 impl PgStore {
