@@ -6,6 +6,9 @@
 //! retry-later requests, and parking after ack timeouts and requests; in
 //! some cases every third seq is of an at-most-once kind.
 //!
+//! Every event says which seqs below it the processor may pass over
+//! (`Event.after`, from `Sender::after`), as core's hub sends it.
+//!
 //! Each case picks an ordering (key or global), a concurrency, and windows
 //! for core and the processor (the processor's may be smaller). Events get
 //! keys from a small set, some none.
@@ -378,6 +381,7 @@ impl Sim {
             key: self.key_of(seq),
             at_most_once: self.guarantee(seq) == Guarantee::AtMostOnce,
             claim: self.sender.needs_claim(seq),
+            after: Some(self.sender.after(seq)),
             ..Default::default()
         }
     }

@@ -211,6 +211,12 @@ impl Lanes {
         self.unfinished.first().copied()
     }
 
+    /// Whether `seq` was admitted and has not finished (queued, running, or
+    /// waiting for a copy after asking to retry later).
+    pub fn holds(&self, seq: Seq) -> bool {
+        self.unfinished.contains(&seq)
+    }
+
     /// Adds the next event in seq order to its lane.
     pub fn admit(&mut self, event: pb::Event) {
         self.apply_wanted();

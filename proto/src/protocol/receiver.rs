@@ -24,6 +24,15 @@
 //!   not finished: every seq below it has a cached ack or is below core's
 //!   floor, so core resends an in-flight event below it at once (its ack was
 //!   lost) instead of waiting for a timeout.
+//! * Core says, with each event, which seqs below it are not this
+//!   stream's (`Event.after`: resolved, or another processor's): they are
+//!   passed over at once, as `Welcome.resolved_above` is. Should one of
+//!   them come after all (its key moved here from another processor), it
+//!   is taken even below `next_expected`: an event below it that this life
+//!   never received (not buffered, queued, running, cached or settled) and
+//!   not below core's floor is such an event, never a duplicate. Core
+//!   moves a key here only once nothing of it is left anywhere else, so
+//!   the key's lane is empty and order holds.
 //! * Retry later: an event whose algorithm asks to retry later gets no
 //!   cached ack (it has no result) and defers its lane (see
 //!   [`super::lanes`]): the copy core sends later (a higher attempt) is
@@ -76,6 +85,9 @@ pub struct Counters {
     /// second window bound makes this impossible; counted to make a protocol
     /// bug visible (an evicted ack cannot be sent again).
     pub acks_evicted: u64,
+    /// Events taken below `next_expected`: passed over as not this
+    /// stream's (`Event.after`), then sent here after all (handed over).
+    pub handed_over: u64,
 }
 
 /// The receiver state machine. See the module docs.
@@ -94,8 +106,15 @@ pub struct Receiver {
     /// Admitted events, by lane, and the runs in progress.
     lanes: Lanes,
     /// Seqs at or above `next_expected` that core resolved and will never
-    /// send (`Welcome.resolved_above`): passed over as if received.
+    /// send (`Welcome.resolved_above`), or said are not this stream's
+    /// (`Event.after`): passed over as if received.
     passed: BTreeSet<Seq>,
+    /// Core's acked floor, the highest told: nothing below it is sent again.
+    floor: Seq,
+    /// Seqs core resolved without an ack cached here: said resolved
+    /// (`resolved_above`), a claim core refused, an at-most-once event that
+    /// asked to retry later. Known, so a stray copy is a duplicate.
+    settled: BTreeSet<Seq>,
     paused: bool,
     /// Starts held back while this life may not be the one core delivers
     /// to (the processor's client decides: not welcomed on the current
@@ -122,6 +141,8 @@ impl Receiver {
             cache: BTreeMap::new(),
             lanes: Lanes::new(Ordering::Global, concurrency),
             passed: BTreeSet::new(),
+            floor: 0,
+            settled: BTreeSet::new(),
             paused: false,
             held: false,
             dedup,
@@ -241,12 +262,44 @@ impl Receiver {
         }
         let limit = self.next_expected + 2 * self.window as u64;
         for &seq in seqs {
-            if (self.next_expected..limit).contains(&seq) {
-                self.passed.insert(seq);
-                self.buffer.remove(&seq);
+            if (self.floor..limit).contains(&seq) {
+                self.settled.insert(seq);
             }
+            self.pass(seq);
         }
         self.drain()
+    }
+
+    /// Passes over `seq` if it is within two windows of `next_expected`
+    /// (core sends nothing beyond).
+    fn pass(&mut self, seq: Seq) {
+        let limit = self.next_expected + 2 * self.window as u64;
+        if (self.next_expected..limit).contains(&seq) {
+            self.passed.insert(seq);
+            self.buffer.remove(&seq);
+        }
+    }
+
+    /// `Event.after`: the seqs between `after` and `seq` are not this
+    /// stream's.
+    fn pass_between(&mut self, after: Option<Seq>, seq: Seq) {
+        let Some(after) = after else {
+            return;
+        };
+        let limit = self.next_expected + 2 * self.window as u64;
+        for between in (after + 1).max(self.next_expected)..seq.min(limit) {
+            self.pass(between);
+        }
+    }
+
+    /// Whether this life has `seq` (received, or ended here) or core's
+    /// floor passed it: a copy of it is a duplicate.
+    fn knows(&self, seq: Seq) -> bool {
+        seq < self.floor
+            || self.buffer.contains_key(&seq)
+            || self.cache.contains_key(&seq)
+            || self.settled.contains(&seq)
+            || self.lanes.holds(seq)
     }
 
     /// Core's acked floor. Results below it are stored: forget them. If the
@@ -254,7 +307,9 @@ impl Receiver {
     /// processor life (by an earlier life, or parked as dead) and core will
     /// never send them again: skip ahead.
     pub fn on_floor(&mut self, acked_floor: Seq) -> Vec<Action> {
+        self.floor = self.floor.max(acked_floor);
         self.cache = self.cache.split_off(&acked_floor);
+        self.settled = self.settled.split_off(&acked_floor);
         self.lanes.on_floor(acked_floor);
         if self.next_expected != 0 && acked_floor > self.next_expected {
             self.next_expected = acked_floor;
@@ -271,6 +326,7 @@ impl Receiver {
             return Vec::new();
         }
         let seq = event.seq;
+        self.pass_between(event.after, seq);
         if seq < self.next_expected
             && self.lanes.is_deferred(seq)
             && self.lanes.resume(event.clone())
@@ -278,6 +334,19 @@ impl Receiver {
             let mut actions = Vec::new();
             self.start(&mut actions);
             return actions;
+        }
+        if self.dedup && !self.knows(seq) {
+            if seq < self.next_expected {
+                // Passed over as another stream's, and handed over since.
+                self.counters.handed_over += 1;
+                self.lanes.admit(event);
+                let mut actions = Vec::new();
+                self.start(&mut actions);
+                return actions;
+            }
+            if self.passed.remove(&seq) {
+                self.counters.handed_over += 1;
+            }
         }
         if seq < self.next_expected || self.buffer.contains_key(&seq) || self.passed.contains(&seq)
         {
@@ -334,6 +403,7 @@ impl Receiver {
     /// without this processor (abandoned, parked), and its run went on
     /// without it. Nothing is cached or acked; its lane may go on.
     pub fn on_skipped(&mut self, seq: Seq) -> Vec<Action> {
+        self.settled.insert(seq);
         let mut actions = Vec::new();
         if self.lanes.finish(seq) {
             self.start(&mut actions);
@@ -347,6 +417,10 @@ impl Receiver {
     pub fn on_retry_later(&mut self, ack: pb::Ack, unprocessed: Vec<pb::Event>) -> Vec<Action> {
         if !self.lanes.defer(ack.seq, ack.attempt, unprocessed) {
             return Vec::new();
+        }
+        if !self.lanes.is_deferred(ack.seq) {
+            // At most once: core abandons it, and sends no copy.
+            self.settled.insert(ack.seq);
         }
         self.counters.retries += 1;
         let mut actions = vec![Action::Ack(ack)];
@@ -603,6 +677,57 @@ mod tests {
         // A stray copy of a passed seq is a duplicate.
         assert!(r.on_event(keyed(8, 1, "d")).is_empty());
         assert_eq!(r.counters().duplicate_drops, 1);
+    }
+
+    #[test]
+    fn seqs_core_says_are_not_this_streams_are_passed_over_until_handed_over() {
+        let mut r = Receiver::new(16, 8, true);
+        r.on_welcome(1, 16, false, Ordering::Key);
+        // Seqs 2 and 3 are another processor's; seq 1 is still missing.
+        assert!(started(&r.on_event(chained(4, 1, "b"))).is_empty());
+        assert_eq!(r.received_below(), 1);
+        // Seq 1 says nothing: it passes over nothing itself.
+        assert_eq!(
+            started(&r.on_event(chained(1, 0, "a"))),
+            vec![vec![1], vec![4]],
+            "seqs 2 and 3 passed over"
+        );
+        assert_eq!(r.received_below(), 5);
+        // Seq 3's key moved here: taken below `received_below`, once.
+        assert_eq!(started(&r.on_event(chained(3, 1, "c"))), vec![vec![3]]);
+        assert!(r.on_event(chained(3, 1, "c")).is_empty(), "running");
+        assert!(r.on_event(chained(4, 1, "b")).is_empty(), "running");
+        assert_eq!(r.counters().handed_over, 1);
+        assert_eq!(r.counters().duplicate_drops, 2);
+        // Seq 6 is passed over while seq 5 is missing, then handed over
+        // before seq 5 comes: all three start in seq order.
+        assert!(r.on_event(chained(7, 5, "d")).is_empty());
+        assert!(r.on_event(chained(6, 5, "d")).is_empty());
+        assert_eq!(r.counters().handed_over, 2);
+        assert_eq!(
+            started(&r.on_event(chained(5, 4, "d"))),
+            vec![vec![5, 6, 7]]
+        );
+        // Finished and cached: a copy is a duplicate, its ack sent again.
+        r.on_processed(ack(3));
+        assert!(matches!(
+            r.on_event(chained(3, 1, "c")).as_slice(),
+            [Action::Ack(_)]
+        ));
+        // Below core's floor: resolved, never taken again.
+        r.on_processed(ack(1));
+        r.on_floor(3);
+        assert!(r.on_event(chained(2, 1, "a")).is_empty());
+        assert_eq!(r.counters().handed_over, 2);
+    }
+
+    /// Seq `seq` of `key`, saying the seqs between `after` and it are not
+    /// this stream's (0: say nothing).
+    fn chained(seq: Seq, after: Seq, key: &str) -> pb::Event {
+        pb::Event {
+            after: (after > 0).then_some(after),
+            ..keyed(seq, 1, key)
+        }
     }
 
     #[test]

@@ -431,6 +431,19 @@ impl Sender {
         seqs
     }
 
+    /// What a copy of `seq` tells the processor in `Event.after`: the
+    /// highest seq below it whose event may still come to the processor
+    /// (any entry not resolved), or the floor's predecessor. Every seq in
+    /// between is resolved and never sent again, so the processor passes
+    /// over it at once instead of waiting for the floor to pass it.
+    pub fn after(&self, seq: Seq) -> Seq {
+        self.entries
+            .range(self.acked_floor..seq)
+            .rev()
+            .find(|(_, e)| **e != Entry::Resolved)
+            .map_or(self.acked_floor - 1, |(s, _)| *s)
+    }
+
     /// Unresolved suspects (see `suspects.rs`); while there are any, a
     /// poison event is being looked for.
     pub fn suspects(&self) -> usize {
@@ -1141,6 +1154,29 @@ mod tests {
         assert_eq!(s.acked_floor(), 3);
         assert!(s.can_send());
         assert_eq!(s.span(), 6);
+    }
+
+    #[test]
+    fn after_names_the_highest_seq_below_that_may_still_come() {
+        let t0 = Instant::now();
+        let mut s = sender();
+        s.on_connect(t0, 256, false, false, false);
+        for seq in 1..=4 {
+            s.on_offer(seq, Guarantee::AtLeastOnce, t0);
+        }
+        assert_eq!(s.after(1), 0, "nothing below the first seq");
+        assert_eq!(s.after(4), 3);
+        // Seqs 2 and 3 resolved: the processor may pass over them.
+        for seq in [2, 3] {
+            s.on_ack(seq);
+        }
+        assert_eq!(s.after(4), 3, "seq 3 is being stored, not resolved");
+        s.on_stored([2, 3]);
+        assert_eq!(s.after(4), 1);
+        s.on_ack(1);
+        s.on_stored([1]);
+        assert_eq!(s.acked_floor(), 4);
+        assert_eq!(s.after(4), 3, "the floor's predecessor");
     }
 
     #[test]

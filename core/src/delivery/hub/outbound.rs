@@ -37,7 +37,7 @@ impl State {
                     // At least once, or at most once to be claimed (one that
                     // goes out granted does from `on_marked`).
                     let claim = self.sender.needs_claim(event.seq);
-                    batch.push(to_pb(&event, 1, claim, claim));
+                    batch.push(to_pb(&event, 1, claim, claim, self.sender.after(event.seq)));
                     self.payloads.insert(event);
                     self.totals.delivered += 1;
                 }
@@ -114,7 +114,13 @@ impl State {
                 Action::Send { seq, attempt } => {
                     if let Some(event) = self.payloads.get(&seq) {
                         let claim = self.sender.needs_claim(seq);
-                        batch.push(to_pb(event, attempt, self.once(event), claim));
+                        batch.push(to_pb(
+                            event,
+                            attempt,
+                            self.once(event),
+                            claim,
+                            self.sender.after(seq),
+                        ));
                     }
                 }
                 Action::Retransmit {
@@ -126,7 +132,13 @@ impl State {
                     self.traces.retransmit(seq, attempt);
                     if let Some(event) = self.payloads.get(&seq) {
                         let claim = self.sender.needs_claim(seq);
-                        batch.push(to_pb(event, attempt, self.once(event), claim));
+                        batch.push(to_pb(
+                            event,
+                            attempt,
+                            self.once(event),
+                            claim,
+                            self.sender.after(seq),
+                        ));
                     }
                     self.feed(pb::feed_event::Kind::Retransmit(pb::RetransmitFeed {
                         seq,
@@ -189,7 +201,17 @@ impl State {
     }
 }
 
-fn to_pb(event: &SharedEvent, attempt: u32, at_most_once: bool, claim: bool) -> pb::Event {
+/// The copy of `event` sent as `attempt`; `after` says which seqs below it
+/// the processor may pass over ([`Sender::after`]).
+///
+/// [`Sender::after`]: ackflow_proto::protocol::sender::Sender::after
+fn to_pb(
+    event: &SharedEvent,
+    attempt: u32,
+    at_most_once: bool,
+    claim: bool,
+    after: Seq,
+) -> pb::Event {
     pb::Event {
         seq: event.seq,
         id: event.id.clone(),
@@ -201,5 +223,6 @@ fn to_pb(event: &SharedEvent, attempt: u32, at_most_once: bool, claim: bool) -> 
         traceparent: event.traceparent.clone().unwrap_or_default(),
         at_most_once,
         claim,
+        after: Some(after),
     }
 }
