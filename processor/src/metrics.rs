@@ -16,6 +16,7 @@ pub struct ProcessorMetrics {
     registry: Registry,
     pub duplicate_drops: IntCounter,
     pub acks_resent: IntCounter,
+    pub handed_over: IntCounter,
     pub processed: IntCounterVec,
     pub processing_seconds: HistogramVec,
     pub connected: IntGauge,
@@ -106,6 +107,10 @@ impl ProcessorMetrics {
             acks_resent: counter(
                 "ackflow_processor_acks_resent_total",
                 "Duplicates answered by sending their cached ack again.",
+            ),
+            handed_over: counter(
+                "ackflow_processor_handed_over_total",
+                "Events taken after core had said they were not this stream's (Event.after): their key moved here from another processor.",
             ),
             processed,
             processing_seconds,

@@ -367,6 +367,8 @@ impl Life {
         );
         m.acks_resent
             .inc_by(c.acks_resent.saturating_sub(self.synced.acks_resent));
+        m.handed_over
+            .inc_by(c.handed_over.saturating_sub(self.synced.handed_over));
         self.synced = c;
         m.paused.set(i64::from(self.receiver.is_paused()));
         m.buffered.set(self.receiver.buffered() as i64);
