@@ -335,18 +335,18 @@ impl Receiver {
             self.start(&mut actions);
             return actions;
         }
-        if self.dedup && !self.knows(seq) {
-            if seq < self.next_expected {
-                // Passed over as another stream's, and handed over since.
-                self.counters.handed_over += 1;
+        // Passed over as another stream's, and handed over since (checked
+        // only off the common path: a new seq at or above `next_expected`).
+        let below = seq < self.next_expected;
+        if self.dedup && (below || self.passed.contains(&seq)) && !self.knows(seq) {
+            self.counters.handed_over += 1;
+            if below {
                 self.lanes.admit(event);
                 let mut actions = Vec::new();
                 self.start(&mut actions);
                 return actions;
             }
-            if self.passed.remove(&seq) {
-                self.counters.handed_over += 1;
-            }
+            self.passed.remove(&seq);
         }
         if seq < self.next_expected || self.buffer.contains_key(&seq) || self.passed.contains(&seq)
         {
