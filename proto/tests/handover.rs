@@ -20,15 +20,19 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use ackflow_proto::protocol::lanes::Ordering;
+use ackflow_proto::protocol::partitions::{owner, partition_of};
 use ackflow_proto::protocol::receiver::{Action, Receiver};
 use ackflow_proto::v1 as pb;
 use proptest::prelude::*;
 
 type Seq = u64;
 
-/// Keys `k0`..: one partition each.
-const KEYS: usize = 5;
+/// Keys `k0`.., in fewer partitions (`partitions.rs`).
+const KEYS: u64 = 8;
+const PARTITIONS: u32 = 4;
 const STREAMS: usize = 3;
+/// The processor ids of the streams (a partition's owner: `owner`).
+const IDS: [&str; STREAMS] = ["p0", "p1", "p2"];
 /// The window core tells each stream; core offers nothing at or beyond the
 /// floor plus this.
 const WINDOW: u32 = 24;
@@ -57,7 +61,7 @@ fn op() -> impl Strategy<Value = Op> {
         8 => (stream.clone(), 1u8..6).prop_map(|(s, n)| Op::Deliver(s, n)),
         10 => (stream.clone(), 0u8..8).prop_map(|(s, r)| Op::Work(s, r)),
         6 => (stream.clone(), 1u8..6).prop_map(|(s, n)| Op::Acks(s, n)),
-        3 => (0u8..KEYS as u8, stream.clone()).prop_map(|(p, s)| Op::Move(p, s)),
+        3 => (0u8..PARTITIONS as u8, stream.clone()).prop_map(|(p, s)| Op::Move(p, s)),
         1 => stream.clone().prop_map(Op::Kill),
         2 => stream.prop_map(Op::Join),
     ]
@@ -91,7 +95,7 @@ struct Model {
     drain: bool,
     streams: Vec<Stream>,
     lives: u32,
-    owner: [usize; KEYS],
+    owner: [usize; PARTITIONS as usize],
     head: Seq,
     /// The next seq core offers.
     offered: Seq,
@@ -100,15 +104,19 @@ struct Model {
     results: BTreeSet<Seq>,
     /// Per life: the seqs it processed, and its last seq per key.
     processed: HashMap<u32, BTreeSet<Seq>>,
-    last: HashMap<(u32, usize), Seq>,
+    last: HashMap<(u32, u64), Seq>,
     /// Per key: the highest seq processed for the first time.
-    first: HashMap<usize, Seq>,
+    first: HashMap<u64, Seq>,
     ever: BTreeSet<Seq>,
     handed_over: u64,
 }
 
+fn key(seq: Seq) -> u64 {
+    (seq.wrapping_mul(0x9e37_79b9) >> 5) % KEYS
+}
+
 fn partition(seq: Seq) -> usize {
-    (seq.wrapping_mul(0x9e37_79b9) >> 5) as usize % KEYS
+    partition_of(&format!("k{}", key(seq)), PARTITIONS) as usize
 }
 
 impl Model {
@@ -117,7 +125,7 @@ impl Model {
             drain: true,
             streams: (0..STREAMS).map(|_| Stream::default()).collect(),
             lives: 0,
-            owner: [0; KEYS],
+            owner: [0; PARTITIONS as usize],
             head: 0,
             offered: 1,
             held: BTreeMap::new(),
@@ -131,8 +139,8 @@ impl Model {
         for s in 0..streams {
             model.join(s);
         }
-        for p in 0..KEYS {
-            model.owner[p] = p % streams;
+        for (p, o) in model.owner.iter_mut().enumerate() {
+            *o = owner(p as u32, &IDS[..streams]).expect("one stream at least");
         }
         model
     }
@@ -210,7 +218,7 @@ impl Model {
             seq,
             attempt: 1,
             kind: "sha256".into(),
-            key: format!("k{}", partition(seq)),
+            key: format!("k{}", key(seq)),
             after: Some(after),
             ..Default::default()
         };
@@ -256,7 +264,7 @@ impl Model {
         if stream.runs[i].is_empty() {
             stream.runs.remove(i);
         }
-        let (seq, key) = (event.seq, partition(event.seq));
+        let (seq, key) = (event.seq, key(event.seq));
         assert!(
             self.processed.entry(life).or_default().insert(seq),
             "life {life} processed seq {seq} twice"
@@ -274,7 +282,7 @@ impl Model {
                         .runs
                         .iter()
                         .flatten()
-                        .any(|e| partition(e.seq) == key),
+                        .any(|e| self::key(e.seq) == key),
                     "key {key} processed on stream {s} while stream {other} has it in a run"
                 );
             }
@@ -316,9 +324,13 @@ impl Model {
             return;
         }
         self.streams[s] = Stream::default();
-        let mut next = alive.iter().cycle();
-        for owner in self.owner.iter_mut().filter(|o| **o == s) {
-            *owner = *next.next().expect("some stream is alive");
+        // Its partitions go where rendezvous hashing puts them among the
+        // streams left; the others stay.
+        let ids: Vec<&str> = alive.iter().map(|a| IDS[*a]).collect();
+        for (p, o) in self.owner.iter_mut().enumerate() {
+            if *o == s {
+                *o = alive[owner(p as u32, &ids).expect("some stream is alive")];
+            }
         }
         for holder in self.held.values_mut() {
             if *holder == Holder::Sent(s) {
@@ -447,8 +459,10 @@ fn a_move_without_the_drain_is_caught() {
     model.drain = false;
     model.apply(Op::Publish(12));
     model.apply(Op::Deliver(0, 12));
-    // Partition 0 (stream 0's) moves while stream 0 holds its events.
-    model.apply(Op::Move(0, 1));
+    // Stream 0's partitions move while stream 0 holds their events.
+    for p in 0..PARTITIONS as u8 {
+        model.apply(Op::Move(p, 1));
+    }
     model.apply(Op::Publish(12));
     model.apply(Op::Deliver(1, 24));
     for _ in 0..24 {

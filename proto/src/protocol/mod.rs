@@ -14,6 +14,13 @@
 //!   ordering policy and the concurrency cap. The processor's client
 //!   (`processor/src/client.rs`) runs it.
 //!
+//! * Several processors sharing keyed work: [`partitions`] (a key's
+//!   partition, and which processor owns it). Each event says which seqs
+//!   below it are not its stream's (`Event.after`, [`sender::Sender::after`]),
+//!   and a receiver takes an event handed over from another stream even
+//!   below what it has received (`proto/tests/handover.rs`). Core routes
+//!   by partition once its hub runs a stream per processor (not yet).
+//!
 //! Where to add things: a new ordering (what may start together) is a new
 //! [`lanes::Ordering`] and its lane assignment in `lanes.rs`; a new delivery
 //! guarantee per kind is a [`guarantee::Guarantee`] and its rule in the
@@ -107,6 +114,7 @@
 //!
 pub mod guarantee;
 pub mod lanes;
+pub mod partitions;
 pub mod receiver;
 pub mod rto;
 pub mod sender;
