@@ -1,27 +1,38 @@
-//! Property test of what the processor's `Receiver` promises when several
-//! processors share keyed work: core (a model of it here) gives each key's
-//! partition to one stream at a time and says, with every event, which seqs
-//! below it are not that stream's (`Event.after`). A partition moves to
-//! another stream at any time, but its events go there only once its old
-//! stream holds none of them unacknowledged (drain, then send); meanwhile
-//! they wait in core. When a processor life ends, its partitions go to the
-//! streams left, and its unacknowledged events with them (sent again, below
-//! what those streams have received). Streams and their acks are FIFO, as a
-//! gRPC stream is; an ack from a stream that no longer holds its event is
-//! dropped.
+//! Property test of several processors sharing keyed work: a `Sender` per
+//! stream over the one log and a `Receiver` per processor life, with the
+//! routing core's hub will do modelled here. Each key's partition
+//! (`partitions.rs`) belongs to one stream at a time; its owner's `Sender`
+//! is offered the partition's events, every other one passes over them
+//! (`on_offer_elsewhere`), and each event says which seqs below it are not
+//! its stream's (`Event.after`). A partition moves to another stream at any
+//! time, but its events go there only once its old stream holds none of
+//! them unacknowledged (drain, then send); meanwhile they wait in core.
+//! When a processor life ends, its partitions go to the streams left by
+//! rendezvous hashing, and its unacknowledged events with them
+//! (`take_over`: sent again, below what those streams have received and
+//! below their own floors). The floor each processor is told is all
+//! streams' (the lowest unresolved seq). Streams and their acks are FIFO,
+//! as a gRPC stream is; an ack from a stream that no longer holds its event
+//! is a duplicate to its `Sender`.
 //!
 //! Checked at every step: per processor life, every seq processed at most
 //! once and each key in strictly increasing seq order; a key processed in
 //! one life never waits in another living one's runs; across all lives,
-//! each key's seqs are first processed in seq order. Checked at the end,
-//! after the faults stop: every event has its result and no receiver holds
-//! anything back.
+//! each key's seqs are first processed in seq order; one result per event.
+//! Checked at the end, after the faults stop: every event has its result,
+//! no receiver holds anything back, and none had to wait for a heartbeat to
+//! go on (the floor reaches a processor only with events here).
+//! `a_move_without_the_drain_is_caught` is the negative control.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
+use ackflow_proto::protocol::DeliveryCursor;
+use ackflow_proto::protocol::guarantee::Guarantee;
 use ackflow_proto::protocol::lanes::Ordering;
 use ackflow_proto::protocol::partitions::{owner, partition_of};
 use ackflow_proto::protocol::receiver::{Action, Receiver};
+use ackflow_proto::protocol::sender::{self, AckOutcome, Entry, Offer, Sender, SenderConfig};
 use ackflow_proto::v1 as pb;
 use proptest::prelude::*;
 
@@ -67,20 +78,13 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// Where an unresolved event is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Holder {
-    /// Sent to this stream, no ack taken yet.
-    Sent(usize),
-    /// Waiting in core: its partition's events are still held by a stream
-    /// that no longer owns it.
-    Waiting,
-}
-
 #[derive(Default)]
 struct Stream {
     /// The processor life on this stream, if any: its id and receiver.
     life: Option<(u32, Receiver)>,
+    /// Core's side of the stream while it has a life: a `Sender` of its own
+    /// over the one log.
+    sender: Option<Sender>,
     /// Events in transit, each with the floor core sent along.
     inbox: VecDeque<(pb::Event, Seq)>,
     /// Acks in transit (their seqs).
@@ -93,14 +97,18 @@ struct Model {
     /// Whether a moved partition's events wait until its old stream holds
     /// none (false only for the negative control).
     drain: bool,
+    t0: Instant,
     streams: Vec<Stream>,
     lives: u32,
     owner: [usize; PARTITIONS as usize],
     head: Seq,
     /// The next seq core offers.
     offered: Seq,
-    /// Unresolved events.
-    held: BTreeMap<Seq, Holder>,
+    /// Unresolved events no stream holds, with the attempts they had:
+    /// offered while their partition was still held by a stream that no
+    /// longer owns it, or held by a stream whose life ended. Passed over by
+    /// every `Sender` until one takes them over.
+    waiting: BTreeMap<Seq, u32>,
     results: BTreeSet<Seq>,
     /// Per life: the seqs it processed, and its last seq per key.
     processed: HashMap<u32, BTreeSet<Seq>>,
@@ -119,16 +127,28 @@ fn partition(seq: Seq) -> usize {
     partition_of(&format!("k{}", key(seq)), PARTITIONS) as usize
 }
 
+fn config() -> SenderConfig {
+    SenderConfig {
+        window: WINDOW,
+        max_deliver: 0,
+        rto_initial: Duration::from_secs(1),
+        rto_min: Duration::from_millis(200),
+        max_backoff: Duration::from_secs(30),
+        max_crashes: 0,
+    }
+}
+
 impl Model {
     fn new(streams: usize) -> Self {
         let mut model = Self {
             drain: true,
+            t0: Instant::now(),
             streams: (0..STREAMS).map(|_| Stream::default()).collect(),
             lives: 0,
             owner: [0; PARTITIONS as usize],
             head: 0,
             offered: 1,
-            held: BTreeMap::new(),
+            waiting: BTreeMap::new(),
             results: BTreeSet::new(),
             processed: HashMap::new(),
             last: HashMap::new(),
@@ -145,8 +165,37 @@ impl Model {
         model
     }
 
+    fn senders(&self) -> impl Iterator<Item = (usize, &Sender)> {
+        self.streams
+            .iter()
+            .enumerate()
+            .filter_map(|(s, stream)| stream.sender.as_ref().map(|sender| (s, sender)))
+    }
+
+    /// The lowest unresolved seq of all: every stream's floor passes only
+    /// its own resolved seqs and the others'.
     fn floor(&self) -> Seq {
-        self.held.keys().next().copied().unwrap_or(self.offered)
+        self.senders()
+            .map(|(_, sender)| sender.acked_floor())
+            .chain(self.waiting.keys().copied())
+            .min()
+            .unwrap_or(self.offered)
+            .min(self.offered)
+    }
+
+    /// Whether `seq` of `partition` must wait: a stream other than `owner`
+    /// holds an unresolved event of the partition, or one of its events
+    /// below `seq` waits.
+    fn must_wait(&self, seq: Seq, partition: usize, owner: usize) -> bool {
+        self.waiting
+            .range(..seq)
+            .any(|(s, _)| self::partition(*s) == partition)
+            || self.senders().any(|(s, sender)| {
+                s != owner
+                    && sender.entries().any(|(seq, e)| {
+                        !matches!(e, Entry::Resolved) && self::partition(seq) == partition
+                    })
+            })
     }
 
     fn alive(&self, s: usize) -> bool {
@@ -173,53 +222,75 @@ impl Model {
         }
     }
 
-    /// Offers what the window allows, in seq order.
+    /// Offers in seq order what the windows allow: to the owner of the
+    /// seq's partition, passed over by every other stream; or, while
+    /// another stream still holds the partition, to none (it waits).
     fn offer(&mut self) {
+        let now = self.t0;
         while self.offered <= self.head && self.offered < self.floor() + u64::from(WINDOW) {
             let seq = self.offered;
+            let p = partition(seq);
+            let owner = self.owner[p];
+            let wait = self.drain && self.must_wait(seq, p, owner);
+            let Some(own) = self.streams[owner].sender.as_ref() else {
+                break;
+            };
+            if !wait && !own.can_send() {
+                break;
+            }
             self.offered += 1;
-            self.held.insert(seq, Holder::Waiting);
+            for (s, stream) in self.streams.iter_mut().enumerate() {
+                let Some(sender) = stream.sender.as_mut() else {
+                    continue;
+                };
+                if s == owner && !wait {
+                    assert_eq!(
+                        sender.on_offer(seq, Guarantee::AtLeastOnce, now),
+                        Offer::Send
+                    );
+                } else {
+                    assert_eq!(sender.on_offer_elsewhere(seq), Offer::Skip);
+                }
+            }
+            if wait {
+                self.waiting.insert(seq, 0);
+            } else {
+                self.send(owner, seq, 1);
+            }
         }
         self.flush();
     }
 
-    /// Sends each waiting event whose partition no other stream holds, in
+    /// Hands each waiting event whose partition no other stream holds, in
     /// seq order, to its partition's owner.
     fn flush(&mut self) {
-        let waiting: Vec<Seq> = self
-            .held
-            .iter()
-            .filter(|(_, h)| **h == Holder::Waiting)
-            .map(|(s, _)| *s)
-            .collect();
-        for seq in waiting {
+        let waiting: Vec<(Seq, u32)> = self.waiting.iter().map(|(s, a)| (*s, *a)).collect();
+        for (seq, attempts) in waiting {
             let p = partition(seq);
             let owner = self.owner[p];
-            let elsewhere = self.held.iter().any(|(s, h)| {
-                partition(*s) == p && matches!(h, Holder::Sent(other) if *other != owner)
-            });
-            if !elsewhere || !self.drain {
-                self.send(owner, seq);
+            if self.drain && self.must_wait(seq, p, owner) {
+                continue;
+            }
+            self.waiting.remove(&seq);
+            let sender = self.streams[owner]
+                .sender
+                .as_mut()
+                .expect("owners are alive");
+            match sender.take_over(seq, attempts + 1, self.t0) {
+                Some(sender::Action::Send { seq, attempt }) => self.send(owner, seq, attempt),
+                other => panic!("seq {seq} not taken over by stream {owner}: {other:?}"),
             }
         }
     }
 
-    fn send(&mut self, s: usize, seq: Seq) {
-        // What core would say: the highest seq below that this stream holds
-        // (the hub's `Sender::after`, per stream).
-        let after = self
-            .held
-            .range(..seq)
-            .rev()
-            .find(|(_, h)| **h == Holder::Sent(s))
-            .map_or(self.floor() - 1, |(s, _)| *s);
-        self.held.insert(seq, Holder::Sent(s));
+    fn send(&mut self, s: usize, seq: Seq, attempt: u32) {
+        let sender = self.streams[s].sender.as_ref().expect("alive");
         let event = pb::Event {
             seq,
-            attempt: 1,
+            attempt,
             kind: "sha256".into(),
             key: format!("k{}", key(seq)),
-            after: Some(after),
+            after: Some(sender.after(seq)),
             ..Default::default()
         };
         let floor = self.floor();
@@ -310,8 +381,13 @@ impl Model {
             let Some(seq) = self.streams[s].outbox.pop_front() else {
                 break;
             };
-            if self.held.get(&seq) == Some(&Holder::Sent(s)) {
-                self.held.remove(&seq);
+            let sender = self.streams[s]
+                .sender
+                .as_mut()
+                .expect("acks come from a life");
+            // An ack of an event this stream no longer holds is dropped.
+            if let AckOutcome::Accepted { .. } = sender.on_ack(seq) {
+                sender.on_stored([seq]);
                 assert!(self.results.insert(seq), "seq {seq} resolved twice");
             }
         }
@@ -323,6 +399,12 @@ impl Model {
         if alive.is_empty() || !self.alive(s) {
             return;
         }
+        let sender = self.streams[s].sender.take().expect("alive");
+        for (seq, entry) in sender.entries() {
+            if let Entry::InFlight(f) = entry {
+                self.waiting.insert(seq, f.attempt);
+            }
+        }
         self.streams[s] = Stream::default();
         // Its partitions go where rendezvous hashing puts them among the
         // streams left; the others stay.
@@ -330,11 +412,6 @@ impl Model {
         for (p, o) in self.owner.iter_mut().enumerate() {
             if *o == s {
                 *o = alive[owner(p as u32, &ids).expect("some stream is alive")];
-            }
-        }
-        for holder in self.held.values_mut() {
-            if *holder == Holder::Sent(s) {
-                *holder = Holder::Waiting;
             }
         }
         self.flush();
@@ -345,13 +422,32 @@ impl Model {
             return;
         }
         self.lives += 1;
-        let mut receiver = Receiver::new(WINDOW as usize, 4, true);
         let floor = self.floor();
+        // Core's side: a `Sender` from the floor, passing over what was
+        // offered since (others' or resolved), connected.
+        let mut sender = Sender::new(
+            config(),
+            DeliveryCursor {
+                acked_floor: floor,
+                ..DeliveryCursor::default()
+            },
+            u64::from(self.lives),
+        );
+        for seq in floor..self.offered {
+            sender.on_offer_elsewhere(seq);
+        }
+        assert!(
+            sender
+                .on_connect(self.t0, WINDOW, false, true, false)
+                .is_empty()
+        );
+        let mut receiver = Receiver::new(WINDOW as usize, 4, true);
         receiver.on_welcome(floor, WINDOW, false, Ordering::Key);
         let resolved: Vec<Seq> = self.results.range(floor..).copied().collect();
         receiver.pass_over(&resolved);
         self.streams[s] = Stream {
             life: Some((self.lives, receiver)),
+            sender: Some(sender),
             ..Stream::default()
         };
     }
@@ -360,7 +456,7 @@ impl Model {
     fn heal(&mut self) {
         for round in 0.. {
             assert!(round < 10_000, "no progress: {}", self.dump());
-            if self.held.is_empty() && self.offered > self.head {
+            if self.floor() > self.head {
                 break;
             }
             for s in 0..STREAMS {
@@ -399,8 +495,12 @@ impl Model {
             })
             .collect();
         format!(
-            "head {}, offered {}, held {:?}, owners {:?}, streams {streams:?}",
-            self.head, self.offered, self.held, self.owner
+            "head {}, offered {}, floor {}, waiting {:?}, owners {:?}, streams {streams:?}",
+            self.head,
+            self.offered,
+            self.floor(),
+            self.waiting,
+            self.owner
         )
     }
 }
@@ -468,4 +568,17 @@ fn a_move_without_the_drain_is_caught() {
     for _ in 0..24 {
         model.apply(Op::Work(1, 0));
     }
+}
+
+/// A seq waiting for its partition to drain is another stream's as far as
+/// the first stream's `Sender` is concerned, and its floor passes it: the
+/// next event must still say so, or the first stream waits for the seq
+/// until a heartbeat brings the floor.
+#[test]
+fn a_seq_waiting_for_its_partition_is_passed_over_by_the_other_streams() {
+    let mut model = Model::new(1);
+    model.apply(Op::Publish(26));
+    model.apply(Op::Join(1));
+    model.apply(Op::Move(2, 1));
+    model.heal();
 }

@@ -433,15 +433,18 @@ impl Sender {
 
     /// What a copy of `seq` tells the processor in `Event.after`: the
     /// highest seq below it whose event may still come to the processor
-    /// (any entry not resolved), or the floor's predecessor. Every seq in
-    /// between is resolved and never sent again, so the processor passes
-    /// over it at once instead of waiting for the floor to pass it.
+    /// (any entry not resolved), or 0 when there is none. Every seq in
+    /// between is resolved (or another stream's:
+    /// [`on_offer_elsewhere`](Self::on_offer_elsewhere)), so the processor
+    /// passes over it at once instead of waiting for the floor to pass it.
+    /// Not the floor's predecessor: with several streams, the floor a
+    /// processor is told (all streams') may lie below this stream's.
     pub fn after(&self, seq: Seq) -> Seq {
         self.entries
             .range(self.acked_floor..seq)
             .rev()
             .find(|(_, e)| **e != Entry::Resolved)
-            .map_or(self.acked_floor - 1, |(s, _)| *s)
+            .map_or(0, |(s, _)| *s)
     }
 
     /// Unresolved suspects (see `suspects.rs`); while there are any, a
@@ -625,6 +628,56 @@ impl Sender {
         }
         self.insert_in_flight(seq, None, now);
         Offer::Send
+    }
+
+    /// Several processors share keyed work, each stream with a `Sender` of
+    /// its own over the one log: `seq`, the next seq, is another stream's.
+    /// It is passed over here as if resolved, so this stream's floor and
+    /// [`after`](Self::after) go past it. Needs no room in the window.
+    pub fn on_offer_elsewhere(&mut self, seq: Seq) -> Offer {
+        if seq != self.next_to_send {
+            return Offer::OutOfOrder;
+        }
+        self.next_to_send += 1;
+        self.resolved_ahead.remove(&seq);
+        self.sent_ahead.remove(&seq);
+        self.entries.insert(seq, Entry::Resolved);
+        self.advance_floor();
+        Offer::Skip
+    }
+
+    /// Another stream's unresolved event comes to this stream (its key's
+    /// partition moved here once the other stream held none of it, or the
+    /// other stream's processor life ended): it goes out now as `attempt`,
+    /// the one after the other stream's last, even past the window. Below
+    /// this stream's floor, the floor moves back to it: it is unresolved
+    /// here now. The caller hands over only what is unresolved and passed
+    /// over here ([`on_offer_elsewhere`](Self::on_offer_elsewhere)), and
+    /// only at least once: an at-most-once event that may have run is
+    /// abandoned by its stream, never handed over. `None` for a seq this
+    /// stream was never offered or holds itself.
+    pub fn take_over(&mut self, seq: Seq, attempt: u32, now: Instant) -> Option<Action> {
+        if seq >= self.next_to_send {
+            return None;
+        }
+        if seq >= self.acked_floor {
+            if self.entries.get(&seq) != Some(&Entry::Resolved) {
+                return None;
+            }
+        } else {
+            for passed in seq + 1..self.acked_floor {
+                self.entries.insert(passed, Entry::Resolved);
+            }
+            self.acked_floor = seq;
+        }
+        self.insert_in_flight(seq, None, now);
+        if let Some(Entry::InFlight(f)) = self.entries.get_mut(&seq) {
+            f.attempt = attempt.max(1);
+        }
+        Some(Action::Send {
+            seq,
+            attempt: attempt.max(1),
+        })
     }
 
     /// Whether `seq` goes out to be claimed (`Event.claim`): at most once
@@ -1176,7 +1229,39 @@ mod tests {
         s.on_ack(1);
         s.on_stored([1]);
         assert_eq!(s.acked_floor(), 4);
-        assert_eq!(s.after(4), 3, "the floor's predecessor");
+        assert_eq!(s.after(4), 0, "nothing below may still come");
+    }
+
+    #[test]
+    fn another_stream_s_seqs_are_passed_over_and_taken_over_below_the_floor() {
+        let t0 = Instant::now();
+        let mut s = sender();
+        s.on_connect(t0, 256, false, false, false);
+        assert_eq!(s.on_offer(1, Guarantee::AtLeastOnce, t0), Offer::Send);
+        for seq in 2..=3 {
+            assert_eq!(s.on_offer_elsewhere(seq), Offer::Skip);
+        }
+        assert_eq!(s.on_offer_elsewhere(5), Offer::OutOfOrder);
+        assert_eq!(s.on_offer(4, Guarantee::AtLeastOnce, t0), Offer::Send);
+        assert_eq!(s.window_used(), 2, "the others' seqs take no room");
+        assert_eq!(s.after(4), 1, "seqs 2 and 3 are passed over");
+        s.on_ack(1);
+        s.on_stored([1]);
+        assert_eq!(s.acked_floor(), 4, "past seq 1 and the others' 2 and 3");
+        assert_eq!(s.take_over(4, 2, t0), None, "its own");
+        assert_eq!(s.take_over(5, 2, t0), None, "never offered here");
+        // The stream that had seq 2 ended: seq 2 comes here, below the floor.
+        assert_eq!(
+            s.take_over(2, 3, t0),
+            Some(Action::Send { seq: 2, attempt: 3 })
+        );
+        assert_eq!(s.acked_floor(), 2);
+        assert_eq!(s.after(4), 2);
+        assert_eq!(s.window_used(), 2);
+        assert_eq!(s.on_ack(2), AckOutcome::Accepted { attempts: 3 });
+        assert_eq!(s.on_ack(3), AckOutcome::Duplicate, "seq 3 is not here");
+        s.on_stored([2]);
+        assert_eq!(s.acked_floor(), 4, "seq 3 is still passed over");
     }
 
     #[test]
