@@ -50,7 +50,7 @@ impl Standby {
             });
         tracker.spawn(crate::http::serve(
             copy(http)?,
-            super::rest_tls(tls)?,
+            super::rest::rest_tls(tls)?,
             rest,
             config.http_limits(),
             cancel.clone(),
