@@ -111,18 +111,7 @@ impl State {
         let mut granted = Vec::new();
         for action in actions {
             match action {
-                Action::Send { seq, attempt } => {
-                    if let Some(event) = self.payloads.get(&seq) {
-                        let claim = self.sender.needs_claim(seq);
-                        batch.push(to_pb(
-                            event,
-                            attempt,
-                            self.once(event),
-                            claim,
-                            self.sender.after(seq),
-                        ));
-                    }
-                }
+                Action::Send { seq, attempt } => batch.extend(self.copy(seq, attempt)),
                 Action::Retransmit {
                     seq,
                     attempt,
@@ -130,16 +119,7 @@ impl State {
                 } => {
                     self.totals.retransmits += 1;
                     self.traces.retransmit(seq, attempt);
-                    if let Some(event) = self.payloads.get(&seq) {
-                        let claim = self.sender.needs_claim(seq);
-                        batch.push(to_pb(
-                            event,
-                            attempt,
-                            self.once(event),
-                            claim,
-                            self.sender.after(seq),
-                        ));
-                    }
+                    batch.extend(self.copy(seq, attempt));
                     self.feed(pb::feed_event::Kind::Retransmit(pb::RetransmitFeed {
                         seq,
                         attempt,
@@ -195,9 +175,12 @@ impl State {
         .await;
     }
 
-    /// Whether `event`'s kind is delivered at most once.
-    fn once(&self, event: &SharedEvent) -> bool {
-        self.guarantees.of(&event.kind) == Guarantee::AtMostOnce
+    /// Copy `attempt` of `seq`, from the window's payloads.
+    fn copy(&self, seq: Seq, attempt: u32) -> Option<pb::Event> {
+        let event = self.payloads.get(&seq)?;
+        let once = self.guarantees.of(&event.kind) == Guarantee::AtMostOnce;
+        let claim = self.sender.needs_claim(seq);
+        Some(to_pb(event, attempt, once, claim, self.sender.after(seq)))
     }
 }
 
