@@ -36,6 +36,8 @@ use ackflow_proto::protocol::sender::{self, AckOutcome, Entry, Offer, Sender, Se
 use ackflow_proto::v1 as pb;
 use proptest::prelude::*;
 
+mod common;
+
 type Seq = u64;
 
 /// Keys `k0`.., in fewer partitions (`partitions.rs`).
@@ -505,15 +507,8 @@ impl Model {
     }
 }
 
-fn cases() -> u32 {
-    std::env::var("ACKFLOW_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1024)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: common::cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn keys_shared_among_streams_keep_their_order_through_moves_and_ends(

@@ -50,6 +50,8 @@ use ackflow_proto::protocol::sender::{
 use ackflow_proto::v1 as pb;
 use proptest::prelude::*;
 
+mod common;
+
 type Seq = u64;
 
 /// Indices into the messages in transit or the runs in progress; small, so
@@ -1063,15 +1065,8 @@ impl Sim {
     }
 }
 
-fn cases() -> u32 {
-    std::env::var("ACKFLOW_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1024)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: common::cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn delivery_survives_any_schedule(
