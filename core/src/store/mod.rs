@@ -12,6 +12,7 @@
 //! writer hands [`Store::append`] the first seq of each batch, so seq order
 //! is commit order whatever the database does with concurrent transactions.
 
+mod error;
 pub mod health;
 mod idempotency;
 pub mod lease;
@@ -25,6 +26,8 @@ pub mod sqlite;
 compile_error!("ackflow-core needs a store: enable the `postgres` or `sqlite` feature (or both)");
 
 use std::sync::Arc;
+
+pub use self::error::StoreError;
 
 use crate::model::{
     AppendBatch, DeadRow, DeadView, DeliveryCursor, EventView, RequestOutcome, ResultRow, Seq,
@@ -73,67 +76,6 @@ impl PageBudget {
 /// except where a commit's outcome is unknown, which callers treat alike:
 /// the client is told the store is unavailable and may retry (with an
 /// idempotency key to stay exactly-once).
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("invalid stored data: {0}")]
-    Corrupt(String),
-}
-
-impl StoreError {
-    /// A short, stable name for what went wrong, for metrics
-    /// (`ackflow_store_errors_total{kind}`), logs and `/readyz`:
-    /// `disk_full`, `io`, `busy`, `unavailable` (connection, pool, server
-    /// shutting down), `corrupt`, `constraint`, `deposed` (another core
-    /// leads now: see `lease.rs`) or `other`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            StoreError::Corrupt(_) => "corrupt",
-            StoreError::Migrate(_) => "other",
-            StoreError::Database(e) => match e {
-                sqlx::Error::Io(io) if io.raw_os_error() == Some(28) => "disk_full",
-                sqlx::Error::Io(_)
-                | sqlx::Error::Tls(_)
-                | sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::WorkerCrashed
-                | sqlx::Error::Protocol(_) => "unavailable",
-                sqlx::Error::Database(db) => {
-                    let code = db.code().unwrap_or_default();
-                    if is_sqlite(db.as_ref()) {
-                        // SQLite: an extended result code; its low byte is
-                        // the primary code.
-                        match code.parse::<i64>().unwrap_or(0) & 0xff {
-                            13 => "disk_full",
-                            10 | 14 | 8 => "io",
-                            5 | 6 => "busy",
-                            11 | 26 => "corrupt",
-                            19 => "constraint",
-                            _ => "other",
-                        }
-                    } else {
-                        // PostgreSQL: SQLSTATE classes.
-                        match code.as_ref() {
-                            "AF001" => "deposed",
-                            "53100" => "disk_full",
-                            c if c.starts_with("58") => "io",
-                            c if c.starts_with("08") || c.starts_with("57") => "unavailable",
-                            c if c.starts_with("53") || c.starts_with("40") => "busy",
-                            c if c.starts_with("23") => "constraint",
-                            c if c.starts_with("XX") => "corrupt",
-                            _ => "other",
-                        }
-                    }
-                }
-                _ => "other",
-            },
-        }
-    }
-}
-
 /// The storage operations core needs. Every write is one transaction.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -323,33 +265,17 @@ fn not_built_in(database: &str, feature: &str) -> StoreError {
     ))
 }
 
-/// True when a database error comes from SQLite (whose codes are numbers,
-/// where PostgreSQL's are SQLSTATEs).
-fn is_sqlite(error: &dyn sqlx::error::DatabaseError) -> bool {
-    #[cfg(feature = "sqlite")]
-    {
-        error
-            .try_downcast_ref::<sqlx::sqlite::SqliteError>()
-            .is_some()
-    }
-    #[cfg(not(feature = "sqlite"))]
-    {
-        let _ = error;
-        false
-    }
-}
-
 /// Helper for both backends: converts a stored i64 to a seq.
 pub(crate) fn seq_from_db(value: i64) -> Result<Seq, StoreError> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative seq {value}")))
 }
 
-/// Helper for both backends: converts a seq to its stored i64.
 /// Seqs read as one-column rows.
 pub(crate) fn seqs(rows: Vec<(i64,)>) -> Result<Vec<Seq>, StoreError> {
     rows.into_iter().map(|(s,)| seq_from_db(s)).collect()
 }
 
+/// Helper for both backends: converts a seq to its stored i64.
 pub(crate) fn seq_to_db(seq: Seq) -> i64 {
     // Seqs are assigned from 1 upwards; 2^63 events are out of reach.
     i64::try_from(seq).unwrap_or(i64::MAX)
