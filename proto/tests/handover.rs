@@ -1,19 +1,18 @@
-//! Property test of several processors sharing keyed work: a `Sender` per
-//! stream over the one log and a `Receiver` per processor life, with the
-//! routing core's hub will do modelled here. Each key's partition
-//! (`partitions.rs`) belongs to one stream at a time; its owner's `Sender`
-//! is offered the partition's events, every other one passes over them
-//! (`on_offer_elsewhere`), and each event says which seqs below it are not
-//! its stream's (`Event.after`). A partition moves to another stream at any
-//! time, but its events go there only once its old stream holds none of
-//! them unacknowledged (drain, then send); meanwhile they wait in core.
-//! When a processor life ends, its partitions go to the streams left by
-//! rendezvous hashing, and its unacknowledged events with them
-//! (`take_over`: sent again, below what those streams have received and
-//! below their own floors). The floor each processor is told is all
-//! streams' (the lowest unresolved seq). Streams and their acks are FIFO,
-//! as a gRPC stream is; an ack from a stream that no longer holds its event
-//! is a duplicate to its `Sender`.
+//! Property test of several processors sharing keyed work: core's
+//! [`Group`] (a `Sender` per stream over the one log, and the routing
+//! between them) against a `Receiver` per processor life. Each key's
+//! partition belongs to one stream at a time; its owner is offered the
+//! partition's events and every other stream passes over them, and each
+//! event says which seqs below it are not its stream's (`Event.after`).
+//! Partitions move when a processor joins or its life ends, and a moved
+//! partition's events go to its new stream only once its old stream holds
+//! none of them unresolved (drain, then send); an ended life's unresolved
+//! events go to the streams left (`take_over`: sent again, below what those
+//! streams have received and below their own floors). The floor every
+//! processor is told is the group's. Streams and their acks are FIFO, as a
+//! gRPC stream is; an ack from a stream that no longer holds its event is
+//! a duplicate to its `Sender`. A connection reset brings the same life
+//! back to its stream.
 //!
 //! Checked at every step: per processor life, every seq processed at most
 //! once and each key in strictly increasing seq order; a key processed in
@@ -24,15 +23,15 @@
 //! go on (the floor reaches a processor only with events here).
 //! `a_move_without_the_drain_is_caught` is the negative control.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use ackflow_proto::protocol::DeliveryCursor;
+use ackflow_proto::protocol::group::{Group, Joining, Routed, StreamId};
 use ackflow_proto::protocol::guarantee::Guarantee;
 use ackflow_proto::protocol::lanes::Ordering;
-use ackflow_proto::protocol::partitions::{owner, partition_of};
 use ackflow_proto::protocol::receiver::{Action, Receiver};
-use ackflow_proto::protocol::sender::{self, AckOutcome, Entry, Offer, Sender, SenderConfig};
+use ackflow_proto::protocol::sender::{self, AckOutcome, Offer, Progress, SenderConfig};
 use ackflow_proto::v1 as pb;
 use proptest::prelude::*;
 
@@ -44,49 +43,57 @@ type Seq = u64;
 const KEYS: u64 = 8;
 const PARTITIONS: u32 = 4;
 const STREAMS: usize = 3;
-/// The processor ids of the streams (a partition's owner: `owner`).
+/// The processor ids of the streams.
 const IDS: [&str; STREAMS] = ["p0", "p1", "p2"];
 /// The window core tells each stream; core offers nothing at or beyond the
-/// floor plus this.
+/// floor plus twice this.
 const WINDOW: u32 = 24;
+const GRACE: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
 enum Op {
     Publish(u8),
-    /// Up to this many messages reach one stream's processor.
+    /// Up to this many messages reach one processor.
     Deliver(u8, u8),
-    /// One stream's processor processes the next event of one of its runs.
+    /// One processor processes the next event of one of its runs.
     Work(u8, u8),
-    /// Up to this many acks reach core from one stream.
+    /// Up to this many acks reach core from one processor.
     Acks(u8, u8),
-    /// A partition is given to a stream.
-    Move(u8, u8),
-    /// A stream's processor life ends (unless it is the last one).
+    /// A processor's connection resets: what was in transit is lost, and
+    /// the same life comes back within the grace.
+    Reset(u8),
+    /// A processor's life ends; its stream ends after the grace.
     Kill(u8),
-    /// A new processor life on a stream without one.
+    /// A processor's stream is cut for its silence (frozen) and its life
+    /// goes on: its stream ends at once if another is connected, and it
+    /// comes back on a new one. Its runs give back what they have not
+    /// started before its welcome (`true`) or after it.
+    Cut(u8, bool),
+    /// A new processor life (with that processor's id) connects.
     Join(u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let stream = 0u8..STREAMS as u8;
+    let processor = 0u8..STREAMS as u8;
     prop_oneof![
         4 => (1u8..12).prop_map(Op::Publish),
-        8 => (stream.clone(), 1u8..6).prop_map(|(s, n)| Op::Deliver(s, n)),
-        10 => (stream.clone(), 0u8..8).prop_map(|(s, r)| Op::Work(s, r)),
-        6 => (stream.clone(), 1u8..6).prop_map(|(s, n)| Op::Acks(s, n)),
-        3 => (0u8..PARTITIONS as u8, stream.clone()).prop_map(|(p, s)| Op::Move(p, s)),
-        1 => stream.clone().prop_map(Op::Kill),
-        2 => stream.prop_map(Op::Join),
+        8 => (processor.clone(), 1u8..6).prop_map(|(s, n)| Op::Deliver(s, n)),
+        10 => (processor.clone(), 0u8..8).prop_map(|(s, r)| Op::Work(s, r)),
+        6 => (processor.clone(), 1u8..6).prop_map(|(s, n)| Op::Acks(s, n)),
+        1 => processor.clone().prop_map(Op::Reset),
+        1 => processor.clone().prop_map(Op::Kill),
+        1 => (processor.clone(), any::<bool>()).prop_map(|(p, b)| Op::Cut(p, b)),
+        2 => processor.prop_map(Op::Join),
     ]
 }
 
+/// One processor (`IDS[i]`) and its connection.
 #[derive(Default)]
-struct Stream {
-    /// The processor life on this stream, if any: its id and receiver.
+struct Processor {
+    /// Its life, if it runs: the life's number and its receiver.
     life: Option<(u32, Receiver)>,
-    /// Core's side of the stream while it has a life: a `Sender` of its own
-    /// over the one log.
-    sender: Option<Sender>,
+    /// Its stream in the group while connected.
+    stream: Option<StreamId>,
     /// Events in transit, each with the floor core sent along.
     inbox: VecDeque<(pb::Event, Seq)>,
     /// Acks in transit (their seqs).
@@ -96,21 +103,11 @@ struct Stream {
 }
 
 struct Model {
-    /// Whether a moved partition's events wait until its old stream holds
-    /// none (false only for the negative control).
-    drain: bool,
-    t0: Instant,
-    streams: Vec<Stream>,
+    group: Group,
+    now: Instant,
+    processors: Vec<Processor>,
     lives: u32,
-    owner: [usize; PARTITIONS as usize],
     head: Seq,
-    /// The next seq core offers.
-    offered: Seq,
-    /// Unresolved events no stream holds, with the attempts they had:
-    /// offered while their partition was still held by a stream that no
-    /// longer owns it, or held by a stream whose life ended. Passed over by
-    /// every `Sender` until one takes them over.
-    waiting: BTreeMap<Seq, u32>,
     results: BTreeSet<Seq>,
     /// Per life: the seqs it processed, and its last seq per key.
     processed: HashMap<u32, BTreeSet<Seq>>,
@@ -125,10 +122,6 @@ fn key(seq: Seq) -> u64 {
     (seq.wrapping_mul(0x9e37_79b9) >> 5) % KEYS
 }
 
-fn partition(seq: Seq) -> usize {
-    partition_of(&format!("k{}", key(seq)), PARTITIONS) as usize
-}
-
 fn config() -> SenderConfig {
     SenderConfig {
         window: WINDOW,
@@ -141,16 +134,22 @@ fn config() -> SenderConfig {
 }
 
 impl Model {
-    fn new(streams: usize) -> Self {
+    fn new(processors: usize, drain: bool) -> Self {
+        let mut group = Group::new(
+            config(),
+            DeliveryCursor::default(),
+            true,
+            PARTITIONS,
+            GRACE,
+            7,
+        );
+        group.set_drain(drain);
         let mut model = Self {
-            drain: true,
-            t0: Instant::now(),
-            streams: (0..STREAMS).map(|_| Stream::default()).collect(),
+            group,
+            now: Instant::now(),
+            processors: (0..STREAMS).map(|_| Processor::default()).collect(),
             lives: 0,
-            owner: [0; PARTITIONS as usize],
             head: 0,
-            offered: 1,
-            waiting: BTreeMap::new(),
             results: BTreeSet::new(),
             processed: HashMap::new(),
             last: HashMap::new(),
@@ -158,50 +157,10 @@ impl Model {
             ever: BTreeSet::new(),
             handed_over: 0,
         };
-        for s in 0..streams {
-            model.join(s);
-        }
-        for (p, o) in model.owner.iter_mut().enumerate() {
-            *o = owner(p as u32, &IDS[..streams]).expect("one stream at least");
+        for p in 0..processors {
+            model.join(p);
         }
         model
-    }
-
-    fn senders(&self) -> impl Iterator<Item = (usize, &Sender)> {
-        self.streams
-            .iter()
-            .enumerate()
-            .filter_map(|(s, stream)| stream.sender.as_ref().map(|sender| (s, sender)))
-    }
-
-    /// The lowest unresolved seq of all: every stream's floor passes only
-    /// its own resolved seqs and the others'.
-    fn floor(&self) -> Seq {
-        self.senders()
-            .map(|(_, sender)| sender.acked_floor())
-            .chain(self.waiting.keys().copied())
-            .min()
-            .unwrap_or(self.offered)
-            .min(self.offered)
-    }
-
-    /// Whether `seq` of `partition` must wait: a stream other than `owner`
-    /// holds an unresolved event of the partition, or one of its events
-    /// below `seq` waits.
-    fn must_wait(&self, seq: Seq, partition: usize, owner: usize) -> bool {
-        self.waiting
-            .range(..seq)
-            .any(|(s, _)| self::partition(*s) == partition)
-            || self.senders().any(|(s, sender)| {
-                s != owner
-                    && sender.entries().any(|(seq, e)| {
-                        !matches!(e, Entry::Resolved) && self::partition(seq) == partition
-                    })
-            })
-    }
-
-    fn alive(&self, s: usize) -> bool {
-        self.streams[s].life.is_some()
     }
 
     fn apply(&mut self, op: Op) {
@@ -210,132 +169,106 @@ impl Model {
                 self.head += u64::from(n);
                 self.offer();
             }
-            Op::Deliver(s, n) => self.deliver(s as usize, n as usize),
-            Op::Work(s, r) => self.work(s as usize, r as usize),
-            Op::Acks(s, n) => self.acks(s as usize, n as usize),
-            Op::Move(p, s) => {
-                if self.alive(s as usize) {
-                    self.owner[p as usize] = s as usize;
-                    self.flush();
-                }
-            }
-            Op::Kill(s) => self.kill(s as usize),
-            Op::Join(s) => self.join(s as usize),
+            Op::Deliver(p, n) => self.deliver(p as usize, n as usize),
+            Op::Work(p, r) => self.work(p as usize, r as usize),
+            Op::Acks(p, n) => self.acks(p as usize, n as usize),
+            Op::Reset(p) => self.reset(p as usize),
+            Op::Kill(p) => self.kill(p as usize),
+            Op::Cut(p, before) => self.cut(p as usize, before),
+            Op::Join(p) => self.join(p as usize),
         }
     }
 
-    /// Offers in seq order what the windows allow: to the owner of the
-    /// seq's partition, passed over by every other stream; or, while
-    /// another stream still holds the partition, to none (it waits).
+    /// Offers in seq order what the group allows.
     fn offer(&mut self) {
-        let now = self.t0;
-        while self.offered <= self.head && self.offered < self.floor() + u64::from(WINDOW) {
-            let seq = self.offered;
-            let p = partition(seq);
-            let owner = self.owner[p];
-            let wait = self.drain && self.must_wait(seq, p, owner);
-            let Some(own) = self.streams[owner].sender.as_ref() else {
-                break;
-            };
-            if !wait && !own.can_send() {
-                break;
-            }
-            self.offered += 1;
-            for (s, stream) in self.streams.iter_mut().enumerate() {
-                let Some(sender) = stream.sender.as_mut() else {
-                    continue;
-                };
-                if s == owner && !wait {
-                    assert_eq!(
-                        sender.on_offer(seq, Guarantee::AtLeastOnce, now),
-                        Offer::Send
-                    );
-                } else {
-                    assert_eq!(sender.on_offer_elsewhere(seq), Offer::Skip);
-                }
-            }
-            if wait {
-                self.waiting.insert(seq, 0);
-            } else {
-                self.send(owner, seq, 1);
+        while self.group.next_to_offer() <= self.head && self.group.can_offer() {
+            let seq = self.group.next_to_offer();
+            let key = format!("k{}", key(seq));
+            match self
+                .group
+                .offer(seq, &key, Guarantee::AtLeastOnce, self.now)
+            {
+                Routed::To(stream, Offer::Send) => self.send(stream, seq, 1),
+                Routed::Waits => {}
+                other => panic!("seq {seq}: {other:?}"),
             }
         }
-        self.flush();
+        let actions = self.group.flush(self.now);
+        self.perform(actions);
     }
 
-    /// Hands each waiting event whose partition no other stream holds, in
-    /// seq order, to its partition's owner.
-    fn flush(&mut self) {
-        let waiting: Vec<(Seq, u32)> = self.waiting.iter().map(|(s, a)| (*s, *a)).collect();
-        for (seq, attempts) in waiting {
-            let p = partition(seq);
-            let owner = self.owner[p];
-            if self.drain && self.must_wait(seq, p, owner) {
-                continue;
-            }
-            self.waiting.remove(&seq);
-            let sender = self.streams[owner]
-                .sender
-                .as_mut()
-                .expect("owners are alive");
-            match sender.take_over(seq, attempts + 1, self.t0) {
-                Some(sender::Action::Send { seq, attempt }) => self.send(owner, seq, attempt),
-                other => panic!("seq {seq} not taken over by stream {owner}: {other:?}"),
+    fn perform(&mut self, actions: Vec<(StreamId, sender::Action)>) {
+        for (stream, action) in actions {
+            match action {
+                sender::Action::Send { seq, attempt } => self.send(stream, seq, attempt),
+                other => panic!("unexpected {other:?}"),
             }
         }
     }
 
-    fn send(&mut self, s: usize, seq: Seq, attempt: u32) {
-        let sender = self.streams[s].sender.as_ref().expect("alive");
+    fn send(&mut self, stream: StreamId, seq: Seq, attempt: u32) {
+        let after = self
+            .group
+            .sender(stream)
+            .expect("sent on a stream")
+            .after(seq);
         let event = pb::Event {
             seq,
             attempt,
             kind: "sha256".into(),
             key: format!("k{}", key(seq)),
-            after: Some(sender.after(seq)),
+            after: Some(after),
             ..Default::default()
         };
-        let floor = self.floor();
-        self.streams[s].inbox.push_back((event, floor));
+        let floor = self.group.acked_floor();
+        // To the processor connected on it; none: lost, as on a stream
+        // that just ended.
+        if let Some(p) = self
+            .processors
+            .iter_mut()
+            .find(|p| p.stream == Some(stream))
+        {
+            p.inbox.push_back((event, floor));
+        }
     }
 
-    fn deliver(&mut self, s: usize, n: usize) {
+    fn deliver(&mut self, p: usize, n: usize) {
         for _ in 0..n {
-            let Some((event, floor)) = self.streams[s].inbox.pop_front() else {
+            let Some((event, floor)) = self.processors[p].inbox.pop_front() else {
                 return;
             };
-            let Some((_, receiver)) = self.streams[s].life.as_mut() else {
+            let Some((_, receiver)) = self.processors[p].life.as_mut() else {
                 return;
             };
             let before = receiver.counters().handed_over;
             let mut actions = receiver.on_floor(floor);
             actions.extend(receiver.on_event(event));
             self.handed_over += receiver.counters().handed_over - before;
-            self.take(s, actions);
+            self.take(p, actions);
         }
     }
 
-    fn take(&mut self, s: usize, actions: Vec<Action>) {
+    fn take(&mut self, p: usize, actions: Vec<Action>) {
         for action in actions {
             match action {
-                Action::Start(run) => self.streams[s].runs.push(run.into()),
-                Action::Ack(ack) => self.streams[s].outbox.push_back(ack.seq),
+                Action::Start(run) => self.processors[p].runs.push(run.into()),
+                Action::Ack(ack) => self.processors[p].outbox.push_back(ack.seq),
             }
         }
     }
 
-    fn work(&mut self, s: usize, pick: usize) {
-        let stream = &mut self.streams[s];
-        let Some((life, _)) = stream.life else {
+    fn work(&mut self, p: usize, pick: usize) {
+        let processor = &mut self.processors[p];
+        let Some((life, _)) = processor.life else {
             return;
         };
-        if stream.runs.is_empty() {
+        if processor.runs.is_empty() {
             return;
         }
-        let i = pick % stream.runs.len();
-        let event = stream.runs[i].pop_front().expect("runs are never empty");
-        if stream.runs[i].is_empty() {
-            stream.runs.remove(i);
+        let i = pick % processor.runs.len();
+        let event = processor.runs[i].pop_front().expect("runs are never empty");
+        if processor.runs[i].is_empty() {
+            processor.runs.remove(i);
         }
         let (seq, key) = (event.seq, key(event.seq));
         assert!(
@@ -348,15 +281,15 @@ impl Model {
                 "life {life} processed key {key}: {last} then {seq}"
             );
         }
-        for (other, stream) in self.streams.iter().enumerate() {
-            if other != s && stream.life.is_some() {
+        for (other, processor) in self.processors.iter().enumerate() {
+            if other != p && processor.life.is_some() {
                 assert!(
-                    !stream
+                    !processor
                         .runs
                         .iter()
                         .flatten()
                         .any(|e| self::key(e.seq) == key),
-                    "key {key} processed on stream {s} while stream {other} has it in a run"
+                    "key {key} processed by processor {p} while processor {other} has it in a run"
                 );
             }
         }
@@ -373,136 +306,200 @@ impl Model {
             attempt: event.attempt,
             ..Default::default()
         };
-        let (_, receiver) = self.streams[s].life.as_mut().expect("alive");
+        let (_, receiver) = self.processors[p].life.as_mut().expect("alive");
         let actions = receiver.on_processed(ack);
-        self.take(s, actions);
+        self.take(p, actions);
     }
 
-    fn acks(&mut self, s: usize, n: usize) {
+    fn acks(&mut self, p: usize, n: usize) {
         for _ in 0..n {
-            let Some(seq) = self.streams[s].outbox.pop_front() else {
+            let Some(seq) = self.processors[p].outbox.pop_front() else {
                 break;
             };
-            let sender = self.streams[s]
-                .sender
-                .as_mut()
-                .expect("acks come from a life");
+            let Some(stream) = self.processors[p].stream else {
+                break;
+            };
+            let sender = self.group.sender_mut(stream).expect("connected");
             // An ack of an event this stream no longer holds is dropped.
             if let AckOutcome::Accepted { .. } = sender.on_ack(seq) {
-                sender.on_stored([seq]);
+                self.group.on_stored([seq]);
                 assert!(self.results.insert(seq), "seq {seq} resolved twice");
             }
+        }
+        // With every ack batch the processor says what it has: held
+        // events whose turn came go out (crash suspects in batches).
+        if let Some(stream) = self.processors[p].stream {
+            let sender = self.group.sender_mut(stream).expect("connected");
+            let actions = sender.on_progress(self.now, Progress::default());
+            self.perform(actions.into_iter().map(|a| (stream, a)).collect());
         }
         self.offer();
     }
 
-    fn kill(&mut self, s: usize) {
-        let alive: Vec<usize> = (0..STREAMS).filter(|&o| o != s && self.alive(o)).collect();
-        if alive.is_empty() || !self.alive(s) {
+    /// The connection drops and the same life says hello again.
+    fn reset(&mut self, p: usize) {
+        let Some(stream) = self.processors[p].stream else {
             return;
-        }
-        let sender = self.streams[s].sender.take().expect("alive");
-        for (seq, entry) in sender.entries() {
-            if let Entry::InFlight(f) = entry {
-                self.waiting.insert(seq, f.attempt);
-            }
-        }
-        self.streams[s] = Stream::default();
-        // Its partitions go where rendezvous hashing puts them among the
-        // streams left; the others stay.
-        let ids: Vec<&str> = alive.iter().map(|a| IDS[*a]).collect();
-        for (p, o) in self.owner.iter_mut().enumerate() {
-            if *o == s {
-                *o = alive[owner(p as u32, &ids).expect("some stream is alive")];
-            }
-        }
-        self.flush();
+        };
+        let actions = self.group.detach(stream, false, self.now);
+        self.perform(actions);
+        let processor = &mut self.processors[p];
+        processor.inbox.clear();
+        processor.outbox.clear();
+        processor.stream = None;
+        let life = processor.life.as_ref().map(|(l, _)| *l).expect("connected");
+        self.connect(p, life);
+        self.offer();
     }
 
-    fn join(&mut self, s: usize) {
-        if self.alive(s) {
+    /// The stream is cut for silence; the same life comes back.
+    fn cut(&mut self, p: usize, before: bool) {
+        let Some(stream) = self.processors[p].stream else {
+            return;
+        };
+        let actions = self.group.detach(stream, true, self.now);
+        self.perform(actions);
+        let processor = &mut self.processors[p];
+        processor.inbox.clear();
+        processor.outbox.clear();
+        processor.stream = None;
+        let (life, receiver) = processor.life.as_mut().expect("connected");
+        let life = *life;
+        // Not welcomed: it starts nothing (`hold.rs`).
+        assert!(receiver.set_held(true).is_empty());
+        if before {
+            self.give_back(p);
+        }
+        self.connect(p, life);
+        if !before {
+            self.give_back(p);
+        }
+        let (_, receiver) = self.processors[p].life.as_mut().expect("connected");
+        let actions = receiver.set_held(false);
+        self.take(p, actions);
+        self.offer();
+    }
+
+    /// The runs stop before their next event (held): the rest goes back.
+    fn give_back(&mut self, p: usize) {
+        let runs = std::mem::take(&mut self.processors[p].runs);
+        for run in runs {
+            let (_, receiver) = self.processors[p].life.as_mut().expect("alive");
+            let actions = receiver.on_returned(run.into());
+            self.take(p, actions);
+        }
+    }
+
+    fn kill(&mut self, p: usize) {
+        let Some(stream) = self.processors[p].stream else {
+            return;
+        };
+        self.processors[p] = Processor::default();
+        let actions = self.group.detach(stream, false, self.now);
+        self.perform(actions);
+        // The grace passes; with another stream connected, this one ends.
+        self.now += GRACE;
+        let (_, actions) = self.group.end_due(self.now);
+        self.perform(actions);
+        self.offer();
+    }
+
+    fn join(&mut self, p: usize) {
+        if self.processors[p].life.is_some() {
             return;
         }
         self.lives += 1;
-        let floor = self.floor();
-        // Core's side: a `Sender` from the floor, passing over what was
-        // offered since (others' or resolved), connected.
-        let mut sender = Sender::new(
-            config(),
-            DeliveryCursor {
-                acked_floor: floor,
-                ..DeliveryCursor::default()
+        let receiver = Receiver::new(WINDOW as usize, 4, true);
+        self.processors[p].life = Some((self.lives, receiver));
+        self.connect(p, self.lives);
+        self.offer();
+    }
+
+    /// Processor `p`, in `life`, says hello: a welcome with the floor and
+    /// what its stream knows resolved above it, then the resends.
+    fn connect(&mut self, p: usize, life: u32) {
+        let attached = self.group.attach(
+            Joining {
+                processor_id: IDS[p],
+                life: u64::from(life),
+                window: WINDOW,
+                claims: false,
+                paused: false,
             },
-            u64::from(self.lives),
+            self.now,
         );
-        for seq in floor..self.offered {
-            sender.on_offer_elsewhere(seq);
+        let floor = self.group.acked_floor();
+        let resolved = self
+            .group
+            .sender(attached.stream)
+            .expect("attached")
+            .resolved_above(0);
+        let processor = &mut self.processors[p];
+        processor.stream = Some(attached.stream);
+        let (_, receiver) = processor.life.as_mut().expect("alive");
+        if !attached.resumed {
+            receiver.on_new_stream();
         }
-        assert!(
-            sender
-                .on_connect(self.t0, WINDOW, false, true, false)
-                .is_empty()
-        );
-        let mut receiver = Receiver::new(WINDOW as usize, 4, true);
-        receiver.on_welcome(floor, WINDOW, false, Ordering::Key);
-        let resolved: Vec<Seq> = self.results.range(floor..).copied().collect();
-        receiver.pass_over(&resolved);
-        self.streams[s] = Stream {
-            life: Some((self.lives, receiver)),
-            sender: Some(sender),
-            ..Stream::default()
-        };
+        let mut actions = receiver.on_welcome(floor, WINDOW, false, Ordering::Key);
+        actions.extend(receiver.pass_over(&resolved));
+        self.take(p, actions);
+        self.perform(attached.actions);
     }
 
     /// Faults stop: everything is delivered, processed and acknowledged.
     fn heal(&mut self) {
+        if self.processors.iter().all(|p| p.life.is_none()) {
+            self.join(0);
+        }
         for round in 0.. {
             assert!(round < 10_000, "no progress: {}", self.dump());
-            if self.floor() > self.head {
+            if self.group.acked_floor() > self.head {
                 break;
             }
-            for s in 0..STREAMS {
-                self.deliver(s, usize::MAX);
-                while self.streams[s].life.is_some() && !self.streams[s].runs.is_empty() {
-                    self.work(s, 0);
+            for p in 0..STREAMS {
+                self.deliver(p, usize::MAX);
+                while self.processors[p].life.is_some() && !self.processors[p].runs.is_empty() {
+                    self.work(p, 0);
                 }
-                self.acks(s, usize::MAX);
+                self.acks(p, usize::MAX);
             }
         }
         let all: BTreeSet<Seq> = (1..=self.head).collect();
         assert_eq!(self.results, all, "every event has its result");
-        for (s, stream) in self.streams.iter_mut().enumerate() {
-            if let Some((_, receiver)) = stream.life.as_mut() {
-                receiver.on_floor(self.offered);
-                assert_eq!(receiver.unfinished(), 0, "stream {s} holds events back");
-                assert_eq!(receiver.buffered(), 0, "stream {s} buffers events");
+        let offered = self.group.next_to_offer();
+        for (p, processor) in self.processors.iter_mut().enumerate() {
+            if let Some((_, receiver)) = processor.life.as_mut() {
+                receiver.on_floor(offered);
+                assert_eq!(receiver.unfinished(), 0, "processor {p} holds events back");
+                assert_eq!(receiver.buffered(), 0, "processor {p} buffers events");
             }
         }
     }
 
     fn dump(&self) -> String {
-        let streams: Vec<String> = self
-            .streams
+        let processors: Vec<String> = self
+            .processors
             .iter()
-            .map(|s| match &s.life {
+            .map(|p| match &p.life {
                 Some((life, r)) => format!(
-                    "life {life}: next_expected {}, buffered {}, unfinished {}, inbox {}, runs {}",
+                    "life {life} on stream {:?}: next_expected {}, buffered {}, unfinished {}, inbox {}, runs {}",
+                    p.stream,
                     r.next_expected(),
                     r.buffered(),
                     r.unfinished(),
-                    s.inbox.len(),
-                    s.runs.len()
+                    p.inbox.len(),
+                    p.runs.len()
                 ),
                 None => "no life".into(),
             })
             .collect();
         format!(
-            "head {}, offered {}, floor {}, waiting {:?}, owners {:?}, streams {streams:?}",
+            "head {}, offered {}, floor {}, waiting {}, owned {:?}, processors {processors:?}",
             self.head,
-            self.offered,
-            self.floor(),
-            self.waiting,
-            self.owner
+            self.group.next_to_offer(),
+            self.group.acked_floor(),
+            self.group.waiting(),
+            self.group.owned(),
         )
     }
 }
@@ -512,10 +509,10 @@ proptest! {
 
     #[test]
     fn keys_shared_among_streams_keep_their_order_through_moves_and_ends(
-        streams in 1..=STREAMS,
+        processors in 1..=STREAMS,
         ops in proptest::collection::vec(op(), 1..400),
     ) {
-        let mut model = Model::new(streams);
+        let mut model = Model::new(processors, true);
         for op in ops {
             model.apply(op);
         }
@@ -528,10 +525,10 @@ proptest! {
 /// stream has received.
 #[test]
 fn an_ended_life_hands_its_events_below_what_the_others_received() {
-    let mut model = Model::new(2);
+    let mut model = Model::new(2, true);
     model.apply(Op::Publish(12));
-    // Stream 1 receives and processes all of its events; stream 0 receives
-    // its own but processes nothing, and its life ends.
+    // Processor 1 receives and processes all of its events; processor 0
+    // receives its own but processes nothing, and its life ends.
     model.apply(Op::Deliver(1, 12));
     for _ in 0..12 {
         model.apply(Op::Work(1, 0));
@@ -541,26 +538,23 @@ fn an_ended_life_hands_its_events_below_what_the_others_received() {
     model.heal();
     assert!(
         model.handed_over > 0,
-        "stream 1 took events below its received prefix"
+        "processor 1 took events below its received prefix"
     );
 }
 
 /// The negative control: a partition's events sent to its new stream while
 /// the old one still holds some of them run in two places, out of order.
 #[test]
-#[should_panic(expected = "while stream 0 has it in a run")]
+#[should_panic(expected = "while processor 0 has it in a run")]
 fn a_move_without_the_drain_is_caught() {
-    let mut model = Model::new(2);
-    model.drain = false;
-    model.apply(Op::Publish(12));
-    model.apply(Op::Deliver(0, 12));
-    // Stream 0's partitions move while stream 0 holds their events.
-    for p in 0..PARTITIONS as u8 {
-        model.apply(Op::Move(p, 1));
-    }
-    model.apply(Op::Publish(12));
-    model.apply(Op::Deliver(1, 24));
-    for _ in 0..24 {
+    let mut model = Model::new(1, false);
+    model.apply(Op::Publish(24));
+    model.apply(Op::Deliver(0, 24));
+    // Processor 1 joins and wins partitions whose events processor 0 holds.
+    model.apply(Op::Join(1));
+    model.apply(Op::Publish(24));
+    model.apply(Op::Deliver(1, 48));
+    for _ in 0..48 {
         model.apply(Op::Work(1, 0));
     }
 }
@@ -571,9 +565,26 @@ fn a_move_without_the_drain_is_caught() {
 /// until a heartbeat brings the floor.
 #[test]
 fn a_seq_waiting_for_its_partition_is_passed_over_by_the_other_streams() {
-    let mut model = Model::new(1);
+    let mut model = Model::new(1, true);
     model.apply(Op::Publish(26));
     model.apply(Op::Join(1));
-    model.apply(Op::Move(2, 1));
+    model.apply(Op::Publish(26));
+    model.heal();
+    assert!(
+        model.group.owned().len() == 2,
+        "both streams own partitions: {:?}",
+        model.group.owned()
+    );
+}
+
+/// A processor whose connection resets comes back to its own stream and
+/// partitions, and nothing moves.
+#[test]
+fn a_reset_connection_gets_its_stream_back() {
+    let mut model = Model::new(2, true);
+    model.apply(Op::Publish(30));
+    let before = model.group.owned();
+    model.apply(Op::Reset(0));
+    assert_eq!(model.group.owned(), before);
     model.heal();
 }

@@ -37,7 +37,7 @@
 //! endpoint holds back its own kind, never the `concurrency` slots of the
 //! others.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use crate::v1 as pb;
 
@@ -130,6 +130,10 @@ pub struct Lanes {
     running: usize,
     /// Kinds with a cap of their own on runs in progress.
     pools: HashMap<String, Pool>,
+    /// Events handed out in runs before a new stream
+    /// ([`forget_unstarted`](Self::forget_unstarted)): given back, they are
+    /// dropped, not queued again.
+    stale: HashSet<Seq>,
 }
 
 impl Lanes {
@@ -146,6 +150,7 @@ impl Lanes {
             once: BTreeSet::new(),
             running: 0,
             pools: HashMap::new(),
+            stale: HashSet::new(),
         }
     }
 
@@ -276,6 +281,7 @@ impl Lanes {
         let Some(id) = self.started.remove(&seq) else {
             return false;
         };
+        self.stale.remove(&seq);
         self.unfinished.remove(&seq);
         self.once.remove(&seq);
         let lane = self.by_id.get_mut(&id).expect("a started lane exists");
@@ -309,10 +315,34 @@ impl Lanes {
             return false;
         };
         self.end_run_before(&id, unprocessed);
-        let lane = self.by_id.get(&id).expect("a started lane exists");
-        let head = lane.queue.front().expect("just given back").seq;
-        self.ready.insert(head, id);
+        let lane = self.by_id.get_mut(&id).expect("a started lane exists");
+        while let Some(event) = lane.queue.front()
+            && self.stale.remove(&event.seq)
+        {
+            self.unfinished.remove(&event.seq);
+            self.once.remove(&event.seq);
+            lane.queue.pop_front();
+        }
+        match lane.queue.front() {
+            Some(head) => {
+                self.ready.insert(head.seq, id);
+            }
+            None if lane.deferred.is_none() => {
+                self.by_id.remove(&id);
+            }
+            None => {}
+        }
         true
+    }
+
+    /// This processor's session is on a new stream (`Welcome.new_stream`):
+    /// what it holds unstarted from before is no longer its own. Queued and
+    /// deferred events are dropped; those handed out in runs are dropped
+    /// when the runs give them back (a run stops at a new stream); the one
+    /// each run has in progress finishes.
+    pub fn forget_unstarted(&mut self) {
+        self.forget_below(Seq::MAX);
+        self.stale = self.started.keys().copied().collect();
     }
 
     /// Lane `id`'s run ended before `unprocessed` (everything before them

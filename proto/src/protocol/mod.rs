@@ -14,12 +14,12 @@
 //!   ordering policy and the concurrency cap. The processor's client
 //!   (`processor/src/client.rs`) runs it.
 //!
-//! * Several processors sharing keyed work: [`partitions`] (a key's
+//! * Several processors sharing keyed work: [`group::Group`] (a `Sender` per
+//!   stream and the routing between them) with [`partitions`] (a key's
 //!   partition, and which processor owns it). Each event says which seqs
 //!   below it are not its stream's (`Event.after`, [`sender::Sender::after`]),
 //!   and a receiver takes an event handed over from another stream even
-//!   below what it has received (`proto/tests/handover.rs`). Core routes
-//!   by partition once its hub runs a stream per processor (not yet).
+//!   below what it has received (`proto/tests/handover.rs`).
 //!
 //! Where to add things: a new ordering (what may start together) is a new
 //! [`lanes::Ordering`] and its lane assignment in `lanes.rs`; a new delivery
@@ -112,6 +112,7 @@
 //! * *The store fails*: results are retried until stored; the floor does not
 //!   move meanwhile, so nothing is considered acknowledged that is not.
 //!
+pub mod group;
 pub mod guarantee;
 pub mod lanes;
 pub mod partitions;

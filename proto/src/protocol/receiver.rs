@@ -251,6 +251,21 @@ impl Receiver {
         self.on_floor(acked_floor)
     }
 
+    /// This session is on a new stream (`Welcome.new_stream`, before
+    /// [`on_welcome`](Self::on_welcome)): the events this life holds from
+    /// before and has not started are no longer its own (core gave them to
+    /// other processors, or sends them again on this stream). They are
+    /// dropped, with the reorder buffer and what was passed over. Runs in
+    /// progress finish their current event and give the rest back, dropped
+    /// then. Processed events' acks stay cached, and `next_expected` stays:
+    /// a copy of a seq below it is taken only if this life does not know it
+    /// (the hand-over rule), so nothing processed here runs twice.
+    pub fn on_new_stream(&mut self) {
+        self.lanes.forget_unstarted();
+        self.buffer.clear();
+        self.passed.clear();
+    }
+
     /// Seqs above the floor that core resolved and will never send again
     /// (`Welcome.resolved_above`): the contiguous prefix passes over them,
     /// so a new life goes on past them instead of waiting for the floor.

@@ -173,6 +173,19 @@ pub enum Entry {
     Storing,
     /// Result or dead entry is durable.
     Resolved,
+    /// Another stream's seq (several processors share keyed work, each
+    /// stream with a `Sender` of its own): passed over here as if
+    /// resolved, but not resolved, so never said to be
+    /// ([`resolved_above`](Sender::resolved_above)); it may yet come here
+    /// ([`take_over`](Sender::take_over)).
+    Elsewhere,
+}
+
+impl Entry {
+    /// Resolved, or another stream's: the floor and `after` pass it.
+    pub fn passed(&self) -> bool {
+        matches!(self, Entry::Resolved | Entry::Elsewhere)
+    }
 }
 
 /// What the hub must do after a call.
@@ -219,6 +232,35 @@ pub struct Claimed {
     /// In flight at least once (its kind's guarantee changed when core
     /// restarted): nothing to mark, grant them now.
     pub granted: Vec<Seq>,
+}
+
+/// An unresolved event moving from one stream to another (several
+/// processors share keyed work): [`Sender::end`] gives them,
+/// [`Sender::take_over`] takes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handover {
+    pub seq: Seq,
+    /// Copies sent so far (0: none yet).
+    pub attempts: u32,
+    /// At most once and never granted (it cannot have run): it goes out to
+    /// be claimed again.
+    pub at_most_once: bool,
+    /// Processor lives it ended while alone in flight.
+    pub crashes: u32,
+}
+
+/// What an ended stream held ([`Sender::end`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ended {
+    /// Unresolved, for other streams to take over, in seq order.
+    pub handover: Vec<Handover>,
+    /// At-most-once events that may have run: store them abandoned.
+    pub abandon: Vec<Action>,
+    /// Rows being stored: unresolved until durable.
+    pub storing: Vec<Seq>,
+    /// The events sent on the stream and unacknowledged when it ended: what
+    /// may have crashed its processor (see `suspects.rs`).
+    pub sent: Vec<Seq>,
 }
 
 /// What the processor says it has, with every ack batch and status report
@@ -443,7 +485,7 @@ impl Sender {
         self.entries
             .range(self.acked_floor..seq)
             .rev()
-            .find(|(_, e)| **e != Entry::Resolved)
+            .find(|(_, e)| !e.passed())
             .map_or(0, |(s, _)| *s)
     }
 
@@ -641,43 +683,114 @@ impl Sender {
         self.next_to_send += 1;
         self.resolved_ahead.remove(&seq);
         self.sent_ahead.remove(&seq);
-        self.entries.insert(seq, Entry::Resolved);
+        self.entries.insert(seq, Entry::Elsewhere);
         self.advance_floor();
         Offer::Skip
     }
 
     /// Another stream's unresolved event comes to this stream (its key's
     /// partition moved here once the other stream held none of it, or the
-    /// other stream's processor life ended): it goes out now as `attempt`,
-    /// the one after the other stream's last, even past the window. Below
+    /// other stream's processor life ended: [`end`](Self::end)). It goes
+    /// out now, as the copy after the other stream's last, even past the
+    /// window; an at-most-once one goes out to be claimed, or is marked
+    /// first (`Action::Mark`) for a processor that does not claim. Below
     /// this stream's floor, the floor moves back to it: it is unresolved
-    /// here now. The caller hands over only what is unresolved and passed
-    /// over here ([`on_offer_elsewhere`](Self::on_offer_elsewhere)), and
-    /// only at least once: an at-most-once event that may have run is
-    /// abandoned by its stream, never handed over. `None` for a seq this
-    /// stream was never offered or holds itself.
-    pub fn take_over(&mut self, seq: Seq, attempt: u32, now: Instant) -> Option<Action> {
+    /// here now. Crashes counted for it elsewhere count here too, and at
+    /// `max_crashes` it is parked instead. `None` for a seq this stream was
+    /// never offered or holds itself.
+    pub fn take_over(&mut self, event: Handover, now: Instant) -> Option<Action> {
+        let seq = event.seq;
         if seq >= self.next_to_send {
             return None;
         }
         if seq >= self.acked_floor {
-            if self.entries.get(&seq) != Some(&Entry::Resolved) {
+            if self.entries.get(&seq) != Some(&Entry::Elsewhere) {
                 return None;
             }
         } else {
             for passed in seq + 1..self.acked_floor {
-                self.entries.insert(passed, Entry::Resolved);
+                self.entries.entry(passed).or_insert(Entry::Elsewhere);
             }
             self.acked_floor = seq;
         }
-        self.insert_in_flight(seq, None, now);
-        if let Some(Entry::InFlight(f)) = self.entries.get_mut(&seq) {
-            f.attempt = attempt.max(1);
+        let limit = self.config.max_crashes;
+        if limit > 0 && event.crashes >= limit {
+            self.entries.insert(seq, Entry::Storing);
+            return Some(Action::Park {
+                seq,
+                attempts: event.attempts,
+                reason: format!(
+                    "crashed the processor: {} processor lives ended while it was the only event in flight",
+                    event.crashes
+                ),
+            });
         }
-        Some(Action::Send {
-            seq,
-            attempt: attempt.max(1),
-        })
+        self.suspects.adopt(seq, event.crashes);
+        if event.at_most_once && !self.claims {
+            self.entries.insert(seq, Entry::Marking);
+            self.unacked.insert(seq);
+            return Some(Action::Mark { seq });
+        }
+        let once = event.at_most_once.then_some(Permit::Unclaimed);
+        self.insert_in_flight(seq, once, now);
+        let attempt = event.attempts + 1;
+        if let Some(Entry::InFlight(f)) = self.entries.get_mut(&seq) {
+            f.attempt = attempt;
+        }
+        Some(Action::Send { seq, attempt })
+    }
+
+    /// This stream is given up for good (its processor life ended and
+    /// another stream goes on): what it held, sorted out. Unresolved events
+    /// that cannot have run twice go to other streams
+    /// ([`take_over`](Self::take_over)); an at-most-once event that may
+    /// have run is abandoned, as on any ended stream; rows being stored are
+    /// left to the caller to track until durable. `crashed` when the life
+    /// ended (not a stream cut for its silence): an event alone in flight
+    /// counts a crash, as in `suspects.rs`.
+    pub fn end(self, crashed: bool) -> Ended {
+        let mut ended = Ended::default();
+        let sent: Vec<Seq> = self
+            .entries
+            .iter()
+            .filter_map(|(seq, e)| match e {
+                Entry::InFlight(f) if !f.held && !f.retry && !f.unclaimed() => Some(*seq),
+                _ => None,
+            })
+            .collect();
+        let alone = match sent[..] {
+            [seq] if crashed => Some(seq),
+            _ => None,
+        };
+        ended.sent = sent;
+        for (seq, entry) in self.entries {
+            let crashes = self.suspects.crashes(seq) + u32::from(alone == Some(seq));
+            match entry {
+                Entry::InFlight(f) if f.granted() && !f.held => {
+                    ended.abandon.push(Action::Abandon {
+                        seq,
+                        attempts: f.attempt,
+                        reason: "abandoned: the processor's stream ended before its result arrived"
+                            .to_string(),
+                    })
+                }
+                Entry::InFlight(f) => ended.handover.push(Handover {
+                    seq,
+                    attempts: f.attempt,
+                    at_most_once: f.once.is_some(),
+                    crashes,
+                }),
+                Entry::Marking => ended.handover.push(Handover {
+                    seq,
+                    attempts: 0,
+                    at_most_once: true,
+                    crashes,
+                }),
+                Entry::Storing => ended.storing.push(seq),
+                Entry::Resolved | Entry::Elsewhere => {}
+            }
+        }
+        ended
     }
 
     /// Whether `seq` goes out to be claimed (`Event.claim`): at most once
@@ -784,7 +897,8 @@ impl Sender {
         }
         match self.entries.get(&seq) {
             None => AckOutcome::Unknown,
-            Some(Entry::Storing | Entry::Resolved) => AckOutcome::Duplicate,
+            // (Another stream's: an ack from a stream that no longer holds it.)
+            Some(Entry::Storing | Entry::Resolved | Entry::Elsewhere) => AckOutcome::Duplicate,
             Some(Entry::Marking) => AckOutcome::Unknown,
             // Not granted: it cannot have run.
             Some(Entry::InFlight(f)) if f.unclaimed() => AckOutcome::Unknown,
@@ -1121,7 +1235,7 @@ impl Sender {
     fn advance_floor(&mut self) -> bool {
         let before = self.acked_floor;
         while let Some(entry) = self.entries.first_entry() {
-            if *entry.get() != Entry::Resolved {
+            if !entry.get().passed() {
                 break;
             }
             entry.remove();
@@ -1248,11 +1362,16 @@ mod tests {
         s.on_ack(1);
         s.on_stored([1]);
         assert_eq!(s.acked_floor(), 4, "past seq 1 and the others' 2 and 3");
-        assert_eq!(s.take_over(4, 2, t0), None, "its own");
-        assert_eq!(s.take_over(5, 2, t0), None, "never offered here");
+        assert_eq!(s.take_over(handover(4, 1), t0), None, "its own");
+        assert_eq!(s.take_over(handover(5, 1), t0), None, "never offered here");
+        assert_eq!(
+            s.resolved_above(0),
+            Vec::<Seq>::new(),
+            "2 and 3 are not resolved"
+        );
         // The stream that had seq 2 ended: seq 2 comes here, below the floor.
         assert_eq!(
-            s.take_over(2, 3, t0),
+            s.take_over(handover(2, 2), t0),
             Some(Action::Send { seq: 2, attempt: 3 })
         );
         assert_eq!(s.acked_floor(), 2);
@@ -1262,6 +1381,104 @@ mod tests {
         assert_eq!(s.on_ack(3), AckOutcome::Duplicate, "seq 3 is not here");
         s.on_stored([2]);
         assert_eq!(s.acked_floor(), 4, "seq 3 is still passed over");
+    }
+
+    fn handover(seq: Seq, attempts: u32) -> Handover {
+        Handover {
+            seq,
+            attempts,
+            at_most_once: false,
+            crashes: 0,
+        }
+    }
+
+    #[test]
+    fn an_ended_stream_hands_over_what_cannot_have_run_twice_and_counts_a_lone_crash() {
+        let t0 = Instant::now();
+        let mut s = sender();
+        s.on_connect(t0, 256, false, false, true);
+        assert_eq!(s.on_offer(1, Guarantee::AtLeastOnce, t0), Offer::Send);
+        assert_eq!(s.on_offer(2, Guarantee::AtMostOnce, t0), Offer::Send);
+        assert_eq!(s.on_offer(3, Guarantee::AtLeastOnce, t0), Offer::Send);
+        assert_eq!(s.on_offer(4, Guarantee::AtMostOnce, t0), Offer::Send);
+        assert_eq!(s.on_offer_elsewhere(5), Offer::Skip);
+        s.on_ack(1);
+        // Seq 4 is claimed and granted: it may have run.
+        assert_eq!(s.on_claims([4]).mark, vec![4]);
+        assert_eq!(s.on_marked([4], t0), vec![Action::Permit { seq: 4 }]);
+        let ended = s.end(true);
+        assert_eq!(ended.storing, vec![1]);
+        assert_eq!(
+            ended.handover,
+            vec![
+                Handover {
+                    seq: 2,
+                    attempts: 1,
+                    at_most_once: true,
+                    crashes: 0
+                },
+                handover(3, 1),
+            ],
+            "three sent copies were in flight: nobody is blamed"
+        );
+        assert!(
+            matches!(ended.abandon[..], [Action::Abandon { seq: 4, .. }]),
+            "{:?}",
+            ended.abandon
+        );
+
+        // Alone in flight at a crash: one crash, which travels with it and
+        // parks it at `max_crashes` (2) on the stream that takes it over.
+        let mut a = sender();
+        a.on_connect(t0, 256, false, false, false);
+        a.on_offer(1, Guarantee::AtLeastOnce, t0);
+        let lone = a.end(true).handover[0];
+        assert_eq!(lone.crashes, 1);
+        let mut b = sender();
+        b.on_connect(t0, 256, false, false, false);
+        assert_eq!(b.on_offer_elsewhere(1), Offer::Skip);
+        assert_eq!(
+            b.take_over(lone, t0),
+            Some(Action::Send { seq: 1, attempt: 2 })
+        );
+        let again = b.end(true).handover[0];
+        assert_eq!(again.crashes, 2);
+        let mut c = sender();
+        c.on_connect(t0, 256, false, false, false);
+        c.on_offer_elsewhere(1);
+        assert!(matches!(
+            c.take_over(again, t0),
+            Some(Action::Park { seq: 1, .. })
+        ));
+        c.on_stored([1]);
+        assert_eq!(c.acked_floor(), 2);
+    }
+
+    #[test]
+    fn an_at_most_once_event_taken_over_is_claimed_again_or_marked_first() {
+        let t0 = Instant::now();
+        let once = Handover {
+            seq: 1,
+            attempts: 1,
+            at_most_once: true,
+            crashes: 0,
+        };
+        let mut claiming = sender();
+        claiming.on_connect(t0, 256, false, false, true);
+        claiming.on_offer_elsewhere(1);
+        assert_eq!(
+            claiming.take_over(once, t0),
+            Some(Action::Send { seq: 1, attempt: 2 })
+        );
+        assert!(claiming.needs_claim(1));
+        let mut plain = sender();
+        plain.on_connect(t0, 256, false, false, false);
+        plain.on_offer_elsewhere(1);
+        assert_eq!(plain.take_over(once, t0), Some(Action::Mark { seq: 1 }));
+        assert_eq!(
+            plain.on_marked([1], t0),
+            vec![Action::Send { seq: 1, attempt: 1 }]
+        );
     }
 
     #[test]

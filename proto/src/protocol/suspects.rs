@@ -179,6 +179,14 @@ impl Suspects {
         poison
     }
 
+    /// `seq` comes from another stream with `crashes` counted there
+    /// (`Sender::take_over`): they go on counting here.
+    pub fn adopt(&mut self, seq: Seq, crashes: u32) {
+        if crashes > 0 {
+            self.crashes.insert(seq, crashes);
+        }
+    }
+
     /// `seq` is acknowledged or parked: it is no longer a suspect. The last
     /// one ends isolation.
     pub fn resolved(&mut self, seq: Seq) {
