@@ -63,11 +63,15 @@ pub struct Config {
     #[arg(long, env = "ACKFLOW_MAX_CRASHES", default_value_t = 3)]
     pub max_crashes: u32,
 
-    /// A hot standby processor takes over from the active one when core has heard nothing from it for this long, in milliseconds (a running processor reports every 200 ms, paused or not; a frozen or cut-off one says nothing). Its stream is ended, and its events in flight go to the standby at once. With no standby waiting, the active stream is kept until HTTP/2 keepalive ends it (about 10 s).
+    /// Partitions the keys are spread over when several processors share the work under key ordering (a partition is a stable hash of the key; unkeyed events are one partition). Each connected processor owns a share, assigned by rendezvous hashing so that a join or a leave moves as few as possible; a partition moves only once its previous processor has none of its events unacknowledged. More partitions spread the work more evenly; the count must stay the same across restarts for keys to keep their processor.
+    #[arg(long, env = "ACKFLOW_PARTITIONS", default_value_t = ackflow_proto::protocol::partitions::DEFAULT_PARTITIONS, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub partitions: u32,
+
+    /// A processor whose work another could take (a hot standby under global ordering, or another connected processor under key ordering) loses its stream when core has heard nothing from it for this long, in milliseconds (a running processor reports every 200 ms, paused or not; a frozen or cut-off one says nothing). Its stream is ended, and its events in flight go to the others at once; that end is not counted as a crash. With no other processor to take its work, the stream is kept until HTTP/2 keepalive ends it (about 10 s).
     #[arg(long, env = "ACKFLOW_PROCESSOR_SILENCE_MS", default_value_t = 3000, value_parser = clap::value_parser!(u64).range(500..=600_000))]
     pub processor_silence_ms: u64,
 
-    /// When the active processor's stream ends (a crash, or a reset connection) while hot standbys wait, they wait this long, in milliseconds, for the same processor to come back before one takes over. One that comes back in time is the same life: its events in flight are sent again, no crash counted. A standby that takes over counts the end as a crash (core cannot tell a reset from a kill): every event in flight becomes a crash suspect. A processor cut off for its silence (--processor-silence-ms) is not waited for, and its end is not counted as a crash.
+    /// When a processor's stream ends (a crash, or a reset connection) while hot standbys wait (global ordering) or other processors are connected (key ordering), they wait this long, in milliseconds, for the same processor to come back before one takes over (under key ordering: before its partitions and its unacknowledged events move to the others). One that comes back in time is the same life: its events in flight are sent again, no crash counted. A standby that takes over counts the end as a crash (core cannot tell a reset from a kill): every event in flight becomes a crash suspect. A processor cut off for its silence (--processor-silence-ms) is not waited for, and its end is not counted as a crash.
     #[arg(long, env = "ACKFLOW_PROCESSOR_RETURN_GRACE_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub processor_return_grace_ms: u64,
 
@@ -199,6 +203,13 @@ pub struct Config {
     /// chaos checker can prove it detects loss (a negative control).
     #[arg(long, hide = true)]
     pub unsafe_floor_on_send: bool,
+
+    /// Breaks ordering on purpose: a partition moving to another processor
+    /// sends its events there at once, while the previous processor may still
+    /// be processing some of them. Exists only so the chaos checker can prove
+    /// it detects keys processed out of order (a negative control).
+    #[arg(long, hide = true)]
+    pub unsafe_handoff_without_drain: bool,
 
     /// Breaks delivery on purpose: after a request refused in a group commit
     /// (an idempotency conflict), the events committed beside it are paired

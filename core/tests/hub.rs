@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use ackflow_core::config::Config;
+use ackflow_core::config::{Config, Ordering};
 use ackflow_core::delivery::hub::{Inbound, NewSession, SessionTx};
 use ackflow_core::model::NewEvent;
 use ackflow_core::server::{Running, start};
@@ -60,9 +60,11 @@ async fn connect(running: &Running, id: &str, life: u64) -> Stream {
 }
 
 /// An event of the kind the hand-made processors name.
-/// A hub with event 1 published, processor `a` (life 1) active with that
-/// event in flight, and `b` (life `b_life`) connected after it.
-async fn active_and_standby(config: Config, b_life: u64) -> (Running, Stream, Stream) {
+/// A hub under global ordering (one processor active, the others hot
+/// standbys) with event 1 published, processor `a` (life 1) active with
+/// that event in flight, and `b` (life `b_life`) connected after it.
+async fn active_and_standby(mut config: Config, b_life: u64) -> (Running, Stream, Stream) {
+    config.ordering = Ordering::Global;
     let running = start(config).await.unwrap();
     running.ingest.publish(vec![telemetry(b"1")]).await.unwrap();
     let mut active = connect(&running, "a", 1).await;
@@ -311,6 +313,189 @@ async fn a_standby_waits_for_the_active_processor_to_come_back_before_taking_ove
     .expect("the hub runs")
     .clone();
     assert_eq!(snapshot.suspects, 1, "taken for a crash");
+    running.stop().await;
+}
+
+/// An event of key `key`.
+fn keyed(key: &str) -> NewEvent {
+    NewEvent {
+        key: Some(key.into()),
+        ..telemetry(key.as_bytes())
+    }
+}
+
+/// The events (seq, key) of the next events message on `stream`.
+async fn next_keyed(stream: &mut Stream) -> Vec<(u64, String)> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let msg = stream.out_rx.recv().await.expect("open").expect("ok");
+            if let Some(pb::core_message::Body::Events(batch)) = msg.body {
+                return batch.events.into_iter().map(|e| (e.seq, e.key)).collect();
+            }
+        }
+    })
+    .await
+    .expect("events within 10 s")
+}
+
+/// Events from `a` and `b` until `n` in all (bounded wait).
+async fn collect(
+    a: &mut Stream,
+    b: &mut Stream,
+    n: usize,
+) -> (Vec<(u64, String)>, Vec<(u64, String)>) {
+    let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
+    while got_a.len() + got_b.len() < n {
+        tokio::select! {
+            events = next_keyed(a) => got_a.extend(events),
+            events = next_keyed(b) => got_b.extend(events),
+        }
+    }
+    (got_a, got_b)
+}
+
+/// Acks `seqs` on `stream`, as processed.
+async fn ack(stream: &Stream, seqs: &[u64]) {
+    let acks = seqs
+        .iter()
+        .map(|seq| pb::Ack {
+            seq: *seq,
+            attempt: 1,
+            status: pb::ResultStatus::Ok as i32,
+            ..Default::default()
+        })
+        .collect();
+    let msg = pb::ProcessorMessage {
+        body: Some(pb::processor_message::Body::Acks(pb::AckBatch {
+            acks,
+            ..Default::default()
+        })),
+    };
+    stream.in_tx.send(Inbound::Message(msg)).await.unwrap();
+}
+
+/// The keys of `events`.
+fn keys(events: &[(u64, String)]) -> std::collections::BTreeSet<String> {
+    events.iter().map(|(_, k)| k.clone()).collect()
+}
+
+/// The first snapshot (within 10 s) for which `pred` holds.
+async fn snapshot_where(
+    running: &Running,
+    pred: impl Fn(&pb::Snapshot) -> bool,
+) -> std::sync::Arc<pb::Snapshot> {
+    let mut snapshots = running.hub.snapshot_rx.clone();
+    tokio::time::timeout(Duration::from_secs(10), snapshots.wait_for(|s| pred(s)))
+        .await
+        .unwrap_or_else(|_| panic!("no such snapshot: {:?}", running.hub.snapshot_rx.borrow()))
+        .expect("the hub runs")
+        .clone()
+}
+
+/// Under key ordering a second processor is active beside the first, not a
+/// standby: the keys are spread over both, each key at one of them, each
+/// event sent once. A partition that moves to the newcomer while the first
+/// processor holds some of its events waits for them to be acknowledged
+/// (drain, then move), so that a key is never processed in two places.
+#[tokio::test]
+async fn two_processors_share_keyed_work_and_a_moved_partition_drains_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::local(None, dir.path().to_path_buf());
+    let running = start(config).await.unwrap();
+    let names: Vec<String> = (0..40).map(|k| format!("k{k}")).collect();
+
+    // a alone: it gets all forty.
+    let mut a = connect(&running, "a", 1).await;
+    assert!(welcomed(&mut a, Duration::from_secs(10)).await);
+    let events: Vec<NewEvent> = names.iter().map(|k| keyed(k)).collect();
+    running.ingest.publish(events.clone()).await.unwrap();
+    let mut first = Vec::new();
+    while first.len() < 40 {
+        first.extend(next_keyed(&mut a).await);
+    }
+
+    // b joins and is welcomed at once, beside a.
+    let mut b = connect(&running, "b", 1).await;
+    assert!(welcomed(&mut b, Duration::from_secs(10)).await);
+    let snapshot = snapshot_where(&running, |s| s.processors.len() == 2).await;
+    let owned: Vec<u32> = snapshot.processors.iter().map(|p| p.partitions).collect();
+    assert_eq!(owned.iter().sum::<u32>(), 256, "{owned:?}");
+    assert!(owned.iter().all(|n| *n > 0), "{owned:?}");
+
+    // The same forty keys again: b's share waits for a's acks.
+    running.ingest.publish(events).await.unwrap();
+    let waiting = snapshot_where(&running, |s| s.next_to_send == 81)
+        .await
+        .waiting;
+    assert!(waiting > 0, "b's keys wait while a holds their events");
+    let (mut to_a, mut to_b) = (Vec::new(), Vec::new());
+    while to_a.len() < 40 - waiting as usize {
+        to_a.extend(next_keyed(&mut a).await);
+    }
+    assert!(
+        to_a.iter().all(|(seq, _)| *seq > 40),
+        "a gets its own keys' events at once"
+    );
+    ack(&a, &(1..=40).collect::<Vec<_>>()).await;
+    while to_b.len() < waiting as usize {
+        to_b.extend(next_keyed(&mut b).await);
+    }
+    assert_eq!(to_a.len() + to_b.len(), 40, "each event sent once");
+    assert!(
+        keys(&to_a).is_disjoint(&keys(&to_b)),
+        "a key at one processor"
+    );
+    let snapshot = snapshot_where(&running, |s| s.waiting == 0 && s.acked_floor == 41).await;
+    assert_eq!(snapshot.window_used, 40);
+    running.stop().await;
+}
+
+/// A processor's stream ends and it does not come back within the grace:
+/// its partitions and its unacknowledged events go to the other processor
+/// at once. A processor that falls silent while another could take its work
+/// gives it up without the grace, and that is not a crash.
+#[tokio::test]
+async fn a_gone_processor_s_keys_and_events_go_to_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::local(None, dir.path().to_path_buf());
+    config.processor_return_grace_ms = 200;
+    config.processor_silence_ms = 600_000;
+    let running = start(config).await.unwrap();
+    let mut a = connect(&running, "a", 1).await;
+    assert!(welcomed(&mut a, Duration::from_secs(10)).await);
+    let mut b = connect(&running, "b", 1).await;
+    assert!(welcomed(&mut b, Duration::from_secs(10)).await);
+    snapshot_where(&running, |s| s.processors.len() == 2).await;
+    let names: Vec<String> = (0..40).map(|k| format!("k{k}")).collect();
+    running
+        .ingest
+        .publish(names.iter().map(|k| keyed(k)).collect())
+        .await
+        .unwrap();
+    let (to_a, to_b) = collect(&mut a, &mut b, 40).await;
+    assert!(!to_a.is_empty() && !to_b.is_empty());
+
+    // a is gone: after the grace b gets a's events, as sent again.
+    drop(a);
+    let mut moved = Vec::new();
+    while moved.len() < to_a.len() {
+        moved.extend(next_keyed(&mut b).await);
+    }
+    moved.sort();
+    let mut expected = to_a.clone();
+    expected.sort();
+    assert_eq!(moved, expected, "exactly a's unacknowledged events");
+    let snapshot = snapshot_where(&running, |s| {
+        s.processors.len() == 1 && s.processors[0].partitions == 256
+    })
+    .await;
+    assert_eq!(snapshot.processors[0].processor_id, "b");
+    assert_eq!(snapshot.processors[0].in_flight, 40);
+    assert_eq!(
+        snapshot.suspects as usize,
+        to_a.len(),
+        "a's end counts as a crash: its events are suspects until resolved"
+    );
     running.stop().await;
 }
 

@@ -62,8 +62,8 @@ pub struct Cli {
 /// What to watch.
 #[derive(Debug, Subcommand)]
 pub enum Mode {
-    /// Run core (SQLite in a temporary directory), two processors (one a hot
-    /// standby) and a traffic generator in this process, and watch them.
+    /// Run core (SQLite in a temporary directory), two processors (sharing
+    /// the keys) and a traffic generator in this process, and watch them.
     Demo(DemoArgs),
 }
 
@@ -80,7 +80,7 @@ pub struct DemoArgs {
           value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub window: u32,
 
-    /// Seconds between two crash events (0 = none): each crashes the active processor, so the standby takes over and the crashed one comes back 3 s later as the new standby.
+    /// Seconds between two crash events (0 = none): each crashes the processor that owns its key, so the other takes that processor's keys until it comes back 3 s later and takes them back.
     #[arg(long, env = "ACKFLOW_DEMO_CRASH_EVERY", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub crash_every: u64,

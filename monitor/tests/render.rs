@@ -138,6 +138,9 @@ fn snapshots(app: &mut App, shape: &Shape, retransmit_every: u64, rates: pb::Rat
             }),
             suspects: 0,
             standbys: vec![],
+            processors: vec![],
+            waiting: 0,
+            partitions: 0,
         };
         app.handle(AppEvent::Admin(Update::Snapshot(snapshot)));
         app.handle(AppEvent::Tick);

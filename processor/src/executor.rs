@@ -91,11 +91,12 @@ impl Executor {
     async fn run(self, run: Vec<pb::Event>) {
         let mut done = Vec::with_capacity(run.len());
         let mut held_since = Instant::now();
+        let stream = self.held.stream();
         let mut run = run.into_iter();
         while let Some(event) = run.next() {
             // Read before the hold is checked (see `processed_log.rs`).
             let mut started_at = processed_log::now_us();
-            if self.held.is_held(Instant::now()) {
+            if self.held.stops(stream, Instant::now()) {
                 // This processor may no longer be the one core delivers to
                 // (see `hold.rs`): the rest of the run goes back unstarted.
                 let mut unprocessed = vec![event];

@@ -24,7 +24,10 @@
 //!
 //! An event already running goes on (it cannot be taken back); the rest of
 //! its run goes back to the lane unstarted ([`Held`]), and every event not
-//! started yet waits. Both clocks run while a process is stopped, so
+//! started yet waits. When the next welcome is on a new stream
+//! (`Welcome.new_stream`: the processor's work moved elsewhere meanwhile),
+//! what it held is dropped instead, and a run handed out before stops at
+//! its next event even if it never saw the hold. Both clocks run while a process is stopped, so
 //! a thawed processor sees the stall before it starts anything.
 
 use std::sync::Arc;
@@ -53,6 +56,9 @@ struct Shared {
     last_turn_us: AtomicU64,
     /// Microseconds: two thirds of core's silence.
     limit_us: AtomicU64,
+    /// Sessions welcomed on a new stream (`Welcome.new_stream`) so far: a
+    /// run handed out before the latest one stops before its next event.
+    streams: AtomicU64,
 }
 
 impl Default for Held {
@@ -64,6 +70,7 @@ impl Default for Held {
             base,
             last_turn_us: AtomicU64::new(0),
             limit_us: AtomicU64::new((DEFAULT_SILENCE * 2 / 3).as_micros() as u64),
+            streams: AtomicU64::new(0),
         }))
     }
 }
@@ -87,6 +94,23 @@ impl Held {
     /// Whether it is told to hold at all (not `--unsafe-no-hold`).
     pub fn enforced(&self) -> bool {
         !self.0.off
+    }
+
+    /// A session was welcomed on a new stream: what runs handed out before
+    /// hold is no longer this processor's (see `Receiver::on_new_stream`).
+    pub fn new_stream(&self) {
+        self.0.streams.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The new streams so far, for a run to remember when it starts.
+    pub fn stream(&self) -> u64 {
+        self.0.streams.load(Ordering::Acquire)
+    }
+
+    /// Whether a run handed out at `stream` must stop before its next
+    /// event at `now`: held, or a new stream began since.
+    pub fn stops(&self, stream: u64, now: Instant) -> bool {
+        self.is_held(now) || (!self.0.off && self.stream() != stream)
     }
 
     /// The stream loop turned at `now`, under `hold`'s limit.

@@ -193,6 +193,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
             tenure,
             processor_silence: Duration::from_millis(config.processor_silence_ms),
             processor_return_grace: Duration::from_millis(config.processor_return_grace_ms),
+            partitions: config.partitions,
+            unsafe_handoff_without_drain: config.unsafe_handoff_without_drain,
         },
         &tracker,
     )

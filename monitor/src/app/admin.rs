@@ -146,7 +146,8 @@ impl App {
                 let text = if c.connected {
                     format!("{who} connected (session {})", c.session)
                 } else if c.session == 0 {
-                    // A hot standby: the reason says whom it waits behind.
+                    // A hot standby (the reason says whom it waits behind),
+                    // or a processor gone for good whose keys moved.
                     format!("{who} {}", c.reason)
                 } else if c.reason.is_empty() {
                     format!("{who} disconnected (session {})", c.session)

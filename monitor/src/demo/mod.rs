@@ -1,6 +1,6 @@
-//! `ackflow-monitor demo`: core, two processors (one active, one hot
-//! standby: `processors.rs`), a traffic generator and the dashboard in one
-//! process, with nothing to install.
+//! `ackflow-monitor demo`: core, two processors (sharing the keys:
+//! `processors.rs`), a traffic generator and the dashboard in one process,
+//! with nothing to install.
 //!
 //! Core stores into SQLite in a temporary directory (or into `DATABASE_URL`
 //! when set) and uses short retransmission timeouts so that pausing the
@@ -18,8 +18,8 @@
 //! of one to three seconds) goes to one of two slow keys, so the dashboard
 //! shows a slow key holding back its own later events, and the acked floor,
 //! while the other keys go on. Every `--crash-every` seconds one event
-//! crashes the active processor, and the standby takes over (see
-//! `processors.rs`).
+//! crashes the processor that owns its key, and the other takes its keys
+//! until it is back (see `processors.rs`).
 
 mod processors;
 

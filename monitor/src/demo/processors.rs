@@ -1,17 +1,19 @@
 //! The demo's processors: two, `demo-a` and `demo-b`, each kept running by
-//! a supervisor of its own, as systemd or Kubernetes would. One is active;
-//! the other waits as a hot standby, its stream open (the status line
-//! names it).
+//! a supervisor of its own, as systemd or Kubernetes would. Core orders per
+//! key, so both are active and share the keys, each owning some of the
+//! partitions (the status line lists them with their shares).
 //!
 //! Every `--crash-every` seconds the traffic publishes one event of kind
-//! [`CRASH_KIND`] on key [`CRASH_KEY`]. The first processor that runs it
-//! crashes: its supervisor aborts it mid-event, as a killed process stops,
-//! and restarts it [`RESTART_AFTER`] later. Meanwhile core hands the stream
-//! to the standby with the events that were in flight (crash suspects, sent
-//! again at once); there the crash event runs again and succeeds, and the
-//! crashed processor comes back as the new standby. So the dashboard shows
-//! a failover live: the session changes, the event log tells who left and
-//! who took over, and the crash event's result names both.
+//! [`CRASH_KIND`] on key [`CRASH_KEY`]. The processor that owns that key
+//! runs it and crashes: its supervisor aborts it mid-event, as a killed
+//! process stops, and restarts it [`RESTART_AFTER`] later. After core's
+//! return grace its partitions and its unacknowledged events move to the
+//! other processor (crash suspects, sent at once); there the crash event
+//! runs again and succeeds. When the crashed processor comes back, it
+//! takes its partitions back, each once the other holds none of its
+//! events. So the dashboard shows a failover and a rebalance live: the
+//! event log tells who left and whose keys moved, the session changes, and
+//! the crash event's result names both processors.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,7 @@
 //! The lines above the panels and the one below: the status line (the
-//! processor's state, the standbys, core's address, the monitor's
-//! connection), the rates
+//! processors' state, each one's partitions, in-flight events and ack
+//! rate when several share the keys, the standbys, core's address, the
+//! monitor's connection), the rates
 //! line, the sequence strip (head, sent, acked, processed) and the footer
 //! with the keys.
 
@@ -55,7 +56,25 @@ pub(super) fn status_line(app: &App, width: u16) -> Paragraph<'static> {
                 processor_badge(processor.connection()),
             ],
         ));
-        if !processor.processor_id.is_empty() {
+        if snapshot.processors.len() > 1 {
+            // Several share the keys: each with its share and its pace.
+            for p in &snapshot.processors {
+                items.push(item(
+                    4,
+                    vec![Span::styled(
+                        format!(
+                            "{} session {}: {} partitions, {} in flight, {}",
+                            p.processor_id,
+                            p.session,
+                            p.partitions,
+                            p.in_flight,
+                            fmt_rate(p.ack_rate)
+                        ),
+                        DIM,
+                    )],
+                ));
+            }
+        } else if !processor.processor_id.is_empty() {
             items.push(item(
                 4,
                 vec![Span::styled(

@@ -13,7 +13,8 @@ use crate::app::App;
 /// Every key on the keyboard that does something.
 const HELP: &[(&str, &str)] = &[
     ("p", "pause processing / resume it when paused"),
-    ("", "  (every processor: the standbys too)"),
+    ("", "  (every processor at once, standbys too;"),
+    ("", "  to pause one, pause its process)"),
     ("f", "next fault profile: none, lossy acks,"),
     ("", "  duplicates, flapping link"),
     ("r", "requeue the selected dead event"),

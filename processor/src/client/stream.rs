@@ -199,8 +199,15 @@ impl Life {
                     window = welcome.window,
                     paused = welcome.paused,
                     ordering = ?welcome.ordering(),
+                    new_stream = welcome.new_stream,
                     "welcome"
                 );
+                if welcome.new_stream {
+                    // Before the runs may go on: one handed out earlier
+                    // stops at its next event (see `hold.rs`).
+                    self.held.new_stream();
+                    self.receiver.on_new_stream();
+                }
                 let mut actions = self.receiver.on_welcome(
                     welcome.acked_floor,
                     welcome.window,

@@ -14,11 +14,17 @@ use super::State;
 use crate::delivery::results::Resolution;
 use crate::model::{DeadRow, DeadView, ResultRow, ResultStatus, Seq, now_us};
 use crate::validate::{MAX_OUTPUT_BYTES, MAX_REASON_BYTES, storable_text};
+use ackflow_proto::protocol::group::StreamId;
 use ackflow_proto::protocol::sender::{AckOutcome, Action, RetryOutcome};
 
 impl State {
-    pub(super) fn on_acks(&mut self, batch: pb::AckBatch) {
+    /// Acks from `stream`'s processor: only its `Sender` takes them, so an
+    /// ack for an event that moved to another stream is a duplicate.
+    pub(super) fn on_acks(&mut self, stream: StreamId, batch: pb::AckBatch) {
         let now = Instant::now();
+        if self.group.sender(stream).is_none() {
+            return;
+        }
         let stored_at_us = now_us();
         let mut resolution = Resolution::default();
         for ack in batch.acks {
@@ -28,7 +34,7 @@ impl State {
                     attempts,
                     reason,
                 }) = self
-                    .sender
+                    .sender_of(stream)
                     .on_reject(ack.seq, &storable_text(ack.output, MAX_REASON_BYTES))
                 {
                     resolution.dead.push(self.park(seq, attempts, reason));
@@ -38,7 +44,10 @@ impl State {
             if ack.retry {
                 let reason = storable_text(ack.output, MAX_REASON_BYTES);
                 let after = Duration::from_millis(ack.retry_after_ms);
-                match self.sender.on_retry(ack.seq, after, &reason, now) {
+                match self
+                    .sender_of(stream)
+                    .on_retry(ack.seq, after, &reason, now)
+                {
                     RetryOutcome::Scheduled { wait } => {
                         self.totals.retries += 1;
                         tracing::debug!(seq = ack.seq, ?wait, %reason, "retry later");
@@ -71,7 +80,7 @@ impl State {
                 }
                 continue;
             }
-            match self.sender.on_ack(ack.seq) {
+            match self.sender_of(stream).on_ack(ack.seq) {
                 AckOutcome::Accepted { attempts } => {
                     self.totals.acks += 1;
                     let status = if ack.status == pb::ResultStatus::Ok as i32 {
@@ -110,10 +119,19 @@ impl State {
         }
     }
 
-    pub(super) fn on_status(&mut self, status: pb::ProcessorStatus) {
+    /// `stream`'s sender (present: checked on entry to `on_acks`).
+    fn sender_of(&mut self, stream: StreamId) -> &mut ackflow_proto::protocol::sender::Sender {
+        self.group.sender_mut(stream).expect("checked in on_acks")
+    }
+
+    pub(super) fn on_status(&mut self, stream: StreamId, status: pb::ProcessorStatus) {
+        let Some(session) = self.members.active.get_mut(&stream) else {
+            return;
+        };
         let more = status
             .duplicate_drops
-            .saturating_sub(self.status.duplicate_drops);
+            .saturating_sub(session.status.duplicate_drops);
+        session.status = status;
         if more > 0 {
             self.totals.duplicate_drops += more;
             self.feed(pb::feed_event::Kind::Duplicate(pb::DuplicateFeed {
@@ -121,7 +139,6 @@ impl State {
                 total: self.totals.duplicate_drops,
             }));
         }
-        self.status = status;
     }
 
     pub(super) fn park(&mut self, seq: Seq, attempts: u32, reason: String) -> DeadRow {
@@ -225,10 +242,10 @@ impl State {
                 }));
             }
         }
-        if self.sender.on_stored(seqs) {
-            self.floor
-                .store(self.sender.acked_floor(), Ordering::Release);
-            self.floor_since = (self.sender.acked_floor(), Instant::now());
+        if self.group.on_stored(seqs) {
+            let floor = self.group.acked_floor();
+            self.floor.store(floor, Ordering::Release);
+            self.floor_since = (floor, Instant::now());
         }
     }
 }

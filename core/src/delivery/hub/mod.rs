@@ -1,16 +1,17 @@
-//! The delivery hub: one task that owns the [`Sender`] and performs its
-//! actions. It multiplexes the processor session, the backlog reader, the
-//! result writer, retransmit timers, operator commands and the admin
-//! snapshot ticker.
+//! The delivery hub: one task that owns the processor group ([`Group`]: a
+//! `Sender` per processor stream and the routing between them) and
+//! performs its actions. It multiplexes the processor sessions, the
+//! backlog reader, the result writer, retransmit timers, operator commands
+//! and the admin snapshot ticker.
 //!
 //! Architecture invariant: only this task mutates delivery state, so there
 //! are no locks on the hot path; everything else talks to it by message.
 //!
 //! Around this event loop (timers, commands), one file per concern:
-//! `membership.rs` says which processor is active and who stands by;
-//! `session.rs` is the processor's stream (hello, welcome, inbound
+//! `membership.rs` says which processors are active and who stands by;
+//! `session.rs` is a processor's stream (hello, welcome, inbound
 //! messages, every send); `outbound.rs` puts the offered events to the
-//! `Sender` and carries out its actions; `acks.rs` turns acks
+//! group and carries out the `Sender`s' actions; `acks.rs` turns acks
 //! into results, dead entries and retry schedules and takes the writer's
 //! "stored" back; `payloads.rs` keeps the window's payloads within
 //! `--window-bytes`; `traces.rs` holds the traced events' `deliver` and
@@ -43,7 +44,7 @@ use tokio_util::task::TaskTracker;
 use self::acks::Storing;
 use self::membership::Membership;
 use self::payloads::Payloads;
-use self::session::{control, recv_session};
+use self::session::{control, recv_any};
 use self::traces::Traces;
 use super::backlog::{self, ReadAhead};
 use super::results::{Resolution, Stored};
@@ -52,8 +53,9 @@ use crate::metrics::CoreMetrics;
 use crate::model::{DeadView, Seq, now_us};
 use crate::store::SharedStore;
 use crate::tail::Tail;
+use ackflow_proto::protocol::group::{Group, StreamId};
 use ackflow_proto::protocol::guarantee::Guarantees;
-use ackflow_proto::protocol::sender::{Sender, SenderConfig};
+use ackflow_proto::protocol::sender::{Action, SenderConfig};
 
 /// Most events in one `EventBatch` message.
 const MAX_EVENTS_PER_MESSAGE: usize = 256;
@@ -116,6 +118,13 @@ pub struct HubParts {
     /// How long standbys wait for an active processor whose stream ended to
     /// come back (`--processor-return-grace-ms`).
     pub processor_return_grace: Duration,
+    /// Partitions the keys are spread over under `key` ordering
+    /// (`--partitions`).
+    pub partitions: u32,
+    /// Negative control only (`--unsafe-handoff-without-drain`): a moved
+    /// partition's events go to their new processor while the old one
+    /// still holds some, so that broken key order can be shown detected.
+    pub unsafe_handoff_without_drain: bool,
 }
 
 /// Loads the cursor, starts the hub, the backlog reader and the result
@@ -125,11 +134,21 @@ pub async fn start(
     tracker: &TaskTracker,
 ) -> Result<Hub, crate::store::StoreError> {
     let cursor = parts.store.delivery_cursor().await?;
-    let sender = Sender::new(parts.config, cursor, fastrand::u64(..));
+    let keyed = parts.ordering == pb::Ordering::Key;
+    let mut group = Group::new(
+        parts.config,
+        cursor,
+        keyed,
+        parts.partitions,
+        parts.processor_return_grace,
+        fastrand::u64(..),
+    );
+    group.set_drain(!parts.unsafe_handoff_without_drain);
     let dead = parts.store.dead_events(DEAD_SHOWN).await?;
     tracing::info!(
-        acked_floor = sender.acked_floor(),
+        acked_floor = group.acked_floor(),
         head = *parts.ingest.head().borrow(),
+        partitions = group.partitions(),
         "delivery resumes"
     );
 
@@ -141,13 +160,13 @@ pub async fn start(
     let (rows_tx, rows_rx) = mpsc::unbounded_channel();
     let (marks_tx, marks_rx) = mpsc::unbounded_channel();
     let (stored_tx, stored_rx) = mpsc::unbounded_channel();
-    let floor = Arc::new(AtomicU64::new(sender.acked_floor()));
+    let floor = Arc::new(AtomicU64::new(group.acked_floor()));
 
     // The reader and writer stop with their channels, after the hub, so a
     // shutdown stores every ack the hub has accepted.
     let inner_cancel = CancellationToken::new();
     tracker.spawn(backlog::run(
-        sender.next_to_send(),
+        group.next_to_offer(),
         parts.store.clone(),
         parts.tail.clone(),
         parts.ingest.head(),
@@ -170,10 +189,11 @@ pub async fn start(
     }
 
     let state = State {
-        sender,
+        group,
+        deferred: Vec::new(),
         ingest: parts.ingest,
         store: parts.store,
-        members: Membership::new(parts.processor_silence, parts.processor_return_grace),
+        members: Membership::new(keyed, parts.processor_silence, parts.processor_return_grace),
         payloads: Payloads::new(parts.window_bytes),
         traces: Traces::default(),
         storing: BTreeMap::new(),
@@ -184,14 +204,11 @@ pub async fn start(
         feed_tx: feed_tx.clone(),
         paused: false,
         faults: pb::Faults::default(),
-        status: pb::ProcessorStatus::default(),
         totals: pb::Totals::default(),
         history: VecDeque::new(),
         dead,
         parking: BTreeMap::new(),
         dead_dirty: false,
-        last_sent: Instant::now(),
-        last_floor_sent: 0,
         unsafe_floor_on_send: parts.unsafe_floor_on_send,
         tenure: parts.tenure,
         metrics: parts.metrics,
@@ -219,10 +236,14 @@ pub async fn start(
 }
 
 struct State {
-    sender: Sender,
+    /// The processor streams' `Sender`s and the routing between them.
+    group: Group,
+    /// What the group decided when a session ended outside the loop's
+    /// turn (a failed send): carried out at the top of the next turn.
+    deferred: Vec<(StreamId, Action)>,
     ingest: Ingest,
     store: SharedStore,
-    /// The active processor's session and the standbys.
+    /// The active processors' sessions and the standbys.
     members: Membership,
     /// Events of the window (sent, not yet resolved), for retransmits and
     /// for the result feed. Bounded by the window.
@@ -242,8 +263,6 @@ struct State {
     /// Operator's choice, applied to every processor that connects.
     paused: bool,
     faults: pb::Faults,
-    /// Latest status report of the processor.
-    status: pb::ProcessorStatus,
     totals: pb::Totals,
     /// (time, totals) samples of the last second, for rates.
     history: VecDeque<(Instant, pb::Totals)>,
@@ -255,8 +274,6 @@ struct State {
     parking: BTreeMap<Seq, DeadView>,
     /// A requeue changed a dead row: read the list again.
     dead_dirty: bool,
-    last_sent: Instant,
-    last_floor_sent: Seq,
     unsafe_floor_on_send: bool,
     tenure: crate::leadership::Tenure,
     metrics: Arc<CoreMetrics>,
@@ -285,6 +302,9 @@ impl State {
         let mut snapshot_tick = tokio::time::interval(SNAPSHOT_EVERY);
         snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
+            let deferred = std::mem::take(&mut self.deferred);
+            self.perform(deferred).await;
+            self.flush().await;
             self.promote_standby().await;
             // While a standby waits for the processor whose stream ended.
             let returning = self
@@ -292,14 +312,16 @@ impl State {
                 .return_deadline()
                 .map(tokio::time::Instant::from_std);
             let deadline = self
-                .sender
+                .group
                 .next_deadline()
                 .map(tokio::time::Instant::from_std);
-            let can_send = self.sender.can_send() && self.payloads.has_room();
+            let can_send = self.group.can_offer() && self.payloads.has_room();
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 Some(session) = sessions_rx.recv() => self.on_session(session).await,
-                inbound = recv_session(&mut self.members.active) => self.on_inbound(inbound).await,
+                (stream, inbound) = recv_any(&mut self.members.active, &mut self.members.turn) => {
+                    self.on_inbound(stream, inbound).await;
+                }
                 Some(event) = events_rx.recv(), if can_send => {
                     self.on_events(event, &mut events_rx).await;
                 }
@@ -316,9 +338,9 @@ impl State {
                 _ = snapshot_tick.tick() => self.on_snapshot_tick().await,
             }
         }
-        // Ending the session ends the processor's stream, so the server's
-        // graceful shutdown is not held up by it.
-        if let Some(session) = self.members.active.take() {
+        // Ending the sessions ends the processors' streams, so the server's
+        // graceful shutdown is not held up by them.
+        for session in std::mem::take(&mut self.members.active).into_values() {
             tracing::info!(
                 session = session.id,
                 "closing processor stream for shutdown"
@@ -342,7 +364,7 @@ impl State {
                 tracing::info!(?faults, "fault settings changed");
                 self.faults = faults;
                 let relayed = self
-                    .send(control(pb::control::Command::Faults(faults)))
+                    .broadcast(control(pb::control::Command::Faults(faults)))
                     .await;
                 let _ = reply.send(relayed);
             }
@@ -369,13 +391,13 @@ impl State {
             self.feed(pb::feed_event::Kind::Pause(pb::PauseFeed { paused }));
         }
         self.paused = paused;
-        self.sender.set_paused(paused);
+        self.group.set_paused(paused);
         let command = if paused {
             pb::control::Command::Pause(true)
         } else {
             pb::control::Command::Resume(true)
         };
-        self.send(control(command)).await
+        self.broadcast(control(command)).await
     }
 
     async fn on_snapshot_tick(&mut self) {
@@ -392,13 +414,23 @@ impl State {
         self.leave_silent(now);
         // A round-trip sample every tick, however busy the stream: the RTO
         // follows the path as it is now.
-        if self.members.active.is_some()
-            && (self.sender.probe_due(now)
-                || now.duration_since(self.last_sent) >= HEARTBEAT_EVERY
-                || self.last_floor_sent != self.sender.acked_floor()
-                    && now.duration_since(self.last_sent) >= SNAPSHOT_EVERY)
-        {
-            self.heartbeat(true).await;
+        let floor = self.group.acked_floor();
+        let due: Vec<StreamId> = self
+            .members
+            .active
+            .values()
+            .filter(|s| {
+                let quiet = now.duration_since(s.last_sent);
+                self.group
+                    .sender(s.stream)
+                    .is_some_and(|sender| sender.probe_due(now))
+                    || quiet >= HEARTBEAT_EVERY
+                    || s.last_floor_sent != floor && quiet >= SNAPSHOT_EVERY
+            })
+            .map(|s| s.stream)
+            .collect();
+        for stream in due {
+            self.heartbeat(stream, true).await;
         }
         self.publish_snapshot(now);
     }

@@ -6,10 +6,15 @@
 //! stops reading. Also the floor told at once while crash suspects are
 //! isolated, and the feed's connection events.
 //!
-//! Who is active and who stands by is `membership.rs`'s to say.
+//! Who is active and who stands by is `membership.rs`'s to say; which
+//! stream an event goes to, the group's (`ackflow_proto::protocol::group`).
 
+use std::collections::BTreeMap;
+use std::future::poll_fn;
+use std::task::Poll;
 use std::time::Instant;
 
+use ackflow_proto::protocol::group::{Joining, StreamId};
 use ackflow_proto::protocol::sender::{Action, Progress};
 use ackflow_proto::v1 as pb;
 use tokio::sync::mpsc;
@@ -34,29 +39,46 @@ pub struct NewSession {
     pub in_rx: mpsc::Receiver<Inbound>,
 }
 
-/// The processor stream the hub serves (one at a time).
+/// A processor stream the hub serves, on one of the group's streams.
 pub(super) struct Session {
     pub(super) id: u64,
+    pub(super) stream: StreamId,
     pub(super) processor_id: String,
     out_tx: SessionTx,
     in_rx: mpsc::Receiver<Inbound>,
     /// When its last message came (or the session started).
     pub(super) last_heard: Instant,
+    /// When the hub last sent it something.
+    pub(super) last_sent: Instant,
+    /// The floor it was last told.
+    pub(super) last_floor_sent: u64,
+    /// Its latest status report.
+    pub(super) status: pb::ProcessorStatus,
     /// Acks accepted from it, and how many of them the metrics have.
     pub(super) acks: u64,
     pub(super) acks_synced: u64,
+    /// Acks at the start of the current rate sample, and the rate of the
+    /// last one (for the snapshot).
+    pub(super) ack_sample: (Instant, u64),
+    pub(super) ack_rate: f64,
 }
 
 impl Session {
-    pub(super) fn new(id: u64, new: NewSession, now: Instant) -> Self {
+    pub(super) fn new(id: u64, stream: StreamId, new: NewSession, now: Instant) -> Self {
         Self {
             id,
+            stream,
             processor_id: new.hello.processor_id,
             out_tx: new.out_tx,
             in_rx: new.in_rx,
             last_heard: now,
+            last_sent: now,
+            last_floor_sent: 0,
+            status: pb::ProcessorStatus::default(),
             acks: 0,
             acks_synced: 0,
+            ack_sample: (now, 0),
+            ack_rate: 0.0,
         }
     }
 
@@ -73,16 +95,37 @@ pub(super) fn control(command: pb::control::Command) -> pb::core_message::Body {
     })
 }
 
-/// The next message of the session's stream; pending while there is none.
-pub(super) async fn recv_session(session: &mut Option<Session>) -> Inbound {
-    match session {
-        Some(s) => s
-            .in_rx
-            .recv()
-            .await
-            .unwrap_or_else(|| Inbound::Closed("stream reader ended".into())),
-        None => std::future::pending().await,
-    }
+/// The next message of any session, and its stream; pending while there
+/// is none. Sessions are polled in turn from `turn`, so that a busy one
+/// does not starve the others.
+pub(super) async fn recv_any(
+    sessions: &mut BTreeMap<StreamId, Session>,
+    turn: &mut usize,
+) -> (StreamId, Inbound) {
+    poll_fn(|cx| {
+        let n = sessions.len();
+        if n == 0 {
+            return Poll::Pending;
+        }
+        let start = *turn % n;
+        let (first, second): (Vec<_>, Vec<_>) = sessions
+            .iter_mut()
+            .enumerate()
+            .partition(|(i, _)| *i >= start);
+        for (_, (stream, session)) in first.into_iter().chain(second) {
+            match session.in_rx.poll_recv(cx) {
+                Poll::Ready(message) => {
+                    *turn = turn.wrapping_add(1);
+                    let inbound =
+                        message.unwrap_or_else(|| Inbound::Closed("stream reader ended".into()));
+                    return Poll::Ready((*stream, inbound));
+                }
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 impl State {
@@ -114,7 +157,18 @@ impl State {
             new.hello.window
         };
         let hello = new.hello.clone();
-        let (id, replaced, new_life) = self.members.begin(new, now);
+        let attached = self.group.attach(
+            Joining {
+                processor_id: &hello.processor_id,
+                life: hello.life,
+                window: processor_window,
+                claims: hello.claims,
+                paused: self.paused,
+            },
+            now,
+        );
+        let stream = attached.stream;
+        let (id, replaced) = self.members.begin(new, stream, now);
         if let Some(old) = replaced {
             tracing::warn!(session = old.id, processor = %old.processor_id, "replaced by a new processor connection");
             self.feed_connection(
@@ -123,86 +177,100 @@ impl State {
                 old.id,
                 "replaced by a new connection",
             );
-            self.sender.on_disconnect();
         }
-        let resend =
-            self.sender
-                .on_connect(now, processor_window, self.paused, new_life, hello.claims);
+        let sender = self.group.sender(stream).expect("just attached");
         tracing::info!(
             session = id,
+            stream,
             processor = %hello.processor_id,
-            acked_floor = self.sender.acked_floor(),
-            window = self.sender.window(),
-            resend = resend.len(),
+            acked_floor = self.group.acked_floor(),
+            window = sender.window(),
+            new_life = attached.new_life,
+            resend = attached.actions.len(),
+            streams = self.members.active.len(),
             "processor connected"
         );
-        self.status = pb::ProcessorStatus::default();
         self.feed_connection(true, &hello.processor_id, id, "");
         let welcome = pb::core_message::Body::Welcome(pb::Welcome {
             session: id,
-            acked_floor: self.sender.acked_floor(),
-            window: self.sender.window() as u32,
+            acked_floor: self.group.acked_floor(),
+            window: sender.window() as u32,
             paused: self.paused,
             ordering: self.ordering as i32,
-            resolved_above: self.sender.resolved_above(0),
+            resolved_above: sender.resolved_above(0),
             processor_silence_ms: self.members.silence().as_millis() as u64,
+            new_stream: !attached.resumed,
         });
-        if !self.send(welcome).await {
-            // The stream is gone, but the Sender has already decided for
+        if !self.send(stream, welcome).await {
+            // The stream is gone, but the group has already decided for
             // the new life (events to park or abandon are storing): their
             // rows are written all the same, or the floor would stop at
-            // them. The sends are left to the next session.
-            let rows = resend
+            // them, and other streams' sends go out. This stream's sends
+            // are left to its next session.
+            let rows = attached
+                .actions
                 .into_iter()
-                .filter(|a| {
-                    matches!(
-                        a,
-                        Action::Park { .. } | Action::Abandon { .. } | Action::Mark { .. }
-                    )
+                .filter(|(s, a)| {
+                    *s != stream
+                        || matches!(
+                            a,
+                            Action::Park { .. } | Action::Abandon { .. } | Action::Mark { .. }
+                        )
                 })
                 .collect();
             self.perform(rows).await;
             return;
         }
         if self.faults != pb::Faults::default() {
-            self.send(control(pb::control::Command::Faults(self.faults)))
+            self.send(stream, control(pb::control::Command::Faults(self.faults)))
                 .await;
         }
-        self.perform(resend).await;
+        self.perform(attached.actions).await;
         // The first round trip of the new stream, measured at once.
-        self.heartbeat(true).await;
+        self.heartbeat(stream, true).await;
     }
 
-    /// Sends a heartbeat with the floor; with `probe`, and none awaiting
-    /// its echo, asks the processor to echo it (a round-trip sample).
-    pub(super) async fn heartbeat(&mut self, probe: bool) {
-        let floor = self.sender.acked_floor();
+    /// Sends a heartbeat with the floor to `stream`'s processor; with
+    /// `probe`, and none awaiting its echo, asks it to echo it (a
+    /// round-trip sample).
+    pub(super) async fn heartbeat(&mut self, stream: StreamId, probe: bool) {
+        let floor = self.group.acked_floor();
+        let Some(sender) = self.group.sender_mut(stream) else {
+            return;
+        };
         let probe = match probe {
-            true => self.sender.probe(Instant::now()).unwrap_or_default(),
+            true => sender.probe(Instant::now()).unwrap_or_default(),
             false => 0,
         };
-        self.last_floor_sent = floor;
         // What a processor stuck behind resolved seqs may pass over (none
         // once it has received everything sent).
-        let received_below = self.sender.progress().received_below;
-        let resolved_above = match received_below {
+        let resolved_above = match sender.progress().received_below {
             0 => Vec::new(),
-            below => self.sender.resolved_above(below),
+            below => sender.resolved_above(below),
         };
-        self.send(pb::core_message::Body::Heartbeat(pb::Heartbeat {
-            acked_floor: floor,
-            probe,
-            resolved_above,
-        }))
+        if let Some(session) = self.members.active.get_mut(&stream) {
+            session.last_floor_sent = floor;
+        }
+        self.send(
+            stream,
+            pb::core_message::Body::Heartbeat(pb::Heartbeat {
+                acked_floor: floor,
+                probe,
+                resolved_above,
+            }),
+        )
         .await;
     }
 
-    pub(super) async fn on_inbound(&mut self, inbound: Inbound) {
-        if let (Inbound::Message(_), Some(session)) = (&inbound, &mut self.members.active) {
-            session.last_heard = Instant::now();
+    pub(super) async fn on_inbound(&mut self, stream: StreamId, inbound: Inbound) {
+        let now = Instant::now();
+        if let (Inbound::Message(_), Some(session)) =
+            (&inbound, self.members.active.get_mut(&stream))
+        {
+            session.last_heard = now;
         }
         match inbound {
-            Inbound::Closed(reason) => self.disconnect(&reason),
+            Inbound::Closed(reason) => self.disconnect(stream, &reason, false),
             Inbound::Message(msg) => match msg.body {
                 Some(pb::processor_message::Body::Acks(mut batch)) => {
                     let progress = Progress {
@@ -211,12 +279,11 @@ impl State {
                         awaiting: std::mem::take(&mut batch.awaiting),
                     };
                     let before = self.totals.acks;
-                    self.on_acks(batch);
-                    if let Some(session) = &mut self.members.active {
+                    self.on_acks(stream, batch);
+                    if let Some(session) = self.members.active.get_mut(&stream) {
                         session.acks += self.totals.acks - before;
                     }
-                    let actions = self.sender.on_progress(Instant::now(), progress);
-                    self.perform(actions).await;
+                    self.on_progress(stream, progress, now).await;
                 }
                 Some(pb::processor_message::Body::Status(mut status)) => {
                     let progress = Progress {
@@ -227,23 +294,36 @@ impl State {
                         },
                         awaiting: std::mem::take(&mut status.awaiting),
                     };
-                    self.on_status(status);
-                    let actions = self.sender.on_progress(Instant::now(), progress);
-                    self.perform(actions).await;
+                    self.on_status(stream, status);
+                    self.on_progress(stream, progress, now).await;
                 }
                 Some(pb::processor_message::Body::Echo(echo)) => {
-                    self.sender.on_echo(echo.probe, Instant::now());
+                    if let Some(sender) = self.group.sender_mut(stream) {
+                        sender.on_echo(echo.probe, now);
+                    }
                 }
                 Some(pb::processor_message::Body::Claims(claims)) => {
-                    let claimed = self.sender.on_claims(claims.seqs);
+                    let Some(sender) = self.group.sender_mut(stream) else {
+                        return;
+                    };
+                    let claimed = sender.on_claims(claims.seqs);
                     self.mark(claimed.mark);
-                    self.permit(claimed.granted, claimed.refused).await;
+                    self.permit(stream, claimed.granted, claimed.refused).await;
                 }
                 Some(pb::processor_message::Body::Hello(_)) | None => {
                     tracing::warn!("unexpected message from processor ignored");
                 }
             },
         }
+    }
+
+    async fn on_progress(&mut self, stream: StreamId, progress: Progress, now: Instant) {
+        let Some(sender) = self.group.sender_mut(stream) else {
+            return;
+        };
+        let actions = sender.on_progress(now, progress);
+        self.perform(actions.into_iter().map(|a| (stream, a)).collect())
+            .await;
     }
 
     /// While crash suspects are isolated (in batches, once a second life
@@ -254,79 +334,113 @@ impl State {
     /// (which cost up to 200 ms per round: when suspects went one at a
     /// time, 362 of them took a minute in a chaos run).
     pub(super) async fn tell_floor_while_isolating(&mut self) {
-        let floor = self.sender.acked_floor();
-        if self.sender.suspects() > 0
-            && self.members.active.is_some()
-            && self.last_floor_sent != floor
-        {
-            self.heartbeat(false).await;
+        let floor = self.group.acked_floor();
+        let behind: Vec<StreamId> = self
+            .members
+            .active
+            .values()
+            .filter(|s| {
+                s.last_floor_sent != floor
+                    && self
+                        .group
+                        .sender(s.stream)
+                        .is_some_and(|sender| sender.suspects() > 0)
+            })
+            .map(|s| s.stream)
+            .collect();
+        for stream in behind {
+            self.heartbeat(stream, false).await;
         }
     }
 
-    pub(super) async fn send_events(&mut self, events: Vec<pb::Event>) -> bool {
+    pub(super) async fn send_events(&mut self, stream: StreamId, events: Vec<pb::Event>) -> bool {
         // Past this core's tenure another core may lead: the events stay
         // in flight unsent, as if lost, and go out again on their ack
         // timeouts once a renewal confirms the lease (`leadership.rs`).
         if !self.tenure.holds() {
             return true;
         }
-        let floor = self.sender.acked_floor();
-        self.last_floor_sent = floor;
-        self.send(pb::core_message::Body::Events(pb::EventBatch {
-            events,
-            acked_floor: floor,
-        }))
+        let floor = self.group.acked_floor();
+        if let Some(session) = self.members.active.get_mut(&stream) {
+            session.last_floor_sent = floor;
+        }
+        self.send(
+            stream,
+            pb::core_message::Body::Events(pb::EventBatch {
+                events,
+                acked_floor: floor,
+            }),
+        )
         .await
     }
 
-    /// Sends one message to the processor; a failure ends the session.
-    pub(super) async fn send(&mut self, body: pb::core_message::Body) -> bool {
-        let Some(session) = &self.members.active else {
+    /// Sends one message to `stream`'s processor; a failure ends the
+    /// session.
+    pub(super) async fn send(&mut self, stream: StreamId, body: pb::core_message::Body) -> bool {
+        let Some(session) = self.members.active.get_mut(&stream) else {
             return false;
         };
         let msg = pb::CoreMessage { body: Some(body) };
         match tokio::time::timeout(SEND_TIMEOUT, session.out_tx.send(Ok(msg))).await {
             Ok(Ok(())) => {
-                self.last_sent = Instant::now();
+                session.last_sent = Instant::now();
                 true
             }
             Ok(Err(_)) => {
-                self.disconnect("stream closed");
+                self.disconnect(stream, "stream closed", false);
                 false
             }
             Err(_) => {
-                self.disconnect("processor stopped reading");
+                self.disconnect(stream, "processor stopped reading", false);
                 false
             }
         }
     }
 
-    /// Ends the active session when it has been silent for
-    /// `--processor-silence-ms` and a standby with an open stream waits
-    /// (`Membership::silent_for`); the run loop then promotes the standby.
-    pub(super) fn leave_silent(&mut self, now: Instant) {
-        let (Some(silent), Some(session)) = (self.members.silent_for(now), &self.members.active)
-        else {
-            return;
-        };
-        tracing::warn!(
-            session = session.id,
-            processor = %session.processor_id,
-            silent_ms = silent.as_millis() as u64,
-            "active processor silent: a standby takes over"
-        );
-        self.disconnect(&format!(
-            "silent for {} ms while a standby waits",
-            silent.as_millis()
-        ));
-        self.members.after_silent_cut();
+    /// Sends one message to every active processor; true when one got it.
+    pub(super) async fn broadcast(&mut self, body: pb::core_message::Body) -> bool {
+        let streams: Vec<StreamId> = self.members.active.keys().copied().collect();
+        let mut sent = false;
+        for stream in streams {
+            sent |= self.send(stream, body.clone()).await;
+        }
+        sent
     }
 
-    pub(super) fn disconnect(&mut self, reason: &str) {
-        if let Some(session) = self.members.end(Instant::now()) {
+    /// Ends the sessions silent for `--processor-silence-ms` while another
+    /// processor could take their work (`Membership::silent`); the run
+    /// loop then promotes a standby, or the group moves the partitions.
+    pub(super) fn leave_silent(&mut self, now: Instant) {
+        for (stream, silent) in self.members.silent(now) {
+            let Some(session) = self.members.active.get(&stream) else {
+                continue;
+            };
+            tracing::warn!(
+                session = session.id,
+                processor = %session.processor_id,
+                silent_ms = silent.as_millis() as u64,
+                "processor silent: its work moves to another processor"
+            );
+            self.disconnect(
+                stream,
+                &format!(
+                    "silent for {} ms while another processor could take its work",
+                    silent.as_millis()
+                ),
+                true,
+            );
+            self.members.after_silent_cut();
+        }
+    }
+
+    /// `stream`'s session ended (`silent`: cut for its silence). What the
+    /// group decides (abandons, events moving to other streams) is carried
+    /// out at the top of the next turn of the loop.
+    pub(super) fn disconnect(&mut self, stream: StreamId, reason: &str, silent: bool) {
+        if let Some(session) = self.members.end(stream, Instant::now()) {
             tracing::info!(session = session.id, processor = %session.processor_id, %reason, "processor disconnected");
-            self.sender.on_disconnect();
-            self.status = pb::ProcessorStatus::default();
+            let actions = self.group.detach(stream, silent, Instant::now());
+            self.deferred.extend(actions);
             self.feed_connection(false, &session.processor_id, session.id, reason);
         }
     }

@@ -43,44 +43,30 @@ impl State {
             }
             _ => pb::Rates::default(),
         };
-        let in_flight = self
-            .sender
-            .entries()
-            .filter_map(|(seq, entry)| match entry {
-                Entry::InFlight(f) => Some(pb::InFlightEntry {
-                    seq,
-                    attempt: f.attempt,
-                    age_us: now.saturating_duration_since(f.first_sent).as_micros() as u64,
-                    next_retransmit_us: f.deadline.saturating_duration_since(now).as_micros()
-                        as u64,
-                    backoff_us: f.backoff.as_micros() as u64,
-                    storing: false,
-                    key: self.key_of(seq),
-                    retry: f.retry,
-                    at_most_once: f.once.is_some(),
-                }),
-                Entry::Marking => Some(pb::InFlightEntry {
-                    seq,
-                    key: self.key_of(seq),
-                    at_most_once: true,
-                    ..Default::default()
-                }),
-                Entry::Storing => Some(pb::InFlightEntry {
-                    seq,
-                    storing: true,
-                    key: self.key_of(seq),
-                    ..Default::default()
-                }),
-                Entry::Resolved => None,
-            })
-            .take(IN_FLIGHT_SHOWN)
-            .collect();
-        let floor = self.sender.acked_floor();
+        let mut in_flight: Vec<pb::InFlightEntry> = Vec::new();
+        for (_, stream) in self.group.streams() {
+            in_flight.extend(
+                stream
+                    .sender
+                    .entries()
+                    .filter_map(|(seq, entry)| self.in_flight_entry(seq, entry, now))
+                    .take(IN_FLIGHT_SHOWN),
+            );
+        }
+        in_flight.sort_unstable_by_key(|e| e.seq);
+        in_flight.truncate(IN_FLIGHT_SHOWN);
+        let floor = self.group.acked_floor();
         if self.floor_since.0 != floor {
             self.floor_since = (floor, now); // moved by a park or a skip
         }
-        let floor_holder = match self.sender.entries().next() {
-            Some((seq, entry)) if seq == floor => {
+        let at_floor = self.group.streams().find_map(|(_, s)| {
+            s.sender
+                .entries()
+                .next()
+                .filter(|(seq, e)| *seq == floor && !e.passed())
+        });
+        let floor_holder = match at_floor {
+            Some((seq, entry)) => {
                 let (since, attempt) = match entry {
                     Entry::InFlight(f) => (f.first_sent.max(self.floor_since.1), f.attempt),
                     _ => (self.floor_since.1, 0),
@@ -92,57 +78,91 @@ impl State {
                     attempt,
                 })
             }
-            _ => None,
+            None => None,
         };
-        let connection = match (self.members.active.is_some(), self.sender.link()) {
-            (false, _) | (_, Link::Absent) => pb::ProcessorConnection::Disconnected,
-            (true, Link::Paused) => pb::ProcessorConnection::Paused,
-            (true, Link::Running) => pb::ProcessorConnection::Running,
+        let owned = self.group.owned();
+        let mut processors = Vec::new();
+        for session in self.members.active.values_mut() {
+            let Some(sender) = self.group.sender(session.stream) else {
+                continue;
+            };
+            let connection = match sender.link() {
+                Link::Absent => pb::ProcessorConnection::Disconnected,
+                Link::Paused => pb::ProcessorConnection::Paused,
+                Link::Running => pb::ProcessorConnection::Running,
+            };
+            let since = now.saturating_duration_since(session.ack_sample.0);
+            if since >= Duration::from_secs(1) {
+                session.ack_rate =
+                    (session.acks - session.ack_sample.1) as f64 / since.as_secs_f64();
+                session.ack_sample = (now, session.acks);
+            }
+            let status = &session.status;
+            processors.push(pb::ProcessorState {
+                connection: connection as i32,
+                processor_id: session.processor_id.clone(),
+                session: session.id,
+                buffered: status.buffered,
+                running: status.running,
+                concurrency: status.concurrency,
+                lanes_active: status.lanes_active,
+                webhooks: status.webhooks.clone(),
+                // Ack batches carry it too, more often than status reports.
+                processed_below: status
+                    .processed_below
+                    .max(sender.progress().processed_below),
+                partitions: owned.get(&session.stream).copied().unwrap_or_default(),
+                in_flight: sender.window_used() as u32,
+                ack_rate: session.ack_rate,
+            });
+        }
+        let first = self
+            .members
+            .active
+            .values()
+            .next()
+            .and_then(|s| self.group.sender(s.stream))
+            .or_else(|| self.group.streams().next().map(|(_, s)| &s.sender));
+        let (srtt_us, rto_us) = first
+            .map(|s| {
+                let srtt = s.rto().srtt().map(|d| d.as_micros() as u64);
+                (srtt.unwrap_or_default(), s.rto().rto().as_micros() as u64)
+            })
+            .unwrap_or_default();
+        let window: u64 = match self.members.active.is_empty() {
+            true => first.map(|s| s.window()).unwrap_or_default(),
+            false => self
+                .members
+                .active
+                .values()
+                .filter_map(|s| self.group.sender(s.stream))
+                .map(|s| s.window())
+                .sum(),
         };
         let snapshot = pb::Snapshot {
             taken_at_us: now_us(),
             head: *self.ingest.head().borrow(),
-            next_to_send: self.sender.next_to_send(),
-            acked_floor: self.sender.acked_floor(),
-            next_expected: self.status.next_expected,
-            window: self.sender.window() as u32,
-            window_used: self.sender.window_used() as u32,
+            next_to_send: self.group.next_to_offer(),
+            acked_floor: floor,
+            next_expected: self
+                .members
+                .active
+                .values()
+                .next()
+                .map(|s| s.status.next_expected)
+                .unwrap_or_default(),
+            window: window.min(u64::from(u32::MAX)) as u32,
+            window_used: self.group.window_used() as u32,
             in_flight,
             rates: Some(rates),
             totals: Some(self.totals),
-            processor: Some(pb::ProcessorState {
-                connection: connection as i32,
-                processor_id: self
-                    .members
-                    .active
-                    .as_ref()
-                    .map(|s| s.processor_id.clone())
-                    .unwrap_or_default(),
-                session: self
-                    .members
-                    .active
-                    .as_ref()
-                    .map(|s| s.id)
-                    .unwrap_or_default(),
-                buffered: self.status.buffered,
-                running: self.status.running,
-                concurrency: self.status.concurrency,
-                lanes_active: self.status.lanes_active,
-                webhooks: self.status.webhooks.clone(),
-                // Ack batches carry it too, more often than status reports.
-                processed_below: self
-                    .status
-                    .processed_below
-                    .max(self.sender.progress().processed_below),
-            }),
+            processor: Some(processors.first().cloned().unwrap_or(pb::ProcessorState {
+                connection: pb::ProcessorConnection::Disconnected as i32,
+                ..Default::default()
+            })),
             faults: Some(self.faults),
-            srtt_us: self
-                .sender
-                .rto()
-                .srtt()
-                .map(|d| d.as_micros() as u64)
-                .unwrap_or_default(),
-            rto_us: self.sender.rto().rto().as_micros() as u64,
+            srtt_us,
+            rto_us,
             dead: self
                 .dead
                 .iter()
@@ -155,8 +175,11 @@ impl State {
                 .collect(),
             ordering: self.ordering as i32,
             floor_holder,
-            suspects: self.sender.suspects() as u32,
+            suspects: self.group.suspects() as u32,
             standbys: self.members.standby_ids(),
+            processors,
+            waiting: self.group.waiting() as u32,
+            partitions: self.group.partitions(),
         };
         if snapshot.suspects != self.last_snapshot_suspects {
             tracing::info!(
@@ -173,6 +196,36 @@ impl State {
         }
         self.sync_metrics(&snapshot);
         self.snapshot_tx.send_replace(Arc::new(snapshot));
+    }
+
+    /// The snapshot's view of one window entry (none once passed).
+    fn in_flight_entry(&self, seq: u64, entry: &Entry, now: Instant) -> Option<pb::InFlightEntry> {
+        match entry {
+            Entry::InFlight(f) => Some(pb::InFlightEntry {
+                seq,
+                attempt: f.attempt,
+                age_us: now.saturating_duration_since(f.first_sent).as_micros() as u64,
+                next_retransmit_us: f.deadline.saturating_duration_since(now).as_micros() as u64,
+                backoff_us: f.backoff.as_micros() as u64,
+                storing: false,
+                key: self.key_of(seq),
+                retry: f.retry,
+                at_most_once: f.once.is_some(),
+            }),
+            Entry::Marking => Some(pb::InFlightEntry {
+                seq,
+                key: self.key_of(seq),
+                at_most_once: true,
+                ..Default::default()
+            }),
+            Entry::Storing => Some(pb::InFlightEntry {
+                seq,
+                storing: true,
+                key: self.key_of(seq),
+                ..Default::default()
+            }),
+            Entry::Resolved | Entry::Elsewhere => None,
+        }
     }
 
     /// Copies the hub's counters and gauges into the Prometheus metrics.
@@ -218,20 +271,26 @@ impl State {
         m.session_paused.set(i64::from(
             connection == pb::ProcessorConnection::Paused as i32,
         ));
-        self.sync_processor_metrics(in_flight as i64);
+        self.sync_processor_metrics(snapshot);
     }
 
     /// Each connected processor's in-flight gauge and ack counter; the
     /// labels of processors gone since the last snapshot are removed, so
     /// that processors restarted under new ids do not pile up.
-    fn sync_processor_metrics(&mut self, in_flight: i64) {
+    fn sync_processor_metrics(&mut self, snapshot: &pb::Snapshot) {
         let m = self.metrics.clone();
         let mut present = std::collections::BTreeSet::new();
-        if let Some(session) = &mut self.members.active {
+        for session in self.members.active.values_mut() {
             let id = session.processor_id.as_str();
+            let in_flight = snapshot
+                .processors
+                .iter()
+                .find(|p| p.session == session.id)
+                .map(|p| p.in_flight)
+                .unwrap_or_default();
             m.in_flight_per_processor
                 .with_label_values(&[id])
-                .set(in_flight);
+                .set(i64::from(in_flight));
             m.acks_per_processor
                 .with_label_values(&[id])
                 .inc_by(session.acks - session.acks_synced);
