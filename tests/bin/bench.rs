@@ -27,10 +27,16 @@
 //!   the same over one key (strict order). See `bench/w2.rs`.
 //! * `crash`: the active processor lost with the window full of W2 events,
 //!   three ways: killed (SIGKILL) and restarted at once; killed with two hot
-//!   standbys waiting; frozen (SIGSTOP) with two standbys waiting. Time until
+//!   standbys waiting (`--partitions 1`); frozen (SIGSTOP) with two standbys
+//!   waiting. Time until
 //!   another life is connected, its first result, its crash suspects
 //!   resolved, and the results rate back at 90 % of the rate before. See
 //!   `bench/crash.rs`.
+//! * `group`: processors sharing the keys: W2 with 1, 2 and 3 processors
+//!   (events/s, CPU per event per process), one of three killed or frozen
+//!   with the window full (until its keys' next result elsewhere), and two
+//!   joining one that runs a full window (how long moved keys pause). See
+//!   `bench/group.rs`.
 //! * `fair`: 1,000 sha256 events alone, then interleaved with 1,000 events
 //!   of a webhook that takes 3 s per call: time to the last sha256 result
 //!   (a slow endpoint must hold back its own kind only). See `bench/fair.rs`.
@@ -79,6 +85,8 @@ mod crash;
 mod failover;
 #[path = "bench/fair.rs"]
 mod fair;
+#[path = "bench/group.rs"]
+mod group;
 #[path = "bench/measure.rs"]
 mod measure;
 #[path = "bench/overload.rs"]
@@ -454,6 +462,7 @@ async fn measure(backend: Backend, args: &Args) -> anyhow::Result<Summary> {
         Section::W2,
         Section::W2Control,
         Section::Crash,
+        Section::Group,
     ] {
         if !runs(section) {
             continue;
@@ -487,6 +496,7 @@ async fn measure(backend: Backend, args: &Args) -> anyhow::Result<Summary> {
             Section::W2 => w2::section_w2(&env, args, &mut summary).await?,
             Section::W2Control => w2::section_w2_control(&env, args, &mut summary).await?,
             Section::Crash => crash::section_crash(&env, args).await?,
+            Section::Group => group::section_group(&env, args).await?,
             Section::OpenLoop
             | Section::Sweep
             | Section::Skew

@@ -169,6 +169,9 @@ pub(super) enum Section {
     /// and restarted; killed or frozen with two hot standbys): how long until
     /// another life is back at full speed.
     Crash,
+    /// Processors sharing the keys: W2 with 1, 2 and 3 processors, one of
+    /// three killed or frozen with the window full, two joining one.
+    Group,
     /// A slow webhook beside a fast kind: 1,000 sha256 events alone, then
     /// interleaved with 1,000 calls of 3 s; time to the last sha256 result.
     Fair,

@@ -8,7 +8,8 @@ use std::time::Duration;
 /// CPU times at the start of a measurement.
 pub(super) struct CpuMeter {
     core: u32,
-    processor: u32,
+    /// The processors, counted together.
+    processors: Vec<u32>,
     start: Times,
 }
 
@@ -41,9 +42,14 @@ impl std::fmt::Display for CpuPerEvent {
 
 impl CpuMeter {
     pub(super) fn start(core: u32, processor: u32) -> Self {
+        Self::start_many(core, &[processor])
+    }
+
+    /// The same with several processors, their CPU summed.
+    pub(super) fn start_many(core: u32, processors: &[u32]) -> Self {
         let mut meter = Self {
             core,
-            processor,
+            processors: processors.to_vec(),
             start: Times::default(),
         };
         meter.start = meter.now();
@@ -53,7 +59,7 @@ impl CpuMeter {
     fn now(&self) -> Times {
         Times {
             core: ticks(self.core),
-            processor: ticks(self.processor),
+            processor: self.processors.iter().map(|p| ticks(*p)).sum(),
             postgres: postgres_ticks(),
             bench: ticks(std::process::id()),
         }

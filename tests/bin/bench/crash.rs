@@ -6,7 +6,9 @@
 //! * `restart`: killed with SIGKILL and a new one started at once (as a
 //!   supervisor would);
 //! * `standby, SIGKILL`: three processors connected, two of them hot
-//!   standbys; the active one is killed and nothing is restarted;
+//!   standbys (`--partitions 1`: one processor owns every key, the others
+//!   none; sharing the keys is `group.rs`); the active one is killed and
+//!   nothing is restarted;
 //! * `standby, SIGSTOP`: the same, but the active one is frozen, its
 //!   connection left open (a hung host), and thawed only after the drain.
 //!
@@ -147,10 +149,11 @@ async fn sample_for(core: &Core, span: Duration) -> anyhow::Result<Vec<Sample>> 
     Ok(samples)
 }
 
-/// Two processors join as hot standbys while the active one runs a full
-/// window: what they cost it (nothing moves to them: they wait).
+/// Two processors join as hot standbys (`--partitions 1`) while the active
+/// one runs a full window: what they cost it (nothing moves to them: they
+/// wait).
 async fn join(env: &Env, args: &super::Args) -> anyhow::Result<()> {
-    let mut core = env.core_with(&[]).await?;
+    let mut core = env.core_with(&["--partitions", "1"]).await?;
     let mut active = start_processor(env.dir(), &core.grpc_url(), &[])?;
     super::wait_connected(&core).await?;
     // Four times the others' events: the window is still full a second
@@ -240,7 +243,13 @@ async fn wait_processors(core: &Core, n: u64) -> anyhow::Result<()> {
 }
 
 async fn run(env: &Env, args: &super::Args, loss: Loss) -> anyhow::Result<()> {
-    let mut core = env.core_with(&[]).await?;
+    // One partition: the first processor owns every key, the others wait
+    // as standbys (sharing the keys is `group.rs`).
+    let flags: &[&str] = match loss {
+        Loss::Restart => &[],
+        _ => &["--partitions", "1"],
+    };
+    let mut core = env.core_with(flags).await?;
     let mut active = start_processor(env.dir(), &core.grpc_url(), &[])?;
     super::wait_connected(&core).await?;
     let mut standbys: Vec<Proc> = Vec::new();
