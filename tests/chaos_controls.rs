@@ -115,6 +115,36 @@ async fn at_most_once_delivered_at_least_once_is_reported() -> anyhow::Result<()
     Ok(())
 }
 
+/// Three processors share the keys; each killed one is followed by a new
+/// life that joins and wins partitions from the others: without the
+/// drain, their events go to it while the processor that held them is
+/// still running or queuing their earlier events, and a key runs in two
+/// places at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handoff_without_the_drain_is_reported() -> anyhow::Result<()> {
+    let mut config = control(7);
+    config.rate = 1_000;
+    config.processor_standbys = 2;
+    config.processor_kills = 3;
+    // Long sleeps: a moved key's events are still running or queued where
+    // they were when its partition moves back.
+    config.sleep_fraction = 0.3;
+    config.sleep_ms = (20, 50);
+    config
+        .core_args
+        .push("--unsafe-handoff-without-drain".into());
+    let outcome = chaos::run(&config).await?;
+    println!("{}", outcome.summary(&config));
+    let r = &outcome.report;
+    assert!(
+        !r.across_lives.overlaps.is_empty(),
+        "the checker missed a key run in two places at once:\n{r}"
+    );
+    assert!(!r.is_valid());
+    assert_eq!(r.loss_count(), 0, "nothing is lost:\n{r}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_processor_that_never_holds_its_starts_is_reported() -> anyhow::Result<()> {
     let mut config = control(6);

@@ -168,6 +168,9 @@ struct Args {
     /// Negative control: the processor ignores the ordering; events of one key run at once and out of order.
     #[arg(long)]
     unsafe_ignore_order: bool,
+    /// Negative control: a partition moving to another processor sends its events there at once, without waiting for the previous processor to drain it (with --processor-standbys under key ordering).
+    #[arg(long)]
+    unsafe_handoff_without_drain: bool,
     /// Seconds to wait for the backlog to drain after the last publish.
     #[arg(long, default_value_t = 300)]
     drain_timeout_s: u64,
@@ -250,6 +253,9 @@ fn config(args: &Args) -> ChaosConfig {
     }
     if args.unsafe_ignore_order {
         c.processor_args.push("--unsafe-ignore-order".into());
+    }
+    if args.unsafe_handoff_without_drain {
+        c.core_args.push("--unsafe-handoff-without-drain".into());
     }
     c.store = match args.store {
         StoreArg::Postgres => ChaosStore::Postgres,

@@ -1,8 +1,9 @@
-//! The processor lives of a chaos run: one, or one and hot standbys
-//! ([`ChaosConfig::processor_standbys`](super::ChaosConfig)), each life
-//! with its own `--processor-id` and processed log. Kills and pauses hit the
-//! active one, as core's snapshot names it, so that a standby takes over,
-//! or (one in three, drawn with the schedule) a standby.
+//! The processor lives of a chaos run: one, or several
+//! ([`ChaosConfig::processor_standbys`](super::ChaosConfig)): hot standbys
+//! under global ordering, processors sharing the keys under key ordering;
+//! each life with its own `--processor-id` and processed log. Kills and
+//! pauses hit the one core's snapshot names first (the active one), or
+//! (one in three, drawn with the schedule) another.
 //! What is done to each life is noted in the run's lives log (`stopped`
 //! after a SIGSTOP, `gone` once killed or exited, with the time), which
 //! the checker reads with the processed logs (`checker/across_lives.rs`).
