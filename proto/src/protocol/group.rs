@@ -283,7 +283,10 @@ impl Group {
     /// Whether the next event may be offered now. With one stream, when its
     /// `Sender` can send it; with several, while the offered seqs stay
     /// within twice the window above the floor and some stream is
-    /// connected (an event whose owner has no room waits).
+    /// connected (an event whose owner has no room waits). Twice the
+    /// window for the group, not per stream: each processor is told the
+    /// group's floor, and its reorder buffer, what it passes over and its
+    /// cache of acks are bounded by twice its window above that floor.
     pub fn can_offer(&self) -> bool {
         if self.alone() {
             return self.streams.values().all(|s| s.sender.can_send());
