@@ -571,6 +571,55 @@ fn standby_processors_show_in_the_status_line_and_their_arrival_in_the_log() {
 }
 
 #[test]
+fn processors_sharing_the_keys_each_show_their_share_and_a_move_in_the_log() {
+    let mut app = running_app();
+    if let Some(snapshot) = app.snapshot.as_mut() {
+        let first = snapshot.processor.clone().unwrap_or_default();
+        snapshot.processors = vec![
+            pb::ProcessorState {
+                partitions: 131,
+                in_flight: 12,
+                ack_rate: 40.0,
+                ..first.clone()
+            },
+            pb::ProcessorState {
+                processor_id: "p-b".into(),
+                session: 4,
+                partitions: 125,
+                in_flight: 7,
+                ack_rate: 35.0,
+                ..first
+            },
+        ];
+    }
+    let s = screen(&draw(&app, 200, 40));
+    assert!(
+        s.contains("p-5eed session 3: 131 partitions, 12 in flight, 40.0/s"),
+        "no first processor's share in\n{s}"
+    );
+    assert!(
+        s.contains("p-b session 4: 125 partitions, 7 in flight, 35.0/s"),
+        "no second processor's share in\n{s}"
+    );
+    // A processor gone for good: its keys moved, in the event log.
+    feed(
+        &mut app,
+        9_000,
+        Kind::Connection(pb::ConnectionFeed {
+            connected: false,
+            processor_id: "p-b".into(),
+            session: 0,
+            reason: "gone: its partitions moved".into(),
+        }),
+    );
+    let s = screen(&draw(&app, 200, 40));
+    assert!(
+        s.contains("processor p-b gone: its partitions moved"),
+        "no move in the log\n{s}"
+    );
+}
+
+#[test]
 fn webhooks_show_their_calls_against_their_caps_when_there_are_any() {
     let mut app = running_app();
     let s = screen(&draw(&app, 120, 40));
