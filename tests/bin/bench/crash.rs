@@ -213,7 +213,7 @@ async fn join(env: &Env, args: &super::Args) -> anyhow::Result<()> {
 
 /// Publishes `events` of W2's events as one burst, on a task of its own;
 /// it returns the head.
-fn publish(
+pub(super) fn publish(
     core: &Core,
     args: &super::Args,
     events: u64,

@@ -177,12 +177,8 @@ async fn failover(env: &Env, args: &super::Args, signal: &str) -> anyhow::Result
     let results = Results::default();
     let follow = results.follow(core.admin().await?);
     let events = args.crash_events;
-    let (grpc, http) = (core.grpc, core.http);
-    let (keys, sleep_ms) = (args.w2_keys, args.w2_sleep_ms);
-    let publisher = tokio::spawn(async move {
-        let client = Core::attach(grpc, http);
-        super::w2::publish(client.ingest().await?, events, keys, sleep_ms).await
-    });
+    let keys = args.w2_keys;
+    let publisher = super::crash::publish(&core, args, events);
     steady(&core, &results).await?;
     let snapshot = core.snapshot().await?;
     let in_flight = snapshot
@@ -275,12 +271,8 @@ async fn join(env: &Env, args: &super::Args) -> anyhow::Result<()> {
     // Four times the failover's events: the window is still full a second
     // after the join.
     let events = 4 * args.crash_events;
-    let (grpc, http) = (core.grpc, core.http);
-    let (keys, sleep_ms) = (args.w2_keys, args.w2_sleep_ms);
-    let publisher = tokio::spawn(async move {
-        let client = Core::attach(grpc, http);
-        super::w2::publish(client.ingest().await?, events, keys, sleep_ms).await
-    });
+    let keys = args.w2_keys;
+    let publisher = super::crash::publish(&core, args, events);
     steady(&core, &results).await?;
     let joined = Instant::now();
     for id in &IDS[1..] {
