@@ -18,8 +18,9 @@
 //! * **Drain, then move.** A partition's events go to its owner only once
 //!   no other stream holds one of them unresolved; meanwhile they *wait*
 //!   here, as do events whose owner has no room in its window (so a slow
-//!   processor holds only its own partitions). Waiting events go out in
-//!   seq order as soon as they may ([`Sender::take_over`]).
+//!   processor holds back its own partitions, and the others only once
+//!   the floor it holds is twice the window behind). Waiting events go
+//!   out in seq order as soon as they may ([`Sender::take_over`]).
 //! * **An ended life.** A stream whose session ended is kept for
 //!   `return_grace` (the same processor reconnecting gets it back, with its
 //!   partitions); then, if another stream is connected, it is ended for
@@ -44,7 +45,8 @@
 //!   Core offers nothing at or beyond it plus twice the window.
 //!
 //! `proto/tests/handover.rs` drives this against a `Receiver` per
-//! processor life through moves, ends and joins.
+//! processor life through joins, connection resets, kills and cuts for
+//! silence.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -219,16 +221,12 @@ impl Group {
         self.offered
     }
 
-    pub fn keyed(&self) -> bool {
-        self.keyed
-    }
-
     pub fn partitions(&self) -> u32 {
         self.partitions
     }
 
     /// The partition `key` belongs to.
-    pub fn partition_of(&self, key: &str) -> u32 {
+    fn partition_of(&self, key: &str) -> u32 {
         if self.keyed {
             partition_of(key, self.partitions)
         } else {
@@ -238,10 +236,6 @@ impl Group {
 
     pub fn streams(&self) -> impl Iterator<Item = (StreamId, &Stream)> {
         self.streams.iter().map(|(id, s)| (*id, s))
-    }
-
-    pub fn stream(&self, id: StreamId) -> Option<&Stream> {
-        self.streams.get(&id)
     }
 
     pub fn sender(&self, id: StreamId) -> Option<&Sender> {
