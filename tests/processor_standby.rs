@@ -247,3 +247,48 @@ async fn a_processor_whose_stream_ended_starts_nothing_its_standby_took_over() -
     );
     Ok(())
 }
+
+/// The link between a busy processor and core freezes (a half-open
+/// connection: nothing forwarded, nothing closed, as a dead middlebox
+/// leaves it). The processor must leave it once core has been silent for
+/// its silence and connect anew, not wait for the connection to be closed
+/// (here the proxy holds it for 60 s; HTTP/2 keepalive takes about 10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processor_leaves_a_frozen_link_and_connects_anew() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let core = Core::start(dir.path(), None, &[]).await?;
+    let proxy = ackflow_tests::proxy::Proxy::start(core.grpc, Duration::from_secs(60)).await?;
+    let mut p = start_processor(
+        dir.path(),
+        &format!("http://{}", proxy.addr),
+        &["--processor-id", "p"],
+    )?;
+    wait_active(&core, &["p"]).await?;
+    let session = |s: &ackflow_proto::v1::Snapshot| s.processors.first().map(|p| p.session);
+    let first = session(&core.snapshot().await?);
+    // Enough short sleeps over many keys that acks flow when it freezes.
+    let mut published = 0;
+    for n in 0..2_000 {
+        let body = format!(r#"{{"kind":"sleep","key":"k{}","payload":20}}"#, n % 200);
+        let (status, text) = post_json(core.http, "/v1/events", &body).await?;
+        anyhow::ensure!(status == 202, "publish {n}: {status} {text}");
+        published += 1;
+    }
+    proxy.freeze_all();
+    wait_for(
+        "the processor on a new session, well before the frozen link closes",
+        Duration::from_secs(30),
+        || async {
+            let s = core.snapshot().await.ok()?;
+            (session(&s).is_some() && session(&s) > first).then_some(())
+        },
+    )
+    .await?;
+    wait_for("every event resolved", Duration::from_secs(60), || async {
+        let s = core.snapshot().await.ok()?;
+        (s.acked_floor > published).then_some(())
+    })
+    .await?;
+    p.terminate().await?;
+    Ok(())
+}

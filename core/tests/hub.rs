@@ -499,6 +499,55 @@ async fn a_gone_processor_s_keys_and_events_go_to_the_other() {
     running.stop().await;
 }
 
+/// A processor that stops reading its stream (a frozen link: its channel
+/// full) holds back no other: the hub queues what it cannot hand over and
+/// never waits for it, and ends that session once its queue has not moved
+/// for 10 s; then its keys and events go to the others. The hub used to
+/// wait up to 10 s on such a send, and every processor waited with it (a
+/// chaos run with a half-open proxy stalled 12 s).
+#[tokio::test]
+async fn a_processor_that_stops_reading_holds_back_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::local(None, dir.path().to_path_buf());
+    // Only the stuck channel may end a's session here.
+    config.processor_silence_ms = 600_000;
+    config.processor_return_grace_ms = 0;
+    let running = start(config).await.unwrap();
+    // a's channel holds one message, and a never reads it.
+    let (a_tx, a_rx) = mpsc::channel(1);
+    let _a = hello(&running, "a", 1, (a_tx, Some(a_rx))).await;
+    let mut b = connect(&running, "b", 1).await;
+    assert!(
+        welcomed(&mut b, Duration::from_secs(5)).await,
+        "b waited behind a processor that does not read"
+    );
+    snapshot_where(&running, |s| s.processors.len() == 2).await;
+    let names: Vec<String> = (0..40).map(|k| format!("k{k}")).collect();
+    running
+        .ingest
+        .publish(names.iter().map(|k| keyed(k)).collect())
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), next_keyed(&mut b))
+        .await
+        .expect("b's events while a is stuck");
+    assert!(!first.is_empty());
+    // a is cut once its queue stood still for 10 s; b gets everything.
+    let mut got: Vec<(u64, String)> = first;
+    while got
+        .iter()
+        .map(|(seq, _)| *seq)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+        < 40
+    {
+        got.extend(next_keyed(&mut b).await);
+    }
+    let snapshot = snapshot_where(&running, |s| s.processors.len() == 1).await;
+    assert_eq!(snapshot.processors[0].processor_id, "b");
+    running.stop().await;
+}
+
 /// `ackflow_processors_connected` from core's `/metrics` once it reads
 /// `expected`, or its last value after 10 s.
 async fn processors_connected(running: &Running, expected: u64) -> u64 {

@@ -64,8 +64,10 @@ pub const SNAPSHOT_EVERY: Duration = Duration::from_millis(200);
 /// How often an idle stream gets a heartbeat. A busy one gets one with
 /// every snapshot tick too, for its probe (see `Sender::probe`).
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
-/// A processor that does not take a message within this time is cut off.
+/// A processor whose channel takes no message for this long is cut off.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most messages queued for one processor whose channel is full.
+const MAX_BACKLOG: usize = 4096;
 /// Feed events buffered per watcher before it is told it lagged.
 pub const FEED_CAPACITY: usize = 4096;
 /// Parked events the snapshot lists (the latest).
@@ -302,6 +304,7 @@ impl State {
         let mut snapshot_tick = tokio::time::interval(SNAPSHOT_EVERY);
         snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
+            self.drain_backlogs();
             let deferred = std::mem::take(&mut self.deferred);
             self.perform(deferred).await;
             self.flush().await;
