@@ -29,10 +29,13 @@ async fn an_event_that_crashes_the_processor_is_parked_and_no_other() -> anyhow:
     crashing_event_parked(1).await
 }
 
-/// The same with two processors, each restarted when it exits: the crashing
-/// event goes to whichever is active, a standby takes over from each crash
-/// at once, and the crashes are counted across both towards
-/// `--max-crashes`, not per processor.
+/// The same with two processors sharing the keys, each restarted when it
+/// exits: the crashing event goes to whichever owns its key's partition,
+/// its events move to the others after each crash, and the crashes are
+/// counted across processors towards `--max-crashes`, not per processor.
+/// (Each life has a new random `--processor-id`, so three crashed lives are
+/// three processors; which of the two supervisors' lives they are depends
+/// on the ids drawn.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_that_crashes_two_processors_is_parked_after_max_crashes_in_all()
 -> anyhow::Result<()> {
@@ -113,11 +116,7 @@ async fn crashing_event_parked(processors: usize) -> anyhow::Result<()> {
     let lives: Vec<u32> = lives.iter().map(|l| l.load(Ordering::SeqCst)).collect();
     assert!(
         lives.iter().sum::<u32>() as usize >= 3 + processors,
-        "three crashes, and each processor's life that did not crash: {lives:?} lives"
-    );
-    assert!(
-        lives.iter().all(|&l| l >= 2),
-        "every processor crashed at least once (so the three were counted across them): {lives:?}"
+        "three crashes (three processor ids: each life draws its own), and each processor's life that did not crash: {lives:?} lives"
     );
     assert_eq!(snapshot.suspects, 0, "isolation ended");
     for seq in (1..=EVENTS).filter(|s| *s != POISON) {
