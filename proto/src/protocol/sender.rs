@@ -1,6 +1,6 @@
 //! The sender half of the delivery protocol, without I/O.
 //!
-//! Why one file of ~1,150 lines: every method moves the same entries between
+//! Why one file of ~1,260 lines: every method moves the same entries between
 //! the same states, and the invariants (the two window bounds, the floor
 //! over resolved entries only, at most one copy of an at-most-once event,
 //! no copy of what the processor holds) hold only if all transitions are
