@@ -607,7 +607,7 @@ async fn events_come_in_order_from_the_tail_and_from_the_store_in_turn() {
     assert!(welcomed(&mut p, Duration::from_secs(10)).await);
 
     let mut got: Vec<u64> = Vec::new();
-    let mut receive_until = async |p: &mut Stream, got: &mut Vec<u64>, last: u64| {
+    let receive_until = async |p: &mut Stream, got: &mut Vec<u64>, last: u64| {
         while got.last().copied().unwrap_or(0) < last {
             let seqs = next_events(p).await;
             ack(p, &seqs).await;

@@ -10,8 +10,9 @@
 //! Around this event loop (timers, commands), one file per concern:
 //! `membership.rs` says which processors are active and who stands by;
 //! `session.rs` is a processor's stream (hello, welcome, inbound
-//! messages, every send); `outbound.rs` puts the offered events to the
-//! group and carries out the `Sender`s' actions; `acks.rs` turns acks
+//! messages, every send) and `outbox.rs` its way out, never waited on;
+//! `outbound.rs` puts the offered events to the group and carries out the
+//! `Sender`s' actions; `acks.rs` turns acks
 //! into results, dead entries and retry schedules and takes the writer's
 //! "stored" back; `payloads.rs` keeps the window's payloads within
 //! `--window-bytes`; `traces.rs` holds the traced events' `deliver` and
@@ -23,12 +24,14 @@
 mod acks;
 mod membership;
 mod outbound;
+mod outbox;
 mod payloads;
 mod session;
 mod snapshot;
 mod traces;
 
-pub use self::session::{Inbound, NewSession, SessionTx};
+pub use self::outbox::SessionTx;
+pub use self::session::{Inbound, NewSession};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -64,10 +67,6 @@ pub const SNAPSHOT_EVERY: Duration = Duration::from_millis(200);
 /// How often an idle stream gets a heartbeat. A busy one gets one with
 /// every snapshot tick too, for its probe (see `Sender::probe`).
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
-/// A processor whose channel takes no message for this long is cut off.
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most messages queued for one processor whose channel is full.
-const MAX_BACKLOG: usize = 4096;
 /// Feed events buffered per watcher before it is told it lagged.
 pub const FEED_CAPACITY: usize = 4096;
 /// Parked events the snapshot lists (the latest).
@@ -304,7 +303,7 @@ impl State {
         let mut snapshot_tick = tokio::time::interval(SNAPSHOT_EVERY);
         snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
-            self.drain_backlogs();
+            self.drain_outboxes();
             let deferred = std::mem::take(&mut self.deferred);
             self.perform(deferred).await;
             self.flush().await;
@@ -423,7 +422,7 @@ impl State {
             .active
             .values()
             .filter(|s| {
-                let quiet = now.duration_since(s.last_sent);
+                let quiet = now.duration_since(s.out.last_sent);
                 self.group
                     .sender(s.stream)
                     .is_some_and(|sender| sender.probe_due(now))

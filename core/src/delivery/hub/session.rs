@@ -2,14 +2,14 @@
 //! (`Welcome` with the floor, the window, the pause state and the
 //! ordering, then the faults and everything to resend), its messages become
 //! acks and progress for the `Sender`, and every message to the processor
-//! goes through [`State::send`], which ends the session when the processor
-//! stops reading. Also the floor told at once while crash suspects are
+//! goes through [`State::send`] into the session's `Outbox`, which ends
+//! the session when the processor stops reading. Also the floor told at once while crash suspects are
 //! isolated, and the feed's connection events.
 //!
 //! Who is active and who stands by is `membership.rs`'s to say; which
 //! stream an event goes to, the group's (`ackflow_proto::protocol::group`).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::future::poll_fn;
 use std::task::Poll;
 use std::time::Instant;
@@ -18,12 +18,9 @@ use ackflow_proto::protocol::group::{Joining, StreamId};
 use ackflow_proto::protocol::sender::{Action, Progress};
 use ackflow_proto::v1 as pb;
 use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
 
-use super::{MAX_BACKLOG, SEND_TIMEOUT, State};
-
-/// Outbound half of a processor stream.
-pub type SessionTx = mpsc::Sender<Result<pb::CoreMessage, tonic::Status>>;
+use super::State;
+use super::outbox::{Outbox, SessionTx};
 
 /// What the stream reader forwards to the hub.
 #[derive(Debug)]
@@ -45,20 +42,11 @@ pub(super) struct Session {
     pub(super) id: u64,
     pub(super) stream: StreamId,
     pub(super) processor_id: String,
-    out_tx: SessionTx,
+    /// Its way out (never waited on).
+    pub(super) out: Outbox,
     in_rx: mpsc::Receiver<Inbound>,
     /// When its last message came (or the session started).
     pub(super) last_heard: Instant,
-    /// When the hub last sent it something.
-    pub(super) last_sent: Instant,
-    /// Messages its channel had no room for, oldest first: the hub never
-    /// waits for one processor (a frozen link would stall every other).
-    /// They go out as room frees (`drain`); a backlog that makes no
-    /// progress for [`SEND_TIMEOUT`], or grows past [`MAX_BACKLOG`], ends
-    /// the session.
-    backlog: VecDeque<pb::CoreMessage>,
-    /// When the backlog last moved (`None`: empty).
-    stuck_since: Option<Instant>,
     /// The floor it was last told.
     pub(super) last_floor_sent: u64,
     /// Its latest status report.
@@ -78,12 +66,9 @@ impl Session {
             id,
             stream,
             processor_id: new.hello.processor_id,
-            out_tx: new.out_tx,
+            out: Outbox::new(new.out_tx, now),
             in_rx: new.in_rx,
             last_heard: now,
-            last_sent: now,
-            backlog: VecDeque::new(),
-            stuck_since: None,
             last_floor_sent: 0,
             status: pb::ProcessorStatus::default(),
             acks: 0,
@@ -96,65 +81,6 @@ impl Session {
     /// Whether messages from it wait in the channel, unread by the hub.
     pub(super) fn has_waiting(&self) -> bool {
         !self.in_rx.is_empty()
-    }
-
-    /// Queues `msg` behind the backlog, or hands it to the channel. False
-    /// when the stream is closed, or the processor stopped reading.
-    fn send(&mut self, msg: pb::CoreMessage, now: Instant) -> Result<(), &'static str> {
-        if self.backlog.is_empty() {
-            match self.out_tx.try_send(Ok(msg)) {
-                Ok(()) => {
-                    self.last_sent = now;
-                    return Ok(());
-                }
-                Err(TrySendError::Full(Ok(msg))) => {
-                    self.backlog.push_back(msg);
-                    self.stuck_since = Some(now);
-                    return Ok(());
-                }
-                Err(_) => return Err("stream closed"),
-            }
-        }
-        if self.backlog.len() >= MAX_BACKLOG {
-            return Err("processor stopped reading");
-        }
-        self.backlog.push_back(msg);
-        Ok(())
-    }
-
-    /// Moves what the channel has room for out of the backlog. Err when
-    /// the stream is closed, or the backlog made no progress for
-    /// [`SEND_TIMEOUT`].
-    pub(super) fn drain(&mut self, now: Instant) -> Result<(), &'static str> {
-        let mut moved = false;
-        while let Some(msg) = self.backlog.pop_front() {
-            match self.out_tx.try_send(Ok(msg)) {
-                Ok(()) => moved = true,
-                Err(TrySendError::Full(Ok(msg))) => {
-                    self.backlog.push_front(msg);
-                    break;
-                }
-                Err(_) => return Err("stream closed"),
-            }
-        }
-        if moved {
-            self.last_sent = now;
-            self.stuck_since = Some(now);
-        }
-        if self.backlog.is_empty() {
-            self.stuck_since = None;
-        }
-        match self.stuck_since {
-            Some(since) if now.duration_since(since) >= SEND_TIMEOUT => {
-                Err("processor stopped reading")
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Whether messages wait for room in its channel.
-    pub(super) fn backed_up(&self) -> bool {
-        !self.backlog.is_empty()
     }
 }
 
@@ -452,7 +378,7 @@ impl State {
             return false;
         };
         let msg = pb::CoreMessage { body: Some(body) };
-        match session.send(msg, Instant::now()) {
+        match session.out.send(msg, Instant::now()) {
             Ok(()) => true,
             Err(reason) => {
                 self.disconnect(stream, reason, false);
@@ -463,14 +389,14 @@ impl State {
 
     /// Gives each backed-up session what its channel has room for now;
     /// ends those whose processor stopped reading.
-    pub(super) fn drain_backlogs(&mut self) {
+    pub(super) fn drain_outboxes(&mut self) {
         let now = Instant::now();
         let failed: Vec<(StreamId, &'static str)> = self
             .members
             .active
             .iter_mut()
-            .filter(|(_, s)| s.backed_up())
-            .filter_map(|(stream, s)| s.drain(now).err().map(|reason| (*stream, reason)))
+            .filter(|(_, s)| s.out.backed_up())
+            .filter_map(|(stream, s)| s.out.drain(now).err().map(|reason| (*stream, reason)))
             .collect();
         for (stream, reason) in failed {
             self.disconnect(stream, reason, false);
