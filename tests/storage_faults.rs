@@ -16,6 +16,9 @@
 //! `results_are_stored_once_postgres_is_back`: the result writer failing
 //! and retrying while PostgreSQL is down, and reads answering 503 with
 //! `Retry-After` meanwhile.
+//!
+//! `a_committed_event_missing_from_the_store_holds_delivery_and_is_reported`:
+//! the store lost an event it had committed (a restore, a hand's delete).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,7 +27,7 @@ use std::time::Duration;
 
 use ackflow_tests::small_fs::SmallFs;
 use ackflow_tests::throwaway_pg::ThrowawayPg;
-use ackflow_tests::{Core, all_events, http_exchange, start_processor, wait_for};
+use ackflow_tests::{Core, PgDb, all_events, http_exchange, post_json, start_processor, wait_for};
 use sha2::{Digest, Sha256};
 
 /// One `2xx` answer: the seq core gave and the payload that was sent.
@@ -667,4 +670,93 @@ async fn results_are_stored_once_postgres_is_back() {
     processor.terminate().await.expect("processor stops");
     let mut core = core;
     core.proc.terminate().await.expect("core stops");
+}
+
+/// An event the store committed and then lost (here deleted by hand while
+/// core was down): delivery goes up to it and waits there, in order, and
+/// core says so, looking again with a growing pause (it once read the
+/// store again at once, for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_committed_event_missing_from_the_store_holds_delivery_and_is_reported() {
+    let db = PgDb::create("missing_event").await.expect("a database");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A tail of one event: after the restart everything is read from the
+    // store anyway.
+    let mut core = Core::start(dir.path(), Some(&db.url), &["--tail-events", "1"])
+        .await
+        .expect("core starts");
+    for n in 1..=10 {
+        let body = format!(r#"{{"kind":"sha256","payload":{{"n":{n}}}}}"#);
+        let (status, _) = post_json(core.http, "/v1/events", &body)
+            .await
+            .expect("publish");
+        assert_eq!(status, 202);
+    }
+    core.proc.kill().await;
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query("DELETE FROM events WHERE seq = 5")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    core.restart().await.expect("core restarts");
+    let mut processor =
+        start_processor(dir.path(), &core.grpc_url(), &[]).expect("processor starts");
+
+    let said = "the store is missing a committed event";
+    let lines = wait_for(
+        "three reports of the missing event",
+        Duration::from_secs(30),
+        || async {
+            let log = std::fs::read_to_string(&core.proc.log).unwrap_or_default();
+            let lines: Vec<String> = log
+                .lines()
+                .filter(|l| l.contains(said))
+                .map(String::from)
+                .collect();
+            (lines.len() >= 3).then_some(lines)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\ncore log:\n{}", core.proc.log_tail(30)));
+    let pauses: Vec<&str> = lines
+        .iter()
+        .take(3)
+        .map(|l| {
+            assert!(l.contains("missing=5"), "{l}");
+            l.split("retry_in_ms=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .unwrap_or("")
+        })
+        .collect();
+    assert_eq!(pauses, ["100", "200", "300"], "{lines:#?}");
+
+    // Up to the gap, processed; past it, nothing (order).
+    let result_of = |seq: u64| {
+        let http = core.http;
+        async move {
+            let r = http_exchange(http, "GET", &format!("/v1/events/{seq}"), None)
+                .await
+                .expect("read");
+            let json: serde_json::Value = serde_json::from_str(&r.body).expect("JSON");
+            json["result"].clone()
+        }
+    };
+    wait_for("event 4's result", Duration::from_secs(10), || async {
+        (!result_of(4).await.is_null()).then_some(())
+    })
+    .await
+    .expect("events before the gap are processed");
+    for seq in 6..=10 {
+        assert!(
+            result_of(seq).await.is_null(),
+            "event {seq} went past the gap"
+        );
+    }
+    processor.kill().await;
+    core.proc.kill().await;
+    db.drop_db().await.expect("drop the database");
 }

@@ -73,6 +73,9 @@ pub async fn run(
 ) {
     let mut next = from;
     let mut store_errors = 0u32;
+    // After a gap in the tail (which `Tail::push` never makes), the store
+    // is read instead until a page from it comes whole.
+    let mut distrust_tail = false;
     loop {
         if cancel.is_cancelled() {
             return;
@@ -85,37 +88,81 @@ pub async fn run(
             }
             continue;
         }
-        let batch = match tail.read(next, PAGE as usize) {
-            Some(events) if !events.is_empty() => events,
-            _ => match store.events_from(next, PAGE, READ_AHEAD_BYTES).await {
-                Ok(events) => {
-                    store_errors = 0;
-                    events.into_iter().map(Arc::new).collect()
-                }
+        let from_tail = match tail.read(next, PAGE as usize) {
+            Some(events) if !events.is_empty() && !distrust_tail => Some(events),
+            _ => None,
+        };
+        let tail_read = from_tail.is_some();
+        let batch = match from_tail {
+            Some(events) => events,
+            None => match store.events_from(next, PAGE, READ_AHEAD_BYTES).await {
+                Ok(events) => events.into_iter().map(Arc::new).collect(),
                 Err(e) => {
                     store_errors += 1;
-                    let wait = Duration::from_millis(100 * u64::from(store_errors.min(50)));
+                    let wait = backoff(store_errors);
                     tracing::warn!(error = %e, from = next, retry_in_ms = wait.as_millis() as u64, "backlog read failed");
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = cancel.cancelled() => return,
+                    if !pause(wait, &cancel).await {
+                        return;
                     }
                     continue;
                 }
             },
         };
-        for event in batch {
+        let mut whole = true;
+        for event in &batch {
             if event.seq != next {
-                // A gap can only mean the store and the tail disagree;
-                // re-read from the store rather than skip a seq.
-                tracing::warn!(expected = next, got = event.seq, "backlog out of sequence");
+                whole = false;
                 break;
             }
             next += 1;
             tokio::select! {
-                sent = events_tx.send(event) => if !sent { return },
+                sent = events_tx.send(event.clone()) => if !sent { return },
                 _ = cancel.cancelled() => return,
             }
         }
+        if whole && !batch.is_empty() {
+            if !tail_read {
+                store_errors = 0;
+                distrust_tail = false;
+            }
+            continue;
+        }
+        if tail_read {
+            tracing::warn!(
+                expected = next,
+                "the in-memory tail is out of sequence; reading the store"
+            );
+            distrust_tail = true;
+            continue;
+        }
+        // Committed (at or below the head) but not in the store: it lost
+        // an event it had acknowledged (a restore, a hand's delete). Order
+        // forbids going past it; say so, and look again, without hammering
+        // the store.
+        store_errors += 1;
+        let wait = backoff(store_errors);
+        tracing::error!(
+            missing = next,
+            head,
+            retry_in_ms = wait.as_millis() as u64,
+            "the store is missing a committed event; delivery waits for it"
+        );
+        if !pause(wait, &cancel).await {
+            return;
+        }
+    }
+}
+
+/// The wait before the `failures`-th read again: 100 ms more each time, up
+/// to 5 s.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(100 * u64::from(failures.min(50)))
+}
+
+/// Waits `wait`; false when cancelled meanwhile.
+async fn pause(wait: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => true,
+        _ = cancel.cancelled() => false,
     }
 }
