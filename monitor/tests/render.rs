@@ -601,6 +601,15 @@ fn processors_sharing_the_keys_each_show_their_share_and_a_move_in_the_log() {
         s.contains("p-b session 4: 125 partitions, 7 in flight, 35.0/s"),
         "no second processor's share in\n{s}"
     );
+    // Short of room, each keeps its share and drops its pace, both alike.
+    let s = screen(&draw(&app, 150, 40));
+    let status = s.lines().next().unwrap_or_default();
+    assert!(
+        status.contains("p-5eed session 3: 131 partitions")
+            && status.contains("p-b session 4: 125 partitions")
+            && !status.contains("in flight"),
+        "not both shares, short, in\n{status}"
+    );
     // A processor gone for good: its keys moved, in the event log.
     feed(
         &mut app,

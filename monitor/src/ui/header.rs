@@ -10,7 +10,7 @@ use ratatui::style::{Color, Style};
 use ratatui::text::Span;
 use ratatui::widgets::Paragraph;
 
-use super::{DIM, FOCUSED, fit, item};
+use super::{DIM, FOCUSED, fit, item, item_or_short};
 use crate::app::{App, ConnState, FAULT_PROFILES, TICK};
 use crate::fmt::{fmt_rate, fmt_us};
 
@@ -57,21 +57,18 @@ pub(super) fn status_line(app: &App, width: u16) -> Paragraph<'static> {
             ],
         ));
         if snapshot.processors.len() > 1 {
-            // Several share the keys: each with its share and its pace.
+            // Several share the keys: each with its share and its pace (or
+            // its share alone, short of room).
             for p in &snapshot.processors {
-                items.push(item(
+                let share = format!(
+                    "{} session {}: {} partitions",
+                    p.processor_id, p.session, p.partitions
+                );
+                let pace = format!(", {} in flight, {}", p.in_flight, fmt_rate(p.ack_rate));
+                items.push(item_or_short(
                     4,
-                    vec![Span::styled(
-                        format!(
-                            "{} session {}: {} partitions, {} in flight, {}",
-                            p.processor_id,
-                            p.session,
-                            p.partitions,
-                            p.in_flight,
-                            fmt_rate(p.ack_rate)
-                        ),
-                        DIM,
-                    )],
+                    vec![Span::styled(share.clone() + &pace, DIM)],
+                    vec![Span::styled(share, DIM)],
                 ));
             }
         } else if !processor.processor_id.is_empty() {
@@ -120,8 +117,9 @@ pub(super) fn status_line(app: &App, width: u16) -> Paragraph<'static> {
         ],
     ));
     if let Some(rate) = app.demo_rate {
+        // The rates line's publish rate says as much, once it runs.
         items.push(item(
-            2,
+            5,
             vec![
                 Span::raw("demo traffic "),
                 Span::styled(format!("{rate} ev/s"), Style::new().bold()),

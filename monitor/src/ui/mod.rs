@@ -96,20 +96,38 @@ pub fn render(app: &App, frame: &mut Frame) {
 // ---------------------------------------------------------------------------
 // Lines that drop what does not fit.
 
-/// One item of a status line, dropped when the line is too narrow.
+/// One item of a status line, shortened and then dropped when the line is
+/// too narrow.
 struct Item {
     /// 0 is never dropped; higher numbers go first.
     drop_rank: u8,
     spans: Vec<Span<'static>>,
+    /// What it says when short of room, before it is dropped.
+    short: Option<Vec<Span<'static>>>,
 }
 
 fn item(drop_rank: u8, spans: Vec<Span<'static>>) -> Item {
-    Item { drop_rank, spans }
+    Item {
+        drop_rank,
+        spans,
+        short: None,
+    }
 }
 
-/// Joins `items` with `separator` into a line of at most `width` cells,
-/// dropping the items with the highest `drop_rank` (the last of them
-/// first) until it fits.
+/// An item with a shorter form, used when the line is too narrow for it.
+fn item_or_short(drop_rank: u8, spans: Vec<Span<'static>>, short: Vec<Span<'static>>) -> Item {
+    Item {
+        drop_rank,
+        spans,
+        short: Some(short),
+    }
+}
+
+/// Joins `items` with `separator` into a line of at most `width` cells:
+/// while it is too wide, the items with the highest `drop_rank` that have
+/// a short form take it (all of that rank at once, so that alike items
+/// read alike), and then the items with the highest `drop_rank` are
+/// dropped (the last of them first).
 fn fit(mut items: Vec<Item>, separator: &'static str, width: u16) -> Line<'static> {
     let total = |items: &[Item]| -> usize {
         let content: usize = items
@@ -120,6 +138,19 @@ fn fit(mut items: Vec<Item>, separator: &'static str, width: u16) -> Line<'stati
         content + separator.chars().count() * items.len().saturating_sub(1)
     };
     while total(&items) > usize::from(width) {
+        let shorten = items
+            .iter()
+            .filter(|i| i.short.is_some())
+            .map(|i| i.drop_rank)
+            .max();
+        if let Some(rank) = shorten {
+            for i in items.iter_mut().filter(|i| i.drop_rank == rank) {
+                if let Some(short) = i.short.take() {
+                    i.spans = short;
+                }
+            }
+            continue;
+        }
         let Some((at, _)) = items
             .iter()
             .enumerate()
