@@ -4,7 +4,7 @@
 //!
 //! Under `key` ordering every processor that says hello is active, on a
 //! stream of its own, and the keys' partitions are spread over them (see
-//! `group.rs`). Under `global` ordering one processor is active at a
+//! `protocol/group/`). Under `global` ordering one processor is active at a
 //! time: a hello from another one waits as a hot standby, its stream
 //! open, and takes over as soon as the active one's stream ends (its
 //! in-flight events are resent to it at once, as to any new life).
