@@ -45,9 +45,12 @@ const PARTITIONS: u32 = 4;
 const STREAMS: usize = 3;
 /// The processor ids of the streams.
 const IDS: [&str; STREAMS] = ["p0", "p1", "p2"];
-/// The window core tells each stream; core offers nothing at or beyond the
-/// floor plus twice this.
+/// Core's window; core offers nothing at or beyond the floor plus twice
+/// this.
 const WINDOW: u32 = 24;
+/// Each processor's own window (`Hello.window`): its stream's is the
+/// smaller of this and core's, and so is what its receiver accepts.
+const WINDOWS: [u32; STREAMS] = [24, 12, 6];
 const GRACE: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
@@ -242,8 +245,15 @@ impl Model {
             };
             let before = receiver.counters().handed_over;
             let mut actions = receiver.on_floor(floor);
+            let seq = event.seq;
             actions.extend(receiver.on_event(event));
             self.handed_over += receiver.counters().handed_over - before;
+            assert_eq!(
+                receiver.counters().beyond_window,
+                0,
+                "processor {p} got seq {seq} beyond its window: {}",
+                self.dump()
+            );
             self.take(p, actions);
         }
     }
@@ -409,7 +419,7 @@ impl Model {
             return;
         }
         self.lives += 1;
-        let receiver = Receiver::new(WINDOW as usize, 4, true);
+        let receiver = Receiver::new(WINDOWS[p] as usize, 4, true);
         self.processors[p].life = Some((self.lives, receiver));
         self.connect(p, self.lives);
         self.offer();
@@ -422,25 +432,23 @@ impl Model {
             Joining {
                 processor_id: IDS[p],
                 life: u64::from(life),
-                window: WINDOW,
+                window: WINDOWS[p],
                 claims: false,
                 paused: false,
             },
             self.now,
         );
         let floor = self.group.acked_floor();
-        let resolved = self
-            .group
-            .sender(attached.stream)
-            .expect("attached")
-            .resolved_above(0);
+        let sender = self.group.sender(attached.stream).expect("attached");
+        let resolved = sender.resolved_above(0);
+        let window = u32::try_from(sender.window()).expect("a window fits");
         let processor = &mut self.processors[p];
         processor.stream = Some(attached.stream);
         let (_, receiver) = processor.life.as_mut().expect("alive");
         if !attached.resumed {
             receiver.on_new_stream();
         }
-        let mut actions = receiver.on_welcome(floor, WINDOW, false, Ordering::Key);
+        let mut actions = receiver.on_welcome(floor, window, false, Ordering::Key);
         actions.extend(receiver.pass_over(&resolved));
         self.take(p, actions);
         self.perform(attached.actions);
@@ -500,6 +508,20 @@ impl Model {
             self.group.acked_floor(),
             self.group.waiting(),
             self.group.owned(),
+        ) + &format!(
+            ", streams {:?}",
+            self.group
+                .streams()
+                .map(|(id, s)| (
+                    id,
+                    s.sender.window(),
+                    s.sender.window_used(),
+                    s.sender.acked_floor(),
+                    s.sender.next_to_send(),
+                    s.sender.can_send_seq(self.group.acked_floor()),
+                    s.sender.link()
+                ))
+                .collect::<Vec<_>>()
         )
     }
 }
@@ -548,13 +570,14 @@ fn an_ended_life_hands_its_events_below_what_the_others_received() {
 #[should_panic(expected = "while processor 0 has it in a run")]
 fn a_move_without_the_drain_is_caught() {
     let mut model = Model::new(1, false);
-    model.apply(Op::Publish(24));
-    model.apply(Op::Deliver(0, 24));
-    // Processor 1 joins and wins partitions whose events processor 0 holds.
+    model.apply(Op::Publish(12));
+    model.apply(Op::Deliver(0, 12));
+    // Processor 1 joins and wins partitions whose events processor 0 holds;
+    // new ones within its window's span above the floor go to it.
     model.apply(Op::Join(1));
-    model.apply(Op::Publish(24));
-    model.apply(Op::Deliver(1, 48));
-    for _ in 0..48 {
+    model.apply(Op::Publish(12));
+    model.apply(Op::Deliver(1, 24));
+    for _ in 0..24 {
         model.apply(Op::Work(1, 0));
     }
 }

@@ -374,6 +374,10 @@ pub struct Sender {
     /// The current session's processor claims at-most-once events before
     /// starting them (`Hello.claims`).
     claims: bool,
+    /// The floor its processor is told, when it is not this stream's own
+    /// (several streams: the group's, which may lie lower; see
+    /// [`set_told_floor`](Self::set_told_floor)).
+    told_floor: Option<Seq>,
     /// Source of backoff jitter; seeded so that tests are reproducible.
     rng: fastrand::Rng,
 }
@@ -398,6 +402,7 @@ impl Sender {
             suspects: Suspects::new(config.max_crashes),
             any_held: false,
             claims: false,
+            told_floor: None,
             rng: fastrand::Rng::with_seed(seed),
         };
         sender.skip_resolved();
@@ -417,6 +422,23 @@ impl Sender {
     /// Window in force.
     pub fn window(&self) -> u64 {
         self.window
+    }
+
+    /// The floor its processor is told, when several streams share the
+    /// log (the group's, which may lie below this stream's own). Its
+    /// receiver takes nothing at or beyond that plus twice the window, so
+    /// no new event, nor one taken over, is sent there.
+    pub fn set_told_floor(&mut self, floor: Seq) {
+        self.told_floor = Some(self.told_floor.map_or(floor, |f| f.max(floor)));
+    }
+
+    /// Every copy sent lies below this: twice the window above the floor
+    /// the processor is told.
+    fn span_end(&self) -> Seq {
+        self.told_floor
+            .unwrap_or(self.acked_floor)
+            .min(self.acked_floor)
+            + 2 * self.window
     }
 
     /// The lowest seq sent and not acknowledged, or `next_to_send`.
@@ -499,10 +521,17 @@ impl Sender {
     /// search for a poison event has not narrowed to batches of suspects
     /// (see `suspects.rs`).
     pub fn can_send(&self) -> bool {
+        self.can_send_seq(self.next_to_send)
+    }
+
+    /// True when `seq` (the next new event, or one taken over from another
+    /// stream) may be sent now: as [`can_send`](Self::can_send), and
+    /// `seq` lies within the span the processor takes.
+    pub fn can_send_seq(&self, seq: Seq) -> bool {
         self.link != Link::Absent
             && !self.suspects.narrowing()
             && self.window_used() < self.window
-            && self.next_to_send < self.acked_floor + 2 * self.window
+            && seq < self.span_end()
     }
 
     /// A processor connected; `new_life` when it is not the processor life
@@ -927,9 +956,9 @@ impl Sender {
     /// 2,000 retransmits after one core restart.) It never counts towards
     /// `max_deliver`.
     ///
-    /// An at-most-once event below `processed_below` is abandoned instead:
-    /// the processor sends an ack before any report that counts it, on the
-    /// same ordered stream, so its result is lost.
+    /// An at-most-once event below `processed_below` (its copy an RTO old)
+    /// is abandoned instead: the processor sends an ack before any report
+    /// that counts it, on the same ordered stream, so its result is lost.
     ///
     /// `received_below` spares the others: an event a running processor has
     /// is waiting for its turn (behind an earlier event of its key, or for a
@@ -943,7 +972,11 @@ impl Sender {
         if self.link == Link::Absent {
             return Vec::new();
         }
-        self.progress.processed_below = self.progress.processed_below.max(progress.processed_below);
+        // Not a max: a key handed over to this processor brings it events
+        // below what it had processed (it passed over them as not its
+        // own), and its next report says so. Kept high, the old value
+        // would abandon such an at-most-once event as it runs.
+        self.progress.processed_below = progress.processed_below;
         // Not a max: a processor that predates `awaiting` lowers it to an
         // event that waits for a new copy. The stream keeps reports in
         // order, so the latest one is the truth (a stale one in a simulation
@@ -966,7 +999,13 @@ impl Sender {
                 // Its one copy was processed on this stream, and its ack,
                 // which the processor sends before any report that counts
                 // it, did not come: lost for good, and no copy may earn it.
-                lost_once.push(*seq);
+                // Only for a copy sent an RTO ago: a report the processor
+                // sent before a handed-over copy reached it still counts
+                // it as passed over (one that does not claim gets its copy
+                // granted).
+                if now.saturating_duration_since(f.last_sent) >= guard {
+                    lost_once.push(*seq);
+                }
                 continue;
             }
             if f.held || f.retry || now.saturating_duration_since(f.last_sent) < guard {
@@ -1479,6 +1518,71 @@ mod tests {
             plain.on_marked([1], t0),
             vec![Action::Send { seq: 1, attempt: 1 }]
         );
+    }
+
+    /// A processor that had passed over an at-most-once event (another
+    /// processor's key) reported everything below 5 processed; the key
+    /// then moved to it with the event. Neither that old report nor one
+    /// sent before the copy arrived may abandon the event as "processed,
+    /// result lost": it runs, and its ack is taken.
+    #[test]
+    fn an_at_most_once_event_handed_over_below_what_was_processed_is_not_abandoned() {
+        let t0 = Instant::now();
+        let once = Handover {
+            seq: 1,
+            attempts: 1,
+            at_most_once: true,
+            crashes: 0,
+        };
+        let abandons = |actions: &[Action]| {
+            actions
+                .iter()
+                .filter(|a| matches!(a, Action::Abandon { .. }))
+                .count()
+        };
+        for claims in [true, false] {
+            let mut s = sender();
+            s.on_connect(t0, 256, false, false, claims);
+            s.on_offer_elsewhere(1);
+            for seq in 2..=4 {
+                s.on_offer(seq, Guarantee::AtLeastOnce, t0);
+                assert_eq!(s.on_ack(seq), AckOutcome::Accepted { attempts: 1 });
+            }
+            assert!(s.on_progress(t0, processed(5)).is_empty());
+            s.on_stored([2, 3, 4]);
+            let t1 = t0 + Duration::from_millis(10);
+            if claims {
+                assert_eq!(
+                    s.take_over(once, t1),
+                    Some(Action::Send { seq: 1, attempt: 2 })
+                );
+                // A report sent before the copy arrived: still passed over.
+                assert_eq!(abandons(&s.on_progress(t1, processed(5))), 0);
+                assert_eq!(s.on_claims([1]).mark, vec![1]);
+                assert_eq!(s.on_marked([1], t1), vec![Action::Permit { seq: 1 }]);
+            } else {
+                assert_eq!(s.take_over(once, t1), Some(Action::Mark { seq: 1 }));
+                assert_eq!(
+                    s.on_marked([1], t1),
+                    vec![Action::Send { seq: 1, attempt: 1 }]
+                );
+                let soon = t1 + Duration::from_millis(1);
+                assert_eq!(
+                    abandons(&s.on_progress(soon, processed(5))),
+                    0,
+                    "a report sent before the granted copy arrived"
+                );
+            }
+            // It runs: the processor's reports now count it unfinished.
+            let later = t1 + Duration::from_secs(5);
+            assert_eq!(
+                abandons(&s.on_progress(later, processed(1))),
+                0,
+                "claims: {claims}"
+            );
+            let attempts = if claims { 2 } else { 1 };
+            assert_eq!(s.on_ack(1), AckOutcome::Accepted { attempts });
+        }
     }
 
     #[test]

@@ -39,6 +39,20 @@ impl Group {
                 .unwrap_or_else(|| self.streams.keys().next().expect("one stream at least")),
             None => self.new_stream(),
         };
+        // A life with a smaller window than the stream's last one cannot
+        // take what that one was sent (its receiver drops what lies beyond
+        // twice its window): the stream ends, and what it held waits for
+        // the new one, which takes it within its span.
+        let mut ended = Vec::new();
+        let id = if self.keyed && self.shrinks(id, joining.window) {
+            let fresh = self.new_stream();
+            let crashed = !self.streams[&id].silent;
+            ended = self.end(id, crashed, now);
+            fresh
+        } else {
+            id
+        };
+        let floor = self.acked_floor();
         let stream = self.streams.get_mut(&id).expect("just found");
         if stream.sender.link() != Link::Absent {
             stream.sender.on_disconnect(); // the same processor's stale stream
@@ -52,6 +66,7 @@ impl Group {
         stream.last_life = Some((joining.life, joining.processor_id.to_string()));
         stream.processor_id = Some(joining.processor_id.to_string());
         stream.detached_at = None;
+        stream.sender.set_told_floor(floor);
         let resend = stream.sender.on_connect(
             now,
             joining.window,
@@ -59,7 +74,8 @@ impl Group {
             new_life,
             joining.claims,
         );
-        let mut actions: Vec<(StreamId, Action)> = resend.into_iter().map(|a| (id, a)).collect();
+        let mut actions = ended;
+        actions.extend(resend.into_iter().map(|a| (id, a)));
         self.reassign();
         actions.extend(self.flush(now));
         Attached {
@@ -68,6 +84,14 @@ impl Group {
             resumed: own.is_some(),
             actions,
         }
+    }
+
+    /// Whether a processor offering `window` would have a smaller window
+    /// on stream `id` than its last life, which holds events in flight.
+    fn shrinks(&self, id: StreamId, window: u32) -> bool {
+        let sender = &self.streams[&id].sender;
+        u64::from(window.min(self.config.window).max(1)) < sender.window()
+            && sender.window_used() > 0
     }
 
     /// A stream's session ended. `silent`: it was cut for its silence (the
@@ -185,6 +209,7 @@ impl Group {
             sent_above: self.sent_ahead.iter().copied().collect(),
         };
         let mut sender = Sender::new(self.config, cursor, self.seed.wrapping_add(id));
+        sender.set_told_floor(floor);
         for seq in floor..self.offered {
             sender.on_offer_elsewhere(seq);
         }

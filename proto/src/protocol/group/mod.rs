@@ -362,7 +362,7 @@ impl Group {
                 .waiting
                 .range(..seq)
                 .any(|(_, w)| w.partition == partition);
-        earlier || self.held_elsewhere(partition, owner) || !self.has_room(owner)
+        earlier || self.held_elsewhere(partition, owner) || !self.has_room(owner, seq)
     }
 
     /// Whether a stream other than `owner` holds some of `partition`'s
@@ -383,11 +383,14 @@ impl Group {
             && self.isolation.is_empty()
     }
 
-    /// Whether `stream` may be sent one more event now.
-    fn has_room(&self, stream: StreamId) -> bool {
+    /// Whether `stream` may be sent `seq` now: its window has room, and
+    /// `seq` lies within twice *its* window above the group's floor, which
+    /// every copy carries (a processor's window may be smaller than
+    /// core's, and its receiver drops what lies beyond).
+    fn has_room(&self, stream: StreamId, seq: Seq) -> bool {
         self.streams
             .get(&stream)
-            .is_some_and(|s| s.sender.can_send())
+            .is_some_and(|s| s.sender.can_send_seq(seq))
     }
 
     fn hold(&mut self, seq: Seq, stream: StreamId, partition: u32) {
@@ -437,7 +440,7 @@ impl Group {
             }
             if blocked.contains(&w.partition)
                 || self.held_elsewhere(w.partition, owner)
-                || !self.has_room(owner)
+                || !self.has_room(owner, seq)
             {
                 blocked.insert(w.partition);
                 continue;
@@ -483,7 +486,19 @@ impl Group {
                 s.sender.on_stored(seqs);
             }
         }
-        self.acked_floor() != before
+        let floor = self.acked_floor();
+        if floor != before {
+            self.tell_floor(floor);
+        }
+        floor != before
+    }
+
+    /// Every stream's processor is told the group's floor: what it sends
+    /// stays within twice its window above it.
+    fn tell_floor(&mut self, floor: Seq) {
+        for s in self.streams.values_mut() {
+            s.sender.set_told_floor(floor);
+        }
     }
 
     /// Sent marks of `seqs` are durable: each goes on in the stream that
