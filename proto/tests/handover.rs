@@ -339,9 +339,10 @@ impl Model {
         // With every ack batch the processor says what it has: held
         // events whose turn came go out (crash suspects in batches).
         if let Some(stream) = self.processors[p].stream {
-            let sender = self.group.sender_mut(stream).expect("connected");
-            let actions = sender.on_progress(self.now, Progress::default());
-            self.perform(actions.into_iter().map(|a| (stream, a)).collect());
+            let actions = self
+                .group
+                .on_progress(stream, self.now, Progress::default());
+            self.perform(actions);
         }
         self.offer();
     }
@@ -580,6 +581,87 @@ fn a_move_without_the_drain_is_caught() {
     for _ in 0..24 {
         model.apply(Op::Work(1, 0));
     }
+}
+
+/// An event parked after timing out while its processor still runs it (a
+/// handler that hangs) keeps its partition with that processor: a
+/// newcomer that wins the partition gets the key's next event only once
+/// the first reports the parked one finished. (It went at once, when the
+/// park alone let the partition go: one key in two places.)
+#[test]
+fn a_partition_waits_for_an_event_parked_while_its_processor_still_runs_it() {
+    use ackflow_proto::protocol::partitions::{assign, partition_of};
+    let config = SenderConfig {
+        max_deliver: 1,
+        ..config()
+    };
+    let mut group = Group::new(
+        config,
+        DeliveryCursor::default(),
+        true,
+        PARTITIONS,
+        GRACE,
+        7,
+    );
+    let mut now = Instant::now();
+    let joining = |id| Joining {
+        processor_id: id,
+        life: 1,
+        window: WINDOW,
+        claims: false,
+        paused: false,
+    };
+    let a = group.attach(joining("p0"), now).stream;
+    // A key the second processor will win.
+    let key = (0..KEYS)
+        .map(|k| format!("k{k}"))
+        .find(|k| assign(PARTITIONS, &["p0", "p1"])[partition_of(k, PARTITIONS) as usize] == 1)
+        .expect("p1 wins a partition");
+    assert!(matches!(
+        group.offer(1, &key, Guarantee::AtLeastOnce, now),
+        Routed::To(s, Offer::Send) if s == a
+    ));
+    // It hangs at p0 until core parks it.
+    let mut parked = false;
+    for _ in 0..20 {
+        now += Duration::from_secs(60);
+        let (_, actions) = group.on_tick(now);
+        parked |= actions
+            .iter()
+            .any(|(s, act)| *s == a && matches!(act, sender::Action::Park { seq: 1, .. }));
+        if parked {
+            break;
+        }
+    }
+    assert!(parked, "seq 1 parked after its timeout");
+    group.on_stored([1]);
+    assert_eq!(group.acked_floor(), 2, "resolved");
+
+    let b = group.attach(joining("p1"), now).stream;
+    assert_eq!(
+        group.offer(2, &key, Guarantee::AtLeastOnce, now),
+        Routed::Waits,
+        "its key's next event waits while p0 may still run seq 1"
+    );
+    let running = Progress {
+        processed_below: 1,
+        received_below: 2,
+        awaiting: Vec::new(),
+    };
+    let actions = group.on_progress(a, now, running);
+    assert!(!actions.iter().any(|(s, _)| *s == b), "{actions:?}");
+    let finished = Progress {
+        processed_below: 2,
+        received_below: 2,
+        awaiting: Vec::new(),
+    };
+    let actions = group.on_progress(a, now, finished);
+    assert!(
+        actions
+            .iter()
+            .any(|(s, act)| *s == b && matches!(act, sender::Action::Send { seq: 2, .. })),
+        "seq 2 goes to p1 once p0 finished seq 1: {actions:?}"
+    );
 }
 
 /// A seq waiting for its partition to drain is another stream's as far as

@@ -314,12 +314,8 @@ impl State {
     }
 
     async fn on_progress(&mut self, stream: StreamId, progress: Progress, now: Instant) {
-        let Some(sender) = self.group.sender_mut(stream) else {
-            return;
-        };
-        let actions = sender.on_progress(now, progress);
-        self.perform(actions.into_iter().map(|a| (stream, a)).collect())
-            .await;
+        let actions = self.group.on_progress(stream, now, progress);
+        self.perform(actions).await;
     }
 
     /// While crash suspects are isolated (in batches, once a second life

@@ -157,6 +157,7 @@ impl Group {
             return Vec::new();
         };
         let ended = stream.sender.end(crashed);
+        self.let_go_lingering(id);
         let mut actions = Vec::new();
         self.isolation.on_stream_end(ended.sent);
         let poison = self.isolation.on_hello(crashed);

@@ -60,7 +60,7 @@ use std::time::{Duration, Instant};
 
 use super::guarantee::Guarantee;
 use super::partitions::partition_of;
-use super::sender::{Action, Handover, Link, Offer, Sender, SenderConfig};
+use super::sender::{Action, Handover, Link, Offer, Progress, Sender, SenderConfig};
 use super::suspects::Suspects;
 use super::{DeliveryCursor, Seq};
 
@@ -152,6 +152,11 @@ pub struct Group {
     waiting_in: HashMap<u32, u32>,
     /// Rows of ended streams' events being stored.
     orphans: BTreeSet<Seq>,
+    /// Events parked after timing out on a stream whose processor may
+    /// still be running them (a handler that hangs): resolved, but their
+    /// partition stays held there until that processor reports them
+    /// finished or the stream ends. Their stream and partition.
+    lingering: BTreeMap<Seq, (StreamId, u32)>,
     /// Events in flight on streams whose processors crashed, and their
     /// crash counts: the search for a poison event across streams.
     isolation: Suspects,
@@ -195,6 +200,7 @@ impl Group {
             waiting: BTreeMap::new(),
             waiting_in: HashMap::new(),
             orphans: BTreeSet::new(),
+            lingering: BTreeMap::new(),
             isolation: Suspects::new(config.max_crashes),
             offered: floor,
             resolved_ahead: cursor.resolved_above.into_iter().collect(),
@@ -406,6 +412,12 @@ impl Group {
     /// partition.
     fn release(&mut self, seq: Seq) -> Option<(StreamId, u32)> {
         let (stream, partition) = self.held.remove(&seq)?;
+        self.unhold(stream, partition);
+        Some((stream, partition))
+    }
+
+    /// `stream` holds one event of `partition` fewer.
+    fn unhold(&mut self, stream: StreamId, partition: u32) {
         let holders = &mut self.holders[partition as usize];
         if let Some(i) = holders.iter().position(|(s, _)| *s == stream) {
             holders[i].1 -= 1;
@@ -413,7 +425,54 @@ impl Group {
                 holders.swap_remove(i);
             }
         }
-        Some((stream, partition))
+    }
+
+    /// What stream `id`'s processor reports it has: events parked while
+    /// it ran them and now finished there let their partitions go.
+    pub fn on_progress(
+        &mut self,
+        id: StreamId,
+        now: Instant,
+        progress: Progress,
+    ) -> Vec<(StreamId, Action)> {
+        let below = progress.processed_below;
+        let Some(stream) = self.streams.get_mut(&id) else {
+            return Vec::new();
+        };
+        let mut actions: Vec<(StreamId, Action)> = stream
+            .sender
+            .on_progress(now, progress)
+            .into_iter()
+            .map(|a| (id, a))
+            .collect();
+        let finished: Vec<(Seq, u32)> = self
+            .lingering
+            .range(..below)
+            .filter(|(_, (s, _))| *s == id)
+            .map(|(seq, (_, partition))| (*seq, *partition))
+            .collect();
+        if !finished.is_empty() {
+            for (seq, partition) in finished {
+                self.lingering.remove(&seq);
+                self.unhold(id, partition);
+            }
+            actions.extend(self.flush(now));
+        }
+        actions
+    }
+
+    /// Stream `id` ends: what it may still have been running is over.
+    fn let_go_lingering(&mut self, id: StreamId) {
+        let gone: Vec<(Seq, u32)> = self
+            .lingering
+            .iter()
+            .filter(|(_, (s, _))| *s == id)
+            .map(|(seq, (_, partition))| (*seq, *partition))
+            .collect();
+        for (seq, partition) in gone {
+            self.lingering.remove(&seq);
+            self.unhold(id, partition);
+        }
     }
 
     fn wait(&mut self, seq: Seq, partition: u32, event: Handover) {
@@ -476,6 +535,13 @@ impl Group {
             if self.orphans.remove(&seq) {
                 continue;
             }
+            if let Some((stream, _)) = self.lingering.get(&seq) {
+                // Resolved, but perhaps still running there: its partition
+                // stays held (see `on_progress`).
+                self.held.remove(&seq);
+                by_stream.entry(*stream).or_default().push(seq);
+                continue;
+            }
             // (Not held: a stale report of a seq resolved already.)
             if let Some((stream, _)) = self.release(seq) {
                 by_stream.entry(stream).or_default().push(seq);
@@ -535,6 +601,16 @@ impl Group {
         for (id, s) in self.streams.iter_mut() {
             if s.sender.next_deadline().is_some_and(|d| d <= now) {
                 actions.extend(s.sender.on_tick(now).into_iter().map(|a| (*id, a)));
+            }
+        }
+        // Parked after timing out while its processor ran: it may still
+        // be running there, so its key must not start elsewhere yet.
+        for (id, action) in &actions {
+            if let Action::Park { seq, .. } = action
+                && let Some((holder, partition)) = self.held.get(seq)
+                && holder == id
+            {
+                self.lingering.insert(*seq, (*id, *partition));
             }
         }
         let (ended, more) = self.end_due(now);
