@@ -1045,7 +1045,7 @@ impl Sim {
         format!(
             "{:?}; head {}, offered {}, floor {}, next_to_send {}, lowest_unacked {}, link {:?}; \
              receiver next_expected {}, processed_below {}, buffered {}, unfinished {}, running {}, \
-             paused {}; runs {}; entries {:?}",
+             paused {}; runs {}; entries {:?}; run events {:?}; permitted {:?}; granted {:?}; claims {:?}",
             self.setup,
             self.head,
             self.offered,
@@ -1061,6 +1061,16 @@ impl Sim {
             self.receiver.is_paused(),
             self.runs.len(),
             self.sender.entries().take(20).collect::<Vec<_>>(),
+            self.runs
+                .iter()
+                .map(|r| r
+                    .iter()
+                    .map(|e| (e.seq, e.attempt, e.claim))
+                    .collect::<Vec<_>>())
+                .collect::<Vec<_>>(),
+            self.permitted,
+            self.granted,
+            self.claims,
         )
     }
 }
