@@ -1497,10 +1497,8 @@ mod tests {
     fn an_at_most_once_event_taken_over_is_claimed_again_or_marked_first() {
         let t0 = Instant::now();
         let once = Handover {
-            seq: 1,
-            attempts: 1,
             at_most_once: true,
-            crashes: 0,
+            ..handover(1, 1)
         };
         let mut claiming = sender();
         claiming.on_connect(t0, 256, false, false, true);
@@ -1529,10 +1527,8 @@ mod tests {
     fn an_at_most_once_event_handed_over_below_what_was_processed_is_not_abandoned() {
         let t0 = Instant::now();
         let once = Handover {
-            seq: 1,
-            attempts: 1,
             at_most_once: true,
-            crashes: 0,
+            ..handover(1, 1)
         };
         let abandons = |actions: &[Action]| {
             actions
