@@ -23,7 +23,7 @@ use tracing::Instrument;
 use crate::algorithms::{AlgorithmError, Outcome, Registry};
 use crate::hold::Held;
 use crate::metrics::ProcessorMetrics;
-use crate::permits::Permits;
+use crate::permits::{CLAIM_PATIENCE, Permits};
 use crate::processed_log::{self, ProcessedLog};
 
 /// Acks that waited this long are handed back even if the run is not
@@ -113,16 +113,31 @@ impl Executor {
                 if !done.is_empty() && !self.release(Done::acks(std::mem::take(&mut done))) {
                     return;
                 }
-                if !self.permits.claim(event.seq).await {
-                    // Core resolved it without this processor.
-                    let skipped = Done {
-                        skipped: vec![event.seq],
-                        ..Done::default()
-                    };
-                    if !self.release(skipped) {
+                match self.permits.claim(event.seq, CLAIM_PATIENCE).await {
+                    Some(true) => {}
+                    Some(false) => {
+                        // Core resolved it without this processor.
+                        let skipped = Done {
+                            skipped: vec![event.seq],
+                            ..Done::default()
+                        };
+                        if !self.release(skipped) {
+                            return;
+                        }
+                        continue;
+                    }
+                    None => {
+                        // No answer yet: the slot goes to whatever may run
+                        // (the event core needs next may be waiting for
+                        // one), and this run's events back to their lane.
+                        let mut unprocessed = vec![event];
+                        unprocessed.extend(run);
+                        self.release(Done {
+                            unprocessed,
+                            ..Done::default()
+                        });
                         return;
                     }
-                    continue;
                 }
                 // Granted: this copy is the only one that may run.
                 started_at = processed_log::now_us();

@@ -54,6 +54,10 @@ mod common;
 
 type Seq = u64;
 
+/// Claims a waiting run makes before it gives its events back (the
+/// processor's `CLAIM_PATIENCE`).
+const CLAIM_TRIES: u32 = 3;
+
 /// Indices into the messages in transit or the runs in progress; small, so
 /// a failing case shrinks to something readable.
 type Pick = u8;
@@ -253,6 +257,8 @@ struct Sim {
     granted: BTreeSet<Seq>,
     /// Seqs this processor life was granted.
     permitted: BTreeSet<Seq>,
+    /// Claims made per seq since its run started waiting.
+    claim_tries: HashMap<Seq, u32>,
 }
 
 impl Sim {
@@ -298,6 +304,7 @@ impl Sim {
             permits: VecDeque::new(),
             granted: BTreeSet::new(),
             permitted: BTreeSet::new(),
+            claim_tries: HashMap::new(),
         }
     }
 
@@ -618,7 +625,10 @@ impl Sim {
     }
 
     /// Whether run `i` waits for the permit of its next event; if so, it
-    /// claims it (again).
+    /// claims it (again). A run whose claim went unanswered
+    /// [`CLAIM_TRIES`] times gives its events back to their lane, as the
+    /// processor's does after its patience (`permits.rs`): core may not
+    /// answer before an event that needs the run's slot is processed.
     fn claiming(&mut self, i: usize) -> bool {
         let Some(e) = self.runs[i].front() else {
             return false;
@@ -626,8 +636,18 @@ impl Sim {
         if !e.claim || self.permitted.contains(&e.seq) {
             return false;
         }
+        let seq = e.seq;
+        let tries = self.claim_tries.entry(seq).or_default();
+        *tries += 1;
+        if *tries > CLAIM_TRIES {
+            self.claim_tries.remove(&seq);
+            let run: Vec<pb::Event> = self.runs.swap_remove(i).into();
+            let actions = self.receiver.on_returned(run);
+            self.receive(actions);
+            return true;
+        }
         if self.connected {
-            self.claims.push_back(vec![e.seq]);
+            self.claims.push_back(vec![seq]);
         }
         true
     }
@@ -725,6 +745,7 @@ impl Sim {
         self.told_floor = 0;
         self.last_in_lane.clear();
         self.permitted.clear();
+        self.claim_tries.clear();
         self.connect(true);
     }
 

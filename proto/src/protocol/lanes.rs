@@ -134,6 +134,9 @@ pub struct Lanes {
     /// ([`forget_unstarted`](Self::forget_unstarted)): given back, they are
     /// dropped, not queued again.
     stale: HashSet<Seq>,
+    /// Core's floor as last told: an event given back below it was
+    /// resolved without this processor meanwhile, and is dropped.
+    floor: Seq,
 }
 
 impl Lanes {
@@ -151,6 +154,7 @@ impl Lanes {
             running: 0,
             pools: HashMap::new(),
             stale: HashSet::new(),
+            floor: 0,
         }
     }
 
@@ -304,9 +308,10 @@ impl Lanes {
     }
 
     /// A run ended before `unprocessed`, the rest of it in order, none of
-    /// them started (the processor was told to hold its starts): they go
-    /// back to the head of their lane, which waits its turn again. Returns
-    /// false when they were not running (a stale report).
+    /// them started (the processor was told to hold its starts, or a claim
+    /// went unanswered): they go back to the head of their lane, which
+    /// waits its turn again, except those core's floor passed meanwhile.
+    /// Returns false when they were not running (a stale report).
     pub fn give_back(&mut self, unprocessed: Vec<pb::Event>) -> bool {
         let Some(id) = unprocessed
             .first()
@@ -317,7 +322,7 @@ impl Lanes {
         self.end_run_before(&id, unprocessed);
         let lane = self.by_id.get_mut(&id).expect("a started lane exists");
         while let Some(event) = lane.queue.front()
-            && self.stale.remove(&event.seq)
+            && (self.stale.remove(&event.seq) || event.seq < self.floor)
         {
             self.unfinished.remove(&event.seq);
             self.once.remove(&event.seq);
@@ -476,6 +481,7 @@ impl Lanes {
     /// done by an earlier life): core takes no result for them, so they are
     /// dropped. Runs in progress finish.
     pub fn on_floor(&mut self, floor: Seq) {
+        self.floor = self.floor.max(floor);
         self.forget_below(floor);
     }
 
