@@ -630,8 +630,9 @@ impl Sim {
     /// processor's does after its patience (`permits.rs`): core may not
     /// answer before an event that needs the run's slot is processed.
     fn claiming(&mut self, i: usize) -> bool {
-        let Some(e) = self.runs[i].front() else {
-            return false;
+        // (A run given back meanwhile may have shortened the list.)
+        let Some(e) = self.runs.get(i).and_then(|r| r.front()) else {
+            return true;
         };
         if !e.claim || self.permitted.contains(&e.seq) {
             return false;

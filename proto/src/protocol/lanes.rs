@@ -371,8 +371,9 @@ impl Lanes {
     /// The algorithm asked to retry `seq` (copy `attempt`) later, which ended
     /// its run: `unprocessed` are the run's events after it. The lane keeps
     /// them and starts nothing until [`resume`](Self::resume) — unless `seq`
-    /// is at most once: core abandons it and sends no copy, so it is done
-    /// here and its lane goes on now. Returns false when `seq` was not
+    /// is at most once (core abandons it and sends no copy) or core's floor
+    /// passed it while it ran (parked): it is done here and its lane goes
+    /// on now. Returns false when `seq` was not
     /// started (a duplicate report).
     pub fn defer(&mut self, seq: Seq, attempt: u32, unprocessed: Vec<pb::Event>) -> bool {
         let Some(id) = self.started.remove(&seq) else {
@@ -381,7 +382,9 @@ impl Lanes {
         // The run ended here: everything before it in the run finished.
         self.end_run_before(&id, unprocessed);
         let lane = self.by_id.get_mut(&id).expect("a started lane exists");
-        if self.once.remove(&seq) {
+        // At most once, or resolved by core while it ran (parked after
+        // timeouts, the floor told since): no copy will come.
+        if self.once.remove(&seq) || seq < self.floor {
             self.unfinished.remove(&seq);
             match lane.queue.front() {
                 Some(next) => {
